@@ -1,0 +1,304 @@
+"""config.yaml → validated, frozen dataclasses: read once at startup, then passed down.
+
+Every key is checked against the dataclasses below: an unknown (misspelt) key, a wrong type or an
+out-of-range value raises `ConfigError` naming the key's path and the fix; the CLI turns it into one
+line and exit code 2. Relative paths resolve against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HUB_HANDLE = "https://tfhub.dev/deepmind/mil-nce/s3d/1"
+CONFIG_NAME = "config.yaml"
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message is one line naming the key and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    handle: str = HUB_HANDLE  # hub URL or local SavedModel directory
+    batch_size: int = 8  # windows per model call
+    threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's choice (all cores)
+
+
+@dataclass(frozen=True)
+class VocabEntry:
+    """A tag and the prompts whose text embeddings are averaged for it (a prompt ensemble)."""
+
+    label: str
+    prompts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TaggingConfig:
+    top_k: int = 3
+    min_score: float = 3.0  # raw dot product below which a tag is not given
+    temperature: float = 1.0  # softmax temperature for confidences
+    thresholds: dict[str, float] = field(default_factory=dict)  # per-tag min_score (calibrate)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    max_windows: int = 8  # windows per clip, spread over its whole length
+    max_pixels: int = 8_294_400  # frames larger than this (3840×2160) are refused
+    decode_workers: int = 2  # threads decoding clips while the model runs
+    decode_timeout: float = 120.0  # seconds one clip may take to decode before it is failed
+
+
+@dataclass(frozen=True)
+class OutputsConfig:
+    sidecars: bool = True  # <clip>.autotag.json beside the clip
+    sidecar_dir: Path | None = None  # write sidecars to this mirror tree instead
+    log: Path | None = Path("autotag-matches.jsonl")  # top-match log (JSON Lines); null = off
+    previews: Path | None = Path("previews")  # annotated preview JPEGs; null = off
+    xmp: bool = False  # write/merge XMP sidecars
+    xmp_root: str = "Activity"  # hierarchy root: Activity|skiing, Activity/skiing
+    nfo: bool = False  # write/merge Kodi-style NFO <tag> elements
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    on_tagged: str | None = None  # a shell command run after each clip is tagged
+    timeout: float = 30.0  # seconds before the hook is killed
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    paths: tuple[Path, ...] = ()  # folders to watch, besides those on the command line
+    stability_seconds: float = 5.0  # unchanged size and mtime for this long = completely written
+    rescan_seconds: float = 300.0  # full rescan as a safety net for lost events; 0 = off
+    polling: bool = False  # poll instead of inotify (network filesystems)
+    polling_seconds: float = 30.0
+    ignore: tuple[str, ...] = ()  # extra glob patterns, added to the built-in ones
+
+
+def default_state_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "autotag" / "state.sqlite3"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "autotag"
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    path: Path = field(default_factory=default_state_path)  # the SQLite state store
+
+
+@dataclass(frozen=True)
+class Config:
+    vocabulary: tuple[VocabEntry, ...]
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tagging: TaggingConfig = field(default_factory=TaggingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    source: Path | None = None  # the file this was read from
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(e.label for e in self.vocabulary)
+
+
+# Keys whose value must be > 0 (or >= 0 where 0 means "off").
+_POSITIVE = {"model.batch_size", "tagging.top_k", "tagging.temperature", "sampling.max_windows",
+             "sampling.max_pixels", "sampling.decode_workers", "sampling.decode_timeout",
+             "watch.polling_seconds", "hooks.timeout"}
+_NON_NEGATIVE = {"model.threads", "watch.stability_seconds", "watch.rescan_seconds"}
+
+
+def find_config(explicit: Path | None) -> Path:
+    """The config file to use: --config, else ./config.yaml, else $XDG_CONFIG_HOME/autotag/."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} not found; pass an existing file to --config")
+        return explicit
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    candidates = [Path.cwd() / CONFIG_NAME, xdg / "autotag" / CONFIG_NAME]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise ConfigError(f"no config file found (looked in {looked}); pass --config PATH "
+                      "or copy the example config.yaml from autotag's repository there")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate one config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}; check the path and "
+                          "its permissions") from None
+    return parse_config(text, base=path.resolve().parent, source=path)
+
+
+def parse_config(text: str, base: Path, source: Path | None = None) -> Config:
+    """Validate YAML text; relative paths resolve against `base`."""
+    where = source or "config"
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{where}: broken YAML{at}: {problem}; fix the syntax there") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections (model:, "
+                          "vocabulary:, ...), not {type(raw).__name__}")
+    if "vocabulary" not in raw:
+        raise ConfigError(f"{where}: vocabulary is missing; add a list of tags, e.g. "
+                          "'vocabulary: [skiing, biking]'")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        if f.name == "source" or f.name not in raw:
+            continue
+        if f.name == "vocabulary":
+            values[f.name] = _vocabulary(raw[f.name])
+        else:
+            values[f.name] = _section(f.name, f.type, raw[f.name], base)
+    _reject_unknown("", raw, {f.name for f in dataclasses.fields(Config) if f.name != "source"})
+    if "model" in values:
+        values["model"] = _resolve_handle(values["model"], base)
+    config = Config(source=source, **values)
+    _check_thresholds(config)
+    return config
+
+
+def _resolve_handle(model: ModelConfig, base: Path) -> ModelConfig:
+    """A handle is a URL (kept) or a SavedModel directory (resolved, and it must exist)."""
+    if "://" in model.handle:
+        return model
+    path = (base / Path(model.handle).expanduser()).resolve()
+    if not path.is_dir():
+        raise ConfigError(f"'model.handle': {path} is not a directory; set it to a SavedModel "
+                          f"folder or to the hub handle {HUB_HANDLE}")
+    return dataclasses.replace(model, handle=str(path))
+
+
+def _reject_unknown(prefix: str, raw: dict, known: set[str]) -> None:
+    for key in raw:
+        if key not in known:
+            where = f"{prefix}{key}"
+            hint = ", ".join(sorted(known))
+            raise ConfigError(f"unknown key '{where}'; known keys here: {hint}")
+
+
+def _section(name: str, type_name: str, raw: Any, base: Path) -> Any:
+    cls = _TYPES[type_name]
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{name}' must be a mapping of keys, got {_kind(raw)}")
+    hints = typing.get_type_hints(cls)
+    _reject_unknown(f"{name}.", raw, set(hints))
+    values = {key: _value(f"{name}.{key}", hints[key], value, base) for key, value in raw.items()}
+    return cls(**values)
+
+
+def _value(key: str, hint: Any, value: Any, base: Path) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _value(key, inner, value, base)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be true or false, got {_kind(value)}")
+        return value
+    if hint is int or hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                hint is int and not isinstance(value, int)):
+            raise ConfigError(f"'{key}' must be a {'whole ' if hint is int else ''}number, "
+                              f"got {_kind(value)}")
+        if key in _POSITIVE and value <= 0:
+            raise ConfigError(f"'{key}' must be greater than 0, got {value}")
+        if key in _NON_NEGATIVE and value < 0:
+            raise ConfigError(f"'{key}' must be 0 or more, got {value}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"'{key}' must be a non-empty string, got {_kind(value)}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"'{key}' must be a path, got {_kind(value)}")
+        return (base / Path(value).expanduser()).resolve()
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list, got {_kind(value)}")
+        return tuple(_value(f"{key}[{i}]", args[0], v, base) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {_kind(value)}")
+        return {str(k): _value(f"{key}.{k}", args[1], v, base) for k, v in value.items()}
+    raise AssertionError(f"no validator for {key}: {hint}")  # a programming error, not the user's
+
+
+def _vocabulary(raw: Any) -> tuple[VocabEntry, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("'vocabulary' must be a non-empty list of tags, e.g. "
+                          "'vocabulary: [skiing, {biking: [riding a bike, mountain biking]}]'")
+    entries: list[VocabEntry] = []
+    for i, item in enumerate(raw):
+        key = f"vocabulary[{i}]"
+        if isinstance(item, str) and item.strip():
+            entries.append(VocabEntry(item.strip(), (item.strip(),)))
+        elif isinstance(item, dict) and len(item) == 1:
+            ((label, prompts),) = item.items()
+            if not isinstance(label, str) or not label.strip():
+                raise ConfigError(f"'{key}' needs a tag name as its key")
+            if isinstance(prompts, str):
+                prompts = [prompts]
+            if (not isinstance(prompts, list) or not prompts
+                    or not all(isinstance(p, str) and p.strip() for p in prompts)):
+                raise ConfigError(f"'{key}' ({label}) must map to a non-empty list of prompt "
+                                  "strings, e.g. 'biking: [riding a bike, mountain biking]'")
+            entries.append(VocabEntry(label.strip(), tuple(p.strip() for p in prompts)))
+        else:
+            raise ConfigError(f"'{key}' must be a tag name or 'tag: [prompt, ...]', "
+                              f"got {_kind(item)}")
+    seen: set[str] = set()
+    for entry in entries:
+        folded = entry.label.casefold()
+        if folded in seen:
+            raise ConfigError(f"'vocabulary' lists the tag '{entry.label}' twice; "
+                              "merge its prompts into one entry")
+        seen.add(folded)
+    return tuple(entries)
+
+
+def _check_thresholds(config: Config) -> None:
+    unknown = set(config.tagging.thresholds) - set(config.labels)
+    if unknown:
+        raise ConfigError(f"'tagging.thresholds' names {sorted(unknown)[0]!r}, which is not in "
+                          "the vocabulary; remove it or add the tag")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+_TYPES = {c.__name__: c for c in (ModelConfig, TaggingConfig, SamplingConfig, OutputsConfig,
+                                  HooksConfig, WatchConfig, StateConfig)}

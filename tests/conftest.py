@@ -1,0 +1,47 @@
+"""Shared fixtures: the test SavedModel (built once per session), clip folders, thread checks."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A SavedModel with MIL-NCE's signatures whose embeddings encode colour and motion."""
+    from tests.testmodel import build
+
+    return build(tmp_path_factory.mktemp("model") / "colour-motion")
+
+
+@pytest.fixture(scope="session")
+def embedder(model_dir):
+    """The test model loaded through the product's own loading code."""
+    from autotag.model import load_model
+
+    return load_model(str(model_dir))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Caches, state and config lookups go to the test's own folder, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_leaks():
+    """Every thread a test starts must be stopped by its owner (watchdog's fixture does this)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    for t in leaked:
+        t.join(timeout=5)
+    leaked = [t.name for t in leaked if t.is_alive()]
+    assert not leaked, f"threads left running: {leaked}"
