@@ -95,7 +95,11 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class StateConfig:
-    path: Path = field(default_factory=default_state_path)  # the SQLite state store
+    path: Path | None = None  # the SQLite state store; None = default_state_path()
+
+    @property
+    def store_path(self) -> Path:
+        return self.path or default_state_path()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,255 @@
+"""argv → command → exit code: argument parsing, rich progress and tables, nothing else.
+
+Exit codes: 0 every clip tagged (or up to date), 1 some clips failed (each named on stderr
+with its reason), 2 usage, configuration or startup errors (one line naming the fix).
+TensorFlow is imported only by the commands that need the model, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from autotag import __version__
+
+log = logging.getLogger("autotag")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+COMMANDS = ("fetch-model",)  # subcommands; anything else is the tagging command's DIRs
+
+
+class UsageError(Exception):
+    """A startup problem the user fixes: one line, exit 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = _parser(command)
+    args = parser.parse_args(argv[1:] if command else argv)
+    _setup_logging(args.debug)
+    try:
+        return _HANDLERS[command or "tag"](args)
+    except UsageError as exc:
+        print(f"autotag: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("autotag: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="config file (default: ./config.yaml, then "
+                             "$XDG_CONFIG_HOME/autotag/config.yaml)")
+    parser.add_argument("--model", metavar="HANDLE",
+                        help="override model.handle: a hub URL or a local SavedModel directory")
+    parser.add_argument("--debug", action="store_true",
+                        help="verbose logs, with tracebacks")
+
+
+def _parser(command: str | None) -> argparse.ArgumentParser:
+    if command == "fetch-model":
+        parser = argparse.ArgumentParser(
+            prog="autotag fetch-model",
+            description="Download the model into the persistent cache once, so the service "
+                        "(or an offline machine sharing the cache) runs without network access.")
+        _common(parser)
+        return parser
+    parser = argparse.ArgumentParser(
+        prog="autotag",
+        description="Tag video clips and GIFs by the activities in them (MIL-NCE). Without "
+                    "--once, watch the folders and tag each new clip once it is complete.",
+        epilog="other commands: autotag fetch-model (run 'autotag COMMAND --help')")
+    parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                        help="folders (or files) to tag; watch mode adds watch.paths")
+    parser.add_argument("--once", action="store_true",
+                        help="tag what is there now and exit, instead of watching")
+    parser.add_argument("--force", action="store_true",
+                        help="re-tag clips whose outputs are up to date")
+    parser.add_argument("--version", action="version", version=f"autotag {__version__}")
+    _common(parser)
+    return parser
+
+
+# -- logging ----------------------------------------------------------------------------------
+
+def _interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+def _setup_logging(debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO
+    if _interactive():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False,
+                                               rich_tracebacks=debug, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # under a service: plain lines; journald adds the time
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("autotag").setLevel(level)
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ chatter
+
+
+def show(path: Path | str) -> str:
+    """A path as one printable line: a newline or control character in a name is escaped."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+# -- startup ----------------------------------------------------------------------------------
+
+def _load_config(args: argparse.Namespace):
+    from autotag.app import with_model
+    from autotag.config import ConfigError, find_config, load_config
+
+    try:
+        config = load_config(find_config(args.config))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return with_model(config, args.model)
+
+
+def _open(config):
+    from autotag.app import open_app
+    from autotag.model import ModelError
+    from autotag.store import StoreError
+
+    try:
+        return open_app(config)
+    except (ModelError, StoreError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+def _tag(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    if not args.once:
+        raise UsageError("watch mode is not available yet; add --once")
+    if not args.dirs:
+        raise UsageError("name at least one folder to tag, e.g. 'autotag --once ./clips'")
+    missing = [d for d in args.dirs if not d.exists()]
+    if missing:
+        raise UsageError(f"{show(missing[0])} does not exist; name an existing folder or file")
+    return _tag_once(config, args.dirs, args.force)
+
+
+def _tag_once(config, dirs: list[Path], force: bool) -> int:
+    from autotag.files import find_clips
+
+    app = _open(config)
+    exclude = [p for p in (config.outputs.previews, config.outputs.sidecar_dir) if p]
+    clips = list(find_clips(dirs, config.watch.ignore, exclude))
+    started = time.monotonic()
+    try:
+        with _Reporter(len(clips)) as reporter:
+            results = app.pipeline.run(clips, force=force, on_result=reporter.result,
+                                       on_windows=reporter.windows)
+    finally:
+        app.close()
+    _summary(results, time.monotonic() - started)
+    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
+def _fetch_model(args: argparse.Namespace) -> int:
+    from autotag.model import ModelError, fetch_model, hub_cache_dir
+
+    config = _load_config(args)
+    if "://" not in config.model.handle:
+        print(f"model.handle is a local directory ({config.model.handle}); nothing to fetch")
+        return EXIT_OK
+    try:
+        path = fetch_model(config.model.handle)
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"model cached in {path} (cache: {hub_cache_dir()})")
+    return EXIT_OK
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "tag": _tag,
+    "fetch-model": _fetch_model,
+}
+
+
+# -- progress and summary ---------------------------------------------------------------------
+
+class _Reporter:
+    """Per-clip lines and, on a terminal, a rich progress bar (clips, windows/s, ETA)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.progress = None
+        self.task = None
+        self.window_count = 0
+        self.started = time.monotonic()
+
+    def __enter__(self) -> _Reporter:
+        if _interactive() and self.total:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self.progress = Progress(TextColumn("tagging"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                     transient=True)
+            self.task = self.progress.add_task("tagging", total=self.total, rate="")
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def windows(self, n: int) -> None:
+        self.window_count += n
+        if self.progress:
+            rate = self.window_count / max(time.monotonic() - self.started, 1e-9)
+            self.progress.update(self.task, rate=f"{rate:.1f} windows/s")
+
+    def result(self, result) -> None:
+        if result.status == "failed":
+            log.error("skipping %s: %s", show(result.path), result.reason)
+        elif result.status in ("tagged", "reused"):
+            tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
+            log.info("%s %s: %s", result.status, show(result.path), tags)
+        else:
+            log.debug("%s %s: %s", result.status, show(result.path), result.reason)
+        if self.progress:
+            self.progress.advance(self.task)
+
+
+def _summary(results, seconds: float) -> None:
+    counts = Counter(r.status for r in results)
+    windows = sum(r.windows for r in results)
+    rate = windows / seconds if seconds > 0 else 0.0
+    rows = [("tagged", counts["tagged"]), ("tagged from stored embeddings", counts["reused"]),
+            ("up to date", counts["skipped"]), ("failed", counts["failed"])]
+    if _interactive():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"autotag: {len(results)} clips in {seconds:.1f} s, "
+                            f"{windows} windows ({rate:.1f}/s)")
+        table.add_column("clips")
+        table.add_column("count", justify="right")
+        for name, count in rows:
+            table.add_row(name, str(count), style="red" if name == "failed" and count else None)
+        Console(stderr=True).print(table)
+    else:
+        log.info("done: %s; %d windows in %.1f s (%.1f/s)",
+                 ", ".join(f"{count} {name}" for name, count in rows), windows, seconds, rate)
