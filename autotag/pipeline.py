@@ -17,6 +17,7 @@ import os
 import queue
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,10 +153,10 @@ class _Run:
         self.results: list[ClipResult] = []
         workers = self.config.sampling.decode_workers
         self.jobs: queue.Queue[_Job] = queue.Queue(maxsize=workers)  # bounds decoded memory
-        self.lock = threading.Lock()  # guards busy and live; never held while waiting
+        self.lock = threading.Lock()  # guards waiting and live; never held while blocking
         self.source_lock = threading.Lock()  # next(source) may block (the daemon's queue)
         self.halt = threading.Event()  # the model loop ended: workers stop taking paths
-        self.busy = 0  # workers between taking a path and queueing its job
+        self.waiting = 0  # workers waiting for the source to give a path
         self.live = workers
         self.threads = [threading.Thread(target=self._worker, name=f"autotag-decode-{i}",
                                          daemon=True) for i in range(workers)]
@@ -197,9 +198,15 @@ class _Run:
                 return
 
     def _idle(self) -> bool:
-        """No worker is decoding and nothing decoded is waiting: a partial batch may run."""
-        with self.lock:
-            return self.busy == 0 and self.jobs.empty()
+        """Every live worker is waiting for a path and nothing decoded is queued, twice in a row
+        (IDLE_POLL apart, so a worker between two clips does not count): a partial batch may run."""
+        for attempt in range(2):
+            with self.lock:
+                if self.waiting < self.live or not self.jobs.empty():
+                    return False
+            if attempt == 0:
+                time.sleep(IDLE_POLL)
+        return True
 
     def _workers_live(self) -> bool:
         with self.lock:
@@ -261,27 +268,24 @@ class _Run:
     # -- workers ----------------------------------------------------------------------------
 
     def _next_path(self) -> Path | None:
-        with self.source_lock:
-            if self.stop.is_set() or self.halt.is_set():
-                return None
-            try:
-                path = next(self.source)
-            except StopIteration:
-                return None
         with self.lock:
-            self.busy += 1
-        return Path(path)
+            self.waiting += 1
+        try:
+            with self.source_lock:
+                if self.stop.is_set() or self.halt.is_set():
+                    return None
+                path = next(self.source, None)
+                return None if path is None else Path(path)
+        finally:
+            with self.lock:
+                self.waiting -= 1
 
     def _worker(self) -> None:
         try:
             while (path := self._next_path()) is not None:
-                try:
-                    job = self._prepare(path)
-                    if job is not None:
-                        self.jobs.put(job)
-                finally:
-                    with self.lock:
-                        self.busy -= 1
+                job = self._prepare(path)
+                if job is not None:
+                    self.jobs.put(job)
         finally:
             with self.lock:
                 self.live -= 1
