@@ -21,7 +21,6 @@ from autotag import __version__
 log = logging.getLogger("autotag")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("fetch-model",)  # subcommands; anything else is the tagging command's DIRs
 
 
 class UsageError(Exception):
@@ -30,12 +29,15 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in COMMANDS else None
-    parser = _parser(command)
-    args = parser.parse_args(argv[1:] if command else argv)
+    # `autotag [--once] DIR...` tags; `autotag COMMAND ...` runs a subcommand. argparse's
+    # subparsers cannot mix with a positional DIR list, so the first word decides.
+    command = argv[0] if argv and argv[0] in COMMANDS else "tag"
+    build, handler = COMMANDS[command]
+    parser = build()
+    args = parser.parse_args(argv[1:] if command != "tag" else argv)
     _setup_logging(args.debug)
     try:
-        return _HANDLERS[command or "tag"](args)
+        return handler(args)
     except UsageError as exc:
         print(f"autotag: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -56,19 +58,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="verbose logs, with tracebacks")
 
 
-def _parser(command: str | None) -> argparse.ArgumentParser:
-    if command == "fetch-model":
-        parser = argparse.ArgumentParser(
-            prog="autotag fetch-model",
-            description="Download the model into the persistent cache once, so the service "
-                        "(or an offline machine sharing the cache) runs without network access.")
-        _common(parser)
-        return parser
+def _tag_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autotag",
         description="Tag video clips and GIFs by the activities in them (MIL-NCE). Without "
                     "--once, watch the folders and tag each new clip once it is complete.",
-        epilog="other commands: autotag fetch-model (run 'autotag COMMAND --help')")
+        epilog="other commands: " + ", ".join(c for c in COMMANDS if c != "tag")
+               + " (autotag COMMAND --help)")
     parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                         help="folders (or files) to tag; watch mode adds watch.paths")
     parser.add_argument("--once", action="store_true",
@@ -76,6 +72,15 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true",
                         help="re-tag clips whose outputs are up to date")
     parser.add_argument("--version", action="version", version=f"autotag {__version__}")
+    _common(parser)
+    return parser
+
+
+def _fetch_model_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotag fetch-model",
+        description="Download the model into the persistent cache once, so the service "
+                    "(or an offline machine sharing the cache) runs without network access.")
     _common(parser)
     return parser
 
@@ -181,9 +186,11 @@ def _fetch_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "tag": _tag,
-    "fetch-model": _fetch_model,
+# command → (parser builder, handler). Each subcommand adds one line here.
+COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser],
+                          Callable[[argparse.Namespace], int]]] = {
+    "tag": (_tag_parser, _tag),
+    "fetch-model": (_fetch_model_parser, _fetch_model),
 }
 
 
