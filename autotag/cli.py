@@ -157,9 +157,12 @@ def _tag(args: argparse.Namespace) -> int:
 def _tag_once(config, dirs: list[Path], force: bool) -> int:
     from autotag.files import find_clips
 
-    app = _open(config)
     exclude = [p for p in (config.outputs.previews, config.outputs.sidecar_dir) if p]
     clips = list(find_clips(dirs, config.watch.ignore, exclude))
+    if not clips:  # before loading the model: nothing to wait 10 s for
+        log.warning("no clips found under %s", ", ".join(show(d) for d in dirs))
+        return EXIT_OK
+    app = _open(config)
     started = time.monotonic()
     try:
         with _Reporter(len(clips)) as reporter:
