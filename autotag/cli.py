@@ -158,10 +158,16 @@ def _tag_once(config, dirs: list[Path], force: bool) -> int:
     from autotag.files import find_clips
 
     exclude = [p for p in (config.outputs.previews, config.outputs.sidecar_dir) if p]
-    clips = list(find_clips(dirs, config.watch.ignore, exclude))
+    unreadable: list[Path] = []
+
+    def on_error(path: Path, reason: str) -> None:
+        log.error("skipping %s: %s", show(path), reason)
+        unreadable.append(path)
+
+    clips = list(find_clips(dirs, config.watch.ignore, exclude, on_error))
     if not clips:  # before loading the model: nothing to wait 10 s for
         log.warning("no clips found under %s", ", ".join(show(d) for d in dirs))
-        return EXIT_OK
+        return EXIT_FAILED if unreadable else EXIT_OK
     app = _open(config)
     started = time.monotonic()
     try:
@@ -171,7 +177,8 @@ def _tag_once(config, dirs: list[Path], force: bool) -> int:
     finally:
         app.close()
     _summary(results, time.monotonic() - started)
-    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+    failed = unreadable or any(r.status == "failed" for r in results)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def _fetch_model(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,21 @@ def is_ignored_path(path: Path, root: Path, patterns: Iterable[str] = ()) -> boo
     return any(is_ignored_name(p, patterns) for p in parts)
 
 
+OnError = Callable[[Path, str], None]
+
+
+def _log_error(path: Path, reason: str) -> None:
+    log.warning("skipping %s: %s", path, reason)
+
+
 def find_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
-               exclude: Iterable[Path] = ()) -> Iterator[Path]:
+               exclude: Iterable[Path] = (), on_error: OnError = _log_error) -> Iterator[Path]:
     """Every clip under `roots`, each real file once, in a stable (sorted) order.
 
     Symlinked folders are followed, but a folder already visited (by its real path) is not
     entered again, so a symlink loop ends; a symlinked file is yielded under the first path
     it is found by. `exclude` holds folders never to enter (the preview folder, a sidecar mirror).
-    Unreadable folders are logged and skipped.
+    An unreadable folder or file is passed to `on_error` (default: logged) and skipped.
     """
     patterns = tuple(patterns)
     excluded = {p.resolve() for p in exclude}
@@ -68,17 +75,19 @@ def find_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
             if is_clip_name(root.name, patterns) and _first(root, seen_files):
                 yield root
             continue
-        yield from _walk(root, patterns, excluded, seen_dirs, seen_files)
+        yield from _walk(root, patterns, excluded, seen_dirs, seen_files, on_error)
 
 
 def _walk(folder: Path, patterns: tuple[str, ...], excluded: set[Path],
-          seen_dirs: set[tuple[int, int]], seen_files: set[tuple[int, int]]) -> Iterator[Path]:
+          seen_dirs: set[tuple[int, int]], seen_files: set[tuple[int, int]],
+          on_error: OnError) -> Iterator[Path]:
     try:
         if folder.resolve() in excluded or not _first(folder, seen_dirs):
             return
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
     except OSError as exc:
-        log.warning("skipping folder %s: %s", folder, exc.strerror or exc)
+        on_error(folder, f"cannot read the folder: {exc.strerror or exc}")
         return
     for entry in entries:
         if is_ignored_name(entry.name, patterns):
@@ -86,11 +95,11 @@ def _walk(folder: Path, patterns: tuple[str, ...], excluded: set[Path],
         path = Path(entry.path)
         try:
             if entry.is_dir():  # follows symlinks; loops end at seen_dirs
-                yield from _walk(path, patterns, excluded, seen_dirs, seen_files)
+                yield from _walk(path, patterns, excluded, seen_dirs, seen_files, on_error)
             elif entry.is_file() and is_clip_name(entry.name, patterns) and _first(path, seen_files):
                 yield path
         except OSError as exc:
-            log.warning("skipping %s: %s", path, exc.strerror or exc)
+            on_error(path, f"cannot read: {exc.strerror or exc}")
 
 
 def _first(path: Path, seen: set[tuple[int, int]]) -> bool:
