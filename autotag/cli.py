@@ -168,6 +168,9 @@ def _tag_once(config, dirs: list[Path], force: bool) -> int:
     if not clips:  # before loading the model: nothing to wait 10 s for
         log.warning("no clips found under %s", ", ".join(show(d) for d in dirs))
         return EXIT_FAILED if unreadable else EXIT_OK
+    from autotag.media import quiet_opencv
+
+    quiet_opencv(log.isEnabledFor(logging.DEBUG))
     app = _open(config)
     started = time.monotonic()
     try:

@@ -1,0 +1,262 @@
+"""path → probe → window times → seek/grab → centre crop 224 → uint8 RGB windows + thumbnails.
+
+The only module that decodes (OpenCV's FFmpeg backend, which also reads GIFs with their real
+per-frame delays). A clip becomes up to `max_windows` windows of WINDOW_FRAMES frames at
+WINDOW_FPS, spread evenly over its whole duration; frame i of a window is the frame on screen at
+`start + i / WINDOW_FPS`. Frames no window needs are grabbed (demuxed and decoded, never
+converted or copied), and long gaps between windows are skipped by seeking, so a 10-minute clip
+costs about what a 10-second one does and memory holds only the sampled frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from autotag.clip import Window
+
+log = logging.getLogger(__name__)
+
+WINDOW_FRAMES = 32  # frames per model window
+WINDOW_FPS = 10.0  # the model was trained on ~10 fps clips
+WINDOW_SECONDS = WINDOW_FRAMES / WINDOW_FPS  # 3.2 s
+FRAME_SIZE = 224  # px, square model input
+THUMB_HEIGHT = 180  # px, thumbnails for previews and contact sheets
+SEEK_GAP = 4.0  # s; a gap to the next window longer than this is seeked over, not grabbed
+SEEK_BACKOFF = 1.0  # s; seek this far before the target: keyframe seeks may land late
+GIF_MIN_DELAY = 0.011  # s; browsers show GIF frames of 0 or 1 cs for 100 ms, and so do we
+GIF_DEFAULT_DELAY = 0.1  # s
+OPEN_TIMEOUT_MS = 30_000  # FFmpeg's own interrupt timeouts: a stuck read ends
+READ_TIMEOUT_MS = 30_000
+
+
+class DecodeError(Exception):
+    """This file cannot be sampled; the message is the reason, without the path."""
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """A clip's model windows.
+
+    frames: uint8 [n_windows, 32, 224, 224, 3] RGB.
+    thumbnails: uint8 [n_windows, THUMB_HEIGHT, w, 3] RGB, each window's middle frame uncropped.
+    """
+
+    duration: float  # seconds
+    windows: tuple[Window, ...]
+    frames: np.ndarray
+    thumbnails: np.ndarray
+
+
+def window_starts(duration: float, max_windows: int) -> list[float]:
+    """Start times of n = min(max_windows, ceil(duration / 3.2)) windows, at least one, spread
+    evenly so the first starts at 0 and the last ends at the clip's end."""
+    n = max(1, min(max_windows, math.ceil(max(duration, 0.0) / WINDOW_SECONDS - 1e-9)))
+    last = max(0.0, duration - WINDOW_SECONDS)
+    return [0.0] if n == 1 else [last * i / (n - 1) for i in range(n)]
+
+
+def to_model_input(frames: np.ndarray) -> np.ndarray:
+    """uint8 frames → float32 in [0, 1] (never float64), the model's input range."""
+    out = frames.astype(np.float32)
+    out *= np.float32(1.0 / 255.0)
+    return out
+
+
+def quiet_opencv(debug: bool = False) -> None:
+    """OpenCV and FFmpeg warn on stderr about broken files; autotag reports them in one line."""
+    level = cv2.utils.logging.LOG_LEVEL_DEBUG if debug else cv2.utils.logging.LOG_LEVEL_SILENT
+    cv2.utils.logging.setLogLevel(level)
+
+
+def sample_clip(path: Path, max_windows: int, max_pixels: int,
+                timeout: float | None = None) -> Sampled:
+    """Decode the windows of one clip. Raises DecodeError with the reason."""
+    if path.stat().st_size == 0:
+        raise DecodeError("the file is empty")
+    deadline = time.monotonic() + timeout if timeout else None
+    cap = _open(path, max_pixels)
+    try:
+        if path.suffix.lower() == ".gif":
+            times = _gif_times(cap, deadline)
+            cap.release()
+            cap = _open(path, max_pixels)
+            return _Sampler(cap, max_windows, deadline, known_times=times).run()
+        return _Sampler(cap, max_windows, deadline).run()
+    finally:
+        cap.release()
+
+
+def _open(path: Path, max_pixels: int) -> cv2.VideoCapture:
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+              cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # honour rotation metadata (OpenCV's default)
+    if not cap.isOpened():
+        raise DecodeError("not a video OpenCV can read (unknown format, unsupported codec, "
+                          "or no video stream)")
+    width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width <= 0 or height <= 0:
+        cap.release()
+        raise DecodeError("no video stream")
+    if width * height > max_pixels:
+        cap.release()
+        raise DecodeError(f"frames of {width}×{height} are larger than sampling.max_pixels "
+                          f"({max_pixels}); raise it to tag this clip")
+    return cap
+
+
+def _gif_times(cap: cv2.VideoCapture, deadline: float | None) -> list[float]:
+    """Every frame's start time in seconds, from a grab-only pass (GIFs are small), with the
+    browsers' rule for tiny delays applied."""
+    stamps = []
+    while cap.grab():
+        _check_deadline(deadline)
+        stamps.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+    if not stamps:
+        raise DecodeError("no frame could be decoded")
+    times = [0.0]
+    for a, b in zip(stamps, stamps[1:]):
+        delay = b - a
+        times.append(times[-1] + (GIF_DEFAULT_DELAY if delay < GIF_MIN_DELAY else delay))
+    # the last frame's own delay is not in the stamps: assume it equals the one before
+    last = times[-1] - times[-2] if len(times) > 1 else GIF_DEFAULT_DELAY
+    times.append(times[-1] + last)  # the end of the animation
+    return times
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DecodeError("decoding took longer than sampling.decode_timeout; raise it for "
+                          "very long or slow clips")
+
+
+class _Sampler:
+    """One pass over a clip, keeping only the frames the windows need."""
+
+    def __init__(self, cap: cv2.VideoCapture, max_windows: int, deadline: float | None,
+                 known_times: list[float] | None = None) -> None:
+        self.cap = cap
+        self.deadline = deadline
+        self.known_times = known_times  # GIF: frame start times + the end
+        self.frame_index = -1
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0
+        self.fps = fps if 0 < fps < 1000 else 25.0
+        if known_times:
+            self.duration = known_times[-1]
+        else:
+            self.duration = count / self.fps if count > 0 else 0.0
+        self.starts = window_starts(self.duration, max_windows)
+
+    def run(self) -> Sampled:
+        targets = [s + self._offset(i) for s in self.starts for i in range(WINDOW_FRAMES)]
+        picked, last_time = self._pick(targets)
+        if not picked:
+            raise DecodeError("no frame could be decoded (truncated or corrupt file)")
+        converted: dict[int, np.ndarray] = {}  # id(frame) → model frame: repeats cost nothing
+        frames, thumbs, windows = [], [], []
+        for w, start in enumerate(self.starts):
+            if w and start > last_time:  # a truncated file: keep the windows that decoded
+                break
+            window = [picked[w * WINDOW_FRAMES + i] for i in range(WINDOW_FRAMES)]
+            frames.append(np.stack([converted.setdefault(id(f), _model_frame(f))
+                                    for f in window]))
+            thumbs.append(_thumbnail(window[WINDOW_FRAMES // 2]))
+            end = min(start + WINDOW_SECONDS, max(self.duration, last_time))
+            windows.append(Window(start, max(end, start)))
+        duration = self.duration if self.duration > 0 else last_time
+        return Sampled(duration, tuple(windows), np.stack(frames), np.stack(thumbs))
+
+    def _offset(self, i: int) -> float:
+        """Frame i's time in its window; a clip shorter than a window is looped to fill it."""
+        offset = i / WINDOW_FPS
+        if 0 < self.duration < WINDOW_SECONDS:
+            offset %= self.duration
+        return offset
+
+    def _pick(self, targets: list[float]) -> tuple[dict[int, np.ndarray], float]:
+        """Target index → the BGR frame on screen at that time; and the last frame's time.
+
+        Frames are grabbed in order; a frame is retrieved (converted) only when a target falls
+        between its time and the next frame's (known for GIFs, 1/fps ahead for videos).
+        Targets a variable frame rate or a late seek skipped take the last retrieved frame;
+        targets past the end of a truncated stream take the last frame.
+        """
+        order = sorted(range(len(targets)), key=targets.__getitem__)
+        picked: dict[int, np.ndarray] = {}
+        current: np.ndarray | None = None
+        p, last_time = 0, 0.0
+        seen_any = False
+        while p < len(order):
+            _check_deadline(self.deadline)
+            self._maybe_seek(targets[order[p]], last_time if seen_any else None)
+            if not self.cap.grab():
+                break
+            self.frame_index += 1
+            t = self._frame_time()
+            last_time, seen_any = max(last_time, t), True
+            horizon = self._next_time(t)
+            due = []
+            while p < len(order) and targets[order[p]] < horizon:
+                due.append(order[p])
+                p += 1
+            if current is not None:  # skipped over: still on screen from before
+                late = [i for i in due if targets[i] < t]
+                picked.update((i, current) for i in late)
+                due = [i for i in due if targets[i] >= t]
+            if due:
+                ok, frame = self.cap.retrieve()
+                if ok and frame is not None:
+                    current = frame
+                    picked.update((i, frame) for i in due)
+        if current is not None:  # the last frame stays on screen to the end
+            picked.update((i, current) for i in order if i not in picked)
+        return picked, last_time
+
+    def _next_time(self, t: float) -> float:
+        """When the frame after this one starts: exact for GIFs, one frame later for videos."""
+        if self.known_times:
+            nxt = self.frame_index + 1
+            return self.known_times[nxt] if nxt < len(self.known_times) else math.inf
+        return t + 1.0 / self.fps
+
+    def _frame_time(self) -> float:
+        if self.known_times:
+            return self.known_times[min(self.frame_index, len(self.known_times) - 1)]
+        return max(0.0, self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+
+    def _maybe_seek(self, target: float, prev_time: float | None) -> None:
+        """Skip a long gap by seeking a little before the target (GIFs are read through)."""
+        if self.known_times or prev_time is None or target - prev_time < SEEK_GAP:
+            return
+        frame = int((target - SEEK_BACKOFF) * self.fps)
+        if frame > self.frame_index + 1 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, frame):
+            self.frame_index = frame - 1
+
+
+def _model_frame(bgr: np.ndarray) -> np.ndarray:
+    """BGR frame → centre square crop → 224×224 RGB uint8."""
+    h, w = bgr.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = bgr[top:top + side, left:left + side]
+    interpolation = cv2.INTER_AREA if side > FRAME_SIZE else cv2.INTER_LINEAR
+    resized = cv2.resize(square, (FRAME_SIZE, FRAME_SIZE), interpolation=interpolation)
+    return cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+
+
+def _thumbnail(bgr: np.ndarray) -> np.ndarray:
+    """BGR frame → RGB, THUMB_HEIGHT px high, aspect kept."""
+    h, w = bgr.shape[:2]
+    width = max(1, round(w * THUMB_HEIGHT / h))
+    interpolation = cv2.INTER_AREA if h > THUMB_HEIGHT else cv2.INTER_LINEAR
+    return cv2.cvtColor(cv2.resize(bgr, (width, THUMB_HEIGHT), interpolation=interpolation),
+                        cv2.COLOR_BGR2RGB)
