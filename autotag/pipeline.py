@@ -96,7 +96,7 @@ class Tagger:
                     and record.vocabulary == self.vocabulary.fingerprint)
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: jobs are dict keys while their windows are batched
 class _Job:
     """A decoded clip waiting for its windows to be embedded."""
 

@@ -41,8 +41,9 @@ def write_video(path: Path, parts: list[tuple], fps: float = 10.0,
 
 def write_gif(path: Path, parts: list[tuple], delay_ms: int = 100,
               size: tuple[int, int] = (32, 24)) -> Path:
-    """Write parts as an animated GIF whose frames each last delay_ms."""
-    frames = frames_for(parts, 1000.0 / delay_ms, size)
+    """Write parts as an animated GIF whose frames each last delay_ms (0: the GIF says 0, which
+    players show as 100 ms; the parts' seconds are counted at that rate)."""
+    frames = frames_for(parts, 1000.0 / (delay_ms or 100), size)
     animation = cv2.Animation()
     animation.frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames]
     animation.durations = [delay_ms] * len(frames)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from autotag.cli import show
+from autotag.config import OutputsConfig
+from autotag.outputs import sidecar_path
 from tests.clips import BLUE, GREEN, RED, write_gif, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +102,7 @@ def test_bad_input_corpus_through_once(tmp_path, model_dir):
     assert "sampling.max_pixels" in err
     # every good file tagged, under one path
     for path in good:
-        sidecar = Path(f"{path}.autotag.json")
+        sidecar = sidecar_path(path, OutputsConfig())
         assert sidecar.is_file(), (path.name, err)
         assert json.loads(sidecar.read_text())["source"]["path"] == str(path)
     assert not Path(f"{clips / 'sub' / 'link to red.mp4'}.autotag.json").exists()

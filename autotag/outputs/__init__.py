@@ -1,0 +1,70 @@
+"""Tagged clip → each configured output in turn → the paths written, recorded in the sidecar.
+
+One small class per output, chosen by config. Order matters: the preview, XMP and NFO are
+written first so the sidecar can list them; the log line follows the sidecar; the hook runs last,
+once everything it may read exists. One output's failure does not stop the others; the hook's
+failure is logged and never fails the clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from autotag.clip import Tagged
+from autotag.config import Config
+from autotag.outputs.base import OutputError
+from autotag.outputs.log import MatchLog
+from autotag.outputs.preview import Preview
+from autotag.outputs.sidecar import Sidecar, read_sidecar, sidecar_path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Output", "OutputError", "OutputSet", "build_outputs", "read_sidecar", "sidecar_path"]
+
+
+class Output(Protocol):
+    name: str
+
+    def write(self, tagged: Tagged) -> Path | None:
+        """Write this output for one clip; return the path written. Raises OutputError."""
+
+
+class OutputSet:
+    """The outputs of one configuration, in the order they are written."""
+
+    def __init__(self, outputs: list[Output], advisory: frozenset[str] = frozenset()) -> None:
+        self.outputs = outputs
+        self.advisory = advisory  # outputs whose failure is logged, not the clip's failure
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def write_all(self, tagged: Tagged) -> tuple[Tagged, list[str]]:
+        """Write every output; returns the clip with the paths written and the failures."""
+        errors: list[str] = []
+        for output in self.outputs:
+            try:
+                path = output.write(tagged)
+            except OutputError as exc:
+                if output.name in self.advisory:
+                    log.warning("%s for %s: %s", output.name, tagged.clip.source.path, exc)
+                else:
+                    errors.append(f"{output.name}: {exc}")
+                continue
+            if path is not None:
+                tagged = tagged.with_output(output.name, path)
+        return tagged, errors
+
+
+def build_outputs(config: Config) -> OutputSet:
+    outputs: list[Output] = []
+    if config.outputs.previews:
+        outputs.append(Preview(config.outputs.previews))
+    if config.outputs.sidecars:
+        outputs.append(Sidecar(config.outputs))
+    if config.outputs.log:
+        outputs.append(MatchLog(config.outputs.log))
+    return OutputSet(outputs, advisory=frozenset({"hook"}))

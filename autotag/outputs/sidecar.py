@@ -1,0 +1,82 @@
+"""Tagged clip → `<clip>.autotag.json` (schema: autotag/schemas/sidecar.schema.json).
+
+Beside the clip, or under `outputs.sidecar_dir` mirroring the clip's absolute path when the
+clip's folder is not writable (a read-only share) or should stay clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from autotag import __version__
+from autotag.clip import Tagged
+from autotag.config import OutputsConfig
+from autotag.outputs.base import write_file
+
+SCHEMA_VERSION = 1
+SUFFIX = ".autotag.json"
+
+
+NAME_MAX = 255  # bytes in one file name on Linux filesystems
+
+
+def sidecar_name(clip_name: str, suffix: str = SUFFIX) -> str:
+    """`<clip name><suffix>`; a clip name too long for that is cut and given a hash, so the
+    sidecar still sits beside its clip under a name that stays the same from run to run."""
+    name = clip_name + suffix
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(clip_name.encode()).hexdigest()[:8]
+    keep = NAME_MAX - len(suffix.encode()) - len(digest) - 1
+    head = clip_name.encode()[:keep].decode(errors="ignore")
+    return f"{head}~{digest}{suffix}"
+
+
+def sidecar_path(clip: Path, outputs: OutputsConfig) -> Path:
+    if outputs.sidecar_dir is not None:
+        relative = clip.absolute().relative_to(clip.absolute().anchor)
+        return outputs.sidecar_dir / relative.with_name(sidecar_name(clip.name))
+    return clip.with_name(sidecar_name(clip.name))
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """The sidecar's content, or None when it is missing or unreadable (never raises)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def sidecar_json(tagged: Tagged) -> dict:
+    clip = tagged.clip
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": clip.source.to_json(),
+        "model": tagged.model,
+        "vocabulary": tagged.vocabulary,
+        "duration": round(clip.duration, 3),
+        "windows": [w.to_json() for w in clip.windows],
+        "tags": [t.to_json() for t in tagged.tags],
+        "top": tagged.top.label if tagged.top else None,
+        "ranking": [t.to_json() for t in tagged.ranking],
+        "preview": tagged.outputs.get("preview"),
+        "outputs": dict(tagged.outputs),
+        "tagged_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "autotag_version": __version__,
+    }
+
+
+class Sidecar:
+    name = "sidecar"
+
+    def __init__(self, outputs: OutputsConfig) -> None:
+        self.config = outputs
+
+    def write(self, tagged: Tagged) -> Path:
+        path = sidecar_path(tagged.clip.source.path, self.config)
+        data = sidecar_json(tagged.with_output(self.name, path))
+        return write_file(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
