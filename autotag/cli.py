@@ -164,24 +164,58 @@ def _tag_once(config, dirs: list[Path], force: bool) -> int:
         log.error("skipping %s: %s", show(path), reason)
         unreadable.append(path)
 
-    clips = list(find_clips(dirs, config.watch.ignore, exclude, on_error))
-    if not clips:  # before loading the model: nothing to wait 10 s for
+    clips = list(find_clips([d.absolute() for d in dirs], config.watch.ignore, exclude,
+                            on_error))
+    if not clips:
         log.warning("no clips found under %s", ", ".join(show(d) for d in dirs))
         return EXIT_FAILED if unreadable else EXIT_OK
-    from autotag.media import quiet_opencv
-
-    quiet_opencv(log.isEnabledFor(logging.DEBUG))
-    app = _open(config)
     started = time.monotonic()
-    try:
-        with _Reporter(len(clips)) as reporter:
-            results = app.pipeline.run(clips, force=force, on_result=reporter.result,
-                                       on_windows=reporter.windows)
-    finally:
-        app.close()
+    results, todo = ([], clips) if force else _up_to_date(config, clips)
+    if todo:  # the model loads only when there is work: a re-run over a library is instant
+        from autotag.media import quiet_opencv
+
+        quiet_opencv(log.isEnabledFor(logging.DEBUG))
+        app = _open(config)
+        try:
+            with _Reporter(len(todo)) as reporter:
+                results += app.pipeline.run(todo, force=force, on_result=reporter.result,
+                                            on_windows=reporter.windows)
+        finally:
+            app.close()
     _summary(results, time.monotonic() - started)
     failed = unreadable or any(r.status == "failed" for r in results)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _up_to_date(config, clips: list[Path]) -> tuple[list, list[Path]]:
+    """(results for clips already tagged with this model and vocabulary, the rest)."""
+    from autotag.model import fingerprint
+    from autotag.pipeline import ClipResult, up_to_date
+    from autotag.store import Store
+    from autotag.vocabulary import vocabulary_fingerprint
+
+    model = fingerprint(config.model.handle)
+    vocabulary = vocabulary_fingerprint(config.vocabulary, model)
+    from autotag.store import StoreError
+
+    try:
+        store = Store(config.state.store_path)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    done, todo = [], []
+    try:
+        for path in clips:
+            try:
+                fresh = up_to_date(path, path.stat(), config, store, model, vocabulary)
+            except OSError:
+                fresh = False  # the pipeline reports it
+            if fresh:
+                done.append(ClipResult(path, "skipped", "up to date"))
+            else:
+                todo.append(path)
+    finally:
+        store.close()
+    return done, todo
 
 
 def _fetch_model(args: argparse.Namespace) -> int:

@@ -11,16 +11,19 @@ Scores are plain dot products of the two; the embeddings are not normalised.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from autotag.config import HUB_HANDLE, ConfigError, default_cache_dir
+from autotag.config import HUB_HANDLE, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +89,40 @@ def fingerprint(handle: str) -> str:
     return digest.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _native_stderr_quiet() -> Iterator[None]:
+    """TensorFlow's C++ side prints banners (oneDNN, CUDA, absl) straight to file descriptor 2,
+    past TF_CPP_MIN_LOG_LEVEL; hide them while it starts, unless debug logging is on."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def load_model(handle: str = HUB_HANDLE, threads: int = 0) -> HubEmbedder:
     """Load the model from a hub URL (downloaded once into `hub_cache_dir()`) or a local
     SavedModel directory. Raises ModelError with one line naming the fix."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not for users
     os.environ.setdefault("TFHUB_CACHE_DIR", str(hub_cache_dir()))
-    import tensorflow as tf
-    import tensorflow_hub as hub
+    with _native_stderr_quiet():
+        import tensorflow as tf
+        import tensorflow_hub as hub
 
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        return _load(hub, handle)
+
+
+def _load(hub, handle: str) -> HubEmbedder:
     try:
         module = hub.load(handle)
     except OSError as exc:  # URLError is an OSError: no network, DNS, proxy
@@ -134,5 +161,5 @@ def _reason(exc: BaseException) -> str:
     return str(reason).strip().splitlines()[0][:200] if str(reason).strip() else type(exc).__name__
 
 
-__all__ = ["EMBED_DIM", "Embedder", "HubEmbedder", "ModelError", "ConfigError", "fetch_model",
-           "fingerprint", "hub_cache_dir", "load_model"]
+__all__ = ["EMBED_DIM", "Embedder", "HubEmbedder", "ModelError", "fetch_model", "fingerprint",
+           "hub_cache_dir", "load_model"]

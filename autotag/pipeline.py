@@ -82,18 +82,22 @@ class Tagger:
         return ClipResult(path, status, tags=tagged.tags, windows=windows)
 
     def is_up_to_date(self, path: Path, st: os.stat_result) -> bool:
-        """The sidecar (or, without sidecars, the store) says this version is tagged already
-        with this model and vocabulary."""
-        if self.config.outputs.sidecars:
-            sidecar = read_sidecar(sidecar_path(path, self.config.outputs)) or {}
-            source = sidecar.get("source") or {}
-            return (source.get("size") == st.st_size and source.get("mtime") == st.st_mtime
-                    and sidecar.get("model") == self.model
-                    and sidecar.get("vocabulary") == self.vocabulary.fingerprint)
-        record = self.store.file(path)
-        return bool(record and record.status == "tagged"
-                    and record.matches(st.st_size, st.st_mtime) and record.model == self.model
-                    and record.vocabulary == self.vocabulary.fingerprint)
+        return up_to_date(path, st, self.config, self.store, self.model,
+                          self.vocabulary.fingerprint)
+
+
+def up_to_date(path: Path, st: os.stat_result, config: Config, store: Store, model: str,
+               vocabulary: str) -> bool:
+    """The sidecar (or, without sidecars, the store) says this version of the file is tagged
+    already with this model and vocabulary. Needs no model: fingerprints are hashes of names."""
+    if config.outputs.sidecars:
+        sidecar = read_sidecar(sidecar_path(path, config.outputs)) or {}
+        source = sidecar.get("source") or {}
+        return (source.get("size") == st.st_size and source.get("mtime") == st.st_mtime
+                and sidecar.get("model") == model and sidecar.get("vocabulary") == vocabulary)
+    record = store.file(path)
+    return bool(record and record.status == "tagged" and record.matches(st.st_size, st.st_mtime)
+                and record.model == model and record.vocabulary == vocabulary)
 
 
 @dataclass(eq=False)  # identity semantics: jobs are dict keys while their windows are batched
