@@ -145,7 +145,7 @@ def _open(config):
 def _tag(args: argparse.Namespace) -> int:
     config = _load_config(args)
     if not args.once:
-        raise UsageError("watch mode is not available yet; add --once")
+        return _watch(args, config)
     if not args.dirs:
         raise UsageError("name at least one folder to tag, e.g. 'autotag --once ./clips'")
     missing = [d for d in args.dirs if not d.exists()]
@@ -185,6 +185,24 @@ def _tag_once(config, dirs: list[Path], force: bool) -> int:
     _summary(results, time.monotonic() - started)
     failed = unreadable or any(r.status == "failed" for r in results)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _watch(args: argparse.Namespace, config) -> int:
+    from autotag.app import open_app
+    from autotag.media import quiet_opencv
+    from autotag.model import ModelError
+    from autotag.service import Daemon, DaemonError
+    from autotag.store import StoreError
+
+    if not args.dirs and not config.watch.paths:
+        raise UsageError("name folders to watch, e.g. 'autotag ./clips', or set watch.paths")
+    quiet_opencv(log.isEnabledFor(logging.DEBUG))
+    daemon = Daemon(config, args.dirs, open_app=lambda c, embedder: open_app(c, embedder),
+                    reload_config=lambda: _load_config(args))
+    try:
+        return daemon.run()
+    except (DaemonError, ModelError, StoreError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _up_to_date(config, clips: list[Path]) -> tuple[list, list[Path]]:

@@ -124,14 +124,16 @@ class Pipeline:
         self._in_flight: set[Path] = set()
         self._in_flight_lock = threading.Lock()
 
-    def run(self, source: Iterable[Path], *, force: bool = False, retry_failed: bool = True,
+    def run(self, source: Iterable[Path], *, force: bool = False,
+            retry_failed: bool | Callable[[Path], bool] = True,
             stop: threading.Event | None = None,
             on_result: Callable[[ClipResult], None] | None = None,
             on_windows: Callable[[int], None] | None = None) -> list[ClipResult]:
         """Tag every clip `source` yields (lazily: it may block, and must end once `stop` is set).
 
         force: re-tag clips that are up to date. retry_failed: False skips a file whose
-        unchanged version failed before (the daemon's rescans); True tries it again.
+        unchanged version failed before (the daemon's rescans); True tries it again; a
+        predicate decides per path (the daemon's retries with backoff).
         Returns every clip's result, in the order they finished.
         """
         run = _Run(self, iter(source), stop or threading.Event(), force, retry_failed,
@@ -143,7 +145,7 @@ class _Run:
     """One call of Pipeline.run: the worker threads, the model loop and their shared state."""
 
     def __init__(self, pipeline: Pipeline, source: Iterator[Path], stop: threading.Event,
-                 force: bool, retry_failed: bool,
+                 force: bool, retry_failed: bool | Callable[[Path], bool],
                  on_result: Callable[[ClipResult], None] | None,
                  on_windows: Callable[[int], None] | None) -> None:
         self.p = pipeline
@@ -321,7 +323,8 @@ class _Run:
             self._emit(ClipResult(path, "skipped", "up to date"))
             return None
         record = self.p.store.file(path)
-        if (not self.retry_failed and not self.force and record and record.status == "failed"
+        retry = self.retry_failed(path) if callable(self.retry_failed) else self.retry_failed
+        if (not retry and not self.force and record and record.status == "failed"
                 and record.matches(st.st_size, st.st_mtime)):
             self._emit(ClipResult(path, "skipped", f"failed before: {record.last_error}"))
             return None

@@ -1,0 +1,273 @@
+"""File events and rescans → stability tracking → a bounded queue of complete clip files.
+
+Events are hints; stability decides (paperless-ngx's consume folder): any event on a clip path
+(re)starts its timer, and the path is handed on only once its size and mtime have held for
+`watch.stability_seconds` and it is still a regular file. Files found at startup and by the
+periodic rescans go through the same check, so a lost event costs at most one rescan period.
+No ML imports: this module only knows paths.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from autotag.config import WatchConfig
+from autotag.files import find_clips, is_clip_name, is_ignored_path
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.25  # how often pending files are checked; also the stop latency
+BACKLOG_WARNING = 1000  # queued paths before the backlog is logged as a warning
+QUEUE_SIZE = 10_000  # stable paths waiting for the pipeline; past this, rescans catch up
+INOTIFY_LIMIT = (errno.ENOSPC, errno.EMFILE)  # inotify_add_watch(2): watch or instance limit
+
+
+@dataclass
+class _Pending:
+    due: float  # monotonic time at which the file may be stable
+    size: int
+    mtime: float
+
+
+class StabilityTracker:
+    """Paths that had an event, and whether they have held still for `delay` seconds."""
+
+    def __init__(self, delay: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.delay = delay
+        self.clock = clock
+        self._pending: dict[Path, _Pending] = {}
+        self._lock = threading.Lock()
+
+    def touch(self, path: Path, delay: float | None = None) -> None:
+        """An event on `path` (re)starts its timer, from now, with its current size and mtime."""
+        try:
+            st = path.stat()
+        except OSError:
+            self.forget(path)
+            return
+        with self._lock:
+            wait = self.delay if delay is None else delay
+            self._pending[path] = _Pending(self.clock() + wait, st.st_size, st.st_mtime)
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self._pending.pop(path, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def ready(self) -> list[Path]:
+        """Paths whose timer ran out with size and mtime unchanged; they leave the tracker.
+        A changed file starts over; a vanished or non-regular one is dropped."""
+        now = self.clock()
+        with self._lock:
+            due = [(p, e) for p, e in self._pending.items() if e.due <= now]
+        stable = []
+        for path, entry in due:
+            try:
+                st = path.stat()
+            except OSError:
+                self.forget(path)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                self.forget(path)
+            elif (st.st_size, st.st_mtime) != (entry.size, entry.mtime):
+                self.touch(path)
+            else:
+                with self._lock:
+                    if self._pending.get(path) is entry:  # no event came in meanwhile
+                        del self._pending[path]
+                        stable.append(path)
+        return sorted(stable)
+
+
+class _Handler(FileSystemEventHandler):
+    """watchdog events → tracker touches (files) and scans (new folders)."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return  # reads, including autotag's own, are not changes
+        paths = [event.src_path]
+        if event.event_type == "moved":
+            self.watcher.forget(Path(os.fsdecode(event.src_path)))
+            paths = [event.dest_path]
+        for raw in paths:
+            path = Path(os.fsdecode(raw))
+            if event.event_type == "deleted":
+                self.watcher.forget(path)
+            elif event.is_directory:
+                if event.event_type in ("created", "moved"):
+                    self.watcher.scan([path])  # files may land before the folder's watch exists
+            else:
+                self.watcher.hint(path)
+
+
+class Watcher:
+    """Watches folders and puts each clip, once stable, on `out`. Owns two threads (watchdog's
+    observer and the stability ticker), both ended by `stop()`."""
+
+    def __init__(self, roots: Iterable[Path], config: WatchConfig, out: queue.Queue[Path],
+                 exclude: Iterable[Path] = (), clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.roots = [Path(r).absolute() for r in roots]
+        self.config = config
+        self.out = out
+        self.exclude = [Path(p).absolute() for p in exclude]
+        self.tracker = StabilityTracker(config.stability_seconds, clock)
+        self.polling = config.polling
+        self._stop = threading.Event()
+        self._observer = None
+        self._watched: set[Path] = set()
+        self._ticker = threading.Thread(target=self._tick_loop, name="autotag-stability",
+                                        daemon=True)
+        self._next_rescan = 0.0
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start watching, then scan everything once (the startup catch-up)."""
+        self._start_observer()
+        self._ticker.start()
+        self.scan(self.roots)
+        self._next_rescan = time.monotonic() + self.config.rescan_seconds
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ticker.is_alive():
+            self._ticker.join()
+        self._stop_observer()
+
+    # -- what the handler and rescans call --------------------------------------------------
+
+    def hint(self, path: Path) -> None:
+        if self._wanted(path):
+            self.tracker.touch(path)
+
+    def forget(self, path: Path) -> None:
+        self.tracker.forget(path)
+
+    def scan(self, folders: Iterable[Path]) -> int:
+        """Every clip under `folders` goes through the stability check; returns how many."""
+        count = 0
+        for path in find_clips([f for f in folders if f.exists()], self.config.ignore,
+                               self.exclude):
+            self.tracker.touch(path)
+            count += 1
+        return count
+
+    def retry_later(self, path: Path, delay: float) -> None:
+        """Check `path` again after `delay` seconds (a copy that looked complete but did not
+        decode may still be arriving)."""
+        self.tracker.touch(path, delay)
+
+    def _wanted(self, path: Path) -> bool:
+        if not is_clip_name(path.name, self.config.ignore):
+            return False
+        if any(path.is_relative_to(e) for e in self.exclude):
+            return False
+        root = next((r for r in self.roots if path.is_relative_to(r)), None)
+        return root is not None and not is_ignored_path(path, root, self.config.ignore)
+
+    # -- threads ----------------------------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - the ticker must outlive one bad tick
+                log.exception("watcher tick failed; continuing")
+
+    def _tick(self) -> None:
+        for path in self.tracker.ready():
+            try:
+                self.out.put_nowait(path)
+            except queue.Full:  # the file stays on disk; the next rescan finds it
+                log.warning("queue full (%d clips waiting); %s waits for the next rescan",
+                            self.out.qsize(), path)
+        self._check_observer()
+        if self.config.rescan_seconds and time.monotonic() >= self._next_rescan:
+            self._next_rescan = time.monotonic() + self.config.rescan_seconds
+            found = self.scan(self.roots)
+            log.debug("rescan: %d clips checked", found)
+
+    def _start_observer(self) -> None:
+        self._observer = (PollingObserver(timeout=self.config.polling_seconds) if self.polling
+                          else Observer())
+        self._watched = set()
+        self._schedule_roots()
+        try:
+            self._observer.start()
+        except OSError as exc:
+            if exc.errno not in INOTIFY_LIMIT or self.polling:
+                raise
+            self._fall_back_to_polling(exc)
+
+    def _schedule_roots(self) -> None:
+        handler = _Handler(self)
+        for root in self.roots:
+            if root in self._watched or not root.is_dir():
+                if not root.is_dir():
+                    log.warning("watched folder %s is not there (unmounted?); watching for it "
+                                "to come back", root)
+                continue
+            try:
+                self._observer.schedule(handler, str(root), recursive=True)
+                self._watched.add(root)
+            except OSError as exc:
+                if exc.errno in INOTIFY_LIMIT and not self.polling:
+                    self._fall_back_to_polling(exc)
+                    return
+                log.warning("cannot watch %s: %s", root, exc.strerror or exc)
+
+    def _fall_back_to_polling(self, exc: OSError) -> None:
+        log.error("the inotify watch limit is reached (%s); raise it with 'sysctl "
+                  "fs.inotify.max_user_watches=524288'; polling every %s s meanwhile",
+                  exc.strerror or exc, self.config.polling_seconds)
+        self._stop_observer()
+        self.polling = True
+        self._start_observer()
+
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join()
+
+    def _check_observer(self) -> None:
+        """Recover from a dead observer thread or a folder that went away and came back."""
+        gone = {r for r in self._watched if not r.is_dir()}
+        back = {r for r in self.roots if r not in self._watched and r.is_dir()}
+        for root in gone:
+            log.warning("watched folder %s disappeared (unmounted?); its clips are kept; "
+                        "watching for it to come back", root)
+        alive = self._observer is not None and self._observer.is_alive()
+        if not alive:
+            log.error("the file watcher stopped; restarting it")
+        if gone or back or not alive:
+            self._stop_observer()
+            self._start_observer()
+            if back:
+                log.info("watched folder(s) back: %s", ", ".join(map(str, sorted(back))))
+                self.scan(back)
+
+    @property
+    def backlog(self) -> int:
+        return self.out.qsize() + len(self.tracker)
