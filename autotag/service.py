@@ -168,8 +168,18 @@ class Daemon:
     def _start_watcher(self) -> None:
         outputs = self.config.outputs
         exclude = [p for p in (outputs.previews, outputs.sidecar_dir) if p]
-        self._watcher = Watcher(self._roots(), self.config.watch, self.queue, exclude)
+        self._watcher = Watcher(self._roots(), self.config.watch, self.queue, exclude,
+                                known=self._known)
         self._watcher.start()
+
+    def _known(self, path: Path, st: os.stat_result) -> bool:
+        """This version of the file was tagged with the current vocabulary, or failed."""
+        record = self._app.store.file(path) if self._app is not None else None
+        if record is None or not record.matches(st.st_size, st.st_mtime):
+            return False
+        return record.status == "failed" or (
+            record.model == self._app.tagger.model
+            and record.vocabulary == self._app.vocabulary.fingerprint)
 
     def _start_worker(self) -> None:
         self._run_stop = threading.Event()

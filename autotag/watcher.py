@@ -114,7 +114,7 @@ class _Handler(FileSystemEventHandler):
                 self.watcher.forget(path)
             elif event.is_directory:
                 if event.event_type in ("created", "moved"):
-                    self.watcher.scan([path])  # files may land before the folder's watch exists
+                    self.watcher.new_folder(path)
             else:
                 self.watcher.hint(path)
 
@@ -124,8 +124,12 @@ class Watcher:
     observer and the stability ticker), both ended by `stop()`."""
 
     def __init__(self, roots: Iterable[Path], config: WatchConfig, out: queue.Queue[Path],
-                 exclude: Iterable[Path] = (), clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+                 exclude: Iterable[Path] = (),
+                 known: Callable[[Path, os.stat_result], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """known(path, stat): True when this version of the file was handled already (tagged
+        or failed), so that scans do not hand the whole library on again."""
+        self.known = known
         self.roots = [Path(r).absolute() for r in roots]
         self.config = config
         self.out = out
@@ -163,14 +167,32 @@ class Watcher:
     def forget(self, path: Path) -> None:
         self.tracker.forget(path)
 
+    def new_folder(self, folder: Path) -> None:
+        """A folder created or moved in: files may have landed before its watch existed."""
+        root = self._root_of(folder)
+        if root is not None and not is_ignored_path(folder, root, self.config.ignore):
+            self.scan([folder])
+
     def scan(self, folders: Iterable[Path]) -> int:
-        """Every clip under `folders` goes through the stability check; returns how many."""
+        """Every clip under `folders` not already known in its current version goes through
+        the stability check; returns how many."""
         count = 0
         for path in find_clips([f for f in folders if f.exists()], self.config.ignore,
                                self.exclude):
+            if self.known is not None and self._known(path):
+                continue
             self.tracker.touch(path)
             count += 1
         return count
+
+    def _known(self, path: Path) -> bool:
+        try:
+            return self.known(path, path.stat())
+        except OSError:
+            return False
+
+    def _root_of(self, path: Path) -> Path | None:
+        return next((r for r in self.roots if path.is_relative_to(r)), None)
 
     def retry_later(self, path: Path, delay: float) -> None:
         """Check `path` again after `delay` seconds (a copy that looked complete but did not
@@ -182,7 +204,7 @@ class Watcher:
             return False
         if any(path.is_relative_to(e) for e in self.exclude):
             return False
-        root = next((r for r in self.roots if path.is_relative_to(r)), None)
+        root = self._root_of(path)
         return root is not None and not is_ignored_path(path, root, self.config.ignore)
 
     # -- threads ----------------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""The watcher with the real watchdog observer: every way a file arrives, handed on once, whole."""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from autotag.config import WatchConfig
+from autotag.watcher import StabilityTracker, Watcher
+
+STABLE = 0.3  # s; short stability delay for tests
+DEADLINE = 15.0  # s; generous upper bound for anything to arrive
+
+
+@pytest.fixture
+def watched(tmp_path):
+    root = tmp_path / "watched"
+    root.mkdir()
+    out: queue.Queue[Path] = queue.Queue()
+    watcher = Watcher([root], WatchConfig(stability_seconds=STABLE, rescan_seconds=0), out)
+    watcher.start()
+    yield root, out, watcher
+    watcher.stop()
+
+
+def collect(out: queue.Queue, count: int, deadline: float = DEADLINE) -> list[Path]:
+    """Wait until `count` paths arrived (or the deadline), then a quiet period for extras."""
+    got: list[Path] = []
+    end = time.monotonic() + deadline
+    while len(got) < count and time.monotonic() < end:
+        try:
+            got.append(out.get(timeout=0.1))
+        except queue.Empty:
+            pass
+    quiet = time.monotonic() + STABLE * 4  # anything handed on twice would come by now
+    while time.monotonic() < quiet:
+        try:
+            got.append(out.get(timeout=0.05))
+        except queue.Empty:
+            pass
+    return got
+
+
+def test_a_file_written_in_two_halves_is_handed_on_once_complete(watched):
+    root, out, _ = watched
+    path = root / "slow.mp4"
+    with path.open("wb") as f:
+        f.write(b"a" * 1000)
+        f.flush()
+        time.sleep(STABLE * 0.6)  # a pause shorter than the delay: still being written
+        f.write(b"b" * 1000)
+    started = time.monotonic()
+    assert collect(out, 1) == [path]
+    assert path.stat().st_size == 2000
+    assert time.monotonic() - started >= 0  # handed on after completion (size checked above)
+
+
+def test_a_pause_longer_than_the_delay_is_caught_by_the_size_check(tmp_path):
+    tracker = StabilityTracker(0.1)
+    path = tmp_path / "x.mp4"
+    path.write_bytes(b"a")
+    tracker.touch(path)
+    with path.open("ab") as f:  # grows without an event reaching the tracker
+        f.write(b"b")
+    time.sleep(0.15)
+    assert tracker.ready() == []  # size changed: the timer starts over
+    time.sleep(0.15)
+    assert tracker.ready() == [path]
+
+
+def test_temp_name_renamed_into_place_is_handed_on_once_under_its_final_name(watched):
+    root, out, _ = watched
+    temp = root / "clip.mp4.part"
+    temp.write_bytes(b"x" * 5000)
+    os.rename(temp, root / "clip.mp4")
+    assert collect(out, 1) == [root / "clip.mp4"]
+
+
+def test_moved_in_from_outside_and_new_subfolder(watched, tmp_path):
+    root, out, _ = watched
+    outside = tmp_path / "outside.mp4"
+    outside.write_bytes(b"x" * 100)
+    shutil.move(outside, root / "moved.mp4")
+    folder = tmp_path / "newfolder"
+    (folder / "deeper").mkdir(parents=True)
+    (folder / "deeper" / "inside.gif").write_bytes(b"g" * 100)
+    shutil.move(folder, root / "newfolder")  # a folder with a clip already in it
+    (root / "made").mkdir()
+    (root / "made" / "later.mkv").write_bytes(b"m" * 100)
+    got = collect(out, 3)
+    assert sorted(got) == sorted([root / "moved.mp4", root / "newfolder" / "deeper" / "inside.gif",
+                                  root / "made" / "later.mkv"])
+
+
+def test_deleted_before_stable_is_not_handed_on(watched):
+    root, out, _ = watched
+    path = root / "gone.mp4"
+    path.write_bytes(b"x")
+    path.unlink()
+    assert collect(out, 0, deadline=0) == []
+
+
+def test_ignored_names_are_never_handed_on(watched):
+    root, out, _ = watched
+    for name in (".hidden.mp4", "x.mp4.crdownload", "x.mp4.autotag.json", "notes.txt",
+                 "x.tmp", "._x.mp4"):
+        (root / name).write_bytes(b"x")
+    (root / "@eaDir").mkdir()
+    (root / "@eaDir" / "thumb.mp4").write_bytes(b"x")
+    (root / "real.mp4").write_bytes(b"x")
+    assert collect(out, 1) == [root / "real.mp4"]
+
+
+def test_a_burst_of_200_files_each_handed_on_once(watched):
+    root, out, _ = watched
+    paths = [root / f"burst-{i:03d}.mp4" for i in range(200)]
+    for path in paths:
+        path.write_bytes(b"x" * 64)
+    got = collect(out, 200)
+    assert sorted(got) == paths
+
+
+def test_startup_scan_and_rescan_find_what_events_missed(tmp_path):
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "before.mp4").write_bytes(b"x")
+    done: set[Path] = set()  # what the daemon's store would know: the files handed on
+
+    class Recording(queue.Queue):
+        def put_nowait(self, item: Path) -> None:
+            done.add(item)
+            super().put_nowait(item)
+
+    out = Recording()
+    watcher = Watcher([root], WatchConfig(stability_seconds=STABLE, rescan_seconds=0.5,
+                                          polling=True, polling_seconds=3600), out,
+                      known=lambda path, st: path in done)
+    watcher.start()
+    try:
+        assert collect(out, 1) == [root / "before.mp4"]  # the startup catch-up
+        (root / "missed.mp4").write_bytes(b"x")  # polling every hour: only a rescan sees it
+        assert collect(out, 1) == [root / "missed.mp4"]  # and not before.mp4 again
+    finally:
+        watcher.stop()
+
+
+def test_a_folder_that_disappears_and_comes_back(tmp_path):
+    root = tmp_path / "share"
+    root.mkdir()
+    out: queue.Queue[Path] = queue.Queue()
+    watcher = Watcher([root], WatchConfig(stability_seconds=STABLE, rescan_seconds=0), out)
+    watcher.start()
+    try:
+        shutil.rmtree(root)  # the share is unmounted
+        time.sleep(0.6)
+        root.mkdir()  # and mounted again, with a new clip
+        (root / "after.mp4").write_bytes(b"x")
+        assert root / "after.mp4" in collect(out, 1)
+    finally:
+        watcher.stop()
