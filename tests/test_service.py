@@ -1,0 +1,212 @@
+"""The daemon: tags arrivals once, reuses stored embeddings, catches up, reloads, stops, notifies."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from autotag.app import open_app
+from autotag.config import load_config
+from autotag.notify import Notifier
+from autotag.pipeline import ClipResult
+from autotag.service import Daemon, DaemonError, acquire_lock
+from tests.clips import BLUE, GREEN, RED, write_video
+from tests.test_pipeline import CountingEmbedder
+
+REPO = Path(__file__).resolve().parents[1]
+DEADLINE = 30.0
+
+
+def write_config(folder: Path, model_dir: Path, vocabulary: str = "[red, green]") -> Path:
+    path = folder / "config.yaml"
+    path.write_text(
+        f"model: {{handle: '{model_dir}'}}\nvocabulary: {vocabulary}\n"
+        f"state: {{path: '{folder / 'state.sqlite3'}'}}\n"
+        "watch: {stability_seconds: 0.3, rescan_seconds: 0}\n"
+        "outputs: {log: matches.jsonl, previews: null}\n")
+    return path
+
+
+def wait_for(condition, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def log_lines(config: Path) -> list[dict]:
+    path = config.parent / "matches.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+class Running:
+    """A daemon in a thread of this process, with a counting embedder."""
+
+    def __init__(self, config_path: Path, root: Path, embedder, notifier=None) -> None:
+        self.config_path = config_path
+        self.embedder = CountingEmbedder(embedder)
+        self.results: list[ClipResult] = []
+        self.daemon = Daemon(load_config(config_path), [root],
+                             open_app=lambda c, e: open_app(c, embedder=self.embedder),
+                             reload_config=lambda: load_config(config_path),
+                             notifier=notifier)
+        original = self.daemon._result
+
+        def record(result):
+            self.results.append(result)
+            original(result)
+
+        self.daemon._result = record
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        self.code = self.daemon.run()
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        assert self.daemon.ready.wait(DEADLINE)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.daemon.request_stop()
+        self.thread.join(DEADLINE)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def setup(tmp_path, model_dir):
+    root = tmp_path / "inbox"
+    root.mkdir()
+    return root, write_config(tmp_path, model_dir)
+
+
+def test_arrival_tagged_once_and_copy_without_model_call(setup, embedder):
+    root, config = setup
+    with Running(config, root, embedder) as run:
+        write_video(root / "red.mp4", [(RED, 3)])
+        wait_for(lambda: len(log_lines(config)) == 1)
+        calls = len(run.embedder.batches)
+        shutil.copy(root / "red.mp4", root / "red copy.mp4")
+        wait_for(lambda: len(log_lines(config)) == 2)
+        assert len(run.embedder.batches) == calls  # the copy reused stored embeddings
+        time.sleep(1.0)  # nothing else arrives: each clip exactly once
+    lines = log_lines(config)
+    assert sorted(line["path"] for line in lines) == [str(root / "red copy.mp4"),
+                                                      str(root / "red.mp4")]
+    assert {line["label"] for line in lines} == {"red"}
+    assert run.code == 0
+
+
+def test_restart_catches_up_and_retags_nothing_else(setup, embedder):
+    root, config = setup
+    write_video(root / "first.mp4", [(RED, 2)])
+    with Running(config, root, embedder):
+        wait_for(lambda: len(log_lines(config)) == 1)
+    write_video(root / "while stopped.mp4", [(GREEN, 2)])
+    with Running(config, root, embedder) as run:
+        wait_for(lambda: len(log_lines(config)) == 2)
+        time.sleep(1.0)  # the startup scan handed on everything it was going to
+    # the store knows first.mp4's version: not even handed to the pipeline again
+    assert [(r.path.name, r.status) for r in run.results] == [("while stopped.mp4", "tagged")]
+
+
+def test_reload_picks_up_a_new_vocabulary(setup, embedder, model_dir):
+    root, config = setup
+    with Running(config, root, embedder) as run:
+        write_video(root / "blue.mp4", [(BLUE, 2)])
+        wait_for(lambda: len(log_lines(config)) == 1)
+        assert log_lines(config)[0]["label"] is None  # no blue tag yet
+        write_config(config.parent, model_dir, "[red, green, {sea: [blue water]}]")
+        run.daemon.request_reload()
+        wait_for(lambda: run.daemon.config.labels == ("red", "green", "sea"))
+        write_video(root / "more blue.mp4", [(BLUE, 3)])  # other content than blue.mp4
+        wait_for(lambda: {line["path"] for line in log_lines(config)
+                          if line["label"] == "sea"} == {str(root / "blue.mp4"),
+                                                         str(root / "more blue.mp4")})
+        calls = len(run.embedder.batches)
+    # blue.mp4 was re-tagged from its stored embeddings: one model call, for more blue.mp4
+    assert calls == 2
+
+
+def test_second_daemon_on_the_same_store_is_refused(tmp_path):
+    state = tmp_path / "state.sqlite3"
+    held = acquire_lock(state)
+    try:
+        with pytest.raises(DaemonError, match="another autotag daemon"):
+            acquire_lock(state)
+    finally:
+        held.close()
+    acquire_lock(state).close()  # free again once the first is gone
+
+
+def test_decode_failure_is_retried_with_backoff_then_failed(setup):
+    root, config = setup
+    daemon = Daemon(load_config(config), [root], open_app=None, reload_config=None)
+
+    class FakeWatcher:
+        backlog = 0
+
+        def __init__(self):
+            self.retries: list[float] = []
+
+        def retry_later(self, path, delay):
+            self.retries.append(delay)
+
+    daemon._watcher = FakeWatcher()
+    failure = ClipResult(root / "x.mp4", "failed", "no frame could be decoded", retryable=True)
+    for _ in range(4):
+        daemon._result(failure)
+    assert daemon._watcher.retries == [0.6, 1.2, 2.4]  # stability × 2, 4, 8
+    assert daemon.counts["failed"] == 1
+    assert daemon._attempts == {}
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_sd_notify_messages_reach_the_socket(setup, embedder, tmp_path, abstract):
+    root, config = setup
+    name = f"@autotag-test-{os.getpid()}" if abstract else str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind("\0" + name[1:] if abstract else name)
+    listener.settimeout(DEADLINE)
+    try:
+        with Running(config, root, embedder, notifier=Notifier(name)):
+            messages = [listener.recv(4096).decode()]
+        while "STOPPING=1" not in messages[-1]:
+            messages.append(listener.recv(4096).decode())
+    finally:
+        listener.close()
+    assert messages[0].startswith("READY=1\nSTATUS=")
+    assert "STOPPING=1" in messages
+
+
+def test_sigterm_stops_the_daemon_quickly_with_exit_0(setup):
+    root, config = setup
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "autotag", "--config", str(config), str(root)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stderr:
+            if "watching" in line:
+                break
+        write_video(root / "red.mp4", [(RED, 2)])
+        wait_for(lambda: len(log_lines(config)) == 1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=15)
+        assert time.monotonic() - started < 10
+        assert code == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
