@@ -251,11 +251,80 @@ def _fetch_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- eval and calibrate (issue 7) ------------------------------------------------------------
+
+def _eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotag eval",
+        description="How well the vocabulary tags your own clips: DIR holds one subfolder per "
+                    "tag (DIR/skiing/*.mp4, like UCF101). Prints top-1 and top-5 accuracy, "
+                    "per-tag precision, recall and average precision, mAP, the costliest "
+                    "confusions, and the AP of each tag's name, configured prompts and "
+                    "template prompts side by side. Nothing is written beside the clips.")
+    parser.add_argument("dir", type=Path, metavar="DIR", help="a folder with one subfolder per tag")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--report", type=Path, metavar="FILE",
+                        help="also write a self-contained HTML report to FILE")
+    parser.add_argument("--template", action="append", metavar="TEXT",
+                        help="a prompt template for the 'templates' prompt set, {} standing for "
+                             "the tag's name (repeat for several; default: {}, 'a person {}', "
+                             "'someone {}', 'people {}')")
+    _common(parser)
+    return parser
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from autotag.evaluate import EvalError, run_eval
+
+    config = _load_config(args)
+    try:
+        evaluation = run_eval(config, args.dir, as_json=args.json, report=args.report,
+                              templates=args.template)
+    except EvalError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_FAILED if evaluation.labelled.failed else EXIT_OK
+
+
+def _calibrate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotag calibrate",
+        description="Per-tag thresholds from evidence: from a folder with one subfolder per tag, "
+                    "the score at which each tag reaches the target precision, and the "
+                    "confidences' temperature. Printed, or written into the config's tagging: "
+                    "section with --write (its comments kept).")
+    parser.add_argument("dir", type=Path, metavar="DIR", help="a folder with one subfolder per tag")
+    parser.add_argument("--write", action="store_true",
+                        help="write tagging.thresholds and tagging.temperature into the config")
+    parser.add_argument("--precision", type=float, default=0.9, metavar="P",
+                        help="the precision each tag's threshold must reach (default: 0.9)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    _common(parser)
+    return parser
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from autotag.calibrate import run_calibrate
+    from autotag.evaluate import EvalError
+
+    if args.write and args.model:
+        raise UsageError("--write calibrates the configured model; set model.handle in the "
+                         "config instead of passing --model")
+    config = _load_config(args)
+    try:
+        calibration, written = run_calibrate(config, args.dir, target=args.precision,
+                                             write=args.write, as_json=args.json)
+    except EvalError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_FAILED if calibration.failed or (args.write and not written) else EXIT_OK
+
+
 # command → (parser builder, handler). Each subcommand adds one line here.
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser],
                           Callable[[argparse.Namespace], int]]] = {
     "tag": (_tag_parser, _tag),
     "fetch-model": (_fetch_model_parser, _fetch_model),
+    "eval": (_eval_parser, _eval),
+    "calibrate": (_calibrate_parser, _calibrate),
 }
 
 

@@ -21,7 +21,6 @@ the clip's window scores, exactly as tagging computes them (scoring.py).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import itertools
 import logging
 import re
@@ -121,20 +120,26 @@ def match_folders(root: Path, labels: Sequence[str]) -> tuple[dict[str, str], tu
     return matched, unmatched
 
 
+def check_layout(root: Path, labels: Sequence[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """match_folders, or EvalError when `root` is no folder or no subfolder matches a tag."""
+    if not root.is_dir():
+        raise EvalError(f"{root} is not a folder; name a folder with one subfolder per tag")
+    folders, unmatched = match_folders(root, labels)
+    if not folders:
+        raise EvalError(f"no subfolder of {root} is named after a tag of the vocabulary "
+                        f"({', '.join(labels)}); put each tag's clips in DIR/<tag>/")
+    return folders, unmatched
+
+
 def load_labelled(root: Path, config: Config, embedder: Embedder, store: Store,
                   on_progress: OnProgress | None = None) -> Labelled:
     """Find, hash and embed every clip of the labelled folder `root` (see the module docstring).
     Raises EvalError when there is nothing to evaluate."""
     labels = config.labels
-    if not root.is_dir():
-        raise EvalError(f"{root} is not a folder; name a folder with one subfolder per tag")
-    folders, unmatched = match_folders(root, labels)
+    folders, unmatched = check_layout(root, labels)
     for name in unmatched:
         log.warning("subfolder %s matches no tag of the vocabulary; its clips are left out",
                     name)
-    if not folders:
-        raise EvalError(f"no subfolder of {root} is named after a tag of the vocabulary "
-                        f"({', '.join(labels)}); put each tag's clips in DIR/<tag>/")
     failed: list[tuple[Path, str]] = []
 
     def on_error(path: Path, reason: str) -> None:
@@ -169,28 +174,36 @@ def load_labelled(root: Path, config: Config, embedder: Embedder, store: Store,
 
 def _hash_all(paths: list[Path], store: Store, workers: int,
               failed: list[tuple[Path, str]]) -> list[SourceInfo]:
-    """Stat and hash each path (in threads: hashlib releases the GIL); unreadable → failed."""
-    def source(path: Path) -> SourceInfo | str:
+    """Stat each path and hash it (unless the store knows this version's hash); hashing runs in
+    threads (hashlib releases the GIL), the store is read on this thread only."""
+    known: dict[Path, tuple[int, float, str | None]] = {}
+    for path in paths:
         try:
             st = path.stat()
-            if not stat.S_ISREG(st.st_mode):
-                return "not a regular file"
-            record = store.file(path)
-            sha = (record.sha256 if record and record.sha256 and record.matches(st.st_size,
-                                                                                 st.st_mtime)
-                   else _hash_file(path))
         except OSError as exc:
-            return f"cannot read: {exc.strerror or exc}"
-        return SourceInfo(path, st.st_size, st.st_mtime, sha)
+            failed.append((path, f"cannot read: {exc.strerror or exc}"))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            failed.append((path, "not a regular file"))
+            continue
+        record = store.file(path)
+        sha = record.sha256 if record and record.matches(st.st_size, st.st_mtime) else None
+        known[path] = (st.st_size, st.st_mtime, sha)
+
+    def digest(path: Path) -> str | OSError:
+        try:
+            return known[path][2] or _hash_file(path)
+        except OSError as exc:
+            return exc
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="autotag-eval-hash") as pool:
-        results = list(pool.map(source, paths))
+        digests = list(pool.map(digest, known))
     sources = []
-    for path, result in zip(paths, results, strict=True):
-        if isinstance(result, str):
-            failed.append((path, result))
+    for (path, (size, mtime, _)), sha in zip(known.items(), digests, strict=True):
+        if isinstance(sha, OSError):
+            failed.append((path, f"cannot read: {sha.strerror or sha}"))
         else:
-            sources.append(result)
+            sources.append(SourceInfo(path, size, mtime, sha))
     return sources
 
 
@@ -264,7 +277,7 @@ def _decoder(config: Config) -> Callable[[SourceInfo], media.Sampled | str]:
             return str(exc)
         except OSError as exc:
             return f"cannot read: {exc.strerror or exc}"
-        except Exception as exc:  # noqa: BLE001 - one clip's fault must not end the evaluation
+        except Exception as exc:  # one clip's fault must not end the evaluation
             log.debug("decoding %s", source.path, exc_info=True)
             return f"internal error: {type(exc).__name__}: {exc}"
 
@@ -491,7 +504,8 @@ def confusion_matrix(scores: np.ndarray, truth: np.ndarray, labels: Sequence[str
     for i, p in enumerate(top1):
         right = truth[i, p]
         for t in np.flatnonzero(truth[i]):
-            counts[column[int(t)], column[int(t)] if right else column.get(int(p), len(present))] += 1
+            row = column[int(t)]
+            counts[row, row if right else column.get(int(p), len(present))] += 1
     rows = tuple(labels[j] for j in present)
     return rows, rows + (("(other tags)",) if other else ()), counts
 
@@ -631,7 +645,7 @@ def _round(value: float | None) -> float | None:
 
 # -- the command ----------------------------------------------------------------------------------
 
-@dataclasses.dataclass
+@dataclass
 class Session:
     """The model and the store an evaluation or a calibration runs with."""
 
@@ -645,21 +659,29 @@ class Session:
 
 def open_session(config: Config, embedder: Embedder | None = None,
                  cache_dir: Path | None = None) -> Session:
-    """Load the model (unless given) and open the state store. Raises ModelError, StoreError."""
-    if embedder is None:
-        from autotag.model import load_model
+    """Load the model (unless given) and open the state store; EvalError with their one line."""
+    from autotag.model import ModelError, load_model
+    from autotag.store import StoreError
 
-        log.info("loading the model from %s", config.model.handle)
-        embedder = load_model(config.model.handle, config.model.threads)
-    return Session(embedder, Store(config.state.store_path), cache_dir or default_cache_dir())
+    media.quiet_opencv(log.isEnabledFor(logging.DEBUG))  # broken clips are reported in one line
+    try:
+        if embedder is None:
+            log.info("loading the model from %s", config.model.handle)
+            embedder = load_model(config.model.handle, config.model.threads)
+        store = Store(config.state.store_path)
+    except (ModelError, StoreError) as exc:
+        raise EvalError(str(exc)) from None
+    return Session(embedder, store, cache_dir or default_cache_dir())
 
 
 def run_eval(config: Config, root: Path, *, as_json: bool = False, report: Path | None = None,
-             templates: Sequence[str] = DEFAULT_TEMPLATES, embedder: Embedder | None = None,
+             templates: Sequence[str] | None = None, embedder: Embedder | None = None,
              cache_dir: Path | None = None) -> Evaluation:
-    """`autotag eval`: evaluate, print tables (or JSON) to stdout, write the HTML report."""
+    """`autotag eval`: evaluate, print tables (or JSON) to stdout, write the HTML report.
+    Raises EvalError (a usage problem, one line)."""
     from autotag import report as render
 
+    templates = tuple(templates or DEFAULT_TEMPLATES)
     if report is not None and not report.resolve().parent.is_dir():
         raise EvalError(f"cannot write the report to {report}: its folder does not exist; "
                         "create it or pass another --report path")
@@ -667,6 +689,7 @@ def run_eval(config: Config, root: Path, *, as_json: bool = False, report: Path 
     if bad:
         raise EvalError(f"template {bad[0]!r} has no '{{}}' for the tag's name; "
                         "write e.g. --template 'a person {}'")
+    check_layout(root, config.labels)  # before the model loads: a typo costs no wait
     session = open_session(config, embedder, cache_dir)
     try:
         with render.progress("embedding", enabled=not as_json) as on_progress:
