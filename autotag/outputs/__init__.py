@@ -15,9 +15,12 @@ from typing import Protocol
 from autotag.clip import Tagged
 from autotag.config import Config
 from autotag.outputs.base import OutputError
+from autotag.outputs.hook import Hook
 from autotag.outputs.log import MatchLog
+from autotag.outputs.nfo import Nfo
 from autotag.outputs.preview import Preview
 from autotag.outputs.sidecar import Sidecar, read_sidecar, sidecar_path
+from autotag.outputs.xmp import Xmp
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,14 @@ def build_outputs(config: Config) -> OutputSet:
     outputs: list[Output] = []
     if config.outputs.previews:
         outputs.append(Preview(config.outputs.previews))
+    if config.outputs.xmp:
+        outputs.append(Xmp(config.outputs.xmp_root))
+    if config.outputs.nfo:
+        outputs.append(Nfo())
     if config.outputs.sidecars:
         outputs.append(Sidecar(config.outputs))
     if config.outputs.log:
         outputs.append(MatchLog(config.outputs.log))
+    if config.hooks.on_tagged:
+        outputs.append(Hook(config.hooks.on_tagged, config.hooks.timeout))
     return OutputSet(outputs, advisory=frozenset({"hook"}))
