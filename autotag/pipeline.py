@@ -337,7 +337,8 @@ class _Run:
                 self._emit(self.p.tagger.finish(stored, "reused"))
                 return None
             sampled = media.sample_clip(path, self.config.sampling.max_windows,
-                                        self.config.sampling.max_pixels)
+                                        self.config.sampling.max_pixels,
+                                        timeout=self.config.sampling.decode_timeout)
             _check_unchanged(path, st)
         except media.DecodeError as exc:
             self._fail(path, st.st_size, st.st_mtime, str(exc), retryable=True)

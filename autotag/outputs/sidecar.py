@@ -14,7 +14,7 @@ from pathlib import Path
 from autotag import __version__
 from autotag.clip import Tagged
 from autotag.config import OutputsConfig
-from autotag.outputs.base import write_file
+from autotag.outputs.base import OutputError, write_file
 
 SCHEMA_VERSION = 1
 SUFFIX = ".autotag.json"
@@ -79,4 +79,11 @@ class Sidecar:
     def write(self, tagged: Tagged) -> Path:
         path = sidecar_path(tagged.clip.source.path, self.config)
         data = sidecar_json(tagged.with_output(self.name, path))
-        return write_file(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+        try:
+            return write_file(path, (json.dumps(data, indent=2, ensure_ascii=False)
+                                     + "\n").encode())
+        except OutputError as exc:
+            if self.config.sidecar_dir is None and "cannot write in" in str(exc):
+                raise OutputError(f"{exc}; set outputs.sidecar_dir to write sidecars to a "
+                                  "folder of their own") from None
+            raise

@@ -1,0 +1,166 @@
+"""Faults around the clips: full disks, unwritable folders, files that change or vanish mid-read,
+decoders that hang, unreadable files. Each is one failed clip with a reason; nothing partial is
+left; the rest is tagged. (Root ignores permissions, so denials are injected where the kernel
+would raise them.)"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from autotag import media, pipeline
+from autotag.app import open_app
+from autotag.config import load_config
+from tests.clips import BLUE, GREEN, RED, write_video
+
+
+@pytest.fixture
+def library(tmp_path, model_dir):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name, colour in (("a.mp4", RED), ("b.mp4", GREEN), ("c.mp4", BLUE)):
+        write_video(clips / name, [(colour, 2)])
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {{handle: '{model_dir}'}}\nvocabulary: [red, green, blue]\n"
+                      f"state: {{path: '{tmp_path / 'state.sqlite3'}'}}\n"
+                      "outputs: {log: matches.jsonl, previews: previews, xmp: true}\n")
+    return clips, config
+
+
+def run(config_path: Path, clips: list[Path], embedder, extra: str = ""):
+    config = load_config(config_path)
+    app = open_app(config, embedder=embedder)
+    try:
+        return {r.path.name: r for r in app.pipeline.run(clips)}
+    finally:
+        app.close()
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith(".autotag.tmp")]
+
+
+def test_disk_full_leaves_no_partial_output_and_says_so(library, embedder):
+    clips, config = library
+    real_write = os.write
+
+    def full_for_b(fd, data):  # every write of an output for b.mp4 hits a full disk
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if "b.mp4" in name or ("matches.jsonl" in name and b"b.mp4" in bytes(data)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    with mock.patch("autotag.atomic.os.write", full_for_b):
+        results = run(config, sorted(clips.iterdir()), embedder)
+    assert results["b.mp4"].status == "failed"
+    assert "disk is full" in results["b.mp4"].reason
+    assert {results["a.mp4"].status, results["c.mp4"].status} == {"tagged"}
+    assert not (clips / "b.mp4.autotag.json").exists()
+    assert not (clips / "b.mp4.xmp").exists()
+    log = (config.parent / "matches.jsonl").read_text()
+    assert "b.mp4" not in log and log.endswith("\n") and log.count("\n") == 2
+    assert leftovers(config.parent) == []
+
+
+def test_unwritable_folder_is_reported_and_sidecar_dir_writes_elsewhere(library, embedder):
+    clips, config = library
+    real_open = os.open
+
+    def read_only_clips(path, flags, *args):  # clips/ is a read-only share
+        if Path(path).parent == clips and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    with mock.patch("autotag.atomic.os.open", read_only_clips):
+        results = run(config, [clips / "a.mp4"], embedder)
+        assert results["a.mp4"].status == "failed"
+        assert "outputs.sidecar_dir" in results["a.mp4"].reason
+        mirror = config.parent / "sidecars"
+        config.write_text(config.read_text().replace(
+            "xmp: true", f"sidecar_dir: '{mirror}'"))
+        results = run(config, [clips / "a.mp4"], embedder)
+    assert results["a.mp4"].status in ("tagged", "reused")
+    mirrored = mirror / clips.relative_to("/") / "a.mp4.autotag.json"
+    assert mirrored.is_file()
+    assert leftovers(config.parent) == []
+
+
+def test_file_deleted_or_replaced_while_decoding(library, embedder):
+    clips, config = library
+    real = media.sample_clip
+
+    def meddling(path, *args, **kwargs):
+        sampled = real(path, *args, **kwargs)
+        if path.name == "a.mp4":
+            path.unlink()
+        elif path.name == "b.mp4":
+            write_video(path, [(RED, 3)])  # replaced by another clip mid-read
+        return sampled
+
+    with mock.patch.object(pipeline.media, "sample_clip", meddling):
+        results = run(config, sorted(clips.iterdir()), embedder)
+    assert results["a.mp4"].status == results["b.mp4"].status == "failed"
+    assert results["b.mp4"].retryable and "changed while" in results["b.mp4"].reason
+    assert results["c.mp4"].status == "tagged"
+    assert not (clips / "b.mp4.autotag.json").exists()
+
+
+def test_a_hanging_decode_is_cut_off_by_the_timeout(library, embedder):
+    clips, config = library
+    config.write_text(config.read_text() + "sampling: {decode_timeout: 0.5}\n")
+    real_capture = media.cv2.VideoCapture
+
+    class SlowCapture:
+        """Wraps a capture whose grab() takes forever on a.mp4 (a stuck network read)."""
+
+        def __init__(self, path, *args):
+            self.inner = real_capture(path, *args)
+            self.slow = path.endswith("a.mp4")
+
+        def grab(self):
+            if self.slow:
+                time.sleep(0.2)
+            return self.inner.grab()
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    with mock.patch.object(media.cv2, "VideoCapture", SlowCapture):
+        started = time.monotonic()
+        results = run(config, sorted(clips.iterdir()), embedder)
+    assert results["a.mp4"].status == "failed"
+    assert "sampling.decode_timeout" in results["a.mp4"].reason
+    assert time.monotonic() - started < 20
+    assert results["c.mp4"].status == "tagged"
+
+
+def test_unreadable_file_is_reported(library, embedder):
+    clips, config = library
+    real = pipeline.hash_file
+
+    def denied(path):
+        if path.name == "a.mp4":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(path)
+
+    with mock.patch.object(pipeline, "hash_file", denied):
+        results = run(config, sorted(clips.iterdir()), embedder)
+    assert results["a.mp4"].status == "failed"
+    assert "Permission denied" in results["a.mp4"].reason
+    assert results["b.mp4"].status == "tagged"
+
+
+def test_originals_are_never_written(library, embedder):
+    clips, config = library
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in clips.iterdir()}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in clips.iterdir()}
+    run(config, sorted(clips.iterdir()), embedder)
+    originals = [p for p in clips.iterdir() if p.name in before]
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in originals} == before
+    assert {p.name: p.stat().st_mtime_ns for p in originals} == mtimes
