@@ -56,10 +56,11 @@ class Sampled:
 
 def window_starts(duration: float, max_windows: int) -> list[float]:
     """Start times of n = min(max_windows, ceil(duration / 3.2)) windows, at least one, spread
-    evenly so the first starts at 0 and the last ends at the clip's end."""
+    evenly so the first starts at 0 and the last ends at the clip's end. A single window of a
+    longer clip (max_windows: 1) sits in its middle, the likeliest place for what it is about."""
     n = max(1, min(max_windows, math.ceil(max(duration, 0.0) / WINDOW_SECONDS - 1e-9)))
     last = max(0.0, duration - WINDOW_SECONDS)
-    return [0.0] if n == 1 else [last * i / (n - 1) for i in range(n)]
+    return [last / 2] if n == 1 else [last * i / (n - 1) for i in range(n)]
 
 
 def to_model_input(frames: np.ndarray) -> np.ndarray:
@@ -197,7 +198,7 @@ class _Sampler:
         seen_any = False
         while p < len(order):
             _check_deadline(self.deadline)
-            self._maybe_seek(targets[order[p]], last_time if seen_any else None)
+            self._maybe_seek(targets[order[p]], last_time)
             if not self.cap.grab():
                 break
             self.frame_index += 1
@@ -233,9 +234,10 @@ class _Sampler:
             return self.known_times[min(self.frame_index, len(self.known_times) - 1)]
         return max(0.0, self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
 
-    def _maybe_seek(self, target: float, prev_time: float | None) -> None:
-        """Skip a long gap by seeking a little before the target (GIFs are read through)."""
-        if self.known_times or prev_time is None or target - prev_time < SEEK_GAP:
+    def _maybe_seek(self, target: float, prev_time: float) -> None:
+        """Skip a long gap (from the start too) by seeking a little before the target (GIFs
+        are read through)."""
+        if self.known_times or target - prev_time < SEEK_GAP:
             return
         frame = int((target - SEEK_BACKOFF) * self.fps)
         if frame > self.frame_index + 1 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, frame):
