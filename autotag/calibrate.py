@@ -413,7 +413,7 @@ def run_calibrate(config: Config, root: Path, *, target: float = DEFAULT_PRECISI
         with report.progress("embedding", enabled=not as_json) as on_progress:
             labelled = load_labelled(root, config, session.embedder, session.store, on_progress)
         vocabulary = build_vocabulary(config.vocabulary, session.embedder, session.cache_dir)
-        scores = clip_scores(labelled.clips, vocabulary.vectors)
+        scores = clip_scores(labelled.embeddings, vocabulary.vectors)
     finally:
         session.close()
     calibration = calibrate(labelled, scores, config, target)

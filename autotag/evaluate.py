@@ -14,13 +14,15 @@ reused; the others are decoded and embedded in batches across clips and saved to
 so the next evaluation is instant and a later `autotag --once` reuses them. Nothing is written
 beside the clips, and the files table (what was tagged) is not touched.
 
-Everything after embedding is numpy on float32 [n_clips, n_tags] clip scores, each the mean of
-the clip's window scores, exactly as tagging computes them (scoring.py).
+Everything after embedding is numpy on float32 [n_clips, n_tags] clip scores: each clip's mean
+window embedding (its clip embedding) · each tag's vector, which is the mean of its window scores,
+the clip score tagging uses (scoring.py), up to float rounding.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import re
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 TOP_K = 5  # top-k accuracy's k (capped at the vocabulary's size)
 MAX_CONFUSIONS = 10  # confusion pairs listed, most costly first
+BETTER_BY = 0.02  # AP by which one prompt must beat its ensemble to be pointed out
 # Prompt templates for the "templates" prompt set: a tag's name in each, embeddings averaged.
 # MIL-NCE learnt from narrated videos (HowTo100M), so plain descriptions of someone doing
 # something suit it better than CLIP's "a photo of".
@@ -68,7 +71,7 @@ class LabelledClip:
     sha256: str
     paths: tuple[Path, ...]  # every path it was found under, one per labelled subfolder
     labels: frozenset[str]  # vocabulary labels
-    embeddings: np.ndarray  # float32 [n_windows, 512]
+    embedding: np.ndarray  # float32 [512]: the mean of its window embeddings (clip_embedding)
 
     @property
     def path(self) -> Path:
@@ -87,13 +90,21 @@ class Labelled:
     unmatched: tuple[str, ...] = ()  # subfolders that match no tag (left out)
     failed: tuple[tuple[Path, str], ...] = ()  # (path, reason) of clips that could not be used
 
-    @property
+    @functools.cached_property
+    def embeddings(self) -> np.ndarray:
+        """float32 [n_clips, 512]: the clips' embeddings, one row per clip."""
+        embeddings = np.stack([c.embedding for c in self.clips]).astype(np.float32, copy=False)
+        embeddings.flags.writeable = False  # cached and shared
+        return embeddings
+
+    @functools.cached_property
     def truth(self) -> np.ndarray:
         """bool [n_clips, n_tags]: clip i is labelled with tag j."""
         truth = np.zeros((len(self.clips), len(self.labels)), bool)
         index = {label: j for j, label in enumerate(self.labels)}
         for i, clip in enumerate(self.clips):
             truth[i, [index[label] for label in clip.labels]] = True
+        truth.flags.writeable = False  # cached and shared
         return truth
 
 
@@ -136,6 +147,7 @@ def load_labelled(root: Path, config: Config, embedder: Embedder, store: Store,
     """Find, hash and embed every clip of the labelled folder `root` (see the module docstring).
     Raises EvalError when there is nothing to evaluate."""
     labels = config.labels
+    root = root.absolute()  # the paths the pipeline records: their stored hashes are reused
     folders, unmatched = check_layout(root, labels)
     for name in unmatched:
         log.warning("subfolder %s matches no tag of the vocabulary; its clips are left out",
@@ -161,7 +173,8 @@ def load_labelled(root: Path, config: Config, embedder: Embedder, store: Store,
             failed.extend((s.path, reasons[sha]) for s in group)
             continue
         clip_labels = frozenset().union(*(found[s.path] for s in group))
-        clips.append(LabelledClip(sha, tuple(s.path for s in group), clip_labels, embedded[sha]))
+        clips.append(LabelledClip(sha, tuple(s.path for s in group), clip_labels,
+                                  embedded[sha].mean(axis=0).astype(np.float32)))
     for path, reason in failed:
         log.error("skipping %s: %s", path, reason)
     if not clips:
@@ -410,11 +423,10 @@ def unknown_prompts(prompts: Iterable[str], table: dict[str, np.ndarray]) -> tup
 
 # -- metrics (pure numpy) -------------------------------------------------------------------------
 
-def clip_scores(clips: Sequence[LabelledClip], vectors: np.ndarray) -> np.ndarray:
-    """float32 [n_clips, n_tags]: each clip's mean window score per tag, as tagging scores."""
-    if not clips:
-        return np.zeros((0, len(vectors)), np.float32)
-    return np.stack([window_scores(c.embeddings, vectors).mean(axis=0) for c in clips])
+def clip_scores(embeddings: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Clip embeddings [n_clips, 512] · tag vectors [n_tags, 512]ᵀ → float32 [n_clips, n_tags]:
+    each clip's mean window score per tag, the clip score tagging uses (up to float rounding)."""
+    return window_scores(embeddings, vectors)
 
 
 def ranking(scores: np.ndarray) -> np.ndarray:
@@ -527,6 +539,11 @@ class TagResult:
         return self.correct / self.given if self.given else None
 
     @property
+    def better_prompts(self) -> dict[str, float]:
+        """Prompts of the ensemble that alone rank the tag's clips better than the ensemble."""
+        return {p: ap for p, ap in self.prompt_ap.items() if ap > self.ap + BETTER_BY}
+
+    @property
     def recall(self) -> float:
         return self.correct / self.clips
 
@@ -559,6 +576,7 @@ class SetResult:
 class Evaluation:
     labelled: Labelled
     scores: np.ndarray  # float32 [n_clips, n_tags], configured prompts
+    given: np.ndarray  # bool [n_clips, n_tags]: the tags tagging gives (given_tags)
     k: int  # top-k accuracy's k
     tags: tuple[TagResult, ...]  # the tags with clips, vocabulary order
     confusions: tuple[Confusion, ...]
@@ -608,7 +626,7 @@ def evaluate(labelled: Labelled, entries: Sequence[VocabEntry], table: dict[str,
     sets = prompt_sets(entries, templates)
     results, scores = [], {}
     for name in PROMPT_SETS:
-        scores[name] = clip_scores(labelled.clips, set_vectors(sets[name], table))
+        scores[name] = clip_scores(labelled.embeddings, set_vectors(sets[name], table))
         results.append(_set_result(name, sets[name], scores[name], truth, labels, k, table))
     configured = scores["configured"]
     given = given_tags(configured, labels, tagging)
@@ -618,14 +636,14 @@ def evaluate(labelled: Labelled, entries: Sequence[VocabEntry], table: dict[str,
             continue
         prompts = sets["configured"][j]
         prompt_ap = {} if len(prompts) < 2 else {
-            p: average_precision(clip_scores(labelled.clips, table[p][None, :])[:, 0],
+            p: average_precision(clip_scores(labelled.embeddings, table[p][None, :])[:, 0],
                                  truth[:, j]) for p in prompts}
         tags.append(TagResult(label, int(truth[:, j].sum()),
                               tagging.thresholds.get(label, tagging.min_score),
                               int(given[:, j].sum()), int((given[:, j] & truth[:, j]).sum()),
                               results[PROMPT_SETS.index("configured")].ap[label], prompt_ap))
     pairs = confusions(configured, truth, labels)[:MAX_CONFUSIONS]
-    return Evaluation(labelled, configured, k, tuple(tags), tuple(pairs),
+    return Evaluation(labelled, configured, given, k, tuple(tags), tuple(pairs),
                       confusion_matrix(configured, truth, labels), tuple(results))
 
 

@@ -29,7 +29,9 @@ THUMB_QUALITY = 80  # JPEG
 MATRIX_SIZE = 720  # px, the confusion matrix's cells fill about this much
 CELL_MIN, CELL_MAX = 12, 44  # px per cell
 LABEL_CHARS = 28  # longer tag names are cut in the matrix image
-STRIP_W, STRIP_H = 220, 26  # px, a tag's score strip
+STRIP_W, STRIP_H = 220, 30  # px, a tag's score strip
+STRIP_TICKS = 150  # clips drawn one tick each; more are drawn as a histogram
+STRIP_BINS = 54  # histogram bars across the strip
 
 Thumbnails = Callable[[str], np.ndarray]  # sha256 → uint8 [n, h, w, 3] RGB (Store.thumbnails)
 
@@ -109,6 +111,10 @@ def print_evaluation(evaluation: Evaluation, console=None) -> None:
     sets.add_row("mAP", *[_num(s.map) for s in ev.sets], style="bold")
     sets.add_row("top-1", *[_pct(s.top1) for s in ev.sets], style="bold")
     console.print(sets)
+    for t in ev.tags:
+        for prompt, ap in t.better_prompts.items():
+            console.print(f"[yellow]{t.label}: {prompt!r} alone has AP {_num(ap)}, better than "
+                          f"its prompts together ({_num(t.ap)})[/]", highlight=False)
     for s in ev.sets:
         if s.unknown:
             console.print(f"[yellow]{s.name}: the model knows no word of "
@@ -156,12 +162,17 @@ th, td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: ri
          vertical-align: middle; }
 th { background: #f1f5f9; font-weight: 600; }
 th:first-child, td:first-child { text-align: left; }
-td.best { color: var(--good); font-weight: 700; }
+td.best, .better { color: var(--good); font-weight: 700; }
+th.t, td.t { text-align: left; }
 td.low { color: var(--bad); }
 .bar { display: inline-block; height: 8px; background: var(--accent); border-radius: 4px;
        vertical-align: middle; margin-right: 6px; }
 .prompts { color: var(--muted); font-size: 12px; text-align: left; }
-.gallery { display: flex; gap: 12px; flex-wrap: wrap; margin: 4px 0 10px; }
+.groups { display: flex; gap: 28px; flex-wrap: wrap; }
+.gallery { display: flex; gap: 10px; margin: 4px 0 10px; }
+.badge { display: inline-block; font-size: 11px; padding: 0 5px; border-radius: 4px;
+         background: #fee4e2; color: var(--bad); }
+.badge.ok { background: #d1fadf; color: var(--good); }
 figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 8px;
          padding: 6px; max-width: 260px; }
 figure img { display: block; height: 72px; max-width: 100%; object-fit: cover; }
@@ -218,25 +229,39 @@ def _tag_table(ev: Evaluation) -> str:
             "<th>recall</th><th>given</th><th>threshold</th><th>scores</th></tr>"
             + "".join(rows) + "<caption>Worst first. Precision and recall of the tags tagging "
             "gives (top_k, thresholds). Scores: each clip's score for the tag, its own clips "
-            "green and tall, the others grey; the red line is the threshold.</caption></table>")
+            "green above the line, the others grey below; red: the threshold.</caption></table>")
 
 
 def _strip_svg(scores: np.ndarray, positive: np.ndarray, threshold: float) -> str:
+    """One tag's clip scores on a line: its own clips green above the axis, the others grey
+    below, the threshold red; one tick per clip, or a histogram when there are many."""
     lo = float(min(scores.min(), threshold))
     hi = float(max(scores.max(), threshold))
     span = hi - lo or 1.0
+    mid = STRIP_H / 2
 
     def x(v: float) -> float:
         return 3 + (STRIP_W - 6) * (v - lo) / span
 
-    points = sorted(zip(scores.tolist(), positive.tolist(), strict=True), key=lambda sp: sp[1])
-    ticks = [f'<line x1="{x(s):.1f}" x2="{x(s):.1f}" y1="{5 if p else 12}" y2="{STRIP_H - 5}" '
-             f'stroke="{"#12805c" if p else "#98a2b3"}" stroke-width="1.5"/>' for s, p in points]
+    marks = []
+    for own, colour, sign in ((False, "#98a2b3", 1), (True, "#12805c", -1)):
+        values = scores[positive == own]
+        if len(values) <= STRIP_TICKS:
+            marks += [f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{mid}" '
+                      f'y2="{mid + sign * (mid - 2):.1f}" stroke="{colour}" stroke-width="1.5"/>'
+                      for v in values.tolist()]
+            continue
+        counts, edges = np.histogram(values, bins=STRIP_BINS, range=(lo, hi))
+        heights = (mid - 2) * np.sqrt(counts / max(counts.max(), 1))  # sqrt: rare bins show
+        width = (STRIP_W - 6) / STRIP_BINS
+        marks += [f'<rect x="{x(edge):.1f}" y="{mid if sign > 0 else mid - h:.1f}" '
+                  f'width="{width:.1f}" height="{h:.1f}" fill="{colour}"/>'
+                  for edge, h in zip(edges[:-1].tolist(), heights.tolist(), strict=True) if h]
     line = (f'<line x1="{x(threshold):.1f}" x2="{x(threshold):.1f}" y1="1" y2="{STRIP_H - 1}" '
             'stroke="#c4320a" stroke-width="2"/>')
     return (f'<svg width="{STRIP_W}" height="{STRIP_H}" viewBox="0 0 {STRIP_W} {STRIP_H}" '
             f'role="img" aria-label="scores from {lo:.2f} to {hi:.2f}">'
-            f'<title>scores {lo:.2f} … {hi:.2f}</title>{"".join(ticks)}{line}</svg>')
+            f'<title>scores {lo:.2f} … {hi:.2f}</title>{"".join(marks)}{line}</svg>')
 
 
 def _sets_table(ev: Evaluation) -> str:
@@ -250,9 +275,10 @@ def _sets_table(ev: Evaluation) -> str:
             f'<td class="best">{_num(v)}</td>' if v == max(values) and len(set(values)) > 1
             else f"<td>{_num(v)}</td>" for v in values)
         prompts = " · ".join(
-            f"{e(s.name)}: " + ", ".join(_prompt(p, s.unknown, t.prompt_ap
-                                                 if s.name == "configured" else {})
-                                         for p in s.prompts[j]) for s in ev.sets)
+            f"{e(s.name)}: " + ", ".join(
+                _prompt(p, s.unknown, *((t.prompt_ap, t.better_prompts)
+                                        if s.name == "configured" else ({}, {})))
+                for p in s.prompts[j]) for s in ev.sets)
         rows.append(f"<tr><td>{e(t.label)}</td>{cells}</tr>"
                     f'<tr><td colspan="{len(ev.sets) + 1}" class="prompts">{prompts}</td></tr>')
     summary = ("<tr><th>mAP</th>" + "".join(f"<th>{_num(s.map)}</th>" for s in ev.sets)
@@ -261,14 +287,18 @@ def _sets_table(ev: Evaluation) -> str:
     return ("<h2>Which phrasing works</h2><table><tr><th>tag (AP)</th>" + head + "</tr>"
             + "".join(rows) + summary + "<caption>name: the tag's name alone; configured: the "
             "config's prompts (what tagging uses); templates: the name in each template, "
-            "averaged. Under each tag its prompts, with each ensemble prompt's own AP; "
-            "<s>struck</s> prompts are words the model does not know.</caption></table>")
+            "averaged. Under each tag its prompts, with each ensemble prompt's own AP "
+            "(<b class=\"better\">green</b>: better alone than the ensemble); <s>struck</s> "
+            "prompts are words the model does not know.</caption></table>")
 
 
-def _prompt(prompt: str, unknown: Sequence[str], ap: dict[str, float]) -> str:
+def _prompt(prompt: str, unknown: Sequence[str], ap: dict[str, float],
+            better: dict[str, float]) -> str:
     text = html.escape(prompt or "''")
     if prompt in unknown:
         text = f"<s>{text}</s>"
+    if prompt in better:
+        return f'<b class="better">{text} ({_num(ap[prompt])})</b>'
     return f"{text} ({_num(ap[prompt])})" if prompt in ap else text
 
 
@@ -277,10 +307,11 @@ def _confusion_section(ev: Evaluation) -> str:
     rows, cols, counts = ev.matrix
     image = _data_uri("image/png", _png(confusion_image(rows, cols, counts)))
     if ev.confusions:
-        pairs = "".join(f"<tr><td>{e(c.true)}</td><td>{e(c.predicted)}</td><td>{c.clips}</td>"
-                        f"<td>{_pct(c.share)}</td></tr>" for c in ev.confusions)
-        table = ("<table><tr><th>tag</th><th>taken for</th><th>clips</th><th>share of the tag"
-                 "</th></tr>" + pairs + "<caption>Clips whose best-scoring tag is none of their "
+        pairs = "".join(f'<tr><td>{e(c.true)}</td><td class="t">{e(c.predicted)}</td>'
+                        f"<td>{c.clips}</td><td>{_pct(c.share)}</td></tr>"
+                        for c in ev.confusions)
+        table = ('<table><tr><th>tag</th><th class="t">taken for</th><th>clips</th><th>share '
+                 "of the tag</th></tr>" + pairs + "<caption>Clips whose best-scoring tag is none of their "
                  "tags, by the pair that costs the most.</caption></table>")
     else:
         table = "<p>No clip's best-scoring tag is wrong.</p>"
@@ -325,7 +356,9 @@ def _galleries(ev: Evaluation, thumbs: _ThumbCache) -> str:
     truth = lab.truth
     top1 = ranking(ev.scores)[:, 0]
     out = [("<h2>Clips per tag</h2><p class=\"muted\">Each tag's best-scoring and worst-scoring "
-            "clips, and the other tags' clips that score highest for it (false alarms).</p>")]
+            "clips, and the other tags' clips that score highest for it (false alarms); "
+            "<i>tagged</i> / <i>missed</i>: whether tagging gives the tag (top_k, threshold)."
+            "</p>")]
     for t in ev.tags:
         j = lab.labels.index(t.label)
         scores = ev.scores[:, j]
@@ -336,11 +369,13 @@ def _galleries(ev: Evaluation, thumbs: _ThumbCache) -> str:
         out.append(f'<div class="tag" id="{_anchor(t.label)}"><h3>{html.escape(t.label)}</h3>'
                    f'<p class="muted">{t.clips} clips · AP {_num(t.ap)} · threshold '
                    f"{t.threshold:g}</p>")
+        out.append('<div class="groups">')
         for title, picks in (("best", best), ("worst", worst), ("false alarms", others)):
             if picks:
-                out.append(f'<div class="row-label">{title}</div><div class="gallery">'
-                           + "".join(_figure(ev, i, j, top1, thumbs) for i in picks) + "</div>")
-        out.append("</div>")
+                out.append(f'<div><div class="row-label">{title}</div><div class="gallery">'
+                           + "".join(_figure(ev, i, j, top1, thumbs) for i in picks)
+                           + "</div></div>")
+        out.append("</div></div>")
     return "\n".join(out)
 
 
@@ -356,9 +391,15 @@ def _figure(ev: Evaluation, i: int, j: int, top1: np.ndarray, thumbs: _ThumbCach
     image = (f'<img alt="frames of {e(name)}" src="{uri}">' if uri
              else '<div class="none">no preview stored</div>')
     predicted = lab.labels[int(top1[i])]
-    taken = "" if predicted in clip.labels else f" · taken for <b>{e(predicted)}</b>"
-    return (f"<figure>{image}<figcaption>{e(name)}<br>score {ev.scores[i, j]:.2f}{taken}"
-            "</figcaption></figure>")
+    taken = "" if predicted in clip.labels else f"<br>taken for <b>{e(predicted)}</b>"
+    own = lab.labels[j] in clip.labels
+    if ev.given[i, j]:
+        badge = '<span class="badge ok">tagged</span>' if own else '<span class="badge">tagged'
+        badge += "</span>"
+    else:
+        badge = '<span class="badge">missed</span>' if own else ""
+    return (f"<figure>{image}<figcaption>{e(name)}<br>score {ev.scores[i, j]:.2f} {badge}"
+            f"{taken}</figcaption></figure>")
 
 
 def _left_out(ev: Evaluation) -> str:
@@ -405,7 +446,8 @@ def _ascii(label: str) -> str:
 
 def confusion_image(rows: Sequence[str], cols: Sequence[str], counts: np.ndarray) -> np.ndarray:
     """BGR uint8 image of the matrix: true tags down the left, best-scoring tags across the top
-    (written upwards), each cell shaded by its share of the row, with its count when it fits."""
+    (written upwards), each cell shaded by its share of the row (square-rooted, so a few
+    confusions in a large row still show), with its count when it fits."""
     n = max(len(rows), len(cols), 1)
     cell = int(np.clip(MATRIX_SIZE // n, CELL_MIN, CELL_MAX))
     scale = max(0.3, min(0.5, cell / 60))
@@ -423,7 +465,7 @@ def confusion_image(rows: Sequence[str], cols: Sequence[str], counts: np.ndarray
     shares = counts / totals
     for r in range(len(rows)):
         for c in range(len(cols)):
-            colour = _LOW + (_HIGH - _LOW) * shares[r, c]
+            colour = _LOW + (_HIGH - _LOW) * np.sqrt(shares[r, c])  # sqrt: small shares show
             y0, x0 = top + r * cell, left + c * cell
             cv2.rectangle(image, (x0, y0), (x0 + cell - 1, y0 + cell - 1),
                           tuple(int(v) for v in colour), -1)

@@ -42,7 +42,7 @@ def scored(root, config, embedder, cache):
         data = load_labelled(root, config, embedder, store)
     finally:
         store.close()
-    return data, clip_scores(data.clips, build_vocabulary(config.vocabulary, embedder,
+    return data, clip_scores(data.embeddings, build_vocabulary(config.vocabulary, embedder,
                                                           cache).vectors)
 
 
@@ -193,3 +193,16 @@ def test_edited_config_checks_the_result(tmp_path, model_dir):
     text = edited_config(path, {"x": 1.0, "yes": 2.0}, 1.0)
     assert "'yes': 2.0" in text  # quoted where YAML needs it
     assert snippet({"yes": 2.0}, 1.5) == "  temperature: 1.5\n  thresholds:\n    'yes': 2.0\n"
+
+
+def test_a_tag_whose_target_is_out_of_reach_keeps_its_threshold(tmp_path):
+    from autotag.calibrate import Calibration, TagThreshold, merged_thresholds
+    from autotag.config import parse_config
+
+    config = parse_config("vocabulary: [red, green, blue]\ntagging: {thresholds: {green: 1.0}}\n",
+                          base=tmp_path)
+    tags = (TagThreshold("red", 2, 4, 8.5, 1.0, 0.5, 10.0, 3.0),
+            TagThreshold("green", 2, 4, None, 0.6, 1.0, 2.0, 1.0))
+    calibration = Calibration(0.9, tags, 2.0, 1.0, 0.5, 6)
+    assert calibration.thresholds == {"red": 8.5}
+    assert merged_thresholds(config, calibration) == {"red": 8.5, "green": 1.0}

@@ -234,7 +234,7 @@ def test_stored_embeddings_are_reused_and_nothing_is_written_beside_clips(labell
     finally:
         store.close()
     for a, b in zip(first.clips, again.clips, strict=True):
-        np.testing.assert_array_equal(a.embeddings, b.embeddings)
+        np.testing.assert_array_equal(a.embedding, b.embedding)
     assert sorted(p for p in root.rglob("*")) == before
 
 
