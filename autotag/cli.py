@@ -129,13 +129,15 @@ def _load_config(args: argparse.Namespace):
     return with_model(config, args.model)
 
 
-def _open(config):
+def _open(config, lazy: bool = False):
+    """The app; lazy: the model loads only if a prompt is missing from the text cache (retag)."""
     from autotag.app import open_app
-    from autotag.model import ModelError
+    from autotag.model import LazyEmbedder, ModelError
     from autotag.store import StoreError
 
+    embedder = LazyEmbedder(config.model.handle, config.model.threads) if lazy else None
     try:
-        return open_app(config)
+        return open_app(config, embedder)
     except (ModelError, StoreError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -209,17 +211,11 @@ def _up_to_date(config, clips: list[Path]) -> tuple[list, list[Path]]:
     """(results for clips already tagged with this model and vocabulary, the rest)."""
     from autotag.model import fingerprint
     from autotag.pipeline import ClipResult, up_to_date
-    from autotag.store import Store
     from autotag.vocabulary import vocabulary_fingerprint
 
     model = fingerprint(config.model.handle)
     vocabulary = vocabulary_fingerprint(config.vocabulary, model)
-    from autotag.store import StoreError
-
-    try:
-        store = Store(config.state.store_path)
-    except StoreError as exc:
-        raise UsageError(str(exc)) from None
+    store = _store(config)
     done, todo = [], []
     try:
         for path in clips:
@@ -318,6 +314,154 @@ def _calibrate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if calibration.failed or (args.write and not written) else EXIT_OK
 
 
+# -- search and retag (issue 5) ----------------------------------------------------------------
+
+def _search_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotag search",
+        description="Rank the clips autotag has tagged by how well they match free text, from "
+                    "their stored embeddings: nothing is decoded. Clips gone or changed since "
+                    "they were tagged are left out. Exit 1 when nothing is found.")
+    parser.add_argument("query", nargs="+", metavar="QUERY",
+                        help="what happens in the clips, e.g. someone skateboarding")
+    parser.add_argument("--top", type=int, default=10, metavar="N",
+                        help="how many clips to show (default: 10)")
+    parser.add_argument("--under", type=Path, action="append", default=[], metavar="DIR",
+                        help="only clips in this folder (repeat for several)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of {path, score, segment} for scripts")
+    parser.add_argument("--sheet", type=Path, metavar="FILE",
+                        help="also write a contact sheet of the results (.jpg, .png or .webp)")
+    _common(parser)
+    return parser
+
+
+def _search(args: argparse.Namespace) -> int:
+    from autotag.config import default_cache_dir
+    from autotag.model import LazyEmbedder, ModelError
+    from autotag.search import Index, contact_sheet, encode_sheet, search
+    from autotag.vocabulary import embed_query
+
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    if args.sheet:
+        _check_sheet(args.sheet)
+    config = _load_config(args)
+    embedder = LazyEmbedder(config.model.handle, config.model.threads)
+    store = _store(config)
+    try:
+        index = Index.load(store, embedder.fingerprint, [d.absolute() for d in args.under])
+        if not len(index):
+            where = " under " + ", ".join(map(show, args.under)) if args.under else ""
+            log.warning("no clip tagged with this model is stored%s; tag a folder with "
+                        "'autotag --once DIR' first", where)
+            return EXIT_FAILED
+        try:
+            query, known = embed_query(" ".join(args.query), embedder, default_cache_dir())
+        except ModelError as exc:
+            raise UsageError(str(exc)) from None
+        if not known:  # it would score every clip 0: a ranking that means nothing
+            log.warning("the model knows none of the words of %r; rephrase it in plain English "
+                        "words", " ".join(args.query))
+            return EXIT_FAILED
+        hits, stale = search(index, store, embedder.fingerprint, query, args.top,
+                             config.tagging.min_score)
+        if stale:
+            log.warning("%d better-ranked clip(s) left out: gone or changed since they were "
+                        "tagged ('autotag --once' re-tags changed ones)", stale)
+        if args.sheet and hits:
+            _write_sheet(args.sheet, contact_sheet(hits, store.thumbnails))
+    finally:
+        store.close()
+    _print_hits(hits, args.json)
+    return EXIT_OK if hits else EXIT_FAILED
+
+
+def _check_sheet(path: Path) -> None:
+    from autotag.search import SHEET_FORMATS
+
+    if path.suffix.lower() not in SHEET_FORMATS:
+        raise UsageError(f"--sheet {show(path)}: name a .jpg, .png or .webp file")
+
+
+def _write_sheet(path: Path, image) -> None:
+    from autotag.atomic import AtomicWriteError, write_atomic
+    from autotag.search import encode_sheet
+
+    try:
+        write_atomic(path.absolute(), encode_sheet(image, path))
+    except (AtomicWriteError, OSError) as exc:
+        log.error("cannot write the contact sheet: %s", exc.strerror or exc)
+        return
+    log.info("contact sheet: %s", show(path))
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        import json
+
+        print(json.dumps([h.to_json() for h in hits], indent=2))
+    elif sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for name, justify in (("#", "right"), ("score", "right"), ("best at", "right"),
+                              ("clip", "left")):
+            table.add_column(name, justify=justify)
+        for rank, h in enumerate(hits, 1):
+            table.add_row(str(rank), f"{h.score:.2f}", _span(h.segment), show(h.record.path))
+        Console().print(table)
+    else:  # piped: one tab-separated line per clip
+        for rank, h in enumerate(hits, 1):
+            print(f"{rank}\t{h.score:.4f}\t{_span(h.segment)}\t{show(h.record.path)}")
+
+
+def _span(segment) -> str:
+    return f"{segment.start:.1f}–{segment.end:.1f} s"
+
+
+def _store(config):
+    from autotag.store import Store, StoreError
+
+    try:
+        return Store(config.state.store_path)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _retag_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotag retag",
+        description="Re-score the clips autotag has tagged (all, or those under DIR) against "
+                    "the current vocabulary and tagging settings, from their stored "
+                    "embeddings, and rewrite every output. Nothing is decoded; the video model "
+                    "is not used.")
+    parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                        help="only clips in these folders (default: every stored clip)")
+    _common(parser)
+    return parser
+
+
+def _retag(args: argparse.Namespace) -> int:
+    from autotag.retag import retag, stored_clips
+
+    config = _load_config(args)
+    started = time.monotonic()
+    app = _open(config, lazy=True)
+    try:
+        records = stored_clips(app.store, app.tagger.model, [d.absolute() for d in args.dirs])
+        if not records:
+            log.warning("no stored clip to re-tag%s; tag a folder with 'autotag --once DIR'",
+                        " under " + ", ".join(map(show, args.dirs)) if args.dirs else "")
+        with _Reporter(len(records), verb="re-tagging") as reporter:
+            results = retag(app.tagger, app.store, records, on_result=reporter.result)
+    finally:
+        app.close()
+    _summary(results, time.monotonic() - started, skipped="skipped (gone or changed)")
+    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
 # command → (parser builder, handler). Each subcommand adds one line here.
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser],
                           Callable[[argparse.Namespace], int]]] = {
@@ -325,6 +469,8 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser],
     "fetch-model": (_fetch_model_parser, _fetch_model),
     "eval": (_eval_parser, _eval),
     "calibrate": (_calibrate_parser, _calibrate),
+    "search": (_search_parser, _search),
+    "retag": (_retag_parser, _retag),
 }
 
 
@@ -333,8 +479,9 @@ COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser],
 class _Reporter:
     """Per-clip lines and, on a terminal, a rich progress bar (clips, windows/s, ETA)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, verb: str = "tagging") -> None:
         self.total = total
+        self.verb = verb
         self.progress = None
         self.task = None
         self.window_count = 0
@@ -345,10 +492,10 @@ class _Reporter:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeRemainingColumn)
 
-            self.progress = Progress(TextColumn("tagging"), BarColumn(), MofNCompleteColumn(),
+            self.progress = Progress(TextColumn(self.verb), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
                                      transient=True)
-            self.task = self.progress.add_task("tagging", total=self.total, rate="")
+            self.task = self.progress.add_task(self.verb, total=self.total, rate="")
             self.progress.start()
         return self
 
@@ -368,18 +515,21 @@ class _Reporter:
         elif result.status in ("tagged", "reused"):
             tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
             log.info("%s %s: %s", result.status, show(result.path), tags)
-        else:
+        elif result.reason == "up to date":
             log.debug("%s %s: %s", result.status, show(result.path), result.reason)
+        else:
+            log.info("%s %s: %s", result.status, show(result.path), result.reason)
         if self.progress:
             self.progress.advance(self.task)
 
 
-def _summary(results, seconds: float) -> None:
+def _summary(results, seconds: float, skipped: str | None = None) -> None:
     counts = Counter(r.status for r in results)
     windows = sum(r.windows for r in results)
     rate = windows / seconds if seconds > 0 else 0.0
     rows = [("tagged", counts["tagged"]), ("tagged from stored embeddings", counts["reused"]),
-            ("up to date", counts["skipped"]), ("failed", counts["failed"])]
+            ("up to date" if skipped is None else skipped, counts["skipped"]),
+            ("failed", counts["failed"])]
     if _interactive():
         from rich.console import Console
         from rich.table import Table

@@ -78,6 +78,33 @@ class HubEmbedder:
         return out["text_embedding"].numpy().astype(np.float32, copy=False)
 
 
+class LazyEmbedder:
+    """The model, loaded on its first call: `search` and `retag` need only text embeddings,
+    usually cached on disk (vocabulary.TextCache), so a warm cache never loads TensorFlow."""
+
+    def __init__(self, handle: str = HUB_HANDLE, threads: int = 0) -> None:
+        self.handle = handle
+        self.threads = threads
+        self.fingerprint = fingerprint(handle)  # what load_model's embedder would carry
+        self._model: HubEmbedder | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def _get(self) -> HubEmbedder:
+        if self._model is None:
+            log.info("loading the model from %s", self.handle)
+            self._model = load_model(self.handle, self.threads)
+        return self._model
+
+    def embed_video(self, frames: np.ndarray) -> np.ndarray:
+        return self._get().embed_video(frames)
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        return self._get().embed_text(texts)
+
+
 def fingerprint(handle: str) -> str:
     """A short id of the model: the handle, plus the graph file's hash for a local directory,
     so replacing the weights in place invalidates cached text embeddings and stored tags."""
@@ -161,5 +188,5 @@ def _reason(exc: BaseException) -> str:
     return str(reason).strip().splitlines()[0][:200] if str(reason).strip() else type(exc).__name__
 
 
-__all__ = ["EMBED_DIM", "Embedder", "HubEmbedder", "ModelError", "fetch_model", "fingerprint",
-           "hub_cache_dir", "load_model"]
+__all__ = ["EMBED_DIM", "Embedder", "HubEmbedder", "LazyEmbedder", "ModelError", "fetch_model",
+           "fingerprint", "hub_cache_dir", "load_model"]

@@ -59,18 +59,17 @@ class Daemon:
     """Watch `dirs` (plus watch.paths) and tag each complete clip once.
 
     open_app(config, embedder_or_None) builds the pipeline (reusing the embedder on a reload
-    that keeps the model); reload_config() re-reads the config file; retag(app) re-scores the
-    stored clips after a vocabulary change.
+    that keeps the model); reload_config() re-reads the config file. After a vocabulary change
+    the restarted watcher's catch-up scan finds every clip stale, and the pipeline re-tags each
+    from its stored embeddings (no decoding, no video model call), as `autotag retag` does.
     """
 
     def __init__(self, config: Config, dirs: list[Path], open_app: Callable,
-                 reload_config: Callable[[], Config],
-                 retag: Callable | None = None, notifier: Notifier | None = None) -> None:
+                 reload_config: Callable[[], Config], notifier: Notifier | None = None) -> None:
         self.config = config
         self.dirs = [d.absolute() for d in dirs]
         self.open_app = open_app
         self.reload_config = reload_config
-        self.retag = retag
         self.notifier = notifier or Notifier()
         self.queue: queue.Queue[Path] = queue.Queue(QUEUE_SIZE)
         self.counts: Counter[str] = Counter()
@@ -248,9 +247,9 @@ class Daemon:
         same_model = old.config.model == config.model
         self._app = self.open_app(config, old.embedder if same_model else None)
         old.close()
-        if self._app.vocabulary.fingerprint != old.vocabulary.fingerprint and self.retag:
-            log.info("the vocabulary changed; re-tagging stored clips")
-            self.retag(self._app)
+        if self._app.vocabulary.fingerprint != old.vocabulary.fingerprint:
+            log.info("the vocabulary changed; re-tagging the watched clips from their stored "
+                     "embeddings")
         if self._watcher is not None:
             self._watcher.stop()
         self._start_watcher()

@@ -59,8 +59,7 @@ def build_vocabulary(entries: tuple[VocabEntry, ...], embedder: Embedder,
                      cache_dir: Path | None) -> Vocabulary:
     """Embed every prompt (from the cache where possible) and average each tag's prompts."""
     prompts = sorted({normalise_prompt(p) for e in entries for p in e.prompts} | {""})
-    cache = TextCache(cache_dir / "text-embeddings" / embedder.fingerprint) if cache_dir else None
-    table = embed_texts(prompts, embedder, cache)
+    table = embed_texts(prompts, embedder, text_cache(cache_dir, embedder))
     empty = table[""]
     unknown = tuple(p for p in prompts if p and np.allclose(table[p], empty, atol=1e-6))
     for prompt in unknown:
@@ -70,6 +69,19 @@ def build_vocabulary(entries: tuple[VocabEntry, ...], embedder: Embedder,
                         for e in entries]).astype(np.float32)
     return Vocabulary(entries, vectors, vocabulary_fingerprint(entries, embedder.fingerprint),
                       unknown)
+
+
+def embed_query(query: str, embedder: Embedder, cache_dir: Path | None
+                ) -> tuple[np.ndarray, bool]:
+    """A free-text query → (float32 [512], whether the model knows any of its words)."""
+    query = normalise_prompt(query)
+    table = embed_texts([query, ""], embedder, text_cache(cache_dir, embedder))
+    return table[query], not np.allclose(table[query], table[""], atol=1e-6)
+
+
+def text_cache(cache_dir: Path | None, embedder: Embedder) -> TextCache | None:
+    """The on-disk text-embedding cache of this model, or None without a cache folder."""
+    return TextCache(cache_dir / "text-embeddings" / embedder.fingerprint) if cache_dir else None
 
 
 def embed_texts(texts: list[str], embedder: Embedder,

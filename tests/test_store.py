@@ -48,12 +48,17 @@ def test_file_records_and_failure_attempts(tmp_path):
     assert record.matches(100, 1.5) and not record.matches(100, 1.6)
 
 
-def test_tagged_clips_joins_files_and_embeddings(tmp_path):
+def test_clip_index_joins_files_and_embeddings(tmp_path):
     store = Store(tmp_path / "state.sqlite3")
-    for name, sha in (("a.mp4", "a" * 64), ("b.mp4", "b" * 64)):
-        clip = embedded(tmp_path / name, sha)
-        store.save_embedded(clip, "m")
-        store.record_tagged(clip.source, "m", "v")
+    clips = {}
+    for name, sha in (("b.mp4", "b" * 64), ("a.mp4", "a" * 64)):
+        clips[name] = embedded(tmp_path / name, sha)
+        store.save_embedded(clips[name], "m")
+        store.record_tagged(clips[name].source, "m", "v")
     store.record_failure(tmp_path / "bad.mp4", 1, 1.0, "broken")
-    assert [r.path.name for r, _ in store.tagged_clips("m")] == ["a.mp4", "b.mp4"]
-    assert list(store.tagged_clips("other")) == []
+    records, matrix = store.clip_index("m")
+    assert [r.path.name for r in records] == ["a.mp4", "b.mp4"]
+    assert matrix.shape == (2, 512) and matrix.dtype == np.float32
+    np.testing.assert_allclose(matrix[1], clips["b.mp4"].embeddings.mean(axis=0), rtol=1e-6)
+    records, matrix = store.clip_index("other")
+    assert records == [] and matrix.shape[0] == 0

@@ -1,0 +1,183 @@
+"""Query text → text embedding → · every stored clip embedding → top N fresh clips → best segment.
+
+No video is decoded and the video model is never called: clips are ranked by the clip
+embeddings the state store kept when they were tagged (the mean of their window embeddings, so
+a clip's score is its mean window score, the clip score tagging uses). Only the top results are
+then checked against the disk (a clip gone or changed since it was embedded is left out, never
+shown with stale scores) and read back window by window for the segment that matches best.
+
+Scale: the store's clip embeddings are read into one float32 [n, 512] matrix (100,000 clips:
+200 MB; a query is one matrix-vector product, milliseconds). Past a few million clips the
+matrix no longer fits comfortably and a vector index (e.g. FAISS, sqlite-vec) is the next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from autotag.clip import Segment, SourceInfo
+from autotag.outputs.preview import ascii_text, label_box
+from autotag.scoring import segments, window_scores
+from autotag.store import FileRecord, Store
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_SLACK = 16  # ranked beyond --top, so stale clips can be dropped without a re-sort
+SHEET_COLUMNS = 4  # tiles across the contact sheet
+SHEET_TILE_HEIGHT = 180  # px
+SHEET_TILE_WIDTH = 320  # px: 16:9 cells; other shapes are letterboxed
+SHEET_BACKGROUND = (24, 24, 24)  # BGR
+SHEET_FORMATS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 90], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 90],
+                 ".png": [], ".webp": [cv2.IMWRITE_WEBP_QUALITY, 90]}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the clip, its clip score for the query and where it matches best."""
+
+    record: FileRecord
+    score: float  # the mean window score, like a tag's clip score
+    segment: Segment  # the run of windows around the best one that reach the threshold
+    best_window: int  # index of the best window (its thumbnail goes on the contact sheet)
+
+    def to_json(self) -> dict:
+        return {"path": str(self.record.path), "score": round(self.score, 4),
+                "segment": self.segment.to_json()}
+
+
+@dataclass(frozen=True)
+class Index:
+    """The clips search ranks: records[i] has clip embedding matrix[i] (float32 [n, 512])."""
+
+    records: list[FileRecord]
+    matrix: np.ndarray
+
+    @classmethod
+    def load(cls, store: Store, model: str, under: Sequence[Path] = ()) -> Index:
+        records, matrix = store.clip_index(model)
+        if under:
+            keep = [i for i, r in enumerate(records) if is_under(r.path, under)]
+            records, matrix = [records[i] for i in keep], matrix[keep]
+        return cls(records, matrix)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def ranked(self, query: np.ndarray, top: int) -> list[tuple[int, float]]:
+        """(row, score) of the best `top` + CANDIDATE_SLACK clips for query (float32 [512]),
+        best first: argpartition, then a sort of the few that are left."""
+        if not len(self):
+            return []
+        scores = self.matrix @ query.astype(np.float32)
+        k = min(len(scores), top + CANDIDATE_SLACK)
+        rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        rows = rows[np.argsort(-scores[rows], kind="stable")]
+        return [(int(i), float(scores[i])) for i in rows]
+
+    def all_ranked(self, query: np.ndarray) -> list[tuple[int, float]]:
+        return self.ranked(query, len(self))
+
+
+def is_under(path: Path, folders: Sequence[Path]) -> bool:
+    return any(path == f or path.is_relative_to(f) for f in folders)
+
+
+def is_fresh(record: FileRecord) -> bool:
+    """The file is still there, as it was when it was embedded (size and mtime)."""
+    try:
+        st = os.stat(record.path)
+    except OSError:
+        return False
+    return record.matches(st.st_size, st.st_mtime)
+
+
+def search(index: Index, store: Store, model: str, query: np.ndarray, top: int,
+           threshold: float, fresh: Callable[[FileRecord], bool] = is_fresh
+           ) -> tuple[list[Hit], int]:
+    """The best `top` fresh clips for the query, and how many better-ranked ones were stale."""
+    hits: list[Hit] = []
+    seen: set[int] = set()
+    candidates = index.ranked(query, top)
+    widened = len(candidates) == len(index)
+    position = 0
+    while len(hits) < top:
+        if position == len(candidates):
+            if widened:
+                break
+            candidates, widened = index.all_ranked(query), True  # many were stale: rank all
+            position = 0
+            continue
+        row, score = candidates[position]
+        position += 1
+        if row in seen:
+            continue
+        seen.add(row)
+        record = index.records[row]
+        if fresh(record) and (hit := _hit(store, model, record, score, query, threshold)):
+            hits.append(hit)
+    stale = len(seen) - len(hits)
+    return hits, stale
+
+
+def _hit(store: Store, model: str, record: FileRecord, score: float, query: np.ndarray,
+         threshold: float) -> Hit | None:
+    source = SourceInfo(record.path, record.size, record.mtime, record.sha256)
+    clip = store.load_embedded(source, model)
+    if clip is None:  # removed between the index and now (another process's retag)
+        return None
+    column = window_scores(clip.embeddings, query[None, :])[:, 0]
+    best_window = int(np.argmax(column))
+    spans = segments(column, clip.windows, threshold)
+    best = next(s for s in spans if s.start <= clip.windows[best_window].start <= s.end)
+    return Hit(record, score, best, best_window)
+
+
+# -- contact sheet ----------------------------------------------------------------------------
+
+def contact_sheet(hits: Sequence[Hit], thumbnails: Callable[[str], np.ndarray]) -> np.ndarray:
+    """BGR image: one tile per hit, SHEET_COLUMNS across, in rank order; each tile is the
+    best window's stored frame with its rank, score, time and file name drawn on it."""
+    columns = max(1, min(SHEET_COLUMNS, len(hits)))
+    rows = max(1, -(-len(hits) // columns))
+    sheet = np.full((rows * SHEET_TILE_HEIGHT, columns * SHEET_TILE_WIDTH, 3), SHEET_BACKGROUND,
+                    np.uint8)
+    for n, hit in enumerate(hits):
+        y, x = (n // columns) * SHEET_TILE_HEIGHT, (n % columns) * SHEET_TILE_WIDTH
+        sheet[y:y + SHEET_TILE_HEIGHT, x:x + SHEET_TILE_WIDTH] = _tile(
+            hit, n + 1, thumbnails(hit.record.sha256))
+    return sheet
+
+
+def _tile(hit: Hit, rank: int, thumbs: np.ndarray) -> np.ndarray:
+    tile = np.full((SHEET_TILE_HEIGHT, SHEET_TILE_WIDTH, 3), SHEET_BACKGROUND, np.uint8)
+    if len(thumbs):
+        frame = cv2.cvtColor(thumbs[min(hit.best_window, len(thumbs) - 1)], cv2.COLOR_RGB2BGR)
+        h, w = frame.shape[:2]
+        scale = min(SHEET_TILE_WIDTH / w, SHEET_TILE_HEIGHT / h)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        fitted = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1
+                            else cv2.INTER_LINEAR)
+        top, left = (SHEET_TILE_HEIGHT - size[1]) // 2, (SHEET_TILE_WIDTH - size[0]) // 2
+        tile[top:top + size[1], left:left + size[0]] = fitted
+    cv2.rectangle(tile, (0, 0), (SHEET_TILE_WIDTH - 1, SHEET_TILE_HEIGHT - 1), (90, 90, 90), 1)
+    label_box(tile, f"#{rank}  {hit.score:.2f}  @{hit.segment.start:.1f}s", (4, 4), 0.55)
+    label_box(tile, ascii_text(hit.record.path.name)[:40], (4, SHEET_TILE_HEIGHT - 26), 0.45)
+    return tile
+
+
+def encode_sheet(image: np.ndarray, path: Path) -> bytes:
+    """The sheet in the format path's extension names. Raises ValueError for others."""
+    params = SHEET_FORMATS.get(path.suffix.lower())
+    if params is None:
+        raise ValueError(f"--sheet {path}: name a .jpg, .png or .webp file")
+    ok, data = cv2.imencode(path.suffix.lower(), image, params)
+    if not ok:
+        raise ValueError(f"--sheet {path}: OpenCV cannot encode {path.suffix}")
+    return data.tobytes()

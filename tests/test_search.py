@@ -1,0 +1,197 @@
+"""Search by free text and retag, from stored embeddings: no decoding, no video model call."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from autotag import cli
+from autotag.app import open_app
+from autotag.clip import Embedded, SourceInfo, Window
+from autotag.config import load_config
+from autotag.model import LazyEmbedder
+from autotag.retag import retag, stored_clips
+from autotag.search import (CANDIDATE_SLACK, SHEET_TILE_HEIGHT, SHEET_TILE_WIDTH, Index,
+                            search)
+from autotag.store import Store
+from tests.clips import BLUE, GREEN, RED, write_video
+from tests.test_pipeline import CountingEmbedder, run_once, sidecar, write_config
+
+
+@pytest.fixture
+def indexed(tmp_path, model_dir):
+    """Four clips tagged by `autotag --once`: two red ones (one only at its end), green, blue."""
+    clips = tmp_path / "clips"
+    (clips / "sub").mkdir(parents=True)
+    write_video(clips / "red.mp4", [(RED, 4)])
+    write_video(clips / "sub" / "green.mp4", [(GREEN, 4)])
+    write_video(clips / "sub" / "blue.mp4", [(BLUE, 4)])
+    write_video(clips / "late red.mp4", [(GREEN, 12), (RED, 20)])
+    config = write_config(tmp_path, model_dir)
+    assert run_once(config, clips) == 0
+    return clips, config
+
+
+def search_json(config: Path, capsys, *args: str) -> list[dict]:
+    capsys.readouterr()
+    assert cli.main(["search", "--config", str(config), "--json", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_query_ranks_the_matching_clips_first_with_the_segment_that_matches(indexed, capsys):
+    clips, config = indexed
+    hits = search_json(config, capsys, "red")
+    assert [Path(h["path"]).name for h in hits[:2]] == ["red.mp4", "late red.mp4"]
+    assert len(hits) == 4 and hits[0]["score"] > hits[1]["score"] > 0 > hits[2]["score"]
+    late = hits[1]["segment"]
+    assert late["start"] >= 9.0 and late["end"] == pytest.approx(32, abs=0.3)  # red from 12 s
+    sea = search_json(config, capsys, "blue", "water")  # words joined: no quotes needed
+    assert Path(sea[0]["path"]).name == "blue.mp4"
+
+
+def test_top_and_under_restrict_the_results(indexed, capsys):
+    clips, config = indexed
+    assert len(search_json(config, capsys, "--top", "1", "red")) == 1
+    under = search_json(config, capsys, "--under", str(clips / "sub"), "red")
+    assert sorted(Path(h["path"]).name for h in under) == ["blue.mp4", "green.mp4"]
+
+
+def test_plain_output_when_piped_is_one_line_per_clip(indexed, capsys):
+    clips, config = indexed
+    capsys.readouterr()
+    assert cli.main(["search", "--config", str(config), "--top", "2", "green"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("1\t") and lines[0].endswith("green.mp4")
+
+
+def test_a_clip_changed_after_indexing_is_not_shown_with_its_old_scores(indexed, capsys):
+    clips, config = indexed
+    write_video(clips / "red.mp4", [(BLUE, 5)])  # now blue, not yet re-tagged
+    hits = search_json(config, capsys, "red")
+    assert str(clips / "red.mp4") not in [h["path"] for h in hits]
+    assert Path(hits[0]["path"]).name == "late red.mp4"
+    (clips / "late red.mp4").unlink()
+    assert "late red.mp4" not in [Path(h["path"]).name for h in search_json(config, capsys, "red")]
+
+
+def test_the_contact_sheet_has_one_tile_per_result_from_its_best_segment(indexed, tmp_path,
+                                                                        capsys):
+    clips, config = indexed
+    sheet = tmp_path / "sheet.png"
+    hits = search_json(config, capsys, "--top", "3", "--sheet", str(sheet), "red")
+    image = cv2.imread(str(sheet))
+    assert image is not None and image.shape == (SHEET_TILE_HEIGHT, 3 * SHEET_TILE_WIDTH, 3)
+    expected = {"red.mp4": "red", "late red.mp4": "red", "green.mp4": "green",
+                "blue.mp4": "blue"}
+    for i, hit in enumerate(hits):
+        b, g, r = image[SHEET_TILE_HEIGHT // 2, i * SHEET_TILE_WIDTH + SHEET_TILE_WIDTH // 2]
+        seen = {"red": r > 200 > max(g, b), "green": g > 200 > max(r, b),
+                "blue": b > 200 > max(r, g)}
+        assert seen[expected[Path(hit["path"]).name]], (hit["path"], (b, g, r))
+
+
+def test_search_with_nothing_stored_or_unknown_words_exits_1(indexed, tmp_path, model_dir,
+                                                             capsys):
+    clips, config = indexed
+    assert cli.main(["search", "--config", str(config), "skateboarding"]) == 1  # unknown word
+    (tmp_path / "other").mkdir()
+    empty = write_config(tmp_path / "other", model_dir)  # its own, empty state store
+    assert cli.main(["search", "--config", str(empty), "red"]) == 1
+    assert cli.main(["search", "--config", str(config), "--sheet", "x.gif", "red"]) == 2
+
+
+def test_retag_after_a_vocabulary_change_never_calls_the_video_model(indexed, embedder):
+    clips, config_path = indexed
+    text = config_path.read_text().replace("vocabulary: [red, green, {sea: [blue water, blue sky]}]",
+                                           "vocabulary: [crimson, grass, {sky: [blue sky]}]")
+    config_path.write_text(text + "outputs: {log: matches.jsonl, previews: previews, xmp: true}\n"
+                           if "outputs:" not in text else text.replace(
+                               "outputs: {", "outputs: {xmp: true, "))
+    config = load_config(config_path)
+    counting = CountingEmbedder(embedder)
+    app = open_app(config, embedder=counting)
+    try:
+        records = stored_clips(app.store, app.tagger.model)
+        results = retag(app.tagger, app.store, records)
+    finally:
+        app.close()
+    assert counting.batches == []  # the video signature was never called
+    assert {r.status for r in results} == {"reused"} and len(results) == 4
+    assert sidecar(clips / "red.mp4")["top"] == "crimson"
+    assert sidecar(clips / "sub" / "blue.mp4")["top"] == "sky"
+    xmp = (clips / "sub" / "green.mp4.xmp").read_text()
+    assert "grass" in xmp and ">green<" not in xmp
+    assert run_once(config_path, clips) == 0  # and --once sees them up to date
+    assert all(sidecar(p)["vocabulary"] == app.vocabulary.fingerprint
+               for p in clips.rglob("*.mp4"))
+
+
+def test_cli_retag_with_cached_prompts_never_loads_the_model(indexed, monkeypatch, capsys):
+    clips, config = indexed
+    config.write_text(config.read_text().replace(
+        "vocabulary: [red, green, {sea: [blue water, blue sky]}]", "vocabulary: [red, green]"))
+    import autotag.model
+
+    def no_model(*_, **__):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(autotag.model, "load_model", no_model)
+    before = sidecar(clips / "sub" / "blue.mp4")
+    assert cli.main(["retag", "--config", str(config), str(clips / "sub")]) == 0
+    after = sidecar(clips / "sub" / "blue.mp4")
+    assert before["top"] == "sea" and after["top"] is None  # no tag reaches min_score now
+    assert sidecar(clips / "red.mp4")["vocabulary"] == before["vocabulary"]  # not under sub
+    assert cli.main(["search", "--config", str(config), "--json", "red"]) == 0  # cached too
+
+
+def test_retag_skips_clips_gone_or_changed_and_keeps_them_stored(indexed):
+    clips, config_path = indexed
+    (clips / "red.mp4").unlink()
+    os.utime(clips / "sub" / "green.mp4", (1, 1))
+    config = load_config(config_path)
+    app = open_app(config, embedder=LazyEmbedder(config.model.handle))
+    try:
+        results = {r.path.name: r for r in retag(app.tagger, app.store,
+                                                 stored_clips(app.store, app.tagger.model))}
+        assert app.store.file(clips / "red.mp4") is not None  # kept: a share may come back
+    finally:
+        app.close()
+    assert results["red.mp4"].status == "skipped" and "gone" in results["red.mp4"].reason
+    assert results["green.mp4"].status == "skipped" and "changed" in results["green.mp4"].reason
+    assert results["blue.mp4"].status == "reused"
+
+
+# -- ranking at scale, synthetic embeddings -------------------------------------------------------
+
+def synthetic_store(tmp_path: Path, n: int) -> tuple[Store, np.ndarray]:
+    rng = np.random.default_rng(7)
+    store = Store(tmp_path / "state.sqlite3")
+    embeddings = rng.normal(size=(n, 2, 16)).astype(np.float32)
+    for i in range(n):
+        source = SourceInfo(tmp_path / f"c{i:04d}.mp4", 10, 1.0, f"{i:064x}")
+        store.save_embedded(Embedded(source, 6.4, (Window(0, 3.2), Window(3.2, 6.4)),
+                                     embeddings[i], np.zeros((0, 1, 1, 3), np.uint8)), "m")
+        store.record_tagged(source, "m", "v")
+    return store, embeddings.mean(axis=1)
+
+
+def test_ranking_matches_a_full_sort_and_skips_stale_clips(tmp_path):
+    n = 300
+    store, clip_embeddings = synthetic_store(tmp_path, n)
+    try:
+        index = Index.load(store, "m")
+        query = np.random.default_rng(1).normal(size=16).astype(np.float32)
+        order = np.argsort(-(clip_embeddings @ query), kind="stable")
+        assert [row for row, _ in index.ranked(query, 5)] == order[:5 + CANDIDATE_SLACK].tolist()
+        stale = {index.records[i].path for i in order[:40]}  # more than the candidates
+        hits, left_out = search(index, store, "m", query, 5, 0.0,
+                                fresh=lambda r: r.path not in stale)
+        assert [h.record.path for h in hits] == [index.records[i].path for i in order[40:45]]
+        assert left_out == 40
+    finally:
+        store.close()
