@@ -8,6 +8,7 @@ line and exit code 2. Relative paths resolve against the config file's folder.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -149,6 +150,9 @@ def load_config(path: Path) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}; check the path and "
                           "its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") \
+            from None
     return parse_config(text, base=path.resolve().parent, source=path)
 
 
@@ -162,11 +166,15 @@ def parse_config(text: str, base: Path, source: Path | None = None) -> Config:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{where}: broken YAML{at}: {problem}; fix the syntax there") from None
+    except RecursionError:  # PyYAML composes recursively: '[[[[...' thousands deep
+        raise ConfigError(f"{where}: the YAML is nested too deeply; fix the syntax") from None
+    except (ValueError, OverflowError) as exc:  # PyYAML's constructors: 2001-13-45, 5000 digits
+        raise ConfigError(f"{where}: a value cannot be read ({str(exc)[:80]}); fix it") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of sections (model:, "
-                          "vocabulary:, ...), not {type(raw).__name__}")
+                          f"vocabulary:, ...), not {type(raw).__name__}")
     if "vocabulary" not in raw:
         raise ConfigError(f"{where}: vocabulary is missing; add a list of tags, e.g. "
                           "'vocabulary: [skiing, biking]'")
@@ -190,7 +198,7 @@ def _resolve_handle(model: ModelConfig, base: Path) -> ModelConfig:
     """A handle is a URL (kept) or a SavedModel directory (resolved, and it must exist)."""
     if "://" in model.handle:
         return model
-    path = (base / Path(model.handle).expanduser()).resolve()
+    path = _path("model.handle", model.handle, base)
     if not path.is_dir():
         raise ConfigError(f"'model.handle': {path} is not a directory; set it to a SavedModel "
                           f"folder or to the hub handle {HUB_HANDLE}")
@@ -234,6 +242,10 @@ def _value(key: str, hint: Any, value: Any, base: Path) -> Any:
                 hint is int and not isinstance(value, int)):
             raise ConfigError(f"'{key}' must be a {'whole ' if hint is int else ''}number, "
                               f"got {_kind(value)}")
+        if isinstance(value, float) and not math.isfinite(value):  # .nan, .inf: meaningless
+            raise ConfigError(f"'{key}' must be a finite number, got {value}")
+        if hint is float and abs(value) > 1e300:  # float() of a 400-digit int overflows
+            raise ConfigError(f"'{key}' is too large; use a number below 1e300")
         if key in _POSITIVE and value <= 0:
             raise ConfigError(f"'{key}' must be greater than 0, got {value}")
         if key in _NON_NEGATIVE and value < 0:
@@ -246,7 +258,7 @@ def _value(key: str, hint: Any, value: Any, base: Path) -> Any:
     if hint is Path:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"'{key}' must be a path, got {_kind(value)}")
-        return (base / Path(value).expanduser()).resolve()
+        return _path(key, value, base)
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"'{key}' must be a list, got {_kind(value)}")
@@ -256,6 +268,18 @@ def _value(key: str, hint: Any, value: Any, base: Path) -> Any:
             raise ConfigError(f"'{key}' must be a mapping, got {_kind(value)}")
         return {str(k): _value(f"{key}.{k}", args[1], v, base) for k, v in value.items()}
     raise AssertionError(f"no validator for {key}: {hint}")  # a programming error, not the user's
+
+
+def _path(key: str, value: str, base: Path) -> Path:
+    """`value` (~ expanded) resolved against `base`; a name that cannot be a path is the
+    user's error, not a crash."""
+    try:
+        return (base / Path(value).expanduser()).resolve()
+    except RuntimeError:  # Path.expanduser: '~name' for a user that does not exist
+        raise ConfigError(f"'{key}': {value.split('/')[0]!r} is not a known user's home; "
+                          "write the folder out in full") from None
+    except (ValueError, OSError) as exc:  # an embedded NUL; a symlink loop
+        raise ConfigError(f"'{key}': {value!r} is not a usable path ({exc}); fix it") from None
 
 
 def _vocabulary(raw: Any) -> tuple[VocabEntry, ...]:
@@ -283,6 +307,10 @@ def _vocabulary(raw: Any) -> tuple[VocabEntry, ...]:
                               f"got {_kind(item)}")
     seen: set[str] = set()
     for entry in entries:
+        if not all(x.isprintable() for x in (entry.label, *entry.prompts)):
+            # a control character cannot be written into an XMP or NFO sidecar (XML 1.0)
+            raise ConfigError(f"'vocabulary': the tag {entry.label!r} holds a control "
+                              "character; remove it")
         folded = entry.label.casefold()
         if folded in seen:
             raise ConfigError(f"'vocabulary' lists the tag '{entry.label}' twice; "

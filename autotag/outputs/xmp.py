@@ -118,19 +118,24 @@ def update(meta: ET.Element, tagged: Tagged, root: str) -> None:
     labels = [t.label for t in tagged.tags]
     owned_element, home = _find(descriptions, OWNED)
     owned = _items(owned_element)
-    subject, _ = _find(descriptions, SUBJECT)
-    ownership = merge(_items(subject), labels, owned)  # decided on the bare labels
+    # Ownership is decided once per label, over all three properties: a label the user has in
+    # any of them (Activity|red in Lightroom alone) is the user's, in every form, for good.
+    # Deciding per property made autotag claim, and later delete, the user's Activity|red.
+    items = {prop: _items(_find(descriptions, prop)[0]) for prop in KEYWORDS}
+    present = [x for x in dict.fromkeys([*labels, *owned])
+               if any(form(root, x) in items[prop] for prop, (_, form) in KEYWORDS.items())]
+    ownership = merge(present, labels, owned)
     for prop, (kind, form) in KEYWORDS.items():
         element, where = _find(descriptions, prop)
-        change = merge(_items(element), [form(root, x) for x in labels],
-                       [form(root, x) for x in owned])
-        if element is None and not change.add:
+        add = [form(root, x) for x in ownership.add]
+        remove = {form(root, x) for x in ownership.remove}
+        if element is None and not add:
             continue
         container = _container(where or descriptions[0], prop, kind, element)
         for li in list(container):
-            if li.text in change.remove:
+            if li.text in remove:
                 container.remove(li)
-        for keyword in change.add:
+        for keyword in add:
             ET.SubElement(container, RDF + "li").text = keyword
     _replace_bag(home or descriptions[0], OWNED, "Bag", list(ownership.owned))
     _write_scores(home or descriptions[0], tagged)
