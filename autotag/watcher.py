@@ -95,6 +95,13 @@ class StabilityTracker:
         return sorted(stable)
 
 
+def _resolved(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
 class _Handler(FileSystemEventHandler):
     """watchdog events → tracker touches (files) and scans (new folders)."""
 
@@ -139,6 +146,7 @@ class Watcher:
         self._stop = threading.Event()
         self._observer = None
         self._watched: set[Path] = set()
+        self._real_roots = {r: _resolved(r) for r in self.roots}  # a root may be a symlink
         self._ticker = threading.Thread(target=self._tick_loop, name="autotag-stability",
                                         daemon=True)
         self._next_rescan = 0.0
@@ -161,11 +169,27 @@ class Watcher:
     # -- what the handler and rescans call --------------------------------------------------
 
     def hint(self, path: Path) -> None:
+        path = self.canonical(path)
         if self._wanted(path):
             self.tracker.touch(path)
 
     def forget(self, path: Path) -> None:
-        self.tracker.forget(path)
+        self.tracker.forget(self.canonical(path))
+
+    def canonical(self, path: Path) -> Path:
+        """The one path a file is tagged under, as `find_clips` picks it: through no symlink
+        when its real path is in a watched folder (a symlinked file is its target; a file seen
+        through a symlink loop, `sub/loop/x.mp4`, is `x.mp4`), else the path as given. Without
+        this, one clip was tagged twice, under two paths, in watch mode."""
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python 3.11)
+            return path
+        for root in self.roots:
+            real_root = self._real_roots.get(root) or root
+            if real.is_relative_to(real_root):
+                return root / real.relative_to(real_root)
+        return path
 
     def new_folder(self, folder: Path) -> None:
         """A folder created or moved in: files may have landed before its watch existed."""
@@ -179,6 +203,7 @@ class Watcher:
         count = 0
         for path in find_clips([f for f in folders if f.exists()], self.config.ignore,
                                self.exclude):
+            path = self.canonical(path)
             if self.known is not None and self._known(path):
                 continue
             self.tracker.touch(path)

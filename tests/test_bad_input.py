@@ -10,9 +10,12 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,71 @@ def test_bad_input_corpus_through_once(tmp_path, model_dir):
         failed = dict(db.execute("SELECT path, last_error FROM files WHERE status = 'failed'"))
     assert set(failed) == {str(p) for p in bad}
     assert all(failed.values())
+
+
+def _stderr_lines(proc: subprocess.Popen, into: list[str]) -> threading.Thread:
+    """Collect the daemon's stderr lines in a thread (owned by the test, ends at EOF)."""
+    def read() -> None:
+        for line in proc.stderr:
+            into.append(line)
+    reader = threading.Thread(target=read, name="stderr-reader")
+    reader.start()
+    return reader
+
+
+def _wait_for(condition, what: str, deadline: float = 300.0) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@needs_ffmpeg
+def test_bad_input_corpus_arriving_in_watch_mode(tmp_path, model_dir):
+    """The same corpus written into a watched folder while the daemon runs: each bad file named
+    once (after its retries) and recorded, each good one tagged once under one path, originals
+    unchanged, no temp files, no traceback, and the daemon still stops cleanly with exit 0."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"model: {{handle: '{model_dir}'}}\nvocabulary: [red, green, blue]\n"
+        "tagging: {min_score: 3.0}\nsampling: {max_pixels: 100000}\n"
+        f"state: {{path: '{tmp_path / 'state.sqlite3'}'}}\n"
+        "watch: {stability_seconds: 0.3, rescan_seconds: 0}\n"
+        "outputs: {log: matches.jsonl, previews: previews}\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "autotag", "--config", str(config),
+                             str(clips)], stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    reader = _stderr_lines(proc, lines)
+    try:
+        _wait_for(lambda: any("watching" in x for x in lines), "the daemon to start", 120)
+        good, bad = build_corpus(clips)
+        originals = {p: digest(p) for p in good + bad}
+        _wait_for(lambda: all(sidecar_path(p, OutputsConfig()).is_file() for p in good)
+                  and all(any(f"skipping {p}" in x for x in lines) for p in bad),
+                  "every clip to be tagged or failed")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(timeout=60)
+    err = "".join(lines)
+    assert "Traceback" not in err
+    for path in bad:
+        assert len([x for x in lines if f"skipping {path}:" in x]) == 1, (path.name, err)
+    assert "sampling.max_pixels" in err
+    for path in good:
+        assert json.loads(sidecar_path(path, OutputsConfig()).read_text())["source"][
+            "path"] == str(path)
+    logged = [json.loads(x)["path"] for x in (tmp_path / "matches.jsonl").read_text()
+              .splitlines()]
+    assert sorted(logged) == sorted(str(p) for p in good)  # each good clip once, one path
+    assert not Path(f"{clips / 'sub' / 'link to red.mp4'}.autotag.json").exists()
+    assert {p: digest(p) for p in originals} == originals
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".autotag.tmp")]
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        failed = dict(db.execute("SELECT path, last_error FROM files WHERE status = 'failed'"))
+    assert set(failed) == {str(p) for p in bad}
