@@ -90,8 +90,9 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._db() as db:
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    db.executescript(_SCHEMA)  # once: a store that is only read stays untouched
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the state store {path}: {exc}; set state.path to a "
                              "writable location") from None
