@@ -180,12 +180,12 @@ def parse_config(text: str, base: Path, source: Path | None = None) -> Config:
                           "'vocabulary: [skiing, biking]'")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Config):
-        if f.name == "source" or f.name not in raw:
+        if f.name == "source":
             continue
         if f.name == "vocabulary":
             values[f.name] = _vocabulary(raw[f.name])
-        else:
-            values[f.name] = _section(f.name, f.type, raw[f.name], base)
+        else:  # every section, so that its default paths resolve against base too
+            values[f.name] = _section(f.name, f.type, raw.get(f.name), base)
     _reject_unknown("", raw, {f.name for f in dataclasses.fields(Config) if f.name != "source"})
     if "model" in values:
         values["model"] = _resolve_handle(values["model"], base)
@@ -216,12 +216,15 @@ def _reject_unknown(prefix: str, raw: dict, known: set[str]) -> None:
 def _section(name: str, type_name: str, raw: Any, base: Path) -> Any:
     cls = _TYPES[type_name]
     if raw is None:
-        return cls()
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"'{name}' must be a mapping of keys, got {_kind(raw)}")
     hints = typing.get_type_hints(cls)
     _reject_unknown(f"{name}.", raw, set(hints))
     values = {key: _value(f"{name}.{key}", hints[key], value, base) for key, value in raw.items()}
+    for f in dataclasses.fields(cls):  # default paths (outputs.log, outputs.previews) too
+        if f.name not in values and isinstance(f.default, Path):
+            values[f.name] = _path(f"{name}.{f.name}", str(f.default), base)
     return cls(**values)
 
 

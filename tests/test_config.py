@@ -32,6 +32,13 @@ def test_example_config_is_valid_and_documents_the_defaults():
     assert config.vocabulary[1].prompts == ("riding a bike", "mountain biking")
 
 
+def test_default_paths_resolve_against_the_config_folder_too(tmp_path):
+    config = parse("vocabulary: [x]", base=tmp_path)
+    assert config.outputs.log == tmp_path / "autotag-matches.jsonl"
+    assert config.outputs.previews == tmp_path / "previews"
+    assert parse("vocabulary: [x]\noutputs: {log: null}", base=tmp_path).outputs.log is None
+
+
 def test_vocabulary_forms():
     config = parse("vocabulary:\n  - skiing\n  - biking: [riding a bike, mountain biking]\n"
                    "  - surf: surfing\n")
