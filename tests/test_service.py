@@ -121,6 +121,25 @@ def test_restart_catches_up_and_retags_nothing_else(setup, embedder):
     assert [(r.path.name, r.status) for r in run.results] == [("while stopped.mp4", "tagged")]
 
 
+def test_a_burst_of_200_clips_is_tagged_exactly_once_each(setup, embedder, tmp_path):
+    root, config = setup
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    colours = (RED, GREEN, BLUE)
+    for i in range(200):  # each its own content (length), so none is a copy of another
+        write_video(staging / f"clip{i:03d}.mp4", [(colours[i % 3], 0.1 * (1 + i // 3))],
+                    size=(16, 16))
+    with Running(config, root, embedder) as run:
+        for path in staging.iterdir():
+            path.rename(root / path.name)  # dropped at once, as a file manager moves them
+        wait_for(lambda: len(log_lines(config)) >= 200, deadline=120)
+        time.sleep(1.0)  # nothing else arrives: each clip exactly once
+    paths = [line["path"] for line in log_lines(config)]
+    assert len(paths) == 200 and len(set(paths)) == 200
+    assert all(Path(f"{root / name}.autotag.json").is_file() for name in map(Path, paths))
+    assert {r.status for r in run.results} == {"tagged"}
+
+
 def test_reload_picks_up_a_new_vocabulary(setup, embedder, model_dir):
     root, config = setup
     with Running(config, root, embedder) as run:
