@@ -339,7 +339,7 @@ def _search_parser() -> argparse.ArgumentParser:
 def _search(args: argparse.Namespace) -> int:
     from autotag.config import default_cache_dir
     from autotag.model import LazyEmbedder, ModelError
-    from autotag.search import Index, contact_sheet, encode_sheet, search
+    from autotag.search import Index, contact_sheet, search
     from autotag.vocabulary import embed_query
 
     if args.top < 1:

@@ -195,7 +195,6 @@ class _Sampler:
         picked: dict[int, np.ndarray] = {}
         current: np.ndarray | None = None
         p, last_time = 0, 0.0
-        seen_any = False
         while p < len(order):
             _check_deadline(self.deadline)
             self._maybe_seek(targets[order[p]], last_time)
@@ -203,7 +202,7 @@ class _Sampler:
                 break
             self.frame_index += 1
             t = self._frame_time()
-            last_time, seen_any = max(last_time, t), True
+            last_time = max(last_time, t)
             horizon = self._next_time(t)
             due = []
             while p < len(order) and targets[order[p]] < horizon:

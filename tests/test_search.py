@@ -44,7 +44,7 @@ def search_json(config: Path, capsys, *args: str) -> list[dict]:
 
 
 def test_a_query_ranks_the_matching_clips_first_with_the_segment_that_matches(indexed, capsys):
-    clips, config = indexed
+    _, config = indexed
     hits = search_json(config, capsys, "red")
     assert [Path(h["path"]).name for h in hits[:2]] == ["red.mp4", "late red.mp4"]
     assert len(hits) == 4 and hits[0]["score"] > hits[1]["score"] > 0 > hits[2]["score"]
@@ -62,7 +62,7 @@ def test_top_and_under_restrict_the_results(indexed, capsys):
 
 
 def test_plain_output_when_piped_is_one_line_per_clip(indexed, capsys):
-    clips, config = indexed
+    _, config = indexed
     capsys.readouterr()
     assert cli.main(["search", "--config", str(config), "--top", "2", "green"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -81,7 +81,7 @@ def test_a_clip_changed_after_indexing_is_not_shown_with_its_old_scores(indexed,
 
 def test_the_contact_sheet_has_one_tile_per_result_from_its_best_segment(indexed, tmp_path,
                                                                         capsys):
-    clips, config = indexed
+    _, config = indexed
     sheet = tmp_path / "sheet.png"
     hits = search_json(config, capsys, "--top", "3", "--sheet", str(sheet), "red")
     image = cv2.imread(str(sheet))
@@ -97,7 +97,7 @@ def test_the_contact_sheet_has_one_tile_per_result_from_its_best_segment(indexed
 
 def test_search_with_nothing_stored_or_unknown_words_exits_1(indexed, tmp_path, model_dir,
                                                              capsys):
-    clips, config = indexed
+    _, config = indexed
     assert cli.main(["search", "--config", str(config), "skateboarding"]) == 1  # unknown word
     (tmp_path / "other").mkdir()
     empty = write_config(tmp_path / "other", model_dir)  # its own, empty state store

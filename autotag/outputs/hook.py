@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+
 from autotag.clip import Tagged
 from autotag.outputs.base import OutputError
 
