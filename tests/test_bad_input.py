@@ -35,6 +35,12 @@ def ffmpeg(*args: str) -> None:
     subprocess.run([FFMPEG or "ffmpeg", "-v", "error", "-y", *args], check=True, timeout=120)
 
 
+def write_8k(path: Path) -> Path:
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:s=7680x4320:r=1:d=1", "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
 def build_corpus(folder: Path) -> tuple[list[Path], list[Path]]:
     """Write the corpus; returns (good clips, bad files)."""
     good = [
@@ -65,6 +71,8 @@ def build_corpus(folder: Path) -> tuple[list[Path], list[Path]]:
         bad.append(folder / "audio only.mp4")
         ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac",
                str(bad[-1]))
+        bad.append(folder / "8K frames.mp4")  # refused before a frame is decoded
+        write_8k(bad[-1])
         good.append(folder / "hour long.mp4")  # sampled at bounded cost
         ffmpeg("-f", "lavfi", "-i", "color=c=red:s=32x32:r=1:d=3600", "-c:v", "libx264",
                "-g", "300", "-pix_fmt", "yuv420p", str(good[-1]))
@@ -187,3 +195,12 @@ def test_bad_input_corpus_arriving_in_watch_mode(tmp_path, model_dir):
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
         failed = dict(db.execute("SELECT path, last_error FROM files WHERE status = 'failed'"))
     assert set(failed) == {str(p) for p in bad}
+
+
+@needs_ffmpeg
+def test_8k_frames_are_refused_at_the_default_pixel_limit_naming_the_setting(tmp_path):
+    from autotag import media
+    from autotag.config import SamplingConfig
+
+    with pytest.raises(media.DecodeError, match=r"7680×4320 .*sampling\.max_pixels"):
+        media.sample_clip(write_8k(tmp_path / "8k.mp4"), 8, SamplingConfig().max_pixels)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 
 from autotag import media, pipeline
@@ -164,3 +165,58 @@ def test_originals_are_never_written(library, embedder):
     originals = [p for p in clips.iterdir() if p.name in before]
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in originals} == before
     assert {p.name: p.stat().st_mtime_ns for p in originals} == mtimes
+
+
+class FailsOnBlue:
+    """The real test model, except that a call holding a blue window raises (as TensorFlow does
+    on a bad input) and one holding a green window returns NaN."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.fingerprint = inner.fingerprint
+
+    def embed_video(self, frames):
+        channel_means = frames.mean(axis=(1, 2, 3))  # [B, 3] RGB
+        if (channel_means[:, 2] > 0.5).any():
+            raise RuntimeError("INVALID_ARGUMENT: blue is not allowed\nsecond line")
+        out = self.inner.embed_video(frames)
+        if (channel_means[:, 1] > 0.5).any():
+            out = np.full_like(out, np.nan)
+        return out
+
+    def embed_text(self, texts):
+        return self.inner.embed_text(texts)
+
+
+def test_model_exception_and_nan_fail_only_their_clips_in_once_mode(library, embedder):
+    clips, config = library
+    results = run(config, sorted(clips.iterdir()), FailsOnBlue(embedder))
+    assert results["c.mp4"].status == "failed"
+    assert "RuntimeError: INVALID_ARGUMENT: blue is not allowed" in results["c.mp4"].reason
+    assert "\n" not in results["c.mp4"].reason
+    assert results["b.mp4"].status == "failed" and "NaN" in results["b.mp4"].reason
+    assert results["a.mp4"].status == "tagged"
+    assert not (clips / "c.mp4.autotag.json").exists()
+
+
+def test_model_exception_and_nan_fail_only_their_clips_in_watch_mode(tmp_path, model_dir,
+                                                                     embedder):
+    from tests.test_service import Running, log_lines, wait_for, write_config
+
+    root = tmp_path / "inbox"
+    root.mkdir()
+    config = write_config(tmp_path, model_dir)
+    with Running(config, root, FailsOnBlue(embedder)) as daemon:
+        for name, colour in (("blue.mp4", BLUE), ("green.mp4", GREEN), ("red.mp4", RED)):
+            write_video(root / name, [(colour, 2)])
+        wait_for(lambda: {r.path.name for r in daemon.results} >= {"blue.mp4", "green.mp4",
+                                                                     "red.mp4"})
+        write_video(root / "later red.mp4", [(RED, 3)])  # the daemon goes on after the faults
+        wait_for(lambda: len(log_lines(config)) == 2)
+    results = {r.path.name: r for r in daemon.results}
+    assert results["blue.mp4"].status == "failed" and "RuntimeError" in results["blue.mp4"].reason
+    assert results["green.mp4"].status == "failed" and "NaN" in results["green.mp4"].reason
+    assert results["red.mp4"].status == results["later red.mp4"].status == "tagged"
+    assert daemon.daemon.counts["failed"] == 2
+    assert daemon.code == 0
+    assert sorted(Path(x["path"]).name for x in log_lines(config)) == ["later red.mp4", "red.mp4"]
