@@ -57,6 +57,7 @@ class Nfo:
                                              forbid_dtd=True)
             parser.feed(path.read_bytes())
             return parser.close()
-        except (OSError, ET.ParseError, DefusedXmlException, ValueError) as exc:
+        # LookupError: an encoding="..." Python does not know (found by tests/test_fuzz.py)
+        except (OSError, ET.ParseError, DefusedXmlException, ValueError, LookupError) as exc:
             raise OutputError(f"{path.name} is not valid XML ({type(exc).__name__}); "
                               "left untouched") from None
