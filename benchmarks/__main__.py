@@ -1,0 +1,83 @@
+"""`python -m benchmarks [--quick]` → stand-in model (cached) → every measurement → table + file.
+
+Builds what it needs under benchmarks/.cache/ (the stand-in SavedModel, the clips) once, runs
+everything side by side in one run, prints the table and writes it to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks import measure, report, suite
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+RESULTS = HERE / "results"
+
+QUICK = {"model_calls": 2, "cheap": (1280, 720, 4), "heavy": (1920, 1080, 2),
+         "codecs": ("h264", "vp9"), "rss_clips": (10, 40), "watch_clips": 1,
+         "sweep_batches": (1, 4, 8), "sweep_threads": ((1, 1), (2, 2))}
+
+
+def standin(cache: Path) -> Path:
+    """The stand-in SavedModel, built by a child process once per version of standin.py."""
+    digest = hashlib.sha256((HERE / "standin.py").read_bytes()).hexdigest()[:12]
+    path = cache / f"standin-{digest}"
+    if not (path / "saved_model.pb").exists():
+        tmp = Path(tempfile.mkdtemp(prefix="standin-", dir=cache))
+        subprocess.run([sys.executable, "-m", "benchmarks.standin", str(tmp / "model")],
+                       check=True, cwd=HERE.parent, env=measure.Workspace(tmp, "").env(tmp))
+        (tmp / "model").replace(path)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def settings(args: argparse.Namespace, handle: str) -> suite.Settings:
+    """The configured defaults (config.yaml) under test, unless overridden on the command line."""
+    defaults = yaml.safe_load(measure.BASE_CONFIG.read_text())
+    model, sampling = defaults["model"], defaults["sampling"]
+    return suite.Settings(
+        cache=CACHE, handle=handle,
+        batch_size=args.batch_size or model["batch_size"],
+        threads=model["threads"] if args.threads is None else args.threads,
+        max_windows=sampling["max_windows"], max_pixels=sampling["max_pixels"],
+        **(QUICK if args.quick else {}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer clips and sweep points")
+    parser.add_argument("--batch-size", type=int, help="model.batch_size to test")
+    parser.add_argument("--threads", type=int, help="model.threads to test")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' scratch folders")
+    args = parser.parse_args(argv)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    handle = str(standin(CACHE))
+    s = settings(args, handle)
+    scratch = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
+    overrides = {"model": {"batch_size": s.batch_size, "threads": s.threads}}
+    try:
+        results = suite.run(s, measure.Workspace(scratch, handle, overrides),
+                            say=lambda m: print(f"[{time.perf_counter() - started:5.0f} s] {m}",
+                                                flush=True))
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    text = report.render(results)
+    path = report.write(results, text, RESULTS)
+    print(f"written to {path} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

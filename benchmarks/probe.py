@@ -1,0 +1,129 @@
+"""`python -m benchmarks.probe KIND JSON` → one measurement in its own process → JSON result file.
+
+Each measurement whose peak memory matters runs in a child process of its own, so the parent
+reads that child's peak RSS alone from os.wait4 (ru_maxrss). Kinds:
+
+    model    load the model as autotag does → warm-up call → timed calls of `batch` windows
+    article  the article's method: first 32 frames of each clip, float64, one call for all
+    once     `autotag --once ...` itself, with Pipeline.run timed (start, end, windows)
+
+The result is written to $BENCH_RESULT as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WINDOW = (32, 224, 224, 3)  # frames, height, width, channels of one model window
+
+
+def model(handle: str, batch: int, calls: int, threads: int = 0, inter: int = 0) -> dict:
+    """Windows per second of the model alone at this batch size, as autotag loads and feeds it
+    (uint8 frames → float32 in [0, 1] → the `video` signature)."""
+    from autotag.media import to_model_input
+    from autotag.model import load_model
+
+    if inter:
+        import tensorflow as tf
+
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    started = time.perf_counter()
+    embedder = load_model(handle, threads)
+    loaded = time.perf_counter() - started
+    frames = np.random.default_rng(0).integers(0, 256, (batch, *WINDOW), dtype=np.uint8)
+    embedder.embed_video(to_model_input(frames))  # warm-up: tracing and oneDNN's kernel choice
+    started = time.perf_counter()
+    for _ in range(calls):
+        embedder.embed_video(to_model_input(frames))
+    seconds = time.perf_counter() - started
+    return {"load_seconds": loaded, "seconds": seconds, "windows": batch * calls,
+            "windows_per_second": batch * calls / seconds}
+
+
+def article_load_video(path: Path, max_frames: int = 32, size: int = 224) -> np.ndarray:
+    """The article's `load_video`: read the first `max_frames` frames, crop the centre square,
+    resize, BGR → RGB, repeat a short clip, / 255.0 (float64). [max_frames, size, size, 3]."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            h, w = frame.shape[:2]
+            side = min(h, w)
+            top, left = (h - side) // 2, (w - side) // 2
+            frame = cv2.resize(frame[top:top + side, left:left + side], (size, size))
+            frames.append(frame[:, :, [2, 1, 0]])
+            if len(frames) == max_frames:
+                break
+    finally:
+        cap.release()
+    array = np.array(frames)
+    if len(array) < max_frames:
+        array = array.repeat(math.ceil(max_frames / len(array)), axis=0)
+    return array[:max_frames] / 255.0
+
+
+def article(handle: str, clips: list[str]) -> dict:
+    """The article's method on these clips, timed from the first read to the embeddings (the
+    model's loading excluded, as for autotag)."""
+    import tensorflow as tf
+    import tensorflow_hub as hub
+
+    module = hub.load(handle)
+    started = time.perf_counter()
+    videos = np.stack([article_load_video(Path(c)) for c in clips], axis=0)
+    out = module.signatures["video"](tf.constant(tf.cast(videos, dtype=tf.float32)))
+    out["video_embedding"].numpy()
+    seconds = time.perf_counter() - started
+    return {"clips": len(clips), "windows": len(clips), "seconds": seconds,
+            "input_dtype": str(videos.dtype), "clips_per_second": len(clips) / seconds}
+
+
+def once(argv: list[str]) -> dict:
+    """Run autotag's own CLI with Pipeline.run timed: everything before it is startup."""
+    from autotag import cli, pipeline
+
+    timing: dict = {}
+    original = pipeline.Pipeline.run
+
+    def timed_run(self, *args, **kwargs):
+        timing["start"] = time.perf_counter()
+        results = original(self, *args, **kwargs)
+        timing["end"] = time.perf_counter()
+        timing["windows"] = sum(r.windows for r in results)
+        timing["statuses"] = sorted(r.status for r in results)
+        return results
+
+    pipeline.Pipeline.run = timed_run
+    started = time.perf_counter()
+    code = cli.main(argv)
+    statuses = timing.get("statuses", [])
+    return {"exit_code": code, "startup_seconds": timing.get("start", started) - started,
+            "seconds": timing.get("end", 0.0) - timing.get("start", 0.0),
+            "windows": timing.get("windows", 0), "clips": len(statuses),
+            "tagged": statuses.count("tagged")}
+
+
+KINDS = {"model": model, "article": article, "once": once}
+
+
+def main() -> int:
+    kind, payload = sys.argv[1], json.loads(sys.argv[2])
+    result = KINDS[kind](**payload)
+    Path(os.environ["BENCH_RESULT"]).write_text(json.dumps(result))
+    return int(result.get("exit_code", 0))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

