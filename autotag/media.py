@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ GIF_MIN_DELAY = 0.011  # s; browsers show GIF frames of 0 or 1 cs for 100 ms, an
 GIF_DEFAULT_DELAY = 0.1  # s
 OPEN_TIMEOUT_MS = 30_000  # FFmpeg's own interrupt timeouts: a stuck read ends
 READ_TIMEOUT_MS = 30_000
+FFMPEG_LOG_QUIET = -8  # AV_LOG_QUIET
 
 
 class DecodeError(Exception):
@@ -74,6 +76,9 @@ def quiet_opencv(debug: bool = False) -> None:
     """OpenCV and FFmpeg warn on stderr about broken files; autotag reports them in one line."""
     level = cv2.utils.logging.LOG_LEVEL_DEBUG if debug else cv2.utils.logging.LOG_LEVEL_SILENT
     cv2.utils.logging.setLogLevel(level)
+    if not debug:  # FFmpeg's own lines ("[h264 @ 0x...] error while decoding MB") bypass that
+        # level; OpenCV's FFmpeg backend hands this to av_log_set_level when it starts (-8: quiet)
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_LOG_QUIET))
 
 
 def sample_clip(path: Path, max_windows: int, max_pixels: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -85,6 +86,10 @@ def test_damaged_clips_never_hang_or_crash_the_decoder(tmp_path):
     assert raised == [], "exceptions other than DecodeError:\n" + "\n".join(raised)
     failed = [x for x in outcomes.values() if x.startswith("FAIL")]
     assert all(len(x.split(" ", 2)[2]) > 5 for x in failed)  # each with a reason
+    # after media.quiet_opencv(), FFmpeg's "[h264 @ 0x...] error while decoding MB" lines do
+    # not reach the user's stderr: autotag's one line per bad file is the report
+    chatter = [x for x in done.stderr.splitlines() if re.match(r"\[[\w,]+ @ 0x", x)]
+    assert chatter == [], chatter[:5]
 
 
 def _decode_each(paths: list[str]) -> None:
