@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -105,6 +106,7 @@ def test_bad_input_corpus_through_once(tmp_path, model_dir):
     err = done.stderr
     assert done.returncode == 1, err
     assert "Traceback" not in err
+    assert not re.search(r"^\[[\w,]+ @ 0x", err, re.M)  # no FFmpeg chatter beside our lines
     # every bad file named once, with a reason
     for path in bad:
         lines = [line for line in err.splitlines() if show(path) in line]
@@ -180,6 +182,7 @@ def test_bad_input_corpus_arriving_in_watch_mode(tmp_path, model_dir):
         reader.join(timeout=60)
     err = "".join(lines)
     assert "Traceback" not in err
+    assert not re.search(r"^\[[\w,]+ @ 0x", err, re.M)
     for path in bad:
         assert len([x for x in lines if f"skipping {path}:" in x]) == 1, (path.name, err)
     assert "sampling.max_pixels" in err
