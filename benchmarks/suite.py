@@ -38,6 +38,8 @@ class Settings:
     sweep_batches: tuple[int, ...] = (1, 2, 4, 8, 16)
     sweep_threads: tuple[tuple[int, int], ...] = ((1, 1), (2, 1), (1, 2), (2, 2))
     clip_seconds: float = clipset.SHORT_SECONDS
+    cold_start: bool = True  # also time a start with an empty text-embedding cache
+    repeat_model: bool = True  # time the model alone again at the end (the machine's drift)
 
 
 @dataclass
@@ -87,9 +89,12 @@ def clip_sets(s: Settings) -> list[clipset.ClipSet]:
     clips = s.cache / "clips"
     w, h, n = s.cheap
     hw, hh, hn = s.heavy
-    return [clipset.generated(clips, f"generated {h}p", w, h, n, s.clip_seconds),
-            clipset.real(clips, list(s.codecs), s.samples),
-            clipset.generated(clips, f"generated {hh}p", hw, hh, hn, s.clip_seconds)]
+    sets = [clipset.generated(clips, f"generated {h}p", w, h, n, s.clip_seconds)]
+    if s.codecs:
+        sets.append(clipset.real(clips, list(s.codecs), s.samples))
+    if hn:
+        sets.append(clipset.generated(clips, f"generated {hh}p", hw, hh, hn, s.clip_seconds))
+    return sets
 
 
 def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
@@ -123,7 +128,8 @@ def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
         results.rss[count] = measure.once(ws, f"rss-{count}", clipset.subset(small, count))
     say("startup (cold and warm text cache) and watch mode")
     text_cache = ws.root / "shared-cache"
-    results.cold = measure.daemon(ws, "daemon-cold", text_cache, [], s.stability)
+    if s.cold_start:
+        results.cold = measure.daemon(ws, "daemon-cold", text_cache, [], s.stability)
     arrivals = sets[0].clips[:s.watch_clips]
     results.warm = measure.daemon(ws, "daemon-warm", text_cache, arrivals, s.stability)
     results.sweep[(s.batch_size, s.threads, 0)] = results.model
@@ -131,8 +137,9 @@ def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
         _sweep_point(results, ws, say, batch, s.threads, 0)
     for intra, inter in s.sweep_threads:
         _sweep_point(results, ws, say, s.batch_size, intra, inter)
-    say(f"model alone again, batch {s.batch_size}")
-    results.model_again = measure.model_alone(ws, s.batch_size, s.model_calls, s.threads)
+    if s.repeat_model:
+        say(f"model alone again, batch {s.batch_size}")
+        results.model_again = measure.model_alone(ws, s.batch_size, s.model_calls, s.threads)
     return results
 
 

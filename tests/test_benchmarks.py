@@ -1,0 +1,57 @@
+"""The benchmark's code paths (issue 8) on the test model and tiny clips: that it runs and
+reports every row, not how fast (no timing is asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import clipset, measure, report, suite
+
+pytestmark = pytest.mark.skipif(not clipset.shutil.which("ffmpeg"), reason="needs ffmpeg")
+
+
+def test_every_measurement_runs_and_is_reported(model_dir, tmp_path):
+    settings = suite.Settings(
+        cache=tmp_path / "cache", handle=str(model_dir), batch_size=2, threads=0,
+        max_windows=2, max_pixels=8_294_400, model_calls=1, cheap=(64, 48, 2),
+        heavy=(96, 64, 0), long_loops=3, codecs=(), rss_clips=(2,), rss_size=(64, 48),
+        rss_seconds=1.0, watch_clips=1, stability=0.2, sweep_batches=(), sweep_threads=(),
+        clip_seconds=2.0, cold_start=False,
+        repeat_model=False)
+    workspace = measure.Workspace(tmp_path / "runs", str(model_dir),
+                                  {"model": {"batch_size": 2}, "sampling": {"max_windows": 2}})
+    results = suite.run(settings, workspace, say=lambda message: None)
+
+    assert results.model.result["windows"] == 2 and results.model.peak_rss_mb > 0
+    (cheap,) = results.sets
+    assert cheap.once.result["tagged"] == 2 and cheap.once.result["windows"] > 0
+    assert cheap.article.result["clips"] == 2
+    assert cheap.article.result["input_dtype"] == "float64"  # the article's method, as it was
+    assert set(results.rss) == {2}
+    assert results.warm.ready_seconds > 0 and len(results.warm.latencies) == 1
+    rows = report.rows(results)
+    statuses = {row.measure: row.status for row in rows}
+    assert statuses["efficiency = autotag ÷ model alone"] in (report.MET, report.MISSED)
+    assert any(row.section.startswith("decoding alone") for row in rows)
+    text = report.render(results)
+    path = report.write(results, text, tmp_path / "results")
+    assert "autotag --once" in path.read_text() and path.with_suffix(".json").exists()
+
+
+def test_real_samples_convert_to_other_codecs(tmp_path):
+    real = clipset.real(tmp_path, ["h264", "mpeg4"], limit=1)
+    assert {p.suffix for p in real.clips} == {".mp4", ".avi"}
+    assert measure.window_count(real.clips[1], 8) >= 1  # autotag's sampler reads the conversion
+
+
+def test_standin_model_has_the_hub_interface_and_the_cost_of_s3dg():
+    from benchmarks import standin
+
+    module = standin.StandIn()
+    assert 8e6 < standin.video_parameters(module) < 11e6
+    assert 30e9 < standin.video_macs(module) < 45e9
+    import numpy as np
+
+    out = module.video(np.zeros((1, 8, 32, 32, 3), np.float32))
+    assert out["video_embedding"].shape == (1, 512) and out["mixed_5c"].shape == (1, 1024)
+    assert module.text(np.array(["riding a bike", ""]))["text_embedding"].shape == (2, 512)
