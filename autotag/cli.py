@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from autotag import __version__
+from autotag.files import show
 
 log = logging.getLogger("autotag")
 
@@ -108,12 +109,6 @@ def _setup_logging(debug: bool) -> None:
     logging.getLogger("autotag").setLevel(level)
     if not debug:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ chatter
-
-
-def show(path: Path | str) -> str:
-    """A path as one printable line: a newline or control character in a name is escaped."""
-    text = str(path)
-    return text if text.isprintable() else repr(text)[1:-1]
 
 
 # -- startup ----------------------------------------------------------------------------------

@@ -120,6 +120,9 @@ class Config:
         return tuple(e.label for e in self.vocabulary)
 
 
+# Characters a tag name cannot hold: Lightroom's (|) and digiKam's (/) keyword hierarchy.
+HIERARCHY_SEPARATORS = frozenset("|/")
+
 # Keys whose value must be > 0 (or >= 0 where 0 means "off").
 _POSITIVE = {"model.batch_size", "tagging.top_k", "tagging.temperature", "sampling.max_windows",
              "sampling.max_pixels", "sampling.decode_workers", "sampling.decode_timeout",
@@ -314,6 +317,10 @@ def _vocabulary(raw: Any) -> tuple[VocabEntry, ...]:
             # a control character cannot be written into an XMP or NFO sidecar (XML 1.0)
             raise ConfigError(f"'vocabulary': the tag {entry.label!r} holds a control "
                               "character; remove it")
+        if HIERARCHY_SEPARATORS & set(entry.label):
+            raise ConfigError(f"'vocabulary': the tag {entry.label!r} holds '|' or '/', which "
+                              "media managers read as a keyword hierarchy; name it without them "
+                              "(its prompts may hold anything)")
         folded = entry.label.casefold()
         if folded in seen:
             raise ConfigError(f"'vocabulary' lists the tag '{entry.label}' twice; "

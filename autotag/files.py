@@ -27,6 +27,13 @@ METADATA_DIRS = frozenset({"@eaDir", ".stversions", ".stfolder", ".Trashes", "__
                            "#recycle", "lost+found"})
 
 
+def show(path: Path | str) -> str:
+    """A path as one printable log line: a newline or control character in a name is escaped,
+    so one clip never splits into two lines of a log or a journal."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def is_ignored_name(name: str, patterns: Iterable[str] = ()) -> bool:
     """True for hidden names, temp/partial names, autotag's outputs and user patterns."""
     if name.startswith(".") or name in METADATA_DIRS:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from autotag.config import Config
+from autotag.files import show
 from autotag.notify import Notifier, watchdog_interval
 from autotag.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
 
@@ -218,17 +219,17 @@ class Daemon:
             if attempt <= MAX_RETRIES:
                 self._attempts[path] = attempt
                 delay = self.config.watch.stability_seconds * 2 ** attempt
-                log.info("%s did not decode (%s); trying again in %.0f s", path, result.reason,
-                         delay)
+                log.info("%s did not decode (%s); trying again in %.0f s", show(path),
+                         result.reason, delay)
                 self._watcher.retry_later(path, delay)
                 return
         self._attempts.pop(path, None)
         self.counts[result.status] += 1
         if result.status == "failed":
-            log.error("skipping %s: %s", path, result.reason)
+            log.error("skipping %s: %s", show(path), result.reason)
         elif result.status in ("tagged", "reused"):
             tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
-            log.info("tagged %s: %s", path, tags)
+            log.info("tagged %s: %s", show(path), tags)
 
     # -- reload -----------------------------------------------------------------------------
 

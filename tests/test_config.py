@@ -58,6 +58,8 @@ def test_vocabulary_forms():
     ("vocabulary: [x]\nwatch: {paths: /x}", "watch.paths"),
     ("vocabulary: [x]\nwatch: {stability_seconds: -1}", "watch.stability_seconds"),
     ("vocabulary: [x]\ntagging: {thresholds: {y: 1}}", "tagging.thresholds"),
+    ("vocabulary: [hiking/trekking]", "vocabulary"),
+    ("vocabulary: ['a|b']", "vocabulary"),
     ("vocabulary: [x]\ntagging: {thresholds: {x: high}}", "tagging.thresholds.x"),
     ("vocabulary: []", "vocabulary"),
     ("vocabulary: skiing", "vocabulary"),

@@ -40,11 +40,10 @@ RDF = "{%s}" % NS["rdf"]
 AT = "{%s}" % NS["autotag"]
 # property → (container, how a label is written under xmp_root)
 KEYWORDS = {
-    "{%s}subject" % NS["dc"]: ("Bag", lambda root, label: label),  # = SUBJECT
+    "{%s}subject" % NS["dc"]: ("Bag", lambda root, label: label),
     "{%s}hierarchicalSubject" % NS["lr"]: ("Bag", lambda root, label: f"{root}|{label}"),
     "{%s}TagsList" % NS["digiKam"]: ("Seq", lambda root, label: f"{root}/{label}"),
 }
-SUBJECT = "{%s}subject" % NS["dc"]
 OWNED = AT + "Owned"  # rdf:Bag of the bare labels autotag added
 SCORES = AT + "Tags"  # rdf:Seq of {label, score, confidence, segments}
 XPACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
