@@ -29,7 +29,9 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class ModelConfig:
     handle: str = HUB_HANDLE  # hub URL or local SavedModel directory
-    batch_size: int = 8  # windows per model call
+    # windows per model call; on a CPU, 2 is as fast per window as 8 with half the memory
+    # (python -m benchmarks, issue 8); a GPU wants more
+    batch_size: int = 2
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's choice (all cores)
 
 

@@ -147,6 +147,8 @@ def sweep_choice(r: Results) -> tuple[int, tuple[int, int]]:
 def _sweep_rows(r: Results) -> list[Row]:
     s = r.settings
     out = []
+    if not r.sweep:
+        return out
     for (b, t, i), c in sorted(r.sweep.items()):
         out.append(Row("sweep (model alone)", f"batch {b}, intra-op {t or 'all'}, "
                        f"inter-op {i or 'auto'}",
@@ -160,6 +162,39 @@ def _sweep_rows(r: Results) -> list[Row]:
                    f"({t or 'all'}, {i or 'auto'}) (configured: ({s.threads or 'all'}, auto))",
                    "configured within 5%", _status((t, i) == (s.threads, 0))))
     return out
+
+
+# measure → why a miss happens on this kind of machine, and what would meet the target.
+WHY = {
+    "efficiency = autotag ÷ model alone":
+        "efficiency: on a CPU, TensorFlow's intra-op threads keep every core busy during a model "
+        "call, so decoding cannot hide behind the model; it can only be made cheaper. Windows "
+        "spread over a whole 30-fps clip need every frame decoded (grabbed, not converted), "
+        "and that CPU time is taken from the model: the ceiling is model ÷ (model + "
+        "decoding alone), which the row below shows is met within 10%. A GPU for the model "
+        "(or spare cores), hardware decoding (CAP_PROP_HW_ACCELERATION), or a decoder that "
+        "skips non-reference frames (FFmpeg's skip_frame, which OpenCV does not expose) would "
+        "meet it.",
+    "autotag ÷ (model alone + decoding alone)":
+        "pipeline overhead: more than 10% above model + decoding means the model waited for "
+        "work or the outputs cost more than expected; rerun on a quiet machine first (the two "
+        "model-alone runs above show how much the load moved).",
+    "model.batch_size: smallest within 5% of the fastest":
+        "batch size: on this CPU larger batches do not make the model faster per window, and "
+        "memory grows with them (see the sweep's peak RSS); set model.batch_size to the "
+        "smallest batch within 5% of the fastest.",
+    "threads (intra, inter) at that batch":
+        "threads: another (intra, inter) setting was more than 5% faster; set model.threads "
+        "accordingly (inter-op is left to TensorFlow by autotag).",
+}
+
+
+def notes(r: Results) -> list[str]:
+    """One line per missed target: why, and what would meet it."""
+    missed = {row.measure for row in rows(r) if row.status == MISSED}
+    return [why for measure, why in WHY.items() if measure in missed] + [
+        "not met: " + row.measure for row in rows(r)
+        if row.status == MISSED and row.measure not in WHY]
 
 
 def render(r: Results, console=None) -> str:
@@ -178,9 +213,11 @@ def render(r: Results, console=None) -> str:
                       row.target, row.status, style=style)
         previous = row.section
     console = console or Console(width=None if sys.stdout.isatty() else TEXT_WIDTH)
-    console.print(table)
     recorder = Console(record=True, width=TEXT_WIDTH, file=io.StringIO())
-    recorder.print(table)
+    for out in (console, recorder):
+        out.print(table)
+        for line in notes(r):
+            out.print(f"- {line}", highlight=False)
     return recorder.export_text()
 
 

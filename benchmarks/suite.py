@@ -1,7 +1,8 @@
 """Settings → clips → every measurement, side by side in one run → Results (figures only).
 
-Order matters on a shared machine: the model alone runs first and last-but-sweep, so that a
-neighbour's load shows up as a disagreement between the two rather than as a bias.
+Order matters on a shared machine: the model alone runs first and last, so that a neighbour's
+load shows up as a disagreement between the two rather than as a bias; the sweep's points
+(the configured one among them) run back to back.
 """
 
 from __future__ import annotations
@@ -132,11 +133,13 @@ def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
         results.cold = measure.daemon(ws, "daemon-cold", text_cache, [], s.stability)
     arrivals = sets[0].clips[:s.watch_clips]
     results.warm = measure.daemon(ws, "daemon-warm", text_cache, arrivals, s.stability)
-    results.sweep[(s.batch_size, s.threads, 0)] = results.model
-    for batch in s.sweep_batches:
-        _sweep_point(results, ws, say, batch, s.threads, 0)
-    for intra, inter in s.sweep_threads:
-        _sweep_point(results, ws, say, s.batch_size, intra, inter)
+    # the configured point is timed again inside the sweep, next to the others: the first
+    # model-alone run may have met a different load on a shared machine
+    if s.sweep_batches or s.sweep_threads:
+        for batch in sorted({*s.sweep_batches, s.batch_size}):
+            _sweep_point(results, ws, say, batch, s.threads, 0)
+        for intra, inter in s.sweep_threads:
+            _sweep_point(results, ws, say, s.batch_size, intra, inter)
     if s.repeat_model:
         say(f"model alone again, batch {s.batch_size}")
         results.model_again = measure.model_alone(ws, s.batch_size, s.model_calls, s.threads)
