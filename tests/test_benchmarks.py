@@ -33,6 +33,12 @@ def test_every_measurement_runs_and_is_reported(model_dir, tmp_path):
     statuses = {row.measure: row.status for row in rows}
     assert statuses["efficiency = autotag ÷ model alone"] in (report.MET, report.MISSED)
     assert any(row.section.startswith("decoding alone") for row in rows)
+    # the sweep's verdict, on points the run did not time (the sweep is the model probe again)
+    results.sweep = {(2, 0, 0): results.model, (1, 0, 0): results.model,
+                     (2, 1, 1): results.model}
+    statuses = {row.measure: row.status for row in report.rows(results)}
+    assert statuses["model.batch_size vs the fastest batch"] == report.MET
+    assert statuses["model.threads vs the fastest (intra, inter)"] == report.MET
     text = report.render(results)
     path = report.write(results, text, tmp_path / "results")
     assert "autotag --once" in path.read_text() and path.with_suffix(".json").exists()
