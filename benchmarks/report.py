@@ -34,7 +34,8 @@ class Row:
 
 
 def model_rate(r: Results) -> float:
-    """Windows/s of the model alone: the mean of the runs at the start and the end."""
+    """Windows/s of the model alone at the configured batch: the mean of the runs at the start
+    and the end of the run."""
     rates = [c.result["windows_per_second"] for c in (r.model, r.model_again) if c]
     return sum(rates) / len(rates)
 
@@ -62,8 +63,8 @@ def _model_rows(r: Results) -> list[Row]:
 
 def _set_rows(r: Results) -> list[Row]:
     out = []
-    rate = model_rate(r)
     for sr in r.sets:
+        rate = sr.model.result["windows_per_second"]  # timed right after, same windows
         o = sr.once.result
         section = f"{sr.name}: {sr.clips} clips, {o['windows']} windows"
         pipeline_rate = o["windows"] / o["seconds"]
@@ -72,7 +73,8 @@ def _set_rows(r: Results) -> list[Row]:
                        f"(startup {o['startup_seconds']:.1f} s, peak RSS "
                        f"{sr.once.peak_rss_mb:.0f} MB)"))
         efficiency = pipeline_rate / rate
-        out.append(Row(section, "efficiency = autotag ÷ model alone", f"{efficiency:.2f}",
+        out.append(Row(section, "efficiency = autotag ÷ model alone",
+                       f"{efficiency:.2f} (model alone on these windows: {rate:.2f}/s)",
                        f"≥ {EFFICIENCY_TARGET}" if sr.cheap else "(not cheap to decode)",
                        _status(efficiency >= EFFICIENCY_TARGET) if sr.cheap else INFO))
         model_seconds = o["windows"] / rate
@@ -102,6 +104,8 @@ def _long_rows(r: Results) -> list[Row]:
 
 
 def _rss_rows(r: Results) -> list[Row]:
+    if not r.rss:
+        return []
     small, large = min(r.rss), max(r.rss)
     a, b = r.rss[small].peak_rss_mb, r.rss[large].peak_rss_mb
     limit = r.model.peak_rss_mb + RSS_HEADROOM_MB
@@ -245,13 +249,30 @@ def render(r: Results, console=None) -> str:
     return recorder.export_text()
 
 
+def markdown(r: Results) -> str:
+    """The rows as a Markdown table (what README's Performance section shows)."""
+    lines = ["| section | measure | figure | target | status |", "|---|---|---|---|---|"]
+    previous = None
+    for row in rows(r):
+        section = row.section if row.section != previous else ""
+        previous = row.section
+        cells = [section, row.measure, row.figure, row.target, f"**{row.status}**"
+                 if row.status == MISSED else row.status]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", f"Machine: {r.machine}."]
+    lines += [f"- {line}" for line in notes(r)]
+    return "\n".join(lines) + "\n"
+
+
 def write(r: Results, text: str, folder: Path) -> Path:
-    """results/benchmark-<time>.txt (the table) and .json (every row), and latest.txt."""
+    """results/benchmark-<time>.txt (the table), .md and .json (every row), and latest.*."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = folder / f"benchmark-{stamp}.txt"
     path.write_text(text)
     (folder / "latest.txt").write_text(text)
+    path.with_suffix(".md").write_text(markdown(r))
+    (folder / "latest.md").write_text(markdown(r))
     data = {"machine": r.machine, "settings": {k: str(v) for k, v in
                                                dataclasses.asdict(r.settings).items()},
             "rows": [dataclasses.asdict(row) for row in rows(r)]}

@@ -51,6 +51,7 @@ class SetResult:
     cheap: bool
     clips: int
     once: measure.Child
+    model: measure.Child  # the model alone on as many windows, timed right after
     decode_seconds: float
     article: measure.Child | None = None
 
@@ -110,20 +111,25 @@ def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
     for clip_set in sets:
         say(f"autotag --once: {clip_set.name}")
         once = measure.once(ws, "once", clip_set.folder)
+        # the model alone and decoding alone on the same windows, right after: a neighbour's
+        # load on a shared machine then weighs on all three alike
+        calls = max(1, math.ceil(once.result["windows"] / s.batch_size))
+        model = measure.model_alone(ws, s.batch_size, calls, s.threads)
         decode = measure.decoding(clip_set.clips, s.max_windows, s.max_pixels)
         article = None
         if clip_set.cheap:
             say(f"the article's method: {clip_set.name}")
             article = measure.article(ws, clip_set.clips)
         results.sets.append(SetResult(clip_set.name, clip_set.cheap, len(clip_set.clips), once,
-                                      decode, article))
+                                      model, decode, article))
     say("decoding a short and a long clip")
     windows = measure.window_count(short, s.max_windows)
     results.long_windows = windows
     results.long_decode = (measure.decoding([short], windows, s.max_pixels, repeat=2),
                            measure.decoding([long], windows, s.max_pixels, repeat=2))
-    small = clipset.generated(s.cache / "clips", "rss", *s.rss_size, max(s.rss_clips),
-                              s.rss_seconds)
+    if s.rss_clips:
+        small = clipset.generated(s.cache / "clips", "rss", *s.rss_size, max(s.rss_clips),
+                                  s.rss_seconds)
     for count in s.rss_clips:
         say(f"peak RSS, {count} clips")
         results.rss[count] = measure.once(ws, f"rss-{count}", clipset.subset(small, count))
