@@ -5,7 +5,8 @@ per-frame delays). A clip becomes up to `max_windows` windows of WINDOW_FRAMES f
 WINDOW_FPS, spread evenly over its whole duration; frame i of a window is the frame on screen at
 `start + i / WINDOW_FPS`. Frames no window needs are grabbed (demuxed and decoded, never
 converted or copied), and long gaps between windows are skipped by seeking, so a 10-minute clip
-costs about what a 10-second one does and memory holds only the sampled frames.
+costs about what a 10-second one does; memory holds the sampled frames at 224 px and one
+full-size frame at a time.
 """
 
 from __future__ import annotations
@@ -172,15 +173,13 @@ class _Sampler:
         picked, last_time = self._pick(targets)
         if not picked:
             raise DecodeError("no frame could be decoded (truncated or corrupt file)")
-        converted: dict[int, np.ndarray] = {}  # id(frame) → model frame: repeats cost nothing
         frames, thumbs, windows = [], [], []
         for w, start in enumerate(self.starts):
             if w and start > last_time:  # a truncated file: keep the windows that decoded
                 break
             window = [picked[w * WINDOW_FRAMES + i] for i in range(WINDOW_FRAMES)]
-            frames.append(np.stack([converted.setdefault(id(f), _model_frame(f))
-                                    for f in window]))
-            thumbs.append(_thumbnail(window[WINDOW_FRAMES // 2]))
+            frames.append(np.stack([shown.model for shown in window]))
+            thumbs.append(window[WINDOW_FRAMES // 2].thumbnail())
             end = min(start + WINDOW_SECONDS, max(self.duration, last_time))
             windows.append(Window(start, max(end, start)))
         duration = self.duration if self.duration > 0 else last_time
@@ -193,8 +192,8 @@ class _Sampler:
             offset %= self.duration
         return offset
 
-    def _pick(self, targets: list[float]) -> tuple[dict[int, np.ndarray], float]:
-        """Target index → the BGR frame on screen at that time; and the last frame's time.
+    def _pick(self, targets: list[float]) -> tuple[dict[int, _Shown], float]:
+        """Target index → the frame on screen at that time; and the last frame's time.
 
         Frames are grabbed in order; a frame is retrieved (converted) only when a target falls
         between its time and the next frame's (known for GIFs, 1/fps ahead for videos).
@@ -202,8 +201,8 @@ class _Sampler:
         targets past the end of a truncated stream take the last frame.
         """
         order = sorted(range(len(targets)), key=targets.__getitem__)
-        picked: dict[int, np.ndarray] = {}
-        current: np.ndarray | None = None
+        picked: dict[int, _Shown] = {}
+        current: _Shown | None = None
         p, last_time = 0, 0.0
         while p < len(order):
             _check_deadline(self.deadline)
@@ -220,15 +219,18 @@ class _Sampler:
                 p += 1
             if current is not None:  # skipped over: still on screen from before
                 late = [i for i in due if targets[i] < t]
-                picked.update((i, current) for i in late)
+                _assign(picked, late, current)
                 due = [i for i in due if targets[i] >= t]
             if due:
                 ok, frame = self.cap.retrieve()
                 if ok and frame is not None:
-                    current = frame
-                    picked.update((i, frame) for i in due)
+                    if current is not None:
+                        current.release()
+                    current = _Shown(frame)
+                    _assign(picked, due, current)
         if current is not None:  # the last frame stays on screen to the end
-            picked.update((i, current) for i in order if i not in picked)
+            _assign(picked, [i for i in order if i not in picked], current)
+            current.release()
         return picked, last_time
 
     def _next_time(self, t: float) -> float:
@@ -251,6 +253,38 @@ class _Sampler:
         frame = int((target - SEEK_BACKOFF) * self.fps)
         if frame > self.frame_index + 1 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, frame):
             self.frame_index = frame - 1
+
+
+class _Shown:
+    """A retrieved frame, converted at once to its model frame (uint8 [224, 224, 3] RGB) and,
+    when it is a window's middle frame, its thumbnail. The full-size frame is released as soon
+    as the next one is retrieved, so sampling a clip holds one full-size frame, not one per
+    target (256 targets of a 1080p clip would be 1.5 GB; issue 8's peak-RSS figures)."""
+
+    __slots__ = ("bgr", "model", "thumb")
+
+    def __init__(self, bgr: np.ndarray) -> None:
+        self.bgr: np.ndarray | None = bgr
+        self.model = _model_frame(bgr)
+        self.thumb: np.ndarray | None = None
+
+    def thumbnail(self) -> np.ndarray:
+        if self.thumb is None:
+            assert self.bgr is not None, "thumbnails are made while the frame is on screen"
+            self.thumb = _thumbnail(self.bgr)
+        return self.thumb
+
+    def release(self) -> None:
+        self.bgr = None
+
+
+def _assign(picked: dict[int, _Shown], targets: list[int], shown: _Shown) -> None:
+    """These targets show `shown`; a window's middle frame gets its thumbnail now, while the
+    full-size frame is still there."""
+    for i in targets:
+        picked[i] = shown
+        if i % WINDOW_FRAMES == WINDOW_FRAMES // 2:
+            shown.thumbnail()
 
 
 def _model_frame(bgr: np.ndarray) -> np.ndarray:

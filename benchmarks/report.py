@@ -116,7 +116,18 @@ def _rss_rows(r: Results) -> list[Row]:
             f"≤ {limit:.0f} MB (model + {RSS_HEADROOM_MB:.0f})", _status(max(a, b) <= limit)),
         Row(section, "growth from the small to the large run", f"{b - a:+.0f} MB",
             f"≤ {RSS_FLAT_MB:.0f} MB", _status(b - a <= RSS_FLAT_MB)),
+        *_largest_clips_row(r, section, limit),
     ]
+
+
+def _largest_clips_row(r: Results, section: str, limit: float) -> list[Row]:
+    """The same limit on every clip set's run: memory must not grow with frame size either."""
+    if not r.sets:
+        return []
+    worst = max(r.sets, key=lambda sr: sr.once.peak_rss_mb)
+    return [Row(section, "autotag --once, the largest of the clip sets' peaks",
+                f"{worst.once.peak_rss_mb:.0f} MB ({worst.name})", f"≤ {limit:.0f} MB",
+                _status(worst.once.peak_rss_mb <= limit))]
 
 
 def _daemon_rows(r: Results) -> list[Row]:
