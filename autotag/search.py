@@ -129,7 +129,7 @@ def search(index: Index, store: Store, model: str, query: np.ndarray, top: int,
 def _hit(store: Store, model: str, record: FileRecord, score: float, query: np.ndarray,
          threshold: float) -> Hit | None:
     source = SourceInfo(record.path, record.size, record.mtime, record.sha256)
-    clip = store.load_embedded(source, model)
+    clip = store.load_embedded(source, model, thumbnails=False)  # the sheet reads its own
     if clip is None:  # removed between the index and now (another process's retag)
         return None
     column = window_scores(clip.embeddings, query[None, :])[:, 0]

@@ -173,8 +173,10 @@ class Store:
                 db.execute("INSERT OR REPLACE INTO thumbs (sha256, count, jpeg) VALUES (?, ?, ?)",
                            (clip.source.sha256, len(clip.thumbnails), strip))
 
-    def load_embedded(self, source: SourceInfo, model: str) -> Embedded | None:
-        """The stored embeddings of this content for this model, or None."""
+    def load_embedded(self, source: SourceInfo, model: str,
+                      thumbnails: bool = True) -> Embedded | None:
+        """The stored embeddings of this content for this model, or None. thumbnails=False
+        skips decoding the stored frames (search ranks without them)."""
         row = self._db().execute(
             "SELECT duration, windows, embeddings, dim FROM clips WHERE sha256 = ? AND model = ?",
             (source.sha256, model)).fetchone()
@@ -183,7 +185,8 @@ class Store:
         duration, windows, blob, dim = row
         embeddings = np.frombuffer(blob, dtype=np.float32).reshape(-1, dim)
         return Embedded(source, duration, tuple(Window(s, e) for s, e in json.loads(windows)),
-                        embeddings, self.thumbnails(source.sha256))
+                        embeddings, self.thumbnails(source.sha256) if thumbnails
+                        else np.zeros((0, 1, 1, 3), np.uint8))
 
     def thumbnails(self, sha256: str) -> np.ndarray:
         """uint8 [n, h, w, 3] RGB thumbnails stored for this content (empty if none)."""
