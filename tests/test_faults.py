@@ -220,3 +220,56 @@ def test_model_exception_and_nan_fail_only_their_clips_in_watch_mode(tmp_path, m
     assert daemon.daemon.counts["failed"] == 2
     assert daemon.code == 0
     assert sorted(Path(x["path"]).name for x in log_lines(config)) == ["later red.mp4", "red.mp4"]
+
+
+def test_filesystem_faults_in_watch_mode(tmp_path, model_dir, embedder):
+    """The daemon meets a full disk, a clip deleted mid-read and a read-only folder (with
+    outputs.sidecar_dir) as --once does: each named with its reason, nothing partial, the rest
+    tagged, and it goes on running."""
+    from tests.test_service import Running, log_lines, wait_for, write_config
+
+    root = tmp_path / "inbox"
+    root.mkdir()
+    mirror = tmp_path / "sidecars"
+    config = write_config(tmp_path, model_dir)
+    config.write_text(config.read_text().replace("outputs: {",
+                                                 f"outputs: {{sidecar_dir: '{mirror}', "))
+    real_write, real_open, real_sample = os.write, os.open, media.sample_clip
+
+    def full_for_full(fd, data):  # every output of full.mp4 meets a full disk
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if "full.mp4" in name or ("matches.jsonl" in name and b"full.mp4" in bytes(data)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    def read_only_inbox(path, flags, *args):  # the watched folder itself is a read-only share
+        if Path(path).parent == root and flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    def vanishing(path, *args, **kwargs):
+        sampled = real_sample(path, *args, **kwargs)
+        if path.name == "vanishes.mp4":
+            path.unlink()  # deleted while it was being read
+        return sampled
+
+    with mock.patch("autotag.atomic.os.write", full_for_full), \
+            mock.patch("autotag.atomic.os.open", read_only_inbox), \
+            mock.patch.object(pipeline.media, "sample_clip", vanishing), \
+            Running(config, root, embedder) as daemon:
+        for name, colour in (("full.mp4", RED), ("vanishes.mp4", GREEN), ("fine.mp4", BLUE)):
+            write_video(root / name, [(colour, 2)])
+        wait_for(lambda: {r.path.name for r in daemon.results if r.status != "failed"
+                          or not r.retryable} >= {"full.mp4", "fine.mp4"})
+        wait_for(lambda: any(r.path.name == "vanishes.mp4" for r in daemon.results))
+        write_video(root / "later.mp4", [(RED, 3)])  # and it goes on
+        wait_for(lambda: len(log_lines(config)) == 2)
+    results = {r.path.name: r for r in daemon.results}
+    assert results["full.mp4"].status == "failed" and "disk is full" in results["full.mp4"].reason
+    assert results["vanishes.mp4"].status == "failed"
+    assert results["fine.mp4"].status == results["later.mp4"].status == "tagged"
+    assert (mirror / root.relative_to("/") / "fine.mp4.autotag.json").is_file()
+    assert not list(mirror.rglob("full.mp4*")) and not list(mirror.rglob("vanishes.mp4*"))
+    assert sorted(Path(x["path"]).name for x in log_lines(config)) == ["fine.mp4", "later.mp4"]
+    assert leftovers(tmp_path) == [] and not list(root.glob("*.autotag.json"))
+    assert daemon.code == 0
