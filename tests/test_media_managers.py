@@ -213,3 +213,22 @@ def test_outputs_are_listed_in_the_sidecar(tmp_path):
     assert set(sidecar["outputs"]) == {"preview", "xmp", "nfo", "sidecar"}
     assert sidecar["outputs"]["xmp"] == str(tmp_path / "a.mp4.xmp")
     assert set(result.outputs) == {"preview", "xmp", "nfo", "sidecar", "log"}
+
+
+def test_comments_and_instructions_around_the_root_are_kept(tmp_path):
+    clip = tmp_path / "run.mp4"
+    path = tmp_path / "run.mp4.xmp"
+    path.write_text('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+                    "<!-- written by hand, keep -->\n<?my-tool v=2?>\n"
+                    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+                    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                    '<rdf:Description rdf:about=""/></rdf:RDF></x:xmpmeta>\n'
+                    "<!-- trailer -->\n<?xpacket end=\"w\"?>\n", encoding="utf-8")
+    for labels in (("skiing",), ("biking",)):  # twice: nothing doubles, nothing is lost
+        Xmp("Activity").write(tagged(clip, *labels))
+    text = path.read_text(encoding="utf-8")
+    assert text.count("<!-- written by hand, keep -->") == 1
+    assert text.count("<?my-tool v=2?>") == 1
+    assert text.count("<!-- trailer -->") == 1 and text.count("<?xpacket") == 2
+    assert text.index("written by hand") < text.index("<x:xmpmeta") < text.index("trailer")
+    assert "biking" in exif(path)["XMP-dc:Subject"]

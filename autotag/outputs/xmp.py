@@ -73,21 +73,22 @@ class Xmp:
                 raise OutputError(f"cannot read {path.name}: {exc}; left untouched") from None
             tree, prefixes = parse(text, path)
             wrapped = "<?xpacket" in text
+            outside = outside_root(text)
         else:
-            tree, prefixes, wrapped = new_document(), {}, True
+            tree, prefixes, wrapped, outside = new_document(), {}, True, ([], [])
         update(tree, tagged, self.root)
-        return write_file(path, serialise(tree, prefixes, wrapped))
+        return write_file(path, serialise(tree, prefixes, wrapped, outside))
 
 
 def parse(text: str, path: Path) -> tuple[ET.Element, dict[str, str]]:
-    """Parse safely, keeping comments and the prefixes the file uses."""
+    """Parse safely, keeping comments, processing instructions and the file's prefixes."""
     try:
         prefixes = {}
         for _, (prefix, uri) in SafeET.iterparse(io.StringIO(text), events=("start-ns",),
                                                   forbid_dtd=True):
             prefixes.setdefault(prefix, uri)
-        parser = SafeET.DefusedXMLParser(target=ET.TreeBuilder(insert_comments=True),
-                                         forbid_dtd=True)
+        builder = ET.TreeBuilder(insert_comments=True, insert_pis=True)
+        parser = SafeET.DefusedXMLParser(target=builder, forbid_dtd=True)
         parser.feed(text)
         root = parser.close()
     except (ET.ParseError, DefusedXmlException, ValueError) as exc:
@@ -100,6 +101,32 @@ def parse(text: str, path: Path) -> tuple[ET.Element, dict[str, str]]:
     if root.find(RDF + "RDF") is None:
         raise OutputError(f"{path.name} has no rdf:RDF element; left untouched")
     return root, prefixes
+
+
+def outside_root(text: str) -> tuple[list[str], list[str]]:
+    """The user's comments and processing instructions before and after the root element,
+    which ElementTree drops (its tree has one root). The XML declaration and the xpacket
+    wrapper are not among them: serialise writes its own."""
+    before, pos = _misc(text, 0)
+    root = re.match(r"<([^\s/>]+)", text[pos:])
+    close = text.rfind(f"</{root.group(1)}") if root else -1
+    if close < pos:  # a self-closing root: no epilogue worth keeping
+        return before, []
+    after, _ = _misc(text, text.find(">", close) + 1)
+    return before, after
+
+
+_MISC = re.compile(r"\s*(<!--.*?-->|<\?.*?\?>)", re.S)  # a comment or a PI, and whitespace
+
+
+def _misc(text: str, pos: int) -> tuple[list[str], int]:
+    """The comments and PIs (but the declaration and xpacket) from pos on, and where they end."""
+    found = []
+    while match := _MISC.match(text, pos):
+        if not re.match(r"<\?(xml|xpacket)\b", match.group(1)):
+            found.append(match.group(1))
+        pos = match.end()
+    return found, pos + len(text[pos:]) - len(text[pos:].lstrip())
 
 
 def new_document() -> ET.Element:
@@ -191,12 +218,15 @@ def _write_scores(description: ET.Element, tagged: Tagged) -> None:
         ET.SubElement(li, AT + "segments").text = segments
 
 
-def serialise(meta: ET.Element, prefixes: dict[str, str], wrapped: bool) -> bytes:
+def serialise(meta: ET.Element, prefixes: dict[str, str], wrapped: bool,
+              outside: tuple[list[str], list[str]] = ([], [])) -> bytes:
     with _register_lock:
         for prefix, uri in {**NS, **prefixes}.items():
             if prefix and not re.match(r"ns\d+$", prefix):
                 ET.register_namespace(prefix, uri)
         ET.indent(meta, space=" ")
         body = ET.tostring(meta, encoding="unicode")
+    before, after = outside
+    body = "\n".join([*before, body, *after])
     text = (XPACKET_BEGIN + body + XPACKET_END) if wrapped else body + "\n"
     return text.encode("utf-8")
