@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from autotag import __version__
-from autotag.files import show
+from autotag.files import absolute, show
 
 log = logging.getLogger("autotag")
 
@@ -161,7 +161,7 @@ def _tag_once(config, dirs: list[Path], force: bool) -> int:
         log.error("skipping %s: %s", show(path), reason)
         unreadable.append(path)
 
-    clips = list(find_clips([d.absolute() for d in dirs], config.watch.ignore, exclude,
+    clips = list(find_clips([absolute(d) for d in dirs], config.watch.ignore, exclude,
                             on_error))
     if not clips:
         log.warning("no clips found under %s", ", ".join(show(d) for d in dirs))
@@ -345,7 +345,7 @@ def _search(args: argparse.Namespace) -> int:
     embedder = LazyEmbedder(config.model.handle, config.model.threads)
     store = _store(config)
     try:
-        index = Index.load(store, embedder.fingerprint, [d.absolute() for d in args.under])
+        index = Index.load(store, embedder.fingerprint, [absolute(d) for d in args.under])
         if not len(index):
             where = " under " + ", ".join(map(show, args.under)) if args.under else ""
             log.warning("no clip tagged with this model is stored%s; tag a folder with "
@@ -384,7 +384,7 @@ def _write_sheet(path: Path, image) -> None:
     from autotag.search import encode_sheet
 
     try:
-        write_atomic(path.absolute(), encode_sheet(image, path))
+        write_atomic(absolute(path), encode_sheet(image, path))
     except (AtomicWriteError, OSError) as exc:
         log.error("cannot write the contact sheet: %s", exc.strerror or exc)
         return
@@ -445,7 +445,7 @@ def _retag(args: argparse.Namespace) -> int:
     started = time.monotonic()
     app = _open(config, lazy=True)
     try:
-        records = stored_clips(app.store, app.tagger.model, [d.absolute() for d in args.dirs])
+        records = stored_clips(app.store, app.tagger.model, [absolute(d) for d in args.dirs])
         if not records:
             log.warning("no stored clip to re-tag%s; tag a folder with 'autotag --once DIR'",
                         " under " + ", ".join(map(show, args.dirs)) if args.dirs else "")

@@ -37,11 +37,11 @@ import numpy as np
 from autotag import media
 from autotag.clip import Embedded, SourceInfo
 from autotag.config import Config, TaggingConfig, VocabEntry, default_cache_dir
-from autotag.files import find_clips, is_ignored_name
+from autotag.files import absolute, find_clips, is_ignored_name
 from autotag.model import Embedder
 from autotag.scoring import window_scores
 from autotag.store import Store
-from autotag.vocabulary import TextCache, embed_texts, normalise_prompt
+from autotag.vocabulary import embed_texts, normalise_prompt, text_cache
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def load_labelled(root: Path, config: Config, embedder: Embedder, store: Store,
     """Find, hash and embed every clip of the labelled folder `root` (see the module docstring).
     Raises EvalError when there is nothing to evaluate."""
     labels = config.labels
-    root = root.absolute()  # the paths the pipeline records: their stored hashes are reused
+    root = absolute(root)  # the paths the pipeline records: their stored hashes are reused
     folders, unmatched = check_layout(root, labels)
     for name in unmatched:
         log.warning("subfolder %s matches no tag of the vocabulary; its clips are left out",
@@ -404,8 +404,7 @@ def embed_prompts(sets: dict[str, tuple[tuple[str, ...], ...]], embedder: Embedd
                   cache_dir: Path | None) -> dict[str, np.ndarray]:
     """Every prompt of every set, and "" → float32 [512], through the vocabulary's text cache."""
     texts = sorted({p for per_tag in sets.values() for prompts in per_tag for p in prompts} | {""})
-    cache = TextCache(cache_dir / "text-embeddings" / embedder.fingerprint) if cache_dir else None
-    return embed_texts(texts, embedder, cache)
+    return embed_texts(texts, embedder, text_cache(cache_dir, embedder))
 
 
 def set_vectors(prompts: Sequence[Sequence[str]], table: dict[str, np.ndarray]) -> np.ndarray:

@@ -27,6 +27,12 @@ METADATA_DIRS = frozenset({"@eaDir", ".stversions", ".stfolder", ".Trashes", "__
                            "#recycle", "lost+found"})
 
 
+def absolute(path: Path | str) -> Path:
+    """The one absolute form of a path as typed: '..' and '.' folded (symlinks kept, as the user
+    named them), so clips/a.mp4 and work/../clips/a.mp4 are one clip in the store and outputs."""
+    return Path(os.path.abspath(path))
+
+
 def show(path: Path | str) -> str:
     """A path as one printable log line: a newline or control character in a name is escaped,
     so one clip never splits into two lines of a log or a journal."""

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from autotag.config import Config
-from autotag.files import show
+from autotag.files import absolute, show
 from autotag.notify import Notifier, watchdog_interval
 from autotag.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
 
@@ -68,7 +68,7 @@ class Daemon:
     def __init__(self, config: Config, dirs: list[Path], open_app: Callable,
                  reload_config: Callable[[], Config], notifier: Notifier | None = None) -> None:
         self.config = config
-        self.dirs = [d.absolute() for d in dirs]
+        self.dirs = [absolute(d) for d in dirs]
         self.open_app = open_app
         self.reload_config = reload_config
         self.notifier = notifier or Notifier()

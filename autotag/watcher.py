@@ -25,7 +25,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from autotag.config import WatchConfig
-from autotag.files import find_clips, is_clip_name, is_ignored_path
+from autotag.files import absolute, find_clips, is_clip_name, is_ignored_path
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,10 @@ class Watcher:
         """known(path, stat): True when this version of the file was handled already (tagged
         or failed), so that scans do not hand the whole library on again."""
         self.known = known
-        self.roots = [Path(r).absolute() for r in roots]
+        self.roots = [absolute(r) for r in roots]
         self.config = config
         self.out = out
-        self.exclude = [Path(p).absolute() for p in exclude]
+        self.exclude = [absolute(p) for p in exclude]
         self.tracker = StabilityTracker(config.stability_seconds, clock)
         self.polling = config.polling
         self._stop = threading.Event()

@@ -93,6 +93,18 @@ def test_right_tags_segments_and_outputs(library):
     assert len(list((config.parent / "previews").glob("*.jpg"))) == 3
 
 
+def test_a_path_typed_with_dots_is_recorded_in_one_absolute_form(library, monkeypatch, capsys):
+    clips, config = library
+    work = clips.parent / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert run_once(config, Path("..") / "clips") == 0
+    assert sidecar(clips / "red.mp4")["source"]["path"] == str(clips / "red.mp4")
+    assert run_once(config, clips) == 0  # the same clips: all up to date, nothing doubled
+    lines = (config.parent / "matches.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all(".." not in json.loads(x)["path"] for x in lines)
+
+
 def test_sidecars_validate_against_the_schema(library):
     jsonschema = pytest.importorskip("jsonschema")
     clips, config = library
