@@ -89,13 +89,16 @@ class Tagger:
 def up_to_date(path: Path, st: os.stat_result, config: Config, store: Store, model: str,
                vocabulary: str) -> bool:
     """The sidecar (or, without sidecars, the store) says this version of the file is tagged
-    already with this model and vocabulary. Needs no model: fingerprints are hashes of names."""
+    already with this model and vocabulary, and the store does not record it as failed. Needs
+    no model: fingerprints are hashes of names."""
+    record = store.file(path)
+    if record and record.status == "failed" and record.matches(st.st_size, st.st_mtime):
+        return False  # its sidecar may be written while another output failed (a bad XMP)
     if config.outputs.sidecars:
         sidecar = read_sidecar(sidecar_path(path, config.outputs)) or {}
         source = sidecar.get("source") or {}
         return (source.get("size") == st.st_size and source.get("mtime") == st.st_mtime
                 and sidecar.get("model") == model and sidecar.get("vocabulary") == vocabulary)
-    record = store.file(path)
     return bool(record and record.status == "tagged" and record.matches(st.st_size, st.st_mtime)
                 and record.model == model and record.vocabulary == vocabulary)
 
@@ -131,7 +134,8 @@ class Pipeline:
             on_windows: Callable[[int], None] | None = None) -> list[ClipResult]:
         """Tag every clip `source` yields (lazily: it may block, and must end once `stop` is set).
 
-        force: re-tag clips that are up to date. retry_failed: False skips a file whose
+        force: re-tag clips that are up to date, decoding and embedding them again (not from
+        stored embeddings: `sampling` settings may have changed). retry_failed: False skips a file whose
         unchanged version failed before (the daemon's rescans); True tries it again; a
         predicate decides per path (the daemon's retries with backoff).
         Returns every clip's result, in the order they finished.
@@ -332,8 +336,11 @@ class _Run:
             sha = (record.sha256 if record and record.sha256 and
                    record.matches(st.st_size, st.st_mtime) else hash_file(path))
             source = SourceInfo(path, st.st_size, st.st_mtime, sha)
-            stored = self.p.store.load_embedded(source, self.p.tagger.model)
-            if stored is not None:  # the same content under another name, or a re-run
+            # --force decodes again (sampling settings may have changed); otherwise the same
+            # content under another name, or a re-run, reuses its stored embeddings
+            stored = None if self.force else self.p.store.load_embedded(source,
+                                                                        self.p.tagger.model)
+            if stored is not None:
                 self._emit(self.p.tagger.finish(stored, "reused"))
                 return None
             sampled = media.sample_clip(path, self.config.sampling.max_windows,

@@ -232,3 +232,13 @@ def test_comments_and_instructions_around_the_root_are_kept(tmp_path):
     assert text.count("<!-- trailer -->") == 1 and text.count("<?xpacket") == 2
     assert text.index("written by hand") < text.index("<x:xmpmeta") < text.index("trailer")
     assert "biking" in exif(path)["XMP-dc:Subject"]
+
+
+@needs_exiftool
+def test_a_sidecar_emptied_of_its_tags_leaves_no_blank_keyword(tmp_path):
+    clip = tmp_path / "run.mp4"
+    Xmp("Activity").write(tagged(clip, "skiing"))
+    Xmp("Activity").write(tagged(clip))  # the vocabulary changed: no tag any more
+    after = exif(clip.with_name("run.mp4.xmp"))
+    for key in ("XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList"):
+        assert after.get(key) in (None, "", []), (key, after.get(key))  # not a blank keyword

@@ -126,6 +126,27 @@ def test_second_run_skips_up_to_date_clips_and_force_redoes_them(library):
     assert all(p.stat().st_mtime_ns != t for p, t in before.items())
 
 
+def test_force_decodes_again_so_new_sampling_settings_apply(library):
+    clips, config = library
+    assert run_once(config, clips) == 0
+    assert len(sidecar(clips / "changes.mp4")["windows"]) == 8
+    config.write_text(config.read_text() + "sampling: {max_windows: 2}\n")
+    assert run_once(config, clips / "changes.mp4", extra=["--force"]) == 0
+    assert len(sidecar(clips / "changes.mp4")["windows"]) == 2
+
+
+def test_a_clip_whose_xmp_cannot_be_merged_is_reported_on_every_run(library, capsys):
+    clips, config = library
+    config.write_text(config.read_text().replace("outputs: {", "outputs: {xmp: true, "))
+    (clips / "red.mp4.xmp").write_text("<x:xmpmeta><unclosed>")  # the user's, broken
+    for _ in range(2):  # not "up to date" the second time: it is named again
+        capsys.readouterr()
+        assert run_once(config, clips) == 1
+        err = capsys.readouterr().err
+        assert "red.mp4" in err and "left untouched" in err
+    assert (clips / "red.mp4.xmp").read_text() == "<x:xmpmeta><unclosed>"
+
+
 def test_copy_is_tagged_from_stored_embeddings_and_batches_span_clips(library, embedder):
     clips, config_path = library
     config = load_config(config_path)

@@ -44,6 +44,7 @@ KEYWORDS = {
     "{%s}hierarchicalSubject" % NS["lr"]: ("Bag", lambda root, label: f"{root}|{label}"),
     "{%s}TagsList" % NS["digiKam"]: ("Seq", lambda root, label: f"{root}/{label}"),
 }
+CONTAINERS = {RDF + "Bag", RDF + "Seq", RDF + "Alt"}
 OWNED = AT + "Owned"  # rdf:Bag of the bare labels autotag added
 SCORES = AT + "Tags"  # rdf:Seq of {label, score, confidence, segments}
 XPACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
@@ -91,7 +92,10 @@ def parse(text: str, path: Path) -> tuple[ET.Element, dict[str, str]]:
         parser = SafeET.DefusedXMLParser(target=builder, forbid_dtd=True)
         parser.feed(text)
         root = parser.close()
-    except (ET.ParseError, DefusedXmlException, ValueError) as exc:
+    except DefusedXmlException:
+        raise OutputError(f"{path.name} declares a DTD or entities, which autotag refuses "
+                          "(XML bombs); left untouched") from None
+    except (ET.ParseError, ValueError) as exc:
         raise OutputError(f"{path.name} is not valid XMP ({type(exc).__name__}: "
                           f"{str(exc)[:120]}); left untouched") from None
     if root.tag == RDF + "RDF":  # a bare rdf:RDF without x:xmpmeta: wrap it
@@ -225,6 +229,10 @@ def serialise(meta: ET.Element, prefixes: dict[str, str], wrapped: bool,
             if prefix and not re.match(r"ns\d+$", prefix):
                 ET.register_namespace(prefix, uri)
         ET.indent(meta, space=" ")
+        for container in meta.iter():
+            if (container.tag in CONTAINERS and not len(container)
+                    and not (container.text or "").strip()):
+                container.text = None  # emptied by a merge: no blank keyword for readers
         body = ET.tostring(meta, encoding="unicode")
     before, after = outside
     body = "\n".join([*before, body, *after])
