@@ -254,5 +254,7 @@ class Daemon:
         if self._watcher is not None:
             self._watcher.stop()
         self._start_watcher()
+        for path, attempt in self._attempts.items():  # retries the old watcher had pending
+            self._watcher.retry_later(path, self.config.watch.stability_seconds * 2 ** attempt)
         self._start_worker()
         self.notifier.ready(self._status())

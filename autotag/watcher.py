@@ -25,7 +25,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from autotag.config import WatchConfig
-from autotag.files import absolute, find_clips, is_clip_name, is_ignored_path
+from autotag.files import absolute, find_clips, is_clip_name, is_ignored_path, show
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class Watcher:
                 self.out.put_nowait(path)
             except queue.Full:  # the file stays on disk; the next rescan finds it
                 log.warning("queue full (%d clips waiting); %s waits for the next rescan",
-                            self.out.qsize(), path)
+                            self.out.qsize(), show(path))
         self._check_observer()
         if self.config.rescan_seconds and time.monotonic() >= self._next_rescan:
             self._next_rescan = time.monotonic() + self.config.rescan_seconds

@@ -19,7 +19,7 @@ from autotag.app import open_app
 from autotag.config import load_config
 from autotag.notify import Notifier
 from autotag.pipeline import ClipResult
-from autotag.service import Daemon, DaemonError, acquire_lock
+from autotag.service import MAX_RETRIES, Daemon, DaemonError, acquire_lock
 from tests.clips import BLUE, GREEN, RED, write_video
 from tests.test_pipeline import CountingEmbedder
 
@@ -156,6 +156,16 @@ def test_reload_picks_up_a_new_vocabulary(setup, embedder, model_dir):
         calls = len(run.embedder.batches)
     # blue.mp4 was re-tagged from its stored embeddings: one model call, for more blue.mp4
     assert calls == 2
+
+
+def test_a_retry_pending_at_a_reload_still_happens(setup, embedder):
+    root, config = setup
+    with Running(config, root, embedder) as run:
+        (root / "bad.mp4").write_text("not a video")
+        wait_for(lambda: run.daemon._attempts.get(root / "bad.mp4", 0) >= 1)
+        run.daemon.request_reload()  # a new watcher: the pending retry must carry over
+        wait_for(lambda: run.daemon.counts["failed"] == 1)  # its last attempt, then failed
+    assert [r.path.name for r in run.results] == ["bad.mp4"] * (MAX_RETRIES + 1)
 
 
 def test_second_daemon_on_the_same_store_is_refused(tmp_path):
