@@ -100,9 +100,11 @@ def _setup_logging(debug: bool) -> None:
         handler: logging.Handler = RichHandler(show_path=False, show_time=False,
                                                rich_tracebacks=debug, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
-    else:  # under a service: plain lines; journald adds the time
+    else:  # plain lines; journald (JOURNAL_STREAM set, systemd.exec(5)) adds the time itself
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+        handler.setFormatter(logging.Formatter(stamp + "%(levelname)s %(message)s",
+                                               datefmt="%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -193,6 +195,12 @@ def _watch(args: argparse.Namespace, config) -> int:
 
     if not args.dirs and not config.watch.paths:
         raise UsageError("name folders to watch, e.g. 'autotag ./clips', or set watch.paths")
+    # A folder named on the command line must be there (a typo, or a mistyped subcommand, must
+    # not start a daemon); watch.paths may be an unmounted share, watched for until it returns.
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        raise UsageError(f"{show(missing[0])} is not a folder; name folders to watch (commands: "
+                         + ", ".join(c for c in COMMANDS if c != "tag") + ")")
     quiet_opencv(log.isEnabledFor(logging.DEBUG))
     daemon = Daemon(config, args.dirs, open_app=lambda c, embedder: open_app(c, embedder),
                     reload_config=lambda: _load_config(args))
@@ -377,6 +385,8 @@ def _check_sheet(path: Path) -> None:
 
     if path.suffix.lower() not in SHEET_FORMATS:
         raise UsageError(f"--sheet {show(path)}: name a .jpg, .png or .webp file")
+    if not absolute(path).parent.is_dir():
+        raise UsageError(f"--sheet {show(path)}: its folder does not exist; create it first")
 
 
 def _write_sheet(path: Path, image) -> None:

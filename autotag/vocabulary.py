@@ -96,7 +96,8 @@ def embed_texts(texts: list[str], embedder: Embedder,
             if cache:
                 cache.put(text, found[text])
     if missing:
-        log.info("embedded %d prompt(s); %d from the cache", len(missing), len(texts) - len(missing))
+        log.info("embedded %d text(s) with the model; %d from the cache", len(missing),
+                 len(texts) - len(missing))
     return found
 
 

@@ -226,3 +226,12 @@ def test_help_does_not_import_tensorflow():
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--once" in done.stdout
+
+
+def test_mistakes_on_the_command_line_exit_2(tmp_path, model_dir, capsys):
+    config = write_config(tmp_path, model_dir)
+    assert cli.main(["--config", str(config), "frobnicate"]) == 2  # not a daemon on a typo
+    assert "frobnicate is not a folder" in capsys.readouterr().err
+    assert cli.main(["search", "--config", str(config), "--sheet",
+                     str(tmp_path / "nowhere" / "x.png"), "red"]) == 2
+    assert "does not exist" in capsys.readouterr().err

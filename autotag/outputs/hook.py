@@ -42,5 +42,6 @@ class Hook:
             raise OutputError(f"the hook could not start: {exc.strerror or exc}") from None
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or [""])[-1][:200]
-            raise OutputError(f"the hook exited with {done.returncode}: {last}")
+            raise OutputError(f"the hook exited with {done.returncode}"
+                              + (f": {last}" if last else " (nothing on stderr)"))
         return None
