@@ -21,6 +21,8 @@ from pathlib import Path
 
 from autotag.config import Config
 from autotag.files import absolute, show
+from autotag.outputs.preview import preview_name
+from autotag.outputs.sidecar import sidecar_path
 from autotag.notify import Notifier, watchdog_interval
 from autotag.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
 
@@ -34,6 +36,22 @@ MAX_RETRIES = 3  # decode failures right after a file looked stable: retried wit
 
 class DaemonError(Exception):
     """The daemon cannot start; one line naming the fix (exit code 2)."""
+
+
+def own_outputs(clip: Path, outputs) -> list[Path]:
+    """The files autotag alone writes for a clip (never XMP or NFO, which users edit too)."""
+    found = [sidecar_path(clip, outputs)] if outputs.sidecars else []
+    if outputs.previews:
+        found.append(outputs.previews / preview_name(clip))
+    return found
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
 
 
 def acquire_lock(state_path: Path):
@@ -169,7 +187,7 @@ class Daemon:
         outputs = self.config.outputs
         exclude = [p for p in (outputs.previews, outputs.sidecar_dir) if p]
         self._watcher = Watcher(self._roots(), self.config.watch, self.queue, exclude,
-                                known=self._known)
+                                known=self._known, gone=self._gone)
         self._watcher.start()
 
     def _known(self, path: Path, st: os.stat_result) -> bool:
@@ -180,6 +198,18 @@ class Daemon:
         return record.status == "failed" or (
             record.model == self._app.tagger.model
             and record.vocabulary == self._app.vocabulary.fingerprint)
+
+    def _gone(self, path: Path) -> None:
+        """A clip was deleted or moved away: its own outputs (the JSON sidecar, the preview) go
+        with it and the store forgets the path (its embeddings stay: a clip moved elsewhere is
+        tagged from them). XMP and NFO sidecars hold users' data and are never removed."""
+        app = self._app
+        if app is None or app.store.file(path) is None:
+            return
+        removed = [p for p in own_outputs(path, app.config.outputs) if _unlink(p)]
+        app.store.forget(path)
+        log.info("%s is gone; removed %s", show(path),
+                 ", ".join(map(show, removed)) if removed else "nothing (no output left)")
 
     def _start_worker(self) -> None:
         self._run_stop = threading.Event()

@@ -113,12 +113,12 @@ class _Handler(FileSystemEventHandler):
             return  # reads, including autotag's own, are not changes
         paths = [event.src_path]
         if event.event_type == "moved":
-            self.watcher.forget(Path(os.fsdecode(event.src_path)))
+            self.watcher.forget(Path(os.fsdecode(event.src_path)), removed=not event.is_directory)
             paths = [event.dest_path]
         for raw in paths:
             path = Path(os.fsdecode(raw))
             if event.event_type == "deleted":
-                self.watcher.forget(path)
+                self.watcher.forget(path, removed=not event.is_directory)
             elif event.is_directory:
                 if event.event_type in ("created", "moved"):
                     self.watcher.new_folder(path)
@@ -133,10 +133,14 @@ class Watcher:
     def __init__(self, roots: Iterable[Path], config: WatchConfig, out: queue.Queue[Path],
                  exclude: Iterable[Path] = (),
                  known: Callable[[Path, os.stat_result], bool] | None = None,
+                 gone: Callable[[Path], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """known(path, stat): True when this version of the file was handled already (tagged
-        or failed), so that scans do not hand the whole library on again."""
+        or failed), so that scans do not hand the whole library on again. gone(path): a clip
+        was deleted or moved away (an event, never a missing folder: an unmounted share is not
+        a deletion)."""
         self.known = known
+        self.gone = gone
         self.roots = [absolute(r) for r in roots]
         self.config = config
         self.out = out
@@ -173,8 +177,15 @@ class Watcher:
         if self._wanted(path):
             self.tracker.touch(path)
 
-    def forget(self, path: Path) -> None:
-        self.tracker.forget(self.canonical(path))
+    def forget(self, path: Path, removed: bool = False) -> None:
+        """Stop tracking path; removed: it was deleted or moved away, tell `gone`."""
+        path = self.canonical(path)
+        self.tracker.forget(path)
+        if removed and self.gone is not None and self._wanted(path) and not path.exists():
+            try:
+                self.gone(path)
+            except Exception:  # noqa: BLE001 - the observer thread must outlive one bad event
+                log.exception("cleaning up after %s failed", show(path))
 
     def canonical(self, path: Path) -> Path:
         """The one path a file is tagged under, as `find_clips` picks it: through no symlink

@@ -158,6 +158,27 @@ def test_reload_picks_up_a_new_vocabulary(setup, embedder, model_dir):
     assert calls == 2
 
 
+def test_a_clip_renamed_or_deleted_takes_its_own_outputs_with_it(setup, embedder):
+    root, config = setup
+    config.write_text(config.read_text().replace("previews: null", "previews: previews, "
+                                                                    "nfo: true"))
+    previews = config.parent / "previews"
+    with Running(config, root, embedder) as run:
+        write_video(root / "red.mp4", [(RED, 2)])
+        wait_for(lambda: Path(f"{root / 'red.mp4'}.autotag.json").exists())
+        assert len(list(previews.iterdir())) == 1 and (root / "red.nfo").exists()
+        (root / "red.mp4").rename(root / "renamed.mp4")
+        wait_for(lambda: Path(f"{root / 'renamed.mp4'}.autotag.json").exists())
+        wait_for(lambda: not Path(f"{root / 'red.mp4'}.autotag.json").exists())
+        (root / "renamed.mp4").unlink()
+        wait_for(lambda: not Path(f"{root / 'renamed.mp4'}.autotag.json").exists())
+        wait_for(lambda: not list(previews.iterdir()))
+        store = run.daemon._app.store
+        assert store.file(root / "red.mp4") is None and store.file(root / "renamed.mp4") is None
+    assert (root / "red.nfo").exists()  # the user's kind of file: never removed
+    assert [r.status for r in run.results] == ["tagged", "reused"]  # renamed: no model call
+
+
 def test_a_retry_pending_at_a_reload_still_happens(setup, embedder):
     root, config = setup
     with Running(config, root, embedder) as run:
