@@ -395,8 +395,8 @@ def _write_sheet(path: Path, image) -> None:
 
     try:
         write_atomic(absolute(path), encode_sheet(image, path))
-    except (AtomicWriteError, OSError) as exc:
-        log.error("cannot write the contact sheet: %s", exc.strerror or exc)
+    except (AtomicWriteError, OSError, ValueError) as exc:
+        log.error("cannot write the contact sheet: %s", getattr(exc, "strerror", None) or exc)
         return
     log.info("contact sheet: %s", show(path))
 

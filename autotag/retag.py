@@ -43,12 +43,10 @@ def retag(tagger: Tagger, store: Store, records: Sequence[FileRecord],
 def _retag_each(tagger: Tagger, store: Store, records: Sequence[FileRecord]
                 ) -> Iterator[ClipResult]:
     for record in records:
-        if not record.path.exists():
-            yield ClipResult(record.path, "skipped", "gone (kept in the store)")
-            continue
-        if not is_fresh(record):
+        if not is_fresh(record):  # one stat for the usual, fresh clip
             yield ClipResult(record.path, "skipped", "changed since it was tagged; "
-                             "'autotag --once' re-tags it")
+                             "'autotag --once' re-tags it" if record.path.exists()
+                             else "gone (kept in the store)")
             continue
         source = SourceInfo(record.path, record.size, record.mtime, record.sha256)
         clip = store.load_embedded(source, tagger.model)

@@ -86,7 +86,7 @@ class Index:
 
 
 def is_under(path: Path, folders: Sequence[Path]) -> bool:
-    return any(path == f or path.is_relative_to(f) for f in folders)
+    return any(path.is_relative_to(f) for f in folders)  # a folder is relative to itself
 
 
 def is_fresh(record: FileRecord) -> bool:
@@ -173,11 +173,10 @@ def _tile(hit: Hit, rank: int, thumbs: np.ndarray) -> np.ndarray:
 
 
 def encode_sheet(image: np.ndarray, path: Path) -> bytes:
-    """The sheet in the format path's extension names. Raises ValueError for others."""
-    params = SHEET_FORMATS.get(path.suffix.lower())
-    if params is None:
-        raise ValueError(f"--sheet {path}: name a .jpg, .png or .webp file")
-    ok, data = cv2.imencode(path.suffix.lower(), image, params)
+    """The sheet in the format path's extension names (one of SHEET_FORMATS; the CLI checks
+    it before any work). Raises ValueError if OpenCV cannot encode it."""
+    suffix = path.suffix.lower()
+    ok, data = cv2.imencode(suffix, image, SHEET_FORMATS[suffix])
     if not ok:
         raise ValueError(f"--sheet {path}: OpenCV cannot encode {path.suffix}")
     return data.tobytes()

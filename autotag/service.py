@@ -19,11 +19,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from autotag.config import Config
+from autotag.config import Config, OutputsConfig
 from autotag.files import absolute, show
+from autotag.notify import Notifier, watchdog_interval
 from autotag.outputs.preview import preview_name
 from autotag.outputs.sidecar import sidecar_path
-from autotag.notify import Notifier, watchdog_interval
 from autotag.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class DaemonError(Exception):
     """The daemon cannot start; one line naming the fix (exit code 2)."""
 
 
-def own_outputs(clip: Path, outputs) -> list[Path]:
+def own_outputs(clip: Path, outputs: OutputsConfig) -> list[Path]:
     """The files autotag alone writes for a clip (never XMP or NFO, which users edit too)."""
     found = [sidecar_path(clip, outputs)] if outputs.sidecars else []
     if outputs.previews:
