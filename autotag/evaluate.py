@@ -285,7 +285,7 @@ def _decoder(config: Config) -> Callable[[SourceInfo], media.Sampled | str]:
     def decode(source: SourceInfo) -> media.Sampled | str:
         try:
             return media.sample_clip(source.path, sampling.max_windows, sampling.max_pixels,
-                                     sampling.decode_timeout)
+                                     sampling.decode_timeout, sampling.skip_nonref_frames)
         except media.DecodeError as exc:
             return str(exc)
         except OSError as exc:

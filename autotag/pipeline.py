@@ -345,7 +345,8 @@ class _Run:
                 return None
             sampled = media.sample_clip(path, self.config.sampling.max_windows,
                                         self.config.sampling.max_pixels,
-                                        timeout=self.config.sampling.decode_timeout)
+                                        timeout=self.config.sampling.decode_timeout,
+                                        skip_nonref=self.config.sampling.skip_nonref_frames)
             _check_unchanged(path, st)
         except media.DecodeError as exc:
             self._fail(path, st.st_size, st.st_mtime, str(exc), retryable=True)

@@ -181,3 +181,98 @@ def test_real_clips_decode_in_every_container_and_codec(real_clips, name):
     assert s.duration > 0.5
     assert s.frames.shape[1:] == (WINDOW_FRAMES, FRAME_SIZE, FRAME_SIZE, 3)
     assert s.frames.std() > 5  # real pictures, not black frames
+
+
+# -- skipping non-reference frames ---------------------------------------------------------------
+
+COUNTED_FPS = 30
+COUNTED_FRAMES = 240  # 8 s at 30 fps
+
+
+def write_counted(path: Path, bframes_args: list[str]) -> Path:
+    """A 30-fps H.264 clip whose frame i shows i in binary in its top half (8 black or white
+    stripes, robust to lossy coding) and a moving texture below, so the encoder uses B-frames
+    as it would on real motion."""
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (64, 640), np.uint8)
+    frames = np.empty((COUNTED_FRAMES, 128, 128), np.uint8)
+    for i in range(COUNTED_FRAMES):
+        for bit in range(8):
+            frames[i, :64, 16 * bit:16 * bit + 16] = 255 if i >> bit & 1 else 0
+        frames[i, 64:] = texture[:, 2 * i:2 * i + 128]
+    rgb = np.repeat(frames[..., None], 3, axis=3)
+    subprocess.run([FFMPEG or "ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                    "-s", "128x128", "-r", str(COUNTED_FPS), "-i", "-", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", *bframes_args, str(path)],
+                   input=rgb.tobytes(), check=True, timeout=120)
+    return path
+
+
+def frame_number(frame: np.ndarray) -> int:
+    """The number write_counted drew: stripe k (28 px wide at 224 px) is bit k."""
+    top = frame[20:90].mean(axis=(0, 2))
+    return sum(1 << bit for bit in range(8) if top[28 * bit + 6:28 * bit + 22].mean() > 128)
+
+
+def shown_frame_numbers(s) -> list[tuple[float, int]]:
+    """(target time, number of the source frame the model got) for every frame of every window."""
+    return [(window.start + i / 10, frame_number(frame))
+            for window, frames in zip(s.windows, s.frames, strict=True)
+            for i, frame in enumerate(frames)]
+
+
+class _CountingCapture:
+    """A VideoCapture that counts the frames the decoder hands over."""
+
+    def __init__(self, cap):
+        self.cap, self.grabs = cap, 0
+
+    def grab(self):
+        ok = self.cap.grab()
+        self.grabs += ok
+        return ok
+
+    def __getattr__(self, name):
+        return getattr(self.cap, name)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("encoder", [
+    ["-bf", "3", "-x264-params", "b-pyramid=normal"],  # x264's default: half the frames decoded
+    ["-bf", "2", "-x264-params", "b-pyramid=none:b-adapt=0"],  # IBBP: a third decoded
+    ["-bf", "0"],  # P-only, as many phones write: nothing to skip
+])
+def test_skipping_nonref_frames_keeps_each_sample_within_two_source_frames(tmp_path, monkeypatch,
+                                                                           encoder):
+    import autotag.media as media
+
+    path = write_counted(tmp_path / "counted.mp4", encoder)
+    opened: list[_CountingCapture] = []
+    real_open = media._open
+
+    def counting_open(*args, **kwargs):
+        opened.append(_CountingCapture(real_open(*args, **kwargs)))
+        return opened[-1]
+
+    monkeypatch.setattr(media, "_open", counting_open)
+    exact = sample_clip(path, 8, BIG, skip_nonref=False)
+    all_grabs = opened[-1].grabs
+    skipped = sample_clip(path, 8, BIG, skip_nonref=True)
+    skip_grabs = opened[-1].grabs
+    assert all_grabs >= COUNTED_FRAMES - 3  # every frame up to the last sample (7.9 s)
+    if encoder != ["-bf", "0"]:
+        assert skip_grabs <= COUNTED_FRAMES * 0.7  # the decoder really left frames out
+    assert [w.start for w in skipped.windows] == [w.start for w in exact.windows]
+    for (t, got), (_, want) in zip(shown_frame_numbers(skipped), shown_frame_numbers(exact),
+                                   strict=True):
+        assert want == min(int(round(t * COUNTED_FPS, 6)), COUNTED_FRAMES - 1), t  # on screen
+        assert want - 2 <= got <= want, (t, got, want)  # never later, at most 2 frames early
+
+
+@needs_ffmpeg
+def test_slow_clips_are_not_skipped(tmp_path):
+    path = tmp_path / "slow.mp4"  # 15 fps: skipping would lose frames the windows need
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=15:duration=4", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", str(path))
+    exact, skipped = (sample_clip(path, 8, BIG, skip_nonref=s) for s in (False, True))
+    assert np.array_equal(exact.frames, skipped.frames)
