@@ -244,7 +244,7 @@ class _CountingCapture:
 ])
 def test_skipping_nonref_frames_keeps_each_sample_within_two_source_frames(tmp_path, monkeypatch,
                                                                            encoder):
-    import autotag.media as media
+    from autotag import media
 
     path = write_counted(tmp_path / "counted.mp4", encoder)
     opened: list[_CountingCapture] = []
