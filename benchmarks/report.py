@@ -209,12 +209,12 @@ WHY = {
     "efficiency = autotag ÷ model alone":
         "efficiency: on a CPU, TensorFlow's intra-op threads keep every core busy during a model "
         "call, so decoding cannot hide behind the model; it can only be made cheaper. Windows "
-        "spread over a whole 30-fps clip need every frame decoded (grabbed, not converted), "
-        "and that CPU time is taken from the model: the ceiling is model ÷ (model + "
-        "decoding alone), which the row below shows is met within 10%. A GPU for the model "
-        "(or spare cores), hardware decoding (CAP_PROP_HW_ACCELERATION), or a decoder that "
-        "skips non-reference frames (FFmpeg's skip_frame, which OpenCV does not expose) would "
-        "meet it.",
+        "spread over a whole 30-fps clip need every reference frame decoded (frames nothing "
+        "refers to are skipped, and frames no window uses are not converted), and that CPU time "
+        "is taken from the model: the ceiling is model ÷ (model + decoding alone), which the "
+        "row below shows is met within 10%. The first clip's decoding, before the model has "
+        "anything to do, weighs on a short run too. A GPU for the model (or spare cores), or "
+        "hardware decoding (CAP_PROP_HW_ACCELERATION) would meet it.",
     "autotag ÷ (model alone + decoding alone)":
         "pipeline overhead: more than 10% above model + decoding means the model waited for "
         "work or the outputs cost more than expected; rerun on a quiet machine first (the two "
