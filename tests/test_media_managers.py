@@ -242,3 +242,22 @@ def test_a_sidecar_emptied_of_its_tags_leaves_no_blank_keyword(tmp_path):
     after = exif(clip.with_name("run.mp4.xmp"))
     for key in ("XMP-dc:Subject", "XMP-lr:HierarchicalSubject", "XMP-digiKam:TagsList"):
         assert after.get(key) in (None, "", []), (key, after.get(key))  # not a blank keyword
+
+
+# -- the top-match log --------------------------------------------------------------------------
+
+def test_match_log_runner_up_is_the_best_other_tag_or_the_nearest_miss(tmp_path):
+    from autotag.outputs.log import MatchLog
+
+    ski, bike, swim = (Tag(label, score, 0.3) for label, score in
+                       [("ski", 7.0), ("bike", 5.0), ("swim", 1.0)])
+    base = tagged(tmp_path / "a.mp4")
+    log = MatchLog(tmp_path / "matches.jsonl")
+    log.write(Tagged(base.clip, "model", "vocab", (ski,), (ski, bike, swim)))
+    # a per-tag threshold gave the second-ranked tag only: the runner-up is the first
+    log.write(Tagged(base.clip, "model", "vocab", (bike,), (ski, bike, swim)))
+    log.write(Tagged(base.clip, "model", "vocab", (), (ski, bike, swim)))  # nothing given
+    lines = [json.loads(x) for x in log.path.read_text().splitlines()]
+    assert [(x["label"], x["runner_up"]["label"]) for x in lines] == [
+        ("ski", "bike"), ("bike", "ski"), (None, "ski")]
+    assert lines[2]["score"] is None and lines[2]["runner_up"]["score"] == 7.0

@@ -18,7 +18,10 @@ class MatchLog:
 
     def write(self, tagged: Tagged) -> Path:
         top = tagged.tags[0] if tagged.tags else None
-        runner_up = tagged.ranking[1] if len(tagged.ranking) > 1 else None
+        # the best-ranked tag other than the top match (a per-tag threshold can give the
+        # second-ranked tag and not the first); with no tag given, the nearest miss
+        runner_up = next((t for t in tagged.ranking if top is None or t.label != top.label),
+                         None)
         line = {
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "path": str(tagged.clip.source.path),
