@@ -46,9 +46,13 @@ FFMPEG_LOG_QUIET = -8  # AV_LOG_QUIET
 DECODE_THREADS = 1
 # Skipping non-reference frames leaves x264/x265's default B-pyramid (and phones' P-only
 # streams) at least every second frame, so at twice the sampling rate a window's frame is at
-# most one source frame early; below it, frames a window needs would go missing.
+# most one source frame early (IBBP at 30 fps: two); below it, frames a window needs would go
+# missing. Streams sparser than that are caught by SKIP_PROBE_GAPS.
 SKIP_MIN_FPS = 2 * WINDOW_FPS
 SKIP_MAX_GAP = 4  # source frames: a longer gap between decoded frames is a hole, not a skip
+# The first this many gaps between decoded frames decide: on average longer than a sampling
+# step (IBBP at 25 fps leaves 8.3 frames a second), the clip is decoded again, every frame.
+SKIP_PROBE_GAPS = 16
 # OpenCV takes FFmpeg decoder options only from this variable, read when a capture opens
 # ("avdiscard" is its name for AVCodecContext.skip_frame); a user's own options are kept.
 CAPTURE_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
@@ -119,13 +123,25 @@ def sample_clip(path: Path, max_windows: int, max_pixels: int,
             return _Sampler(cap, max_windows, deadline, known_times=times).run()
         finally:
             cap.release()
-    cap = _open(path, max_pixels, skip_nonref)
+    if skip_nonref:
+        try:
+            return _sample_video(path, max_windows, max_pixels, deadline, skipping=True)
+        except (_TooSparse, DecodeError):  # or a decoder that gives nothing when told to skip:
+            pass  # every frame, as if skipping were off (the error, if any, is that one's)
+    return _sample_video(path, max_windows, max_pixels, deadline, skipping=False)
+
+
+class _TooSparse(Exception):
+    """Skipping non-reference frames would leave fewer frames than the windows sample."""
+
+
+def _sample_video(path: Path, max_windows: int, max_pixels: int, deadline: float | None,
+                  skipping: bool) -> Sampled:
+    cap = _open(path, max_pixels, skipping)
     try:
-        if skip_nonref and not _fps(cap) >= SKIP_MIN_FPS:
-            cap.release()
-            skip_nonref = False
-            cap = _open(path, max_pixels)
-        return _Sampler(cap, max_windows, deadline, skipping=skip_nonref).run()
+        if skipping and not _fps(cap) >= SKIP_MIN_FPS:
+            raise _TooSparse
+        return _Sampler(cap, max_windows, deadline, skipping=skipping).run()
     finally:
         cap.release()
 
@@ -154,6 +170,18 @@ def _open(path: Path, max_pixels: int, skip_nonref: bool = False) -> cv2.VideoCa
         raise DecodeError(f"frames of {width}×{height} are larger than sampling.max_pixels "
                           f"({max_pixels}); raise it to tag this clip")
     return cap
+
+
+def _nothing_decoded(cap: cv2.VideoCapture) -> str:
+    """Why a clip that opened gave no frame, naming its codec."""
+    tag = int(cap.get(cv2.CAP_PROP_FOURCC) or 0)
+    codec = tag.to_bytes(4, "little").decode("latin-1").strip("\0 ") if 0 < tag < 2**32 else ""
+    if codec.upper() == "AV01":  # opencv-python's FFmpeg decodes AV1 only on hardware it lacks
+        return ("AV1 video cannot be decoded here (OpenCV's FFmpeg has no software AV1 "
+                "decoder); convert it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
+    shown = f"{codec} video" if codec.isprintable() and codec else "the video stream"
+    return (f"no frame could be decoded from {shown} (truncated or corrupt file, or a codec "
+            "this FFmpeg cannot decode)")
 
 
 def _fps(cap: cv2.VideoCapture) -> float:
@@ -203,6 +231,7 @@ class _Sampler:
         self.skipping = skipping
         self.gap = 1.0 / self.fps
         self.prev_time: float | None = None
+        self.gaps: list[float] = []  # the first SKIP_PROBE_GAPS, to tell a sparse stream
         if known_times:
             self.duration = known_times[-1]
         else:
@@ -213,7 +242,7 @@ class _Sampler:
         targets = [_tick(s + self._offset(i)) for s in self.starts for i in range(WINDOW_FRAMES)]
         picked, last_time = self._pick(targets)
         if not picked:
-            raise DecodeError("no frame could be decoded (truncated or corrupt file)")
+            raise DecodeError(_nothing_decoded(self.cap))
         frames, thumbs, windows = [], [], []
         for w, start in enumerate(self.starts):
             if w and start > last_time:  # a truncated file: keep the windows that decoded
@@ -253,7 +282,7 @@ class _Sampler:
             self.frame_index += 1
             t = self._frame_time()
             if self.skipping and self.prev_time is not None and t > self.prev_time:
-                self.gap = min(t - self.prev_time, SKIP_MAX_GAP / self.fps)
+                self._observe_gap(t - self.prev_time)
             self.prev_time = t
             last_time = max(last_time, t)
             horizon = self._next_time(t)
@@ -276,6 +305,16 @@ class _Sampler:
             _assign(picked, [i for i in order if i not in picked], current)
             current.release()
         return picked, last_time
+
+    def _observe_gap(self, gap: float) -> None:
+        """While skipping: the next decoded frame is expected as far ahead as this one was
+        behind; raises _TooSparse when the first gaps average more than a sampling step."""
+        self.gap = min(gap, SKIP_MAX_GAP / self.fps)
+        if len(self.gaps) < SKIP_PROBE_GAPS:
+            self.gaps.append(self.gap)
+            if len(self.gaps) == SKIP_PROBE_GAPS and \
+                    sum(self.gaps) / SKIP_PROBE_GAPS > 1.05 / WINDOW_FPS:
+                raise _TooSparse
 
     def _next_time(self, t: float) -> float:
         """When the frame after this one starts: exact for GIFs, one frame later for videos."""

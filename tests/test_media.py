@@ -189,7 +189,7 @@ COUNTED_FPS = 30
 COUNTED_FRAMES = 240  # 8 s at 30 fps
 
 
-def write_counted(path: Path, bframes_args: list[str]) -> Path:
+def write_counted(path: Path, bframes_args: list[str], fps: int = COUNTED_FPS) -> Path:
     """A 30-fps H.264 clip whose frame i shows i in binary in its top half (8 black or white
     stripes, robust to lossy coding) and a moving texture below, so the encoder uses B-frames
     as it would on real motion."""
@@ -202,7 +202,7 @@ def write_counted(path: Path, bframes_args: list[str]) -> Path:
         frames[i, 64:] = texture[:, 2 * i:2 * i + 128]
     rgb = np.repeat(frames[..., None], 3, axis=3)
     subprocess.run([FFMPEG or "ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                    "-s", "128x128", "-r", str(COUNTED_FPS), "-i", "-", "-c:v", "libx264",
+                    "-s", "128x128", "-r", str(fps), "-i", "-", "-c:v", "libx264",
                     "-pix_fmt", "yuv420p", *bframes_args, str(path)],
                    input=rgb.tobytes(), check=True, timeout=120)
     return path
@@ -270,9 +270,43 @@ def test_skipping_nonref_frames_keeps_each_sample_within_two_source_frames(tmp_p
 
 
 @needs_ffmpeg
+def test_a_stream_too_sparse_without_its_nonref_frames_is_decoded_whole(tmp_path, monkeypatch):
+    from autotag import media
+
+    # IBBP at 25 fps: the reference frames alone come 8.3 a second, fewer than the 10 sampled
+    path = write_counted(tmp_path / "ibbp25.mp4", ["-bf", "2", "-x264-params",
+                                                    "b-pyramid=none:b-adapt=0"], fps=25)
+    tries: list[bool] = []
+    real = media._sample_video
+
+    def spy(*args, skipping):
+        tries.append(skipping)
+        return real(*args, skipping=skipping)
+
+    monkeypatch.setattr(media, "_sample_video", spy)
+    skipped = sample_clip(path, 8, BIG, skip_nonref=True)
+    assert tries == [True, False]  # tried, found sparse, decoded again with every frame
+    exact = sample_clip(path, 8, BIG, skip_nonref=False)
+    assert np.array_equal(skipped.frames, exact.frames)
+
+
+@needs_ffmpeg
 def test_slow_clips_are_not_skipped(tmp_path):
     path = tmp_path / "slow.mp4"  # 15 fps: skipping would lose frames the windows need
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=15:duration=4", "-c:v", "libx264",
            "-pix_fmt", "yuv420p", str(path))
     exact, skipped = (sample_clip(path, 8, BIG, skip_nonref=s) for s in (False, True))
     assert np.array_equal(exact.frames, skipped.frames)
+
+
+@needs_ffmpeg
+def test_an_av1_clip_decodes_or_fails_naming_av1_and_the_fix(tmp_path):
+    path = tmp_path / "clip.mkv"  # AV1: what yt-dlp and newer phones often write
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=25:duration=1", "-c:v", "libsvtav1",
+           "-preset", "12", "-svtav1-params", "verbosity=0", "-pix_fmt", "yuv420p", str(path))
+    try:
+        sampled = sample_clip(path, 8, BIG)
+    except DecodeError as exc:  # opencv-python's FFmpeg decodes AV1 only in hardware
+        assert str(exc).startswith("AV1 video cannot be decoded here") and "libx264" in str(exc)
+    else:
+        assert sampled.frames.std() > 5
