@@ -10,6 +10,7 @@ Example counts are modest so the default suite stays fast; HYPOTHESIS_PROFILE=fu
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import tempfile
@@ -349,3 +350,21 @@ def test_nfo_merge_of_a_damaged_file_merges_cleanly_or_leaves_it_untouched(docum
         path.write_bytes(damaged.encode("utf-8", "surrogatepass"))
         _merge_twice(Nfo().write, path, _parse_xml, ["red"], ["green"])
         assert [p.name for p in Path(folder).iterdir()] == ["clip.nfo"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(PROFILE)
+@given(data=st.dictionaries(st.text(), json_values, max_size=8))
+def test_sidecar_text_reads_back_as_the_same_json_a_list_item_per_line(data):
+    from autotag.outputs.sidecar import dumps
+
+    text = dumps(data)
+    assert json.loads(text) == data
+    lines = text.rstrip("\n").split("\n")  # not splitlines(): U+2028 in a name is one line
+    expected = 2 + sum(len(v) + 2 if isinstance(v, list) and v else 1 for v in data.values())
+    assert len(lines) == (expected if data else 1)
