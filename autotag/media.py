@@ -8,7 +8,8 @@ converted or copied), and long gaps between windows are skipped by seeking, so a
 costs about what a 10-second one does; memory holds the sampled frames at 224 px and one
 full-size frame at a time. In clips of at least SKIP_MIN_FPS, frames that no other frame refers
 to (most B-frames) are not decoded at all (`sampling.skip_nonref_frames`; FFmpeg's
-skip_frame=nonref), which takes about 40 % off decoding an H.264 clip.
+skip_frame=nonref), which takes about 40 % off decoding an H.264 clip; a sample is then the last
+decoded frame at or before its time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +47,19 @@ FFMPEG_LOG_QUIET = -8  # AV_LOG_QUIET
 # core busy; parallelism comes from the pipeline's decode workers, one clip each (issue 8).
 DECODE_THREADS = 1
 # Skipping non-reference frames leaves x264/x265's default B-pyramid (and phones' P-only
-# streams) at least every second frame, so at twice the sampling rate a window's frame is at
-# most one source frame early (IBBP at 30 fps: two); below it, frames a window needs would go
-# missing. Streams sparser than that are caught by SKIP_PROBE_GAPS.
+# streams) most of every second frame, so at twice the sampling rate a sample is the last
+# decoded frame at or before its time, a few source frames early at most (x264's defaults at
+# 30 fps: 3); below it, frames a window needs would go missing. Streams sparser than that are
+# caught by SKIP_PROBE_GAPS.
 SKIP_MIN_FPS = 2 * WINDOW_FPS
-SKIP_MAX_GAP = 4  # source frames: a longer gap between decoded frames is a hole, not a skip
-# The first this many gaps between decoded frames decide: on average longer than a sampling
-# step (IBBP at 25 fps leaves 8.3 frames a second), the clip is decoded again, every frame.
+# While skipping, the last this many gaps between decoded frames decide: on average longer
+# than a sampling step (IBBP at 25 fps leaves 8.3 frames a second), the clip is decoded again,
+# every frame. Gaps count at most MAX_LOOKAHEAD (a longer one is a hole in the stream).
 SKIP_PROBE_GAPS = 16
+LOOKAHEAD_GAPS = 8  # a frame is retrieved if a target may come before the next: the longest
+MAX_LOOKAHEAD = 2 / WINDOW_FPS  # of the last 8 gaps ahead, at most 0.2 s
+SEEK_TRIES = 4  # seeks that land too late (skipping) before the clip is decoded whole
+SEEK_MARGIN = 0.25  # s; a seek must land at least this far before its target
 # OpenCV takes FFmpeg decoder options only from this variable, read when a capture opens
 # ("avdiscard" is its name for AVCodecContext.skip_frame); a user's own options are kept.
 CAPTURE_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
@@ -226,12 +233,13 @@ class _Sampler:
         self.frame_index = -1
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0
         self.fps = _fps(cap) or 25.0
-        # when the decoder skips frames, the next decoded frame is expected as far ahead as
-        # the last one was behind (2 frames in a B-pyramid), not one frame
         self.skipping = skipping
-        self.gap = 1.0 / self.fps
         self.prev_time: float | None = None
-        self.gaps: list[float] = []  # the first SKIP_PROBE_GAPS, to tell a sparse stream
+        self.recent: deque[float] = deque(maxlen=LOOKAHEAD_GAPS)  # gaps between decoded frames
+        self.probe: deque[float] = deque(maxlen=SKIP_PROBE_GAPS)
+        # before any gap is seen: one frame, or with skipping a B-pyramid's two and one more
+        self.first_gap = (3.0 if skipping else 1.0) / self.fps
+        self.backoff = SEEK_BACKOFF  # grows when a seek lands late (skipping)
         if known_times:
             self.duration = known_times[-1]
         else:
@@ -265,78 +273,103 @@ class _Sampler:
     def _pick(self, targets: list[float]) -> tuple[dict[int, _Shown], float]:
         """Target index → the frame on screen at that time; and the last frame's time.
 
-        Frames are grabbed in order; a frame is retrieved (converted) only when a target falls
-        between its time and the next frame's (known for GIFs, 1/fps ahead for videos).
-        Targets a variable frame rate or a late seek skipped take the last retrieved frame;
-        targets past the end of a truncated stream take the last frame.
+        Frames are grabbed in order. A target is given a frame once the next frame's time is
+        known: the last decoded frame at or before it (with skipping, the frames in between
+        were never decoded). A frame is retrieved (converted) only when a target may fall
+        before the next frame: exactly known for GIFs; for videos, as far ahead as the
+        longest of the last few gaps between decoded frames. Targets before the first frame
+        (or the first after a seek) take that frame; targets past the end of a truncated
+        stream take the last frame.
         """
         order = sorted(range(len(targets)), key=targets.__getitem__)
         picked: dict[int, _Shown] = {}
-        current: _Shown | None = None
+        current: _Shown | None = None  # the last retrieved frame, on screen until the next
         p, last_time = 0, 0.0
         while p < len(order):
             _check_deadline(self.deadline)
-            self._maybe_seek(targets[order[p]], last_time)
+            if self._maybe_seek(targets[order[p]], last_time) and current is not None:
+                current.release()  # a frame from before a seek shows nothing after it
+                current = None
             if not self.cap.grab():
                 break
             self.frame_index += 1
             t = self._frame_time()
-            if self.skipping and self.prev_time is not None and t > self.prev_time:
-                self._observe_gap(t - self.prev_time)
-            self.prev_time = t
+            self._observe(t)
             last_time = max(last_time, t)
-            horizon = self._next_time(t)
-            due = []
-            while p < len(order) and targets[order[p]] < horizon:
-                due.append(order[p])
+            late = []  # on screen before this frame: the previous decoded frame's
+            while p < len(order) and targets[order[p]] < t:
+                late.append(order[p])
                 p += 1
-            if current is not None:  # skipped over: still on screen from before
-                late = [i for i in due if targets[i] < t]
+            if late and current is not None:
                 _assign(picked, late, current)
-                due = [i for i in due if targets[i] >= t]
-            if due:
+                late = []
+            if late or (p < len(order) and targets[order[p]] < self._next_time(t)):
                 ok, frame = self.cap.retrieve()
                 if ok and frame is not None:
                     if current is not None:
                         current.release()
                     current = _Shown(frame)
-                    _assign(picked, due, current)
+                    _assign(picked, late, current)  # none before it: the earliest there is
         if current is not None:  # the last frame stays on screen to the end
             _assign(picked, [i for i in order if i not in picked], current)
             current.release()
         return picked, last_time
 
-    def _observe_gap(self, gap: float) -> None:
-        """While skipping: the next decoded frame is expected as far ahead as this one was
-        behind; raises _TooSparse when the first gaps average more than a sampling step."""
-        self.gap = min(gap, SKIP_MAX_GAP / self.fps)
-        if len(self.gaps) < SKIP_PROBE_GAPS:
-            self.gaps.append(self.gap)
-            if len(self.gaps) == SKIP_PROBE_GAPS and \
-                    sum(self.gaps) / SKIP_PROBE_GAPS > 1.05 / WINDOW_FPS:
-                raise _TooSparse
+    def _observe(self, t: float) -> None:
+        """Keep the gaps between decoded frames; while skipping, raise _TooSparse when the
+        last SKIP_PROBE_GAPS of them average more than a sampling step."""
+        if self.prev_time is not None and t > self.prev_time:
+            gap = min(t - self.prev_time, MAX_LOOKAHEAD)
+            self.recent.append(gap)
+            if self.skipping:
+                self.probe.append(gap)
+                if len(self.probe) == SKIP_PROBE_GAPS and \
+                        sum(self.probe) / SKIP_PROBE_GAPS > 1.05 / WINDOW_FPS:
+                    raise _TooSparse
+        self.prev_time = t
 
     def _next_time(self, t: float) -> float:
-        """When the frame after this one starts: exact for GIFs, one frame later for videos."""
+        """The latest the frame after this one is expected: exact for GIFs; for videos, the
+        longest recent gap ahead (one frame at a constant rate without skipping)."""
         if self.known_times:
             nxt = self.frame_index + 1
             return _tick(self.known_times[nxt]) if nxt < len(self.known_times) else math.inf
-        return _tick(t + self.gap)
+        return _tick(t + max(self.recent, default=self.first_gap))
 
     def _frame_time(self) -> float:
         if self.known_times:
             return _tick(self.known_times[min(self.frame_index, len(self.known_times) - 1)])
         return _tick(max(0.0, self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0))
 
-    def _maybe_seek(self, target: float, prev_time: float) -> None:
+    def _maybe_seek(self, target: float, prev_time: float) -> bool:
         """Skip a long gap (from the start too) by seeking a little before the target (GIFs
-        are read through)."""
+        are read through); True when it did.
+
+        OpenCV seeks to the keyframe before and then grabs forward counting one frame a grab,
+        so while skipping it lands past where it was asked, by about as much again as the
+        distance from that keyframe: where it landed is checked, the backoff grown from the
+        overshoot and kept for this clip's next seeks, and a seek that still lands too late
+        makes the clip decode without skipping."""
         if self.known_times or target - prev_time < SEEK_GAP:
-            return
-        frame = int((target - SEEK_BACKOFF) * self.fps)
-        if frame > self.frame_index + 1 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, frame):
+            return False
+        for attempt in range(SEEK_TRIES):
+            aim = target - self.backoff
+            frame = max(0, int(aim * self.fps))
+            if attempt == 0 and frame <= self.frame_index + 1:
+                return False  # nothing worth skipping: read on
+            if not self.cap.set(cv2.CAP_PROP_POS_FRAMES, frame):
+                if attempt == 0:
+                    return False  # not seekable: read on
+                raise _TooSparse  # a retry that failed leaves the stream who knows where
             self.frame_index = frame - 1
             self.prev_time = None  # the next gap is not a decoding gap
+            if not self.skipping:
+                return True
+            landed = self._frame_time()  # the frame OpenCV's seek decoded last
+            if landed <= target - SEEK_MARGIN:
+                return True
+            self.backoff += 2 * max(0.0, landed - aim) + SEEK_BACKOFF
+        raise _TooSparse
 
 
 def _tick(seconds: float) -> float:

@@ -186,96 +186,33 @@ def test_real_clips_decode_in_every_container_and_codec(real_clips, name):
 # -- skipping non-reference frames ---------------------------------------------------------------
 
 COUNTED_FPS = 30
-COUNTED_FRAMES = 240  # 8 s at 30 fps
+# A frame's number in 16 black-or-white stripes (two rows of 8 in the top half), over a moving
+# sine pattern that makes x264 choose its B-frames as it does on real motion.
+COUNTED = ("color=black:s=128x128:r={fps}:d={seconds},format=gray,geq=lum='if(lt(Y\\,64)\\,"
+           "255*mod(floor(N/pow(2\\,floor(X/16)+8*floor(Y/32)))\\,2)\\,"
+           "128+100*sin(X/5+N/3)*cos(Y/7-N/5))'")
 
 
-def write_counted(path: Path, bframes_args: list[str], fps: int = COUNTED_FPS) -> Path:
-    """A 30-fps H.264 clip whose frame i shows i in binary in its top half (8 black or white
-    stripes, robust to lossy coding) and a moving texture below, so the encoder uses B-frames
-    as it would on real motion."""
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 256, (64, 640), np.uint8)
-    frames = np.empty((COUNTED_FRAMES, 128, 128), np.uint8)
-    for i in range(COUNTED_FRAMES):
-        for bit in range(8):
-            frames[i, :64, 16 * bit:16 * bit + 16] = 255 if i >> bit & 1 else 0
-        frames[i, 64:] = texture[:, 2 * i:2 * i + 128]
-    rgb = np.repeat(frames[..., None], 3, axis=3)
-    subprocess.run([FFMPEG or "ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                    "-s", "128x128", "-r", str(fps), "-i", "-", "-c:v", "libx264",
-                    "-pix_fmt", "yuv420p", *bframes_args, str(path)],
-                   input=rgb.tobytes(), check=True, timeout=120)
+def write_counted(path: Path, encoder: list[str], fps: int = COUNTED_FPS,
+                  seconds: float = 12) -> Path:
+    """An H.264 clip whose frame n shows n in binary (see COUNTED)."""
+    ffmpeg("-f", "lavfi", "-i", COUNTED.format(fps=fps, seconds=seconds), "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", *encoder, str(path))
     return path
 
 
 def frame_number(frame: np.ndarray) -> int:
-    """The number write_counted drew: stripe k (28 px wide at 224 px) is bit k."""
-    top = frame[20:90].mean(axis=(0, 2))
-    return sum(1 << bit for bit in range(8) if top[28 * bit + 6:28 * bit + 22].mean() > 128)
+    """The number COUNTED drew, read from a 224-px model frame: stripe b is bit b."""
+    return sum(1 << b for b in range(16)
+               if frame[10 + 56 * (b // 8):46 + 56 * (b // 8),
+                        28 * (b % 8) + 6:28 * (b % 8) + 22].mean() > 128)
 
 
-def shown_frame_numbers(s) -> list[tuple[float, int]]:
-    """(target time, number of the source frame the model got) for every frame of every window."""
-    return [(window.start + i / 10, frame_number(frame))
-            for window, frames in zip(s.windows, s.frames, strict=True)
-            for i, frame in enumerate(frames)]
-
-
-class _CountingCapture:
-    """A VideoCapture that counts the frames the decoder hands over."""
-
-    def __init__(self, cap):
-        self.cap, self.grabs = cap, 0
-
-    def grab(self):
-        ok = self.cap.grab()
-        self.grabs += ok
-        return ok
-
-    def __getattr__(self, name):
-        return getattr(self.cap, name)
-
-
-@needs_ffmpeg
-@pytest.mark.parametrize("encoder", [
-    ["-bf", "3", "-x264-params", "b-pyramid=normal"],  # x264's default: half the frames decoded
-    ["-bf", "2", "-x264-params", "b-pyramid=none:b-adapt=0"],  # IBBP: a third decoded
-    ["-bf", "0"],  # P-only, as many phones write: nothing to skip
-])
-def test_skipping_nonref_frames_keeps_each_sample_within_two_source_frames(tmp_path, monkeypatch,
-                                                                           encoder):
+def on_screen(path: Path, fps: int, skip_nonref: bool, monkeypatch) -> tuple[list, list, list]:
+    """(window starts, [(frame on screen at each sample's time, frame the sample shows)],
+    the tries: True for a decode with skipping, False for one without)."""
     from autotag import media
 
-    path = write_counted(tmp_path / "counted.mp4", encoder)
-    opened: list[_CountingCapture] = []
-    real_open = media._open
-
-    def counting_open(*args, **kwargs):
-        opened.append(_CountingCapture(real_open(*args, **kwargs)))
-        return opened[-1]
-
-    monkeypatch.setattr(media, "_open", counting_open)
-    exact = sample_clip(path, 8, BIG, skip_nonref=False)
-    all_grabs = opened[-1].grabs
-    skipped = sample_clip(path, 8, BIG, skip_nonref=True)
-    skip_grabs = opened[-1].grabs
-    assert all_grabs >= COUNTED_FRAMES - 3  # every frame up to the last sample (7.9 s)
-    if encoder != ["-bf", "0"]:
-        assert skip_grabs <= COUNTED_FRAMES * 0.7  # the decoder really left frames out
-    assert [w.start for w in skipped.windows] == [w.start for w in exact.windows]
-    for (t, got), (_, want) in zip(shown_frame_numbers(skipped), shown_frame_numbers(exact),
-                                   strict=True):
-        assert want == min(int(round(t * COUNTED_FPS, 6)), COUNTED_FRAMES - 1), t  # on screen
-        assert want - 2 <= got <= want, (t, got, want)  # never later, at most 2 frames early
-
-
-@needs_ffmpeg
-def test_a_stream_too_sparse_without_its_nonref_frames_is_decoded_whole(tmp_path, monkeypatch):
-    from autotag import media
-
-    # IBBP at 25 fps: the reference frames alone come 8.3 a second, fewer than the 10 sampled
-    path = write_counted(tmp_path / "ibbp25.mp4", ["-bf", "2", "-x264-params",
-                                                    "b-pyramid=none:b-adapt=0"], fps=25)
     tries: list[bool] = []
     real = media._sample_video
 
@@ -284,10 +221,42 @@ def test_a_stream_too_sparse_without_its_nonref_frames_is_decoded_whole(tmp_path
         return real(*args, skipping=skipping)
 
     monkeypatch.setattr(media, "_sample_video", spy)
-    skipped = sample_clip(path, 8, BIG, skip_nonref=True)
+    s = sample_clip(path, 8, BIG, skip_nonref=skip_nonref)
+    pairs = [(int(round((w.start + i / 10) * fps, 6)), frame_number(frame))
+             for w, frames in zip(s.windows, s.frames, strict=True)
+             for i, frame in enumerate(frames)]
+    return [w.start for w in s.windows], pairs, tries
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name, encoder, seconds, early", [
+    ("x264 default", [], 12, 3),  # B-pyramid: about half the frames decoded
+    ("IBBP", ["-bf", "2", "-x264-params", "b-pyramid=none:b-adapt=0"], 12, 2),  # a third
+    ("P only", ["-bf", "0"], 12, 0),  # as many phones write: nothing to skip
+    ("a minute, seeks", [], 60, 3),  # windows 5 s apart: reached by seeking from keyframes
+])
+def test_skipping_nonref_frames_shows_the_last_decoded_frame_never_a_later_one(
+        tmp_path, monkeypatch, name, encoder, seconds, early):
+    path = write_counted(tmp_path / "counted.mp4", encoder, seconds=seconds)
+    starts, exact, tries = on_screen(path, COUNTED_FPS, False, monkeypatch)
+    assert tries == [False] and all(want == got for want, got in exact), name
+    skipped_starts, skipped, tries = on_screen(path, COUNTED_FPS, True, monkeypatch)
+    assert tries == [True], name  # skipped, with no fallback to every frame
+    assert skipped_starts == starts
+    worst = min(got - want for want, got in skipped)
+    assert max(got - want for want, got in skipped) <= 0, name  # never a later frame
+    assert worst >= -early, (name, worst)  # at most the run of frames not decoded
+
+
+@needs_ffmpeg
+def test_a_stream_too_sparse_without_its_nonref_frames_is_decoded_whole(tmp_path, monkeypatch):
+    # IBBP at 25 fps: the reference frames alone come 8.3 a second, fewer than the 10 sampled
+    path = write_counted(tmp_path / "ibbp25.mp4", ["-bf", "2", "-x264-params",
+                                                    "b-pyramid=none:b-adapt=0"], fps=25)
+    _, exact, _ = on_screen(path, 25, False, monkeypatch)
+    _, skipped, tries = on_screen(path, 25, True, monkeypatch)
     assert tries == [True, False]  # tried, found sparse, decoded again with every frame
-    exact = sample_clip(path, 8, BIG, skip_nonref=False)
-    assert np.array_equal(skipped.frames, exact.frames)
+    assert skipped == exact and all(want == got for want, got in exact)
 
 
 @needs_ffmpeg
