@@ -240,6 +240,7 @@ class _Sampler:
         # before any gap is seen: one frame, or with skipping a B-pyramid's two and one more
         self.first_gap = (3.0 if skipping else 1.0) / self.fps
         self.backoff = SEEK_BACKOFF  # grows when a seek lands late (skipping)
+        self.reach = 0.0  # s, the longest distance back to a keyframe seen by a seek
         if known_times:
             self.duration = known_times[-1]
         else:
@@ -251,6 +252,13 @@ class _Sampler:
         picked, last_time = self._pick(targets)
         if not picked:
             raise DecodeError(_nothing_decoded(self.cap))
+        if not any(shown.model.any() for shown in set(picked.values())):
+            # OpenCV's FFmpeg (swscale) refuses to convert interlaced frames and hands them
+            # over black, saying so only on stderr: tagging them would tag nothing
+            raise DecodeError("every frame decoded black: an all-black clip, or interlaced "
+                              "video (camcorder AVCHD, TV recordings) that OpenCV's FFmpeg "
+                              "cannot convert; deinterlace it, e.g. ffmpeg -i IN -vf yadif "
+                              "-c:v libx264 OUT.mp4")
         frames, thumbs, windows = [], [], []
         for w, start in enumerate(self.starts):
             if w and start > last_time:  # a truncated file: keep the windows that decoded
@@ -330,11 +338,15 @@ class _Sampler:
 
     def _next_time(self, t: float) -> float:
         """The latest the frame after this one is expected: exact for GIFs; for videos, the
-        longest recent gap ahead (one frame at a constant rate without skipping)."""
+        longest recent gap ahead, plus their spread (one frame at a constant frame rate)."""
         if self.known_times:
             nxt = self.frame_index + 1
             return _tick(self.known_times[nxt]) if nxt < len(self.known_times) else math.inf
-        return _tick(t + max(self.recent, default=self.first_gap))
+        if not self.recent:
+            return _tick(t + self.first_gap)
+        # the longest recent gap, and as much again as the gaps vary (none at a constant rate)
+        longest = max(self.recent)
+        return _tick(t + min(2 * longest - min(self.recent), MAX_LOOKAHEAD))
 
     def _frame_time(self) -> float:
         if self.known_times:
@@ -366,10 +378,22 @@ class _Sampler:
             if not self.skipping:
                 return True
             landed = self._frame_time()  # the frame OpenCV's seek decoded last
+            self._learn_backoff(aim, landed)
             if landed <= target - SEEK_MARGIN:
                 return True
-            self.backoff += 2 * max(0.0, landed - aim) + SEEK_BACKOFF
+            self.backoff = max(self.backoff, target - aim + landed - (target - SEEK_MARGIN))
         raise _TooSparse
+
+    def _learn_backoff(self, aim: float, landed: float) -> None:
+        """While skipping, OpenCV lands at K + (aim - K) * r, K being the keyframe before and
+        r the source frames per decoded one: the distance to K follows from the overshoot,
+        and the backoff that lands in time from any keyframe that far back is kept."""
+        ratio = sum(self.probe) / len(self.probe) * self.fps if self.probe else 1.0
+        if ratio < 1.05 or landed <= aim:
+            return
+        reach = (landed - aim) / (ratio - 1)  # how far before `aim` the keyframe was
+        self.reach = max(self.reach, reach)
+        self.backoff = max(self.backoff, SEEK_MARGIN + (ratio - 1) * self.reach + 4 / self.fps)
 
 
 def _tick(seconds: float) -> float:

@@ -279,3 +279,20 @@ def test_an_av1_clip_decodes_or_fails_naming_av1_and_the_fix(tmp_path):
         assert str(exc).startswith("AV1 video cannot be decoded here") and "libx264" in str(exc)
     else:
         assert sampled.frames.std() > 5
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name, codec", [
+    ("avchd.mts", ["-c:v", "libx264", "-flags", "+ildct+ilme", "-x264-params", "tff=1"]),
+    ("dvb.ts", ["-c:v", "mpeg2video", "-flags", "+ildct+ilme", "-top", "1"]),
+])
+def test_interlaced_video_is_sampled_or_fails_saying_so_never_tagged_black(tmp_path, name, codec):
+    path = tmp_path / name
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=2", *codec, "-pix_fmt", "yuv420p",
+           str(path))
+    try:
+        sampled = sample_clip(path, 8, BIG)
+    except DecodeError as exc:  # opencv-python's swscale refuses interlaced → progressive
+        assert "interlaced" in str(exc) and "yadif" in str(exc)
+    else:
+        assert sampled.frames.std() > 5
