@@ -58,6 +58,7 @@ SKIP_MIN_FPS = 2 * WINDOW_FPS
 SKIP_PROBE_GAPS = 16
 LOOKAHEAD_GAPS = 8  # a frame is retrieved if a target may come before the next: the longest
 MAX_LOOKAHEAD = 2 / WINDOW_FPS  # of the last 8 gaps ahead, at most 0.2 s
+BLACK_MEAN = 0.5  # grey levels: a clip whose every sampled frame is darker is "all black"
 SEEK_TRIES = 4  # seeks that land too late (skipping) before the clip is decoded whole
 SEEK_MARGIN = 0.25  # s; a seek must land at least this far before its target
 # OpenCV takes FFmpeg decoder options only from this variable, read when a capture opens
@@ -252,7 +253,7 @@ class _Sampler:
         picked, last_time = self._pick(targets)
         if not picked:
             raise DecodeError(_nothing_decoded(self.cap))
-        if not any(shown.model.any() for shown in set(picked.values())):
+        if all(shown.model.mean() < BLACK_MEAN for shown in set(picked.values())):
             # OpenCV's FFmpeg (swscale) refuses to convert interlaced frames and hands them
             # over black, saying so only on stderr: tagging them would tag nothing
             raise DecodeError("every frame decoded black: an all-black clip, or interlaced "
