@@ -344,10 +344,14 @@ class _Sampler:
             nxt = self.frame_index + 1
             return _tick(self.known_times[nxt]) if nxt < len(self.known_times) else math.inf
         if not self.recent:
-            return _tick(t + self.first_gap)
-        # the longest recent gap, and as much again as the gaps vary (none at a constant rate)
+            return _tick(t + self.first_gap - TICK_SLACK)
+        # the longest recent gap, and as much again as the gaps vary (none at a constant rate:
+        # times on the microsecond grid vary by a few ticks, and a sample at the next frame's
+        # start is that frame's, so the horizon stops a little short)
         longest = max(self.recent)
-        return _tick(t + min(2 * longest - min(self.recent), MAX_LOOKAHEAD))
+        spread = longest - min(self.recent)
+        ahead = longest + (spread if spread > TICK_SLACK else 0.0)
+        return _tick(t + min(ahead, MAX_LOOKAHEAD) - TICK_SLACK)
 
     def _frame_time(self) -> float:
         if self.known_times:
@@ -395,6 +399,9 @@ class _Sampler:
         reach = (landed - aim) / (ratio - 1)  # how far before `aim` the keyframe was
         self.reach = max(self.reach, reach)
         self.backoff = max(self.backoff, SEEK_MARGIN + (ratio - 1) * self.reach + 4 / self.fps)
+
+
+TICK_SLACK = 1e-5  # s: ten ticks, more than rounding to the grid makes of a frame's length
 
 
 def _tick(seconds: float) -> float:
