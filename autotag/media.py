@@ -58,6 +58,7 @@ SKIP_MIN_FPS = 2 * WINDOW_FPS
 SKIP_PROBE_GAPS = 16
 LOOKAHEAD_GAPS = 8  # a frame is retrieved if a target may come before the next: the longest
 MAX_LOOKAHEAD = 2 / WINDOW_FPS  # of the last 8 gaps ahead, at most 0.2 s
+OPENCV_SEEK_FRAMES = 16  # OpenCV seeks to the keyframe this many frames before the one asked
 BLACK_MEAN = 0.5  # grey levels: a clip whose every sampled frame is darker is "all black"
 SEEK_TRIES = 4  # seeks that land too late (skipping) before the clip is decoded whole
 SEEK_MARGIN = 0.25  # s; a seek must land at least this far before its target
@@ -242,6 +243,10 @@ class _Sampler:
         self.first_gap = (3.0 if skipping else 1.0) / self.fps
         self.backoff = SEEK_BACKOFF  # grows when a seek lands late (skipping)
         self.reach = 0.0  # s, the longest distance back to a keyframe seen by a seek
+        # keyframes seen while reading on (skipping): seeks aim just past the one expected
+        self.first_key: float | None = None
+        self.last_key: float | None = None
+        self.key_period: float | None = None
         if known_times:
             self.duration = known_times[-1]
         else:
@@ -304,6 +309,8 @@ class _Sampler:
             self.frame_index += 1
             t = self._frame_time()
             self._observe(t)
+            if self.skipping and self.prev_time is not None:  # read on, not landed by a seek
+                self._note_keyframe(t)
             last_time = max(last_time, t)
             late = []  # on screen before this frame: the previous decoded frame's
             while p < len(order) and targets[order[p]] < t:
@@ -371,6 +378,14 @@ class _Sampler:
             return False
         for attempt in range(SEEK_TRIES):
             aim = target - self.backoff
+            # OpenCV's 16 counted grabs cover 16 decoded frames, `ratio` source frames each
+            counted = (OPENCV_SEEK_FRAMES + 1) * self._ratio() / self.fps
+            keyframe = (self._keyframe_before(target - SEEK_MARGIN - counted)
+                        if attempt == 0 else None)
+            if keyframe is not None and keyframe > aim - self.backoff:
+                # just past a keyframe: OpenCV starts 16 frames before what it is asked for,
+                # finds that keyframe and counts 16 grabs; the rest is read with skipping
+                aim = keyframe + (OPENCV_SEEK_FRAMES + 1) / self.fps
             frame = max(0, int(aim * self.fps))
             if attempt == 0 and frame <= self.frame_index + 1:
                 return False  # nothing worth skipping: read on
@@ -389,11 +404,32 @@ class _Sampler:
             self.backoff = max(self.backoff, target - aim + landed - (target - SEEK_MARGIN))
         raise _TooSparse
 
+    def _ratio(self) -> float:
+        """Source frames per decoded frame, lately (1 without skipping)."""
+        return max(1.0, sum(self.probe) / len(self.probe) * self.fps) if self.probe else 1.0
+
+    def _keyframe_before(self, t: float) -> float | None:
+        """Where the keyframe before `t` is expected while skipping: on the grid of the
+        keyframes seen so far (their first, and the longest interval between two)."""
+        if not self.skipping or self.key_period is None or self.first_key is None:
+            return None
+        return self.first_key + math.floor((t - self.first_key) / self.key_period) * \
+            self.key_period
+
+    def _note_keyframe(self, t: float) -> None:
+        if int(self.cap.get(cv2.CAP_PROP_FRAME_TYPE)) != ord("I"):
+            return
+        if self.first_key is None:
+            self.first_key = t
+        elif self.last_key is not None and t > self.last_key:
+            self.key_period = max(self.key_period or 0.0, t - self.last_key)
+        self.last_key = t
+
     def _learn_backoff(self, aim: float, landed: float) -> None:
         """While skipping, OpenCV lands at K + (aim - K) * r, K being the keyframe before and
         r the source frames per decoded one: the distance to K follows from the overshoot,
         and the backoff that lands in time from any keyframe that far back is kept."""
-        ratio = sum(self.probe) / len(self.probe) * self.fps if self.probe else 1.0
+        ratio = self._ratio()
         if ratio < 1.05 or landed <= aim:
             return
         reach = (landed - aim) / (ratio - 1)  # how far before `aim` the keyframe was
