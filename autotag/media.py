@@ -371,9 +371,10 @@ class _Sampler:
 
         OpenCV seeks to the keyframe before and then grabs forward counting one frame a grab,
         so while skipping it lands past where it was asked, by about as much again as the
-        distance from that keyframe: where it landed is checked, the backoff grown from the
-        overshoot and kept for this clip's next seeks, and a seek that still lands too late
-        makes the clip decode without skipping."""
+        distance from that keyframe. So a seek aims just past the keyframe expected before the
+        target (where keyframes have come so far), where it landed is checked, the backoff is
+        grown from any overshoot and kept for this clip's next seeks, and a seek that still
+        lands too late makes the clip decode without skipping."""
         if self.known_times or target - prev_time < SEEK_GAP:
             return False
         for attempt in range(SEEK_TRIES):
