@@ -309,7 +309,7 @@ class _Sampler:
             self.frame_index += 1
             t = self._frame_time()
             self._observe(t)
-            if self.skipping and self.prev_time is not None:  # read on, not landed by a seek
+            if self.skipping:
                 self._note_keyframe(t)
             last_time = max(last_time, t)
             late = []  # on screen before this frame: the previous decoded frame's
