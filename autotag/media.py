@@ -135,9 +135,15 @@ def sample_clip(path: Path, max_windows: int, max_pixels: int,
     if skip_nonref:
         try:
             return _sample_video(path, max_windows, max_pixels, deadline, skipping=True)
+        except _Unopened:
+            raise  # the file itself is the problem: opening it again would say the same
         except (_TooSparse, DecodeError):  # or a decoder that gives nothing when told to skip:
             pass  # every frame, as if skipping were off (the error, if any, is that one's)
     return _sample_video(path, max_windows, max_pixels, deadline, skipping=False)
+
+
+class _Unopened(DecodeError):
+    """The file cannot be opened as a video this size or smaller (whatever the decoder skips)."""
 
 
 class _TooSparse(Exception):
@@ -167,16 +173,16 @@ def _open(path: Path, max_pixels: int, skip_nonref: bool = False) -> cv2.VideoCa
         cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # honour rotation metadata (OpenCV's default)
     if not cap.isOpened():
-        raise DecodeError("not a video OpenCV can read (unknown format, unsupported codec, "
+        raise _Unopened("not a video OpenCV can read (unknown format, unsupported codec, "
                           "or no video stream)")
     width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     if width <= 0 or height <= 0:
         cap.release()
-        raise DecodeError("no video stream")
+        raise _Unopened("no video stream")
     if width * height > max_pixels:
         cap.release()
-        raise DecodeError(f"frames of {width}×{height} are larger than sampling.max_pixels "
+        raise _Unopened(f"frames of {width}×{height} are larger than sampling.max_pixels "
                           f"({max_pixels}); raise it to tag this clip")
     return cap
 
