@@ -216,7 +216,7 @@ def _reject_unknown(prefix: str, raw: dict, known: set[str]) -> None:
         if key not in known:
             where = f"{prefix}{key}"
             hint = ", ".join(sorted(known))
-            raise ConfigError(f"unknown key '{where}'; known keys here: {hint}")
+            raise ConfigError(f"unknown key {where!r}; known keys here: {hint}")
 
 
 def _section(name: str, type_name: str, raw: Any, base: Path) -> Any:
@@ -308,7 +308,7 @@ def _vocabulary(raw: Any) -> tuple[VocabEntry, ...]:
                 prompts = [prompts]
             if (not isinstance(prompts, list) or not prompts
                     or not all(isinstance(p, str) and p.strip() for p in prompts)):
-                raise ConfigError(f"'{key}' ({label}) must map to a non-empty list of prompt "
+                raise ConfigError(f"'{key}' ({label!r}) must map to a non-empty list of prompt "
                                   "strings, e.g. 'biking: [riding a bike, mountain biking]'")
             entries.append(VocabEntry(label.strip(), tuple(p.strip() for p in prompts)))
         else:

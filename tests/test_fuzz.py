@@ -91,6 +91,8 @@ def _parses_or_config_error(text: str, base: Path) -> None:
 @example(document={"vocabulary": ["a"], "tagging": {"min_score": math.nan}})
 @example(document={"vocabulary": ["a"], "watch": {"polling_seconds": math.inf}})
 @example(document={"vocabulary": ["a"], "hooks": {"timeout": 10 ** 400}})
+@example(document={"vocabulary": [{"0\n": 5}]})  # CI found it: a newline in the message
+@example(document={"vocabulary": ["a"], "watch": {"a\nb": 1}})  # the same, in a key
 def test_config_from_any_yaml_mapping_is_a_config_or_a_config_error(document, tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     _parses_or_config_error(yaml.safe_dump(document, allow_unicode=True), base)
