@@ -1,22 +1,24 @@
-"""Config → model → vocabulary → store → outputs → pipeline: the composition root.
+"""Config → model → vocabulary → store → outputs → engine + tagger: the composition root.
 
-Builds the collaborators once and hands them to each other, so the pipeline, the daemon and
-the search and retag commands share one way of starting up, and tests can build the same
-objects with a fake embedder.
+The one factory every command and the daemon build their collaborators with; it accepts an
+embedder, so tests (and a reload that keeps the model) hand in theirs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from autotag.config import Config, default_cache_dir
-from autotag.model import Embedder, load_model
+from autotag.engine import Engine, RetryFailed
+from autotag.model import Embedder, LazyEmbedder, load_model
 from autotag.outputs import build_outputs
-from autotag.pipeline import Pipeline, Tagger
 from autotag.store import Store
+from autotag.tagging import ClipResult, Tagger
 from autotag.vocabulary import Vocabulary, build_vocabulary
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,17 @@ class App:
     embedder: Embedder
     vocabulary: Vocabulary
     store: Store
+    engine: Engine
     tagger: Tagger
-    pipeline: Pipeline
+
+    def tag(self, paths: Iterable[Path], *, force: bool = False,
+            retry_failed: RetryFailed = True, stop: threading.Event | None = None,
+            on_windows: Callable[[int], None] | None = None) -> Iterator[ClipResult]:
+        """Engine → tagging: one result per path, lazily (see Engine.embed)."""
+        outcomes = self.engine.embed(paths, fresh=self.tagger.is_up_to_date, force=force,
+                                     retry_failed=retry_failed, stop=stop,
+                                     on_windows=on_windows)
+        return self.tagger.results(outcomes)
 
     def close(self) -> None:
         self.store.close()
@@ -44,14 +55,18 @@ def with_model(config: Config, handle: str | None) -> Config:
     return dataclasses.replace(config, model=dataclasses.replace(config.model, handle=handle))
 
 
-def open_app(config: Config, embedder: Embedder | None = None,
+def open_app(config: Config, embedder: Embedder | None = None, *, lazy: bool = False,
              cache_dir: Path | None = None) -> App:
-    """Load the model (unless given), embed the vocabulary, open the store, choose outputs."""
+    """Load the model (unless given; lazy: on its first call, so a run with nothing to embed
+    and a warm text cache never loads it), embed the vocabulary, open the store, choose
+    outputs. Raises ModelError or StoreError with their one line."""
     if embedder is None:
-        log.info("loading the model from %s", config.model.handle)
-        embedder = load_model(config.model.handle, config.model.threads)
+        if lazy:
+            embedder = LazyEmbedder(config.model.handle, config.model.threads)
+        else:
+            log.info("loading the model from %s", config.model.handle)
+            embedder = load_model(config.model.handle, config.model.threads)
     vocabulary = build_vocabulary(config.vocabulary, embedder, cache_dir or default_cache_dir())
     store = Store(config.state.store_path)
     tagger = Tagger(config, vocabulary, build_outputs(config), store, embedder.fingerprint)
-    return App(config, embedder, vocabulary, store, tagger,
-               Pipeline(config, embedder, tagger, store))
+    return App(config, embedder, vocabulary, store, Engine(config, embedder, store), tagger)

@@ -139,14 +139,26 @@ def find_config(explicit: Path | None) -> Path:
         if not explicit.is_file():
             raise ConfigError(f"config file {explicit} not found; pass an existing file to --config")
         return explicit
-    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    candidates = [Path.cwd() / CONFIG_NAME, xdg / "autotag" / CONFIG_NAME]
+    candidates = [Path.cwd() / CONFIG_NAME, user_config_path()]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     looked = ", ".join(str(c) for c in candidates)
-    raise ConfigError(f"no config file found (looked in {looked}); pass --config PATH "
-                      "or copy the example config.yaml from autotag's repository there")
+    raise ConfigError(f"no config file found (looked in {looked}); run 'autotag init' to "
+                      "write the default one, or pass --config PATH")
+
+
+def default_config_text() -> str:
+    """The documented default config (the repository's config.yaml, shipped in the package)."""
+    from importlib.resources import files
+
+    return files("autotag").joinpath("config.yaml").read_text(encoding="utf-8")
+
+
+def user_config_path() -> Path:
+    """$XDG_CONFIG_HOME/autotag/config.yaml: where `autotag init` writes by default."""
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return xdg / "autotag" / CONFIG_NAME
 
 
 def load_config(path: Path) -> Config:

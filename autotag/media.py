@@ -103,7 +103,7 @@ def to_model_input(frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def quiet_opencv(debug: bool = False) -> None:
+def quiet_decoder(debug: bool = False) -> None:
     """OpenCV and FFmpeg warn on stderr about broken files; autotag reports them in one line."""
     level = cv2.utils.logging.LOG_LEVEL_DEBUG if debug else cv2.utils.logging.LOG_LEVEL_SILENT
     cv2.utils.logging.setLogLevel(level)

@@ -12,11 +12,11 @@ may be unmounted; `autotag --once` re-tags a changed file).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from autotag.clip import SourceInfo
-from autotag.pipeline import ClipResult, Tagger
+from autotag.tagging import ClipResult, Tagger
 from autotag.search import is_fresh, is_under
 from autotag.store import FileRecord, Store
 
@@ -29,19 +29,8 @@ def stored_clips(store: Store, model: str, under: Sequence[Path] = ()) -> list[F
     return [r for r in records if not under or is_under(r.path, under)]
 
 
-def retag(tagger: Tagger, store: Store, records: Sequence[FileRecord],
-          on_result: Callable[[ClipResult], None] | None = None) -> list[ClipResult]:
-    """Re-score and rewrite the outputs of each record's clip; one result per record."""
-    results = []
-    for result in _retag_each(tagger, store, records):
-        results.append(result)
-        if on_result:
-            on_result(result)
-    return results
-
-
-def _retag_each(tagger: Tagger, store: Store, records: Sequence[FileRecord]
-                ) -> Iterator[ClipResult]:
+def retag(tagger: Tagger, store: Store, records: Sequence[FileRecord]) -> Iterator[ClipResult]:
+    """Re-score and rewrite the outputs of each record's clip; one result per record, lazily."""
     for record in records:
         if not is_fresh(record):  # one stat for the usual, fresh clip
             yield ClipResult(record.path, "skipped", "changed since it was tagged; "

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from autotag.cli import show
+from autotag.files import show
 from autotag.config import OutputsConfig
 from autotag.outputs import sidecar_path
 from tests.clips import BLUE, GREEN, RED, write_gif, write_video

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from autotag.pipeline import hash_file
+from autotag.engine import hash_file
 from benchmarks import clipset, measure, report, suite
 
 pytestmark = pytest.mark.skipif(not clipset.shutil.which("ffmpeg"), reason="needs ffmpeg")

@@ -86,7 +86,7 @@ def test_damaged_clips_never_hang_or_crash_the_decoder(tmp_path):
     assert raised == [], "exceptions other than DecodeError:\n" + "\n".join(raised)
     failed = [x for x in outcomes.values() if x.startswith("FAIL")]
     assert all(len(x.split(" ", 2)[2]) > 5 for x in failed)  # each with a reason
-    # after media.quiet_opencv(), FFmpeg's "[h264 @ 0x...] error while decoding MB" lines do
+    # after media.quiet_decoder(), FFmpeg's "[h264 @ 0x...] error while decoding MB" lines do
     # not reach the user's stderr: autotag's one line per bad file is the report
     chatter = [x for x in done.stderr.splitlines() if re.match(r"\[[\w,]+ @ 0x", x)]
     assert chatter == [], chatter[:5]
@@ -96,7 +96,7 @@ def _decode_each(paths: list[str]) -> None:
     """Child process: decode each file, one line per file on stdout."""
     from autotag import media
 
-    media.quiet_opencv()
+    media.quiet_decoder()
     for raw in paths:
         path = Path(raw)
         print("START", path.name, flush=True)

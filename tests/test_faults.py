@@ -15,7 +15,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from autotag import media, pipeline
+from autotag import engine, media
 from autotag.app import open_app
 from autotag.config import load_config
 from tests.clips import BLUE, GREEN, RED, write_video
@@ -38,7 +38,7 @@ def run(config_path: Path, clips: list[Path], embedder, extra: str = ""):
     config = load_config(config_path)
     app = open_app(config, embedder=embedder)
     try:
-        return {r.path.name: r for r in app.pipeline.run(clips)}
+        return {r.path.name: r for r in app.tag(clips)}
     finally:
         app.close()
 
@@ -104,7 +104,7 @@ def test_file_deleted_or_replaced_while_decoding(library, embedder):
             write_video(path, [(RED, 3)])  # replaced by another clip mid-read
         return sampled
 
-    with mock.patch.object(pipeline.media, "sample_clip", meddling):
+    with mock.patch.object(engine.media, "sample_clip", meddling):
         results = run(config, sorted(clips.iterdir()), embedder)
     assert results["a.mp4"].status == results["b.mp4"].status == "failed"
     assert results["b.mp4"].retryable and "changed while" in results["b.mp4"].reason
@@ -143,14 +143,14 @@ def test_a_hanging_decode_is_cut_off_by_the_timeout(library, embedder):
 
 def test_unreadable_file_is_reported(library, embedder):
     clips, config = library
-    real = pipeline.hash_file
+    real = engine.hash_file
 
     def denied(path):
         if path.name == "a.mp4":
             raise PermissionError(errno.EACCES, "Permission denied")
         return real(path)
 
-    with mock.patch.object(pipeline, "hash_file", denied):
+    with mock.patch.object(engine, "hash_file", denied):
         results = run(config, sorted(clips.iterdir()), embedder)
     assert results["a.mp4"].status == "failed"
     assert "Permission denied" in results["a.mp4"].reason
@@ -255,7 +255,7 @@ def test_filesystem_faults_in_watch_mode(tmp_path, model_dir, embedder):
 
     with mock.patch("autotag.atomic.os.write", full_for_full), \
             mock.patch("autotag.atomic.os.open", read_only_inbox), \
-            mock.patch.object(pipeline.media, "sample_clip", vanishing), \
+            mock.patch.object(engine.media, "sample_clip", vanishing), \
             Running(config, root, embedder) as daemon:
         for name, colour in (("full.mp4", RED), ("vanishes.mp4", GREEN), ("fine.mp4", BLUE)):
             write_video(root / name, [(colour, 2)])

@@ -152,14 +152,14 @@ def test_copy_is_tagged_from_stored_embeddings_and_batches_span_clips(library, e
     config = load_config(config_path)
     counting = CountingEmbedder(embedder)
     app = open_app(config, embedder=counting)
-    results = app.pipeline.run(sorted(p for p in clips.rglob("*") if p.suffix in {".mp4", ".gif"}
-                                      and not p.name.startswith(".")))
+    results = list(app.tag(sorted(p for p in clips.rglob("*") if p.suffix in {".mp4", ".gif"}
+                                  and not p.name.startswith("."))))
     assert {r.status for r in results} == {"tagged"}
     assert max(counting.batches) == 8 and sum(counting.batches) == 8 + 2 + 1
     assert len(counting.batches) == 2  # 11 windows from three clips: one full batch, one rest
     shutil.copy(clips / "red.mp4", clips / "copy of red.mp4")
     calls = len(counting.batches)
-    (result,) = app.pipeline.run([clips / "copy of red.mp4"])
+    (result,) = app.tag([clips / "copy of red.mp4"])
     assert (result.status, result.tags[0].label) == ("reused", "red")
     assert len(counting.batches) == calls
     assert sidecar(clips / "copy of red.mp4")["top"] == "red"
@@ -188,7 +188,7 @@ def test_model_failure_fails_only_the_culprit(library, embedder):
             return out
 
     app = open_app(load_config(config_path), embedder=NanOnBlue(embedder))
-    results = {r.path.name: r for r in app.pipeline.run(
+    results = {r.path.name: r for r in app.tag(
         [clips / "red.mp4", clips / "changes.mp4", clips / "sub" / "green.gif"])}
     assert results["changes.mp4"].status == "failed"
     assert "NaN" in results["changes.mp4"].reason

@@ -117,7 +117,7 @@ def test_retag_after_a_vocabulary_change_never_calls_the_video_model(indexed, em
     app = open_app(config, embedder=counting)
     try:
         records = stored_clips(app.store, app.tagger.model)
-        results = retag(app.tagger, app.store, records)
+        results = list(retag(app.tagger, app.store, records))
     finally:
         app.close()
     assert counting.batches == []  # the video signature was never called

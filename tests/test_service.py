@@ -17,9 +17,10 @@ import pytest
 
 from autotag.app import open_app
 from autotag.config import load_config
-from autotag.notify import Notifier
-from autotag.pipeline import ClipResult
-from autotag.service import MAX_RETRIES, Daemon, DaemonError, acquire_lock
+from autotag.store import Store
+from autotag.daemon.notify import Notifier
+from autotag.tagging import ClipResult
+from autotag.daemon.service import MAX_RETRIES, Daemon, DaemonError, acquire_lock
 from tests.clips import BLUE, GREEN, RED, write_video
 from tests.test_pipeline import CountingEmbedder
 
@@ -59,14 +60,7 @@ class Running:
         self.daemon = Daemon(load_config(config_path), [root],
                              open_app=lambda c, e: open_app(c, embedder=self.embedder),
                              reload_config=lambda: load_config(config_path),
-                             notifier=notifier)
-        original = self.daemon._result
-
-        def record(result):
-            self.results.append(result)
-            original(result)
-
-        self.daemon._result = record
+                             notifier=notifier, on_result=self.results.append)
         self.code: int | None = None
         self.thread = threading.Thread(target=self._run)
 
@@ -100,7 +94,7 @@ def test_arrival_tagged_once_and_copy_without_model_call(setup, embedder):
         shutil.copy(root / "red.mp4", root / "red copy.mp4")
         wait_for(lambda: len(log_lines(config)) == 2)
         assert len(run.embedder.batches) == calls  # the copy reused stored embeddings
-        time.sleep(1.0)  # nothing else arrives: each clip exactly once
+        assert run.daemon.wait_idle(DEADLINE)  # nothing pending: each clip exactly once
     lines = log_lines(config)
     assert sorted(line["path"] for line in lines) == [str(root / "red copy.mp4"),
                                                       str(root / "red.mp4")]
@@ -116,7 +110,7 @@ def test_restart_catches_up_and_retags_nothing_else(setup, embedder):
     write_video(root / "while stopped.mp4", [(GREEN, 2)])
     with Running(config, root, embedder) as run:
         wait_for(lambda: len(log_lines(config)) == 2)
-        time.sleep(1.0)  # the startup scan handed on everything it was going to
+        assert run.daemon.wait_idle(DEADLINE)  # the startup scan handed on all it was going to
     # the store knows first.mp4's version: not even handed to the pipeline again
     assert [(r.path.name, r.status) for r in run.results] == [("while stopped.mp4", "tagged")]
 
@@ -133,7 +127,7 @@ def test_a_burst_of_200_clips_is_tagged_exactly_once_each(setup, embedder, tmp_p
         for path in staging.iterdir():
             path.rename(root / path.name)  # dropped at once, as a file manager moves them
         wait_for(lambda: len(log_lines(config)) >= 200, deadline=120)
-        time.sleep(1.0)  # nothing else arrives: each clip exactly once
+        assert run.daemon.wait_idle(DEADLINE)  # nothing pending: each clip exactly once
     paths = [line["path"] for line in log_lines(config)]
     assert len(paths) == 200 and len(set(paths)) == 200
     assert all(Path(f"{root / name}.autotag.json").is_file() for name in map(Path, paths))
@@ -173,8 +167,13 @@ def test_a_clip_renamed_or_deleted_takes_its_own_outputs_with_it(setup, embedder
         (root / "renamed.mp4").unlink()
         wait_for(lambda: not Path(f"{root / 'renamed.mp4'}.autotag.json").exists())
         wait_for(lambda: not list(previews.iterdir()))
-        store = run.daemon._app.store
-        assert store.file(root / "red.mp4") is None and store.file(root / "renamed.mp4") is None
+        assert run.daemon.wait_idle(DEADLINE)
+        store = Store(load_config(config).state.store_path)
+        try:
+            assert store.file(root / "red.mp4") is None
+            assert store.file(root / "renamed.mp4") is None
+        finally:
+            store.close()
     assert (root / "red.nfo").exists()  # the user's kind of file: never removed
     assert [r.status for r in run.results] == ["tagged", "reused"]  # renamed: no model call
 
@@ -183,10 +182,12 @@ def test_a_retry_pending_at_a_reload_still_happens(setup, embedder):
     root, config = setup
     with Running(config, root, embedder) as run:
         (root / "bad.mp4").write_text("not a video")
-        wait_for(lambda: run.daemon._attempts.get(root / "bad.mp4", 0) >= 1)
+        wait_for(lambda: len(run.results) >= 1)  # its first attempt failed; a retry is due
         run.daemon.request_reload()  # a new watcher: the pending retry must carry over
         wait_for(lambda: run.daemon.counts["failed"] == 1)  # its last attempt, then failed
+        assert run.daemon.wait_idle(DEADLINE)
     assert [r.path.name for r in run.results] == ["bad.mp4"] * (MAX_RETRIES + 1)
+    assert [r.attempts for r in run.results] == list(range(1, MAX_RETRIES + 2))
 
 
 def test_second_daemon_on_the_same_store_is_refused(tmp_path):
@@ -200,26 +201,21 @@ def test_second_daemon_on_the_same_store_is_refused(tmp_path):
     acquire_lock(state).close()  # free again once the first is gone
 
 
-def test_decode_failure_is_retried_with_backoff_then_failed(setup):
+def test_decode_failure_is_retried_with_backoff_then_failed(setup, embedder, caplog):
     root, config = setup
-    daemon = Daemon(load_config(config), [root], open_app=None, reload_config=None)
-
-    class FakeWatcher:
-        backlog = 0
-
-        def __init__(self):
-            self.retries: list[float] = []
-
-        def retry_later(self, path, delay):
-            self.retries.append(delay)
-
-    daemon._watcher = FakeWatcher()
-    failure = ClipResult(root / "x.mp4", "failed", "no frame could be decoded", retryable=True)
-    for _ in range(4):
-        daemon._result(failure)
-    assert daemon._watcher.retries == [0.6, 1.2, 2.4]  # stability × 2, 4, 8
-    assert daemon.counts["failed"] == 1
-    assert daemon._attempts == {}
+    caplog.set_level("INFO", logger="autotag")
+    with Running(config, root, embedder) as run:
+        (root / "x.mp4").write_bytes(b"not a video" * 10)
+        wait_for(lambda: run.daemon.counts["failed"] == 1)
+        assert run.daemon.wait_idle(DEADLINE)  # and nothing more is tried
+    assert [r.status for r in run.results] == ["failed"] * (MAX_RETRIES + 1)
+    delays = [m.split("trying again in ")[1] for m in caplog.messages if "trying again" in m]
+    assert delays == ["0.6 s", "1.2 s", "2.4 s"]  # stability × 2, 4, 8
+    store = Store(load_config(config).state.store_path)  # the attempts live in the store
+    try:
+        assert store.file(root / "x.mp4").attempts == MAX_RETRIES + 1
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("abstract", [False, True])

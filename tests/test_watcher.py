@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autotag.config import WatchConfig
-from autotag.watcher import StabilityTracker, Watcher
+from autotag.daemon.watcher import StabilityTracker, Watcher
 
 STABLE = 0.3  # s; short stability delay for tests
 DEADLINE = 15.0  # s; generous upper bound for anything to arrive

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -29,7 +30,7 @@ from autotag.files import absolute, find_clips, is_clip_name, is_ignored_path, s
 
 log = logging.getLogger(__name__)
 
-TICK_SECONDS = 0.25  # how often pending files are checked; also the stop latency
+CHECK_SECONDS = 2.0  # how often an idle watcher checks its folders are there and its observer lives
 BACKLOG_WARNING = 1000  # queued paths before the backlog is logged as a warning
 QUEUE_SIZE = 10_000  # stable paths waiting for the pipeline; past this, rescans catch up
 INOTIFY_LIMIT = (errno.ENOSPC, errno.EMFILE)  # inotify_add_watch(2): watch or instance limit
@@ -70,12 +71,24 @@ class StabilityTracker:
         with self._lock:
             return len(self._pending)
 
-    def ready(self) -> list[Path]:
-        """Paths whose timer ran out with size and mtime unchanged; they leave the tracker.
-        A changed file starts over; a vanished or non-regular one is dropped."""
+    def paths(self) -> list[Path]:
+        with self._lock:
+            return sorted(self._pending)
+
+    def next_due(self) -> float | None:
+        """The monotonic time the earliest pending path may be stable, None with none pending."""
+        with self._lock:
+            return min((e.due for e in self._pending.values()), default=None)
+
+    def ready(self, hand_on: Callable[[Path], None] | None = None) -> list[Path]:
+        """Paths whose timer ran out with size and mtime unchanged; they leave the tracker
+        after hand_on(path) took them (so a path is always in the tracker or handed on, and
+        "nothing pending anywhere" is never true in between). A changed file starts over; a
+        vanished or non-regular one is dropped."""
         now = self.clock()
         with self._lock:
-            due = [(p, e) for p, e in self._pending.items() if e.due <= now]
+            due = sorted(((p, e) for p, e in self._pending.items() if e.due <= now),
+                         key=lambda item: item[0])
         stable = []
         for path, entry in due:
             try:
@@ -89,10 +102,25 @@ class StabilityTracker:
                 self.touch(path)
             else:
                 with self._lock:
-                    if self._pending.get(path) is entry:  # no event came in meanwhile
-                        del self._pending[path]
-                        stable.append(path)
-        return sorted(stable)
+                    if self._pending.get(path) is not entry:  # an event came in meanwhile
+                        continue
+                try:
+                    if hand_on is not None:
+                        hand_on(path)
+                finally:
+                    with self._lock:
+                        if self._pending.get(path) is entry:
+                            del self._pending[path]
+                stable.append(path)
+        return stable
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def _resolved(path: Path) -> Path | None:
@@ -119,6 +147,8 @@ class _Handler(FileSystemEventHandler):
             path = Path(os.fsdecode(raw))
             if event.event_type == "deleted":
                 self.watcher.forget(path, removed=not event.is_directory)
+                if event.is_directory:
+                    self.watcher.root_deleted(path)
             elif event.is_directory:
                 if event.event_type in ("created", "moved"):
                     self.watcher.new_folder(path)
@@ -130,17 +160,20 @@ class Watcher:
     """Watches folders and puts each clip, once stable, on `out`. Owns two threads (watchdog's
     observer and the stability ticker), both ended by `stop()`."""
 
-    def __init__(self, roots: Iterable[Path], config: WatchConfig, out: queue.Queue[Path],
+    def __init__(self, roots: Iterable[Path], config: WatchConfig, out: Inbox,
                  exclude: Iterable[Path] = (),
                  known: Callable[[Path, os.stat_result], bool] | None = None,
                  gone: Callable[[Path], None] | None = None,
+                 changed: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        """known(path, stat): True when this version of the file was handled already (tagged
+        """out: where stable paths go (`put_nowait`, raising queue.Full, and `qsize`).
+        known(path, stat): True when this version of the file was handled already (tagged
         or failed), so that scans do not hand the whole library on again. gone(path): a clip
         was deleted or moved away (an event, never a missing folder: an unmounted share is not
-        a deletion)."""
+        a deletion). changed(): the set of pending paths may have shrunk (after each tick)."""
         self.known = known
         self.gone = gone
+        self.changed = changed
         self.roots = [absolute(r) for r in roots]
         self.config = config
         self.out = out
@@ -148,8 +181,10 @@ class Watcher:
         self.tracker = StabilityTracker(config.stability_seconds, clock)
         self.polling = config.polling
         self._stop = threading.Event()
+        self._kick = threading.Event()  # a path was touched: its due time may be the earliest
         self._observer = None
-        self._watched: set[Path] = set()
+        self._watched: dict[Path, tuple[int, int] | None] = {}  # root → (st_dev, st_ino)
+        self._check_now = False  # a root itself was deleted: check the folders at once
         self._real_roots = {r: _resolved(r) for r in self.roots}  # a root may be a symlink
         self._ticker = threading.Thread(target=self._tick_loop, name="autotag-stability",
                                         daemon=True)
@@ -166,6 +201,7 @@ class Watcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         if self._ticker.is_alive():
             self._ticker.join()
         self._stop_observer()
@@ -176,6 +212,7 @@ class Watcher:
         path = self.canonical(path)
         if self._wanted(path):
             self.tracker.touch(path)
+            self._kick.set()
 
     def forget(self, path: Path, removed: bool = False) -> None:
         """Stop tracking path; removed: it was deleted or moved away, tell `gone`."""
@@ -202,6 +239,12 @@ class Watcher:
                 return root / real.relative_to(real_root)
         return path
 
+    def root_deleted(self, folder: Path) -> None:
+        """A watched folder itself went away (an unmount, a delete): check the folders now."""
+        if folder in self._watched:
+            self._check_now = True
+            self._kick.set()
+
     def new_folder(self, folder: Path) -> None:
         """A folder created or moved in: files may have landed before its watch existed."""
         root = self._root_of(folder)
@@ -219,6 +262,8 @@ class Watcher:
                 continue
             self.tracker.touch(path)
             count += 1
+        if count:
+            self._kick.set()
         return count
 
     def _known(self, path: Path) -> bool:
@@ -234,6 +279,11 @@ class Watcher:
         """Check `path` again after `delay` seconds (a copy that looked complete but did not
         decode may still be arriving)."""
         self.tracker.touch(path, delay)
+        self._kick.set()
+
+    def pending(self) -> list[Path]:
+        """The paths waiting to be stable (or to be tried again), for a successor watcher."""
+        return self.tracker.paths()
 
     def _wanted(self, path: Path) -> bool:
         if not is_clip_name(path.name, self.config.ignore):
@@ -246,29 +296,48 @@ class Watcher:
     # -- threads ----------------------------------------------------------------------------
 
     def _tick_loop(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
+        """Sleep until a pending path may be stable, a rescan is due, a path is touched or the
+        folders are due for a check: an idle watcher wakes every CHECK_SECONDS, no more."""
+        next_check = time.monotonic() + CHECK_SECONDS
+        while not self._stop.is_set():
+            due = self.tracker.next_due()
+            wake = min(next_check, self._next_rescan if self.config.rescan_seconds else next_check,
+                       next_check if due is None else due)
+            self._kick.wait(max(0.0, wake - time.monotonic()))
+            self._kick.clear()
+            if self._stop.is_set():
+                return
             try:
                 self._tick()
+                if time.monotonic() >= next_check or self._check_now:
+                    self._check_now = False
+                    next_check = time.monotonic() + CHECK_SECONDS
+                    self._check_observer()
             except Exception:  # noqa: BLE001 - the ticker must outlive one bad tick
                 log.exception("watcher tick failed; continuing")
 
     def _tick(self) -> None:
-        for path in self.tracker.ready():
-            try:
-                self.out.put_nowait(path)
-            except queue.Full:  # the file stays on disk; the next rescan finds it
-                log.warning("queue full (%d clips waiting); %s waits for the next rescan",
-                            self.out.qsize(), show(path))
-        self._check_observer()
+        try:
+            self.tracker.ready(self._hand_on)
+        finally:
+            if self.changed is not None:
+                self.changed()
         if self.config.rescan_seconds and time.monotonic() >= self._next_rescan:
             self._next_rescan = time.monotonic() + self.config.rescan_seconds
             found = self.scan(self.roots)
             log.debug("rescan: %d clips checked", found)
 
+    def _hand_on(self, path: Path) -> None:
+        try:
+            self.out.put_nowait(path)
+        except queue.Full:  # the file stays on disk; the next rescan finds it
+            log.warning("queue full (%d clips waiting); %s waits for the next rescan",
+                        self.out.qsize(), show(path))
+
     def _start_observer(self) -> None:
         self._observer = (PollingObserver(timeout=self.config.polling_seconds) if self.polling
                           else Observer())
-        self._watched = set()
+        self._watched = {}
         self._schedule_roots()
         try:
             self._observer.start()
@@ -287,7 +356,7 @@ class Watcher:
                 continue
             try:
                 self._observer.schedule(handler, str(root), recursive=True)
-                self._watched.add(root)
+                self._watched[root] = _identity(root)
             except OSError as exc:
                 if exc.errno in INOTIFY_LIMIT and not self.polling:
                     self._fall_back_to_polling(exc)
@@ -311,8 +380,11 @@ class Watcher:
 
     def _check_observer(self) -> None:
         """Recover from a dead observer thread or a folder that went away and came back."""
-        gone = {r for r in self._watched if not r.is_dir()}
-        back = {r for r in self.roots if r not in self._watched and r.is_dir()}
+        # gone: not there, or another folder now (unmounted and mounted again, or deleted and
+        # created again, between two checks: the old watch sees nothing of the new folder)
+        gone = {r for r, ident in self._watched.items() if _identity(r) != ident}
+        back = {r for r in self.roots if (r not in self._watched or r in gone) and r.is_dir()}
+        gone -= back
         for root in gone:
             log.warning("watched folder %s disappeared (unmounted?); its clips are kept; "
                         "watching for it to come back", root)
@@ -329,3 +401,11 @@ class Watcher:
     @property
     def backlog(self) -> int:
         return self.out.qsize() + len(self.tracker)
+
+
+class Inbox(Protocol):
+    """Where the watcher puts stable paths (a queue.Queue will do)."""
+
+    def put_nowait(self, path: Path) -> None: ...
+
+    def qsize(self) -> int: ...

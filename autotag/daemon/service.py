@@ -1,13 +1,18 @@
-"""The daemon's life: lock → load → catch up → watch → tag → (SIGHUP: reload) → SIGTERM: stop.
+"""The daemon's life: lock → load → catch up → watch → engine → tagging → (SIGHUP: reload) → SIGTERM: stop.
 
 One daemon per state store (an flock beside it). The main thread only waits for signals and
 talks to systemd (READY, STATUS, WATCHDOG, RELOADING, STOPPING); the watcher's threads turn
-events into stable paths on a bounded queue; one worker thread runs the pipeline on that queue.
-Collaborators come in through the constructor, so tests run a daemon with their own.
+events into stable paths in the inbox; one worker thread runs the engine and the tagging step on
+the inbox's paths and streams each result to the listeners, keeping none. Retry attempts live in
+the state store. Nothing polls: every thread sleeps on a condition or an event until there is
+work (or a timer it set is due), so an idle daemon costs next to nothing and stops at once.
+Collaborators come in through the constructor, so tests run a daemon with their own, subscribe
+to its results and wait for it to be idle.
 """
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import logging
 import os
@@ -20,17 +25,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from autotag.config import Config, OutputsConfig
+from autotag.daemon.notify import Notifier, watchdog_interval
+from autotag.daemon.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
 from autotag.files import absolute, show
-from autotag.notify import Notifier, watchdog_interval
 from autotag.outputs.preview import preview_name
 from autotag.outputs.sidecar import sidecar_path
-from autotag.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
+from autotag.store import FileRecord
+from autotag.tagging import ClipResult
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 8.0  # s to finish the batch in flight on SIGTERM (systemd's default is 90)
-STATUS_SECONDS = 5.0  # how often STATUS= and the backlog are reported
-SOURCE_POLL = 0.5  # s; the worker's wait for a path, and its heartbeat when idle
+STATUS_SECONDS = 5.0  # how often STATUS= and the backlog are reported under systemd
 MAX_RETRIES = 3  # decode failures right after a file looked stable: retried with backoff
 
 
@@ -74,30 +80,75 @@ def acquire_lock(state_path: Path):
     return handle
 
 
+class _Inbox:
+    """Stable paths from the watcher → the engine, and how many paths the engine has been
+    given and not finished: with the watcher's pending count, what "idle" means."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.cond = threading.Condition()
+        self.paths: collections.deque[Path] = collections.deque()
+        self.maxsize = maxsize
+        self.outstanding = 0  # handed to the engine, result not out yet
+
+    def put_nowait(self, path: Path) -> None:
+        with self.cond:
+            if len(self.paths) >= self.maxsize:
+                raise queue.Full
+            self.paths.append(path)
+            self.cond.notify_all()
+
+    def qsize(self) -> int:
+        with self.cond:
+            return len(self.paths)
+
+    def until(self, stop: threading.Event) -> Iterator[Path]:
+        """The engine's source: each path as it comes, ending once `stop` is set (and woken)."""
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: self.paths or stop.is_set())
+                if stop.is_set():
+                    return
+                path = self.paths.popleft()
+                self.outstanding += 1
+            yield path
+
+    def done(self) -> None:
+        with self.cond:
+            self.outstanding -= 1
+            self.cond.notify_all()
+
+    def wake(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+
 class Daemon:
     """Watch `dirs` (plus watch.paths) and tag each complete clip once.
 
-    open_app(config, embedder_or_None) builds the pipeline (reusing the embedder on a reload
-    that keeps the model); reload_config() re-reads the config file. After a vocabulary change
-    the restarted watcher's catch-up scan finds every clip stale, and the pipeline re-tags each
-    from its stored embeddings (no decoding, no video model call), as `autotag retag` does.
+    open_app(config, embedder_or_None) builds the app (reusing the embedder on a reload that
+    keeps the model); reload_config() re-reads the config file. on_result(result) is called for
+    every clip's result, on the worker thread; nothing is kept. After a vocabulary change the
+    restarted watcher's catch-up scan finds every clip stale, and the engine re-tags each from
+    its stored embeddings (no decoding, no video model call), as `autotag retag` does.
     """
 
     def __init__(self, config: Config, dirs: list[Path], open_app: Callable,
-                 reload_config: Callable[[], Config], notifier: Notifier | None = None) -> None:
+                 reload_config: Callable[[], Config], notifier: Notifier | None = None,
+                 on_result: Callable[[ClipResult], None] | None = None) -> None:
         self.config = config
         self.dirs = [absolute(d) for d in dirs]
         self.open_app = open_app
         self.reload_config = reload_config
         self.notifier = notifier or Notifier()
-        self.queue: queue.Queue[Path] = queue.Queue(QUEUE_SIZE)
-        self.counts: Counter[str] = Counter()
+        self.on_result = on_result
+        self.inbox = _Inbox(QUEUE_SIZE)
+        self.counts: Counter[str] = Counter()  # totals by status, for STATUS= lines
         self.heartbeat = time.monotonic()
-        self.ready = threading.Event()  # set once watching (tests wait on it)
+        self.ready = threading.Event()  # set once watching
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reloading = False
         self._wake = threading.Event()
-        self._attempts: dict[Path, int] = {}
         self._app = None
         self._watcher: Watcher | None = None
         self._worker: threading.Thread | None = None
@@ -113,6 +164,19 @@ class Daemon:
         self._reload.set()
         self._wake.set()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing is pending anywhere (no file waiting to be stable or to be tried
+        again, none queued, none being tagged) and no reload is due; False after `timeout`."""
+        with self.inbox.cond:
+            return self.inbox.cond.wait_for(self._idle, timeout)
+
+    def _idle(self) -> bool:
+        watcher = self._watcher
+        return (self.ready.is_set() and not self._reload.is_set() and not self._reloading
+                and watcher is not None
+                and not self.inbox.paths and self.inbox.outstanding == 0
+                and len(watcher.tracker) == 0)
+
     # -- life -------------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -124,6 +188,7 @@ class Daemon:
             self._start_worker()
             self.notifier.ready(self._status())
             self.ready.set()
+            self.inbox.wake()
             log.info("watching %s", ", ".join(map(str, self._roots())))
             self._main_loop()
             return 0
@@ -133,28 +198,37 @@ class Daemon:
 
     def _main_loop(self) -> None:
         interval = watchdog_interval()
-        next_status = 0.0
+        # Wake for the watchdog and STATUS= only when systemd listens; otherwise only on a
+        # signal (a NAS runs this all year: an idle daemon must not tick).
+        timeout = min(interval or STATUS_SECONDS, STATUS_SECONDS) if self.notifier.enabled \
+            else None
         warned = 0.0
         while not self._stop.is_set():
-            self._wake.wait(min(interval or STATUS_SECONDS, STATUS_SECONDS, 1.0))
+            self._wake.wait(timeout)
             self._wake.clear()
             if self._reload.is_set():
+                self._reloading = True
                 self._reload.clear()
-                self._do_reload()
+                try:
+                    self._do_reload()
+                finally:
+                    self._reloading = False
+                    self.inbox.wake()
             now = time.monotonic()
             if interval and self._healthy(interval):
                 self.notifier.watchdog()  # only while the work loop makes progress
-            if now >= next_status:
-                next_status = now + STATUS_SECONDS
+            if timeout is not None:
                 self.notifier.status(self._status())
-                backlog = self._watcher.backlog if self._watcher else 0
-                if backlog > BACKLOG_WARNING and now - warned > 60:
-                    warned = now
-                    log.warning("backlog: %d clips waiting to be tagged", backlog)
+            backlog = self._watcher.backlog if self._watcher else 0
+            if backlog > BACKLOG_WARNING and now - warned > 60:
+                warned = now
+                log.warning("backlog: %d clips waiting to be tagged", backlog)
 
     def _healthy(self, interval: float) -> bool:
+        """The worker lives, and made progress lately or waits for work with nothing queued."""
         alive = self._worker is not None and self._worker.is_alive()
-        return alive and time.monotonic() - self.heartbeat < 2 * interval
+        waiting = self.inbox.qsize() == 0 and self.inbox.outstanding == 0
+        return alive and (waiting or time.monotonic() - self.heartbeat < 2 * interval)
 
     def _status(self) -> str:
         backlog = self._watcher.backlog if self._watcher else 0
@@ -165,7 +239,7 @@ class Daemon:
         self.notifier.stopping()
         if self._watcher:
             self._watcher.stop()
-        self._stop_worker()
+        self._stop_worker(STOP_TIMEOUT)
         if self._app is not None:
             self._app.close()
         log.info("stopped: %s", self._status())
@@ -183,15 +257,17 @@ class Daemon:
     def _roots(self) -> list[Path]:
         return list(dict.fromkeys([*self.dirs, *self.config.watch.paths]))
 
-    def _start_watcher(self) -> None:
+    def _start_watcher(self, carried: list[Path] = ()) -> None:
         outputs = self.config.outputs
         exclude = [p for p in (outputs.previews, outputs.sidecar_dir) if p]
-        self._watcher = Watcher(self._roots(), self.config.watch, self.queue, exclude,
-                                known=self._known, gone=self._gone)
+        self._watcher = Watcher(self._roots(), self.config.watch, self.inbox, exclude,
+                                known=self._known, gone=self._gone, changed=self.inbox.wake)
+        for path in carried:  # files the old watcher was waiting on, retries included
+            self._watcher.retry_later(path, self.config.watch.stability_seconds)
         self._watcher.start()
 
     def _known(self, path: Path, st: os.stat_result) -> bool:
-        """This version of the file was tagged with the current vocabulary, or failed."""
+        """This version of the file was tagged with the current vocabulary, or failed for good."""
         record = self._app.store.file(path) if self._app is not None else None
         if record is None or not record.matches(st.st_size, st.st_mtime):
             return False
@@ -214,52 +290,51 @@ class Daemon:
     def _start_worker(self) -> None:
         self._run_stop = threading.Event()
         self._worker = threading.Thread(target=self._work, args=(self._app, self._run_stop),
-                                        name="autotag-pipeline")
+                                        name="autotag-tagging")
         self._worker.start()
 
-    def _stop_worker(self) -> None:
+    def _stop_worker(self, timeout: float | None) -> None:
+        """Stop taking paths and finish the batch in flight; a reload waits for it (timeout
+        None: the old app must be done with the store before the new one starts)."""
         self._run_stop.set()
+        self.inbox.wake()
         if self._worker is not None:
-            self._worker.join(STOP_TIMEOUT)
+            self._worker.join(timeout)
             if self._worker.is_alive():
                 log.warning("the batch in flight did not finish in %.0f s; its clips will be "
-                            "tagged at the next start", STOP_TIMEOUT)
+                            "tagged at the next start", timeout)
             self._worker = None
 
     def _work(self, app, stop: threading.Event) -> None:
         try:
-            app.pipeline.run(self._source(stop), stop=stop, on_result=self._result,
-                             retry_failed=lambda path: path in self._attempts)
+            for result in app.tag(self.inbox.until(stop), stop=stop,
+                                  retry_failed=_may_retry):
+                self._result(result)
+                self.inbox.done()
         except Exception:  # noqa: BLE001 - logged; the watchdog sees the worker gone
             log.exception("the tagging loop failed")
 
-    def _source(self, stop: threading.Event) -> Iterator[Path]:
-        while not stop.is_set():
-            self.heartbeat = time.monotonic()
-            try:
-                yield self.queue.get(timeout=SOURCE_POLL)
-            except queue.Empty:
-                continue
-
-    def _result(self, result) -> None:
+    def _result(self, result: ClipResult) -> None:
         self.heartbeat = time.monotonic()
         path = result.path
-        if result.status == "failed" and result.retryable and self._watcher is not None:
-            attempt = self._attempts.get(path, 0) + 1
-            if attempt <= MAX_RETRIES:
-                self._attempts[path] = attempt
-                delay = self.config.watch.stability_seconds * 2 ** attempt
-                log.info("%s did not decode (%s); trying again in %.0f s", show(path),
-                         result.reason, delay)
+        if result.status == "failed" and result.retryable and 0 < result.attempts <= MAX_RETRIES:
+            delay = self.config.watch.stability_seconds * 2 ** result.attempts
+            log.info("%s did not decode (%s); trying again in %.1f s", show(path),
+                     result.reason, delay)
+            if self._watcher is not None:
                 self._watcher.retry_later(path, delay)
-                return
-        self._attempts.pop(path, None)
-        self.counts[result.status] += 1
-        if result.status == "failed":
-            log.error("skipping %s: %s", show(path), result.reason)
-        elif result.status in ("tagged", "reused"):
-            tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
-            log.info("tagged %s: %s", show(path), tags)
+        else:
+            self.counts[result.status] += 1
+            if result.status == "failed":
+                log.error("skipping %s: %s", show(path), result.reason)
+            elif result.status in ("tagged", "reused"):
+                tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
+                log.info("tagged %s: %s", show(path), tags)
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception:  # noqa: BLE001 - a listener's fault must not stop tagging
+                log.exception("a result listener failed")
 
     # -- reload -----------------------------------------------------------------------------
 
@@ -273,7 +348,10 @@ class Daemon:
             log.error("reload failed, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status())
             return
-        self._stop_worker()
+        carried = self._watcher.pending() if self._watcher is not None else []
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._stop_worker(None)  # joined: no old thread touches the store after this
         old, self.config = self._app, config
         same_model = old.config.model == config.model
         self._app = self.open_app(config, old.embedder if same_model else None)
@@ -281,10 +359,12 @@ class Daemon:
         if self._app.vocabulary.fingerprint != old.vocabulary.fingerprint:
             log.info("the vocabulary changed; re-tagging the watched clips from their stored "
                      "embeddings")
-        if self._watcher is not None:
-            self._watcher.stop()
-        self._start_watcher()
-        for path, attempt in self._attempts.items():  # retries the old watcher had pending
-            self._watcher.retry_later(path, self.config.watch.stability_seconds * 2 ** attempt)
+        self._start_watcher(carried)
         self._start_worker()
         self.notifier.ready(self._status())
+
+
+def _may_retry(record: FileRecord) -> bool:
+    """A version that failed is tried again while it has retries left (the daemon schedules
+    them); after MAX_RETRIES it waits for the file to change."""
+    return record.attempts <= MAX_RETRIES

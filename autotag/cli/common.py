@@ -1,0 +1,186 @@
+"""What every command shares: config loading, the app factory's errors, logging, progress, summary.
+
+The library logs; only the CLI decides how: rich on a terminal, plain lines under a service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from autotag.model import Embedder
+
+log = logging.getLogger("autotag")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SUBCOMMANDS = ("init", "fetch-model", "search", "retag", "eval", "calibrate")
+
+
+class UsageError(Exception):
+    """A startup problem the user fixes: one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What `main` hands every command besides its arguments."""
+
+    embedder: Embedder | None = None  # a model to use instead of loading model.handle (tests)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="config file (default: ./config.yaml, then "
+                             "$XDG_CONFIG_HOME/autotag/config.yaml; 'autotag init' writes one)")
+    parser.add_argument("--model", metavar="HANDLE",
+                        help="override model.handle: a hub URL or a local SavedModel directory")
+    parser.add_argument("--debug", action="store_true",
+                        help="verbose logs, with tracebacks")
+
+
+# -- logging ----------------------------------------------------------------------------------
+
+def interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+def setup_logging(debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO
+    if interactive():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False,
+                                               rich_tracebacks=debug, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # plain lines; journald (JOURNAL_STREAM set, systemd.exec(5)) adds the time itself
+        handler = logging.StreamHandler(sys.stderr)
+        stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+        handler.setFormatter(logging.Formatter(stamp + "%(levelname)s %(message)s",
+                                               datefmt="%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("autotag").setLevel(level)
+    if not debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ chatter
+    from autotag.media import quiet_decoder
+
+    quiet_decoder(debug)  # a broken clip is one line of ours, not the decoder's chatter
+
+
+# -- startup ----------------------------------------------------------------------------------
+
+def load_config(args: argparse.Namespace):
+    """The config file (--config, else the usual places) with --model applied; UsageError."""
+    from autotag.app import with_model
+    from autotag.config import ConfigError, find_config, load_config as load
+
+    try:
+        config = load(find_config(args.config))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return with_model(config, args.model)
+
+
+def open_app(config, ctx: Context, lazy: bool = False):
+    """The app (app.open_app) with the context's embedder; its startup errors as UsageError.
+    lazy: the model loads on its first call, if any (a run with nothing to do never loads it)."""
+    from autotag.app import open_app as factory
+    from autotag.model import ModelError
+    from autotag.store import StoreError
+
+    try:
+        return factory(config, ctx.embedder, lazy=lazy)
+    except (ModelError, StoreError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def open_store(config):
+    from autotag.store import Store, StoreError
+
+    try:
+        return Store(config.state.store_path)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- progress and summary ---------------------------------------------------------------------
+
+class Reporter:
+    """Per-clip lines and, on a terminal, a rich progress bar (clips, windows/s, ETA); it keeps
+    counts, not results."""
+
+    def __init__(self, total: int, verb: str = "tagging") -> None:
+        self.total = total
+        self.verb = verb
+        self.progress = None
+        self.task = None
+        self.window_count = 0
+        self.counts: Counter[str] = Counter()
+        self.started = time.monotonic()
+
+    def __enter__(self) -> Reporter:
+        if interactive() and self.total:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self.progress = Progress(TextColumn(self.verb), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                     transient=True)
+            self.task = self.progress.add_task(self.verb, total=self.total, rate="")
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def windows(self, n: int) -> None:
+        if self.progress:
+            rate = (self.window_count + n) / max(time.monotonic() - self.started, 1e-9)
+            self.progress.update(self.task, rate=f"{rate:.1f} windows/s")
+
+    def result(self, result) -> None:
+        from autotag.files import show
+
+        self.counts[result.status] += 1
+        self.window_count += result.windows
+        if result.status == "failed":
+            log.error("skipping %s: %s", show(result.path), result.reason)
+        elif result.status in ("tagged", "reused"):
+            tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
+            log.info("%s %s: %s", result.status, show(result.path), tags)
+        elif result.reason == "up to date":
+            log.debug("%s %s: %s", result.status, show(result.path), result.reason)
+        else:
+            log.info("%s %s: %s", result.status, show(result.path), result.reason)
+        if self.progress:
+            self.progress.advance(self.task)
+
+    def summary(self, skipped: str | None = None) -> None:
+        seconds = time.monotonic() - self.started
+        counts, windows = self.counts, self.window_count
+        rate = windows / seconds if seconds > 0 else 0.0
+        rows = [("tagged", counts["tagged"]), ("tagged from stored embeddings", counts["reused"]),
+                ("up to date" if skipped is None else skipped, counts["skipped"]),
+                ("failed", counts["failed"])]
+        if interactive():
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title=f"autotag: {counts.total()} clips in {seconds:.1f} s, "
+                                f"{windows} windows ({rate:.1f}/s)")
+            table.add_column("clips")
+            table.add_column("count", justify="right")
+            for name, count in rows:
+                table.add_row(name, str(count),
+                              style="red" if name == "failed" and count else None)
+            Console(stderr=True).print(table)
+        else:
+            log.info("done: %s; %d windows in %.1f s (%.1f/s)",
+                     ", ".join(f"{count} {name}" for name, count in rows), windows, seconds, rate)

@@ -1,0 +1,122 @@
+"""`autotag search QUERY`: rank the stored clips by free text; print a table, lines or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from autotag.cli.common import (EXIT_FAILED, EXIT_OK, Context, UsageError, add_common,
+                                load_config, open_store)
+from autotag.files import absolute, show
+
+log = logging.getLogger("autotag")
+
+
+def build() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotag search",
+        description="Rank the clips autotag has tagged by how well they match free text, from "
+                    "their stored embeddings: nothing is decoded. Clips gone or changed since "
+                    "they were tagged are left out. Exit 1 when nothing is found.")
+    parser.add_argument("query", nargs="+", metavar="QUERY",
+                        help="what happens in the clips, e.g. someone skateboarding")
+    parser.add_argument("--top", type=int, default=10, metavar="N",
+                        help="how many clips to show (default: 10)")
+    parser.add_argument("--under", type=Path, action="append", default=[], metavar="DIR",
+                        help="only clips in this folder (repeat for several)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list of {path, score, segment} for scripts")
+    parser.add_argument("--sheet", type=Path, metavar="FILE",
+                        help="also write a contact sheet of the results (.jpg, .png or .webp)")
+    add_common(parser)
+    return parser
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    from autotag.config import default_cache_dir
+    from autotag.model import LazyEmbedder, ModelError
+    from autotag.search import Index, contact_sheet, search
+    from autotag.vocabulary import embed_query
+
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    if args.sheet:
+        _check_sheet(args.sheet)
+    config = load_config(args)
+    # the text model loads only for a query not in the text-embedding cache
+    embedder = ctx.embedder or LazyEmbedder(config.model.handle, config.model.threads)
+    store = open_store(config)
+    try:
+        index = Index.load(store, embedder.fingerprint, [absolute(d) for d in args.under])
+        if not len(index):
+            where = " under " + ", ".join(map(show, args.under)) if args.under else ""
+            log.warning("no clip tagged with this model is stored%s; tag a folder with "
+                        "'autotag --once DIR' first", where)
+            return EXIT_FAILED
+        try:
+            query, known = embed_query(" ".join(args.query), embedder, default_cache_dir())
+        except ModelError as exc:
+            raise UsageError(str(exc)) from None
+        if not known:  # it would score every clip 0: a ranking that means nothing
+            log.warning("the model knows none of the words of %r; rephrase it in plain English "
+                        "words", " ".join(args.query))
+            return EXIT_FAILED
+        hits, stale = search(index, store, embedder.fingerprint, query, args.top,
+                             config.tagging.min_score)
+        if stale:
+            log.warning("%d better-ranked clip(s) left out: gone or changed since they were "
+                        "tagged ('autotag --once' re-tags changed ones)", stale)
+        if args.sheet and hits:
+            _write_sheet(args.sheet, contact_sheet(hits, store.thumbnails))
+    finally:
+        store.close()
+    _print_hits(hits, args.json)
+    return EXIT_OK if hits else EXIT_FAILED
+
+
+def _check_sheet(path: Path) -> None:
+    from autotag.search import SHEET_FORMATS
+
+    if path.suffix.lower() not in SHEET_FORMATS:
+        raise UsageError(f"--sheet {show(path)}: name a .jpg, .png or .webp file")
+    if not absolute(path).parent.is_dir():
+        raise UsageError(f"--sheet {show(path)}: its folder does not exist; create it first")
+
+
+def _write_sheet(path: Path, image) -> None:
+    from autotag.atomic import AtomicWriteError, write_atomic
+    from autotag.search import encode_sheet
+
+    try:
+        write_atomic(absolute(path), encode_sheet(image, path))
+    except (AtomicWriteError, OSError, ValueError) as exc:
+        log.error("cannot write the contact sheet: %s", getattr(exc, "strerror", None) or exc)
+        return
+    log.info("contact sheet: %s", show(path))
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        import json
+
+        print(json.dumps([h.to_json() for h in hits], indent=2))
+    elif sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        for name, justify in (("#", "right"), ("score", "right"), ("best at", "right"),
+                              ("clip", "left")):
+            table.add_column(name, justify=justify)
+        for rank, h in enumerate(hits, 1):
+            table.add_row(str(rank), f"{h.score:.2f}", _span(h.segment), show(h.record.path))
+        Console().print(table)
+    else:  # piped: one tab-separated line per clip
+        for rank, h in enumerate(hits, 1):
+            print(f"{rank}\t{h.score:.4f}\t{_span(h.segment)}\t{show(h.record.path)}")
+
+
+def _span(segment) -> str:
+    return f"{segment.start:.1f}–{segment.end:.1f} s"

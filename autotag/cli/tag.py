@@ -1,0 +1,97 @@
+"""`autotag --once DIR...` (one pass, then exit) and `autotag DIR...` (the daemon)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from autotag import __version__
+from autotag.cli.common import (EXIT_FAILED, EXIT_OK, SUBCOMMANDS, Context, Reporter,
+                                UsageError, add_common, load_config, open_app)
+from autotag.files import absolute, show
+
+log = logging.getLogger("autotag")
+
+
+def build() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotag",
+        description="Tag video clips and GIFs by the activities in them (MIL-NCE). Without "
+                    "--once, watch the folders and tag each new clip once it is complete.",
+        epilog="other commands: " + ", ".join(SUBCOMMANDS) + " (autotag COMMAND --help)")
+    parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                        help="folders (or files) to tag; watch mode adds watch.paths")
+    parser.add_argument("--once", action="store_true",
+                        help="tag what is there now and exit, instead of watching")
+    parser.add_argument("--force", action="store_true",
+                        help="re-tag clips whose outputs are up to date")
+    parser.add_argument("--version", action="version", version=f"autotag {__version__}")
+    add_common(parser)
+    return parser
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    config = load_config(args)
+    if not args.once:
+        return watch(args, config, ctx)
+    if not args.dirs:
+        raise UsageError("name at least one folder to tag, e.g. 'autotag --once ./clips'")
+    missing = [d for d in args.dirs if not d.exists()]
+    if missing:
+        raise UsageError(f"{show(missing[0])} does not exist; name an existing folder or file")
+    return once(config, args.dirs, args.force, ctx)
+
+
+def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
+    from autotag.files import find_clips
+    from autotag.model import ModelError
+
+    exclude = [p for p in (config.outputs.previews, config.outputs.sidecar_dir) if p]
+    unreadable: list[Path] = []
+
+    def on_error(path: Path, reason: str) -> None:
+        log.error("skipping %s: %s", show(path), reason)
+        unreadable.append(path)
+
+    clips = list(find_clips([absolute(d) for d in dirs], config.watch.ignore, exclude,
+                            on_error))
+    if not clips:
+        log.warning("no clips found under %s", ", ".join(show(d) for d in dirs))
+        return EXIT_FAILED if unreadable else EXIT_OK
+    # lazy: the video model loads at the first clip that needs it, so a re-run over a tagged
+    # library (every clip up to date) is instant
+    app = open_app(config, ctx, lazy=True)
+    try:
+        with Reporter(len(clips)) as reporter:
+            for result in app.tag(clips, force=force, on_windows=reporter.windows):
+                reporter.result(result)
+    except ModelError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        app.close()
+    reporter.summary()
+    return EXIT_FAILED if unreadable or reporter.counts["failed"] else EXIT_OK
+
+
+def watch(args: argparse.Namespace, config, ctx: Context) -> int:
+    from autotag.app import open_app as factory
+    from autotag.daemon.service import Daemon, DaemonError
+    from autotag.model import ModelError
+    from autotag.store import StoreError
+
+    if not args.dirs and not config.watch.paths:
+        raise UsageError("name folders to watch, e.g. 'autotag ./clips', or set watch.paths")
+    # A folder named on the command line must be there (a typo, or a mistyped subcommand, must
+    # not start a daemon); watch.paths may be an unmounted share, watched for until it returns.
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        raise UsageError(f"{show(missing[0])} is not a folder; name folders to watch (commands: "
+                         + ", ".join(SUBCOMMANDS) + ")")
+    daemon = Daemon(config, args.dirs,
+                    open_app=lambda c, embedder: factory(c, embedder or ctx.embedder),
+                    reload_config=lambda: load_config(args))
+    try:
+        return daemon.run()
+    except (DaemonError, ModelError, StoreError) as exc:
+        raise UsageError(str(exc)) from None

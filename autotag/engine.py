@@ -1,0 +1,355 @@
+"""Paths → stat → up to date? → hash / stored embeddings → decode (threads) → embed (batched) → outcomes.
+
+The embedding engine: the one place where decoding and the video model are chained. `--once`,
+the daemon, `eval`, `calibrate` (and a cluster backfill) all take their embedded clips from
+`Engine.embed`, a generator that yields one `Outcome` per path it was given, as each clip is
+done, and keeps nothing of a clip once it is yielded (the daemon runs for months).
+
+Decoding runs in `sampling.decode_workers` threads (the decoder and hashlib release the GIL) and
+overlaps the model, which runs on the consuming thread with batches of `model.batch_size` windows
+drawn from several clips. A partial batch runs when a condition says every worker is waiting for
+a path (nothing left to batch with), never after a polling sleep, so an idle engine sleeps.
+
+Every clip is isolated: whatever goes wrong with one (it cannot be read or decoded, the model fails
+on it) is one FAILED outcome with a reason, and the engine goes on. The engine reads the store
+(hashes, stored embeddings, failures) and saves new embeddings to it; what a clip's outcome means
+for its tags, outputs and file record is the tagging step's business (tagging.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autotag import media
+from autotag.clip import Embedded, SourceInfo
+from autotag.config import Config
+from autotag.model import Embedder, ModelError
+from autotag.store import FileRecord, Store
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"  # decoded and embedded now
+STORED = "stored"  # the same content's embeddings were in the store: no decoding, no model call
+SKIPPED = "skipped"  # up to date, failed before, or already in flight
+FAILED = "failed"
+
+Fresh = Callable[[Path, os.stat_result], bool]  # this version of the file needs no work
+RetryFailed = bool | Callable[[FileRecord], bool]  # try again a version that failed before?
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the engine made of one path: an embedded clip, or why there is none."""
+
+    path: Path
+    status: str  # EMBEDDED | STORED | SKIPPED | FAILED
+    clip: Embedded | None = None  # EMBEDDED and STORED
+    reason: str | None = None  # SKIPPED and FAILED
+    retryable: bool = False  # a decode failure that may be a file still being copied
+    size: int | None = None  # the failed version (bytes, st_mtime); None: not recordable
+    mtime: float | None = None
+
+    @property
+    def windows(self) -> int:
+        """Windows the model embedded for this clip (none for stored embeddings)."""
+        return len(self.clip.windows) if self.status == EMBEDDED and self.clip else 0
+
+
+class Engine:
+    """Embeds clips with `embedder`, reusing and saving embeddings in `store`.
+
+    One engine may serve several runs one after the other (the daemon's, across reloads); a
+    path is processed by one run at a time.
+    """
+
+    def __init__(self, config: Config, embedder: Embedder, store: Store) -> None:
+        self.config = config
+        self.embedder = embedder
+        self.store = store
+        self.model = embedder.fingerprint
+        self._in_flight: set[Path] = set()
+        self._in_flight_lock = threading.Lock()
+
+    def embed(self, paths: Iterable[Path], *, fresh: Fresh | None = None, force: bool = False,
+              retry_failed: RetryFailed = True, stop: threading.Event | None = None,
+              on_windows: Callable[[int], None] | None = None) -> Iterator[Outcome]:
+        """One outcome per path of `paths` (consumed lazily: it may block, as the daemon's
+        queue does, and must end once `stop` is set).
+
+        fresh(path, stat): this version needs no work (SKIPPED "up to date"); force: ignore
+        `fresh` and stored embeddings, decode and embed again (sampling settings may have
+        changed). retry_failed: False skips an unchanged version that failed before; a
+        predicate decides from its file record. on_windows(n): n more windows embedded.
+        Closing the generator early stops the workers and sets `stop`.
+        """
+        run = _Run(self, iter(paths), stop or threading.Event(), fresh, force, retry_failed,
+                   on_windows)
+        return run.outcomes()
+
+    def claim(self, path: Path) -> bool:
+        with self._in_flight_lock:
+            if path in self._in_flight:
+                return False
+            self._in_flight.add(path)
+            return True
+
+    def release(self, path: Path) -> None:
+        with self._in_flight_lock:
+            self._in_flight.discard(path)
+
+
+@dataclass(eq=False)  # identity semantics: a job is batched window by window
+class _Job:
+    """A decoded clip waiting for its windows to be embedded."""
+
+    source: SourceInfo
+    sampled: media.Sampled
+    embeddings: np.ndarray = field(init=False)  # float32 [n_windows, 512], filled per batch
+    done: int = 0
+    failed: str | None = None
+
+    def __post_init__(self) -> None:
+        self.embeddings = np.zeros((len(self.sampled.windows), 0), np.float32)
+
+
+class _Run:
+    """One call of Engine.embed: the worker threads, the model loop and the state they share
+    (guarded by `cond`, never held while decoding, embedding or waiting for a path)."""
+
+    def __init__(self, engine: Engine, source: Iterator[Path], stop: threading.Event,
+                 fresh: Fresh | None, force: bool, retry_failed: RetryFailed,
+                 on_windows: Callable[[int], None] | None) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.source = source
+        self.stop = stop
+        self.fresh = fresh
+        self.force = force
+        self.retry_failed = retry_failed
+        self.on_windows = on_windows
+        workers = self.config.sampling.decode_workers
+        self.max_decoded = workers  # decoded clips waiting for the model: bounds memory
+        self.cond = threading.Condition()
+        self.ready: collections.deque[_Job | Outcome] = collections.deque()
+        self.decoded = 0  # _Jobs in `ready`
+        self.waiting = 0  # workers waiting for the source to give a path
+        self.live = workers
+        self.halt = False  # the model loop ended: workers stop
+        self.source_lock = threading.Lock()  # next(source) may block (the daemon's queue)
+        self.threads = [threading.Thread(target=self._worker, name=f"autotag-decode-{i}",
+                                         daemon=True) for i in range(workers)]
+
+    # -- the model loop (the consuming thread) ---------------------------------------------
+
+    def outcomes(self) -> Iterator[Outcome]:
+        for t in self.threads:
+            t.start()
+        pending: list[tuple[_Job, int]] = []  # (job, window index) not yet embedded
+        batch_size = self.config.model.batch_size
+        try:
+            while True:
+                with self.cond:
+                    # Something to take, or every worker waits for a path (so nothing will
+                    # join a partial batch), or every worker has ended.
+                    self.cond.wait_for(lambda: self.ready or (
+                        self.waiting == self.live and (pending or not self.live)))
+                    items, self.ready = self.ready, collections.deque()
+                    self.decoded = 0
+                    self.cond.notify_all()
+                    idle = not items and self.waiting == self.live
+                    ended = not items and not self.live
+                for item in items:
+                    if isinstance(item, Outcome):
+                        yield item
+                    else:
+                        pending.extend((item, i) for i in range(len(item.sampled.windows)))
+                del items
+                while len(pending) >= batch_size:
+                    batch, pending = pending[:batch_size], pending[batch_size:]
+                    yield from self._embed(batch)
+                if idle and pending:
+                    batch, pending = pending, []
+                    yield from self._embed(batch)
+                if ended and not pending:
+                    return
+        finally:
+            self.stop.set()  # the source ends once stop is set: no worker blocks on it for ever
+            with self.cond:
+                self.halt = True
+                self.cond.notify_all()
+            for t in self.threads:
+                t.join()
+            for item in self.ready:  # a run closed early: its claimed paths are free again
+                self.engine.release(item.path if isinstance(item, Outcome) else item.source.path)
+            for job, _ in pending:
+                self.engine.release(job.source.path)
+
+    def _embed(self, items: list[tuple[_Job, int]]) -> Iterator[Outcome]:
+        """Run the model on these windows; on an exception or a NaN, isolate the culprit clip.
+        Yields the clips whose windows are now all embedded."""
+        jobs = list(dict.fromkeys(job for job, _ in items))
+        try:
+            vectors = self._call_model(items)
+        except _ModelFailure as exc:
+            if len(jobs) > 1:  # one call per clip: only the culprit fails
+                for job in jobs:
+                    yield from self._embed([(j, i) for j, i in items if j is job])
+                return
+            jobs[0].failed = str(exc)
+            vectors = None
+        if vectors is not None:
+            for (job, i), vector in zip(items, vectors, strict=True):
+                if job.embeddings.shape[1] == 0:
+                    job.embeddings = np.zeros((len(job.sampled.windows), vector.shape[0]),
+                                              np.float32)
+                job.embeddings[i] = vector
+            if self.on_windows:
+                self.on_windows(len(items))
+        for job, _ in items:
+            job.done += 1
+        for job in jobs:
+            if job.done == len(job.sampled.windows):
+                yield self._finish(job)
+
+    def _call_model(self, items: list[tuple[_Job, int]]) -> np.ndarray:
+        frames = np.stack([media.to_model_input(job.sampled.frames[i]) for job, i in items])
+        try:
+            vectors = self.engine.embedder.embed_video(frames)
+        except ModelError:  # a model that cannot load is a startup error, not a clip's fault
+            raise
+        except Exception as exc:  # TensorFlow raises many kinds; all mean "this call failed"
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise _ModelFailure(f"the model failed: {type(exc).__name__}: {first}"[:300]) from exc
+        if vectors.shape[0] != len(items) or not np.isfinite(vectors).all():
+            raise _ModelFailure("the model returned NaN or infinite embeddings")
+        return vectors
+
+    def _finish(self, job: _Job) -> Outcome:
+        source = job.source
+        self.engine.release(source.path)
+        if job.failed:
+            return Outcome(source.path, FAILED, reason=job.failed, size=source.size,
+                           mtime=source.mtime)
+        clip = Embedded(source, job.sampled.duration, job.sampled.windows, job.embeddings,
+                        job.sampled.thumbnails)
+        try:
+            self.engine.store.save_embedded(clip, self.engine.model)
+        except Exception as exc:  # noqa: BLE001 - one clip's fault must not end the run
+            log.debug("saving %s", source.path, exc_info=True)
+            return Outcome(source.path, FAILED, reason=f"cannot store its embeddings: {exc}")
+        return Outcome(source.path, EMBEDDED, clip)
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        try:
+            while (path := self._next_path()) is not None:
+                item = self._prepare(path)
+                with self.cond:
+                    if isinstance(item, _Job):
+                        self.cond.wait_for(lambda: self.decoded < self.max_decoded or self.halt)
+                        if self.halt:
+                            self.engine.release(path)
+                            return
+                        self.decoded += 1
+                    self.ready.append(item)
+                    self.cond.notify_all()
+        finally:
+            with self.cond:
+                self.live -= 1
+                self.cond.notify_all()
+
+    def _next_path(self) -> Path | None:
+        with self.cond:
+            self.waiting += 1
+            self.cond.notify_all()
+        try:
+            with self.source_lock:
+                if self.stop.is_set() or self.halt:
+                    return None
+                path = next(self.source, None)
+                return None if path is None else Path(path)
+        finally:
+            with self.cond:
+                self.waiting -= 1
+
+    def _prepare(self, path: Path) -> _Job | Outcome:
+        """Stat, check, hash and decode one clip: a decoded job, or the clip's outcome."""
+        if not self.engine.claim(path):
+            return Outcome(path, SKIPPED, reason="already being processed")
+        try:
+            item = self._prepare_claimed(path)
+        except Exception as exc:  # noqa: BLE001 - one clip's fault must not end the run
+            log.debug("preparing %s", path, exc_info=True)
+            item = Outcome(path, FAILED, reason=f"internal error: {type(exc).__name__}: {exc}")
+        if isinstance(item, Outcome):
+            self.engine.release(path)
+        return item
+
+    def _prepare_claimed(self, path: Path) -> _Job | Outcome:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            return Outcome(path, FAILED, reason=f"cannot read: {exc.strerror or exc}")
+        if not stat.S_ISREG(st.st_mode):
+            return Outcome(path, FAILED, reason="not a regular file")
+        if not self.force and self.fresh is not None and self.fresh(path, st):
+            return Outcome(path, SKIPPED, reason="up to date")
+        store, model = self.engine.store, self.engine.model
+        record = store.file(path)
+        same = record is not None and record.matches(st.st_size, st.st_mtime)
+        if same and record.status == "failed" and not self.force and not self._retry(record):
+            return Outcome(path, SKIPPED, reason=f"failed before: {record.last_error}")
+        sampling = self.config.sampling
+        try:
+            sha = record.sha256 if same and record.sha256 else hash_file(path)
+            source = SourceInfo(path, st.st_size, st.st_mtime, sha)
+            # --force decodes again (sampling settings may have changed); otherwise the same
+            # content under another name, or a re-run, reuses its stored embeddings
+            stored = None if self.force else store.load_embedded(source, model)
+            if stored is not None:
+                return Outcome(path, STORED, stored)
+            sampled = media.sample_clip(path, sampling.max_windows, sampling.max_pixels,
+                                        timeout=sampling.decode_timeout,
+                                        skip_nonref=sampling.skip_nonref_frames)
+            check_unchanged(path, st)
+        except media.DecodeError as exc:
+            reason = str(exc)
+        except OSError as exc:
+            reason = f"cannot read: {exc.strerror or exc}"
+        else:
+            return _Job(source, sampled)
+        return Outcome(path, FAILED, reason=reason, retryable=True, size=st.st_size,
+                       mtime=st.st_mtime)
+
+    def _retry(self, record: FileRecord) -> bool:
+        return self.retry_failed(record) if callable(self.retry_failed) else self.retry_failed
+
+
+class _ModelFailure(Exception):
+    pass
+
+
+def hash_file(path: Path) -> str:
+    """SHA-256 of the whole file, streamed (hashlib releases the GIL on large reads): the
+    content key of stored embeddings, so a copy or a rename is recognised."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_unchanged(path: Path, before: os.stat_result) -> None:
+    """A file replaced or rewritten while it was read gives windows of two versions: refuse."""
+    after = path.stat()
+    if (after.st_size, after.st_mtime, after.st_ino) != (before.st_size, before.st_mtime,
+                                                          before.st_ino):
+        raise media.DecodeError("the file changed while it was being read; it will be retried")
