@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from autotag.clip import SourceInfo
-from autotag.tagging import ClipResult, Tagger
 from autotag.search import is_fresh, is_under
 from autotag.store import FileRecord, Store
+from autotag.tagging import ClipResult, Tagger
 
 log = logging.getLogger(__name__)
 

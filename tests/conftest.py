@@ -45,3 +45,16 @@ def _no_thread_leaks():
         t.join(timeout=5)
     leaked = [t.name for t in leaked if t.is_alive()]
     assert not leaked, f"threads left running: {leaked}"
+
+
+@pytest.fixture
+def run_once(embedder):
+    """`autotag --once --config CONFIG [extra] PATH...` through the CLI, with the session's
+    model handed in (the CLI's own loading is covered by the tests that call cli.main)."""
+    from autotag import cli
+
+    def run(config: Path, *paths: Path, extra: list[str] = ()) -> int:
+        return cli.main(["--once", "--config", str(config), *extra, *map(str, paths)],
+                        embedder=embedder)
+
+    return run

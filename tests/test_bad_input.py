@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from autotag.files import show
 from autotag.config import OutputsConfig
+from autotag.files import show
 from autotag.outputs import sidecar_path
 from tests.clips import BLUE, GREEN, RED, write_gif, write_video
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.clips import GREEN, RED, write_gif, write_video
+from tests.helpers import SCHEMA, sidecar, write_config
 from tests.test_media import CODECS, ffmpeg, needs_ffmpeg, real_clips  # noqa: F401 - a fixture
-from tests.test_pipeline import SCHEMA, run_once, sidecar, write_config
 
 
 def outputs_state(folder: Path) -> dict[Path, int]:
@@ -22,7 +22,7 @@ def outputs_state(folder: Path) -> dict[Path, int]:
 
 @needs_ffmpeg
 def test_real_and_generated_clips_each_get_a_valid_sidecar_log_line_and_preview(
-        tmp_path, model_dir, real_clips):  # noqa: F811 - the fixture
+        tmp_path, model_dir, real_clips, run_once):  # noqa: F811 - the fixture
     jsonschema = pytest.importorskip("jsonschema")
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -48,7 +48,7 @@ def test_real_and_generated_clips_each_get_a_valid_sidecar_log_line_and_preview(
 
 
 @needs_ffmpeg
-def test_twenty_seconds_then_nine_minutes_is_tagged_for_the_nine_minutes(tmp_path, model_dir):
+def test_twenty_seconds_then_nine_minutes_is_tagged_for_the_nine_minutes(tmp_path, model_dir, run_once):
     clips = tmp_path / "clips"
     clips.mkdir()
     path = clips / "long.mp4"

@@ -19,6 +19,7 @@ from autotag import engine, media
 from autotag.app import open_app
 from autotag.config import load_config
 from tests.clips import BLUE, GREEN, RED, write_video
+from tests.helpers import Running, log_lines, wait_for, write_daemon_config
 
 
 @pytest.fixture
@@ -201,11 +202,9 @@ def test_model_exception_and_nan_fail_only_their_clips_in_once_mode(library, emb
 
 def test_model_exception_and_nan_fail_only_their_clips_in_watch_mode(tmp_path, model_dir,
                                                                      embedder):
-    from tests.test_service import Running, log_lines, wait_for, write_config
-
     root = tmp_path / "inbox"
     root.mkdir()
-    config = write_config(tmp_path, model_dir)
+    config = write_daemon_config(tmp_path, model_dir)
     with Running(config, root, FailsOnBlue(embedder)) as daemon:
         for name, colour in (("blue.mp4", BLUE), ("green.mp4", GREEN), ("red.mp4", RED)):
             write_video(root / name, [(colour, 2)])
@@ -226,12 +225,10 @@ def test_filesystem_faults_in_watch_mode(tmp_path, model_dir, embedder):
     """The daemon meets a full disk, a clip deleted mid-read and a read-only folder (with
     outputs.sidecar_dir) as --once does: each named with its reason, nothing partial, the rest
     tagged, and it goes on running."""
-    from tests.test_service import Running, log_lines, wait_for, write_config
-
     root = tmp_path / "inbox"
     root.mkdir()
     mirror = tmp_path / "sidecars"
-    config = write_config(tmp_path, model_dir)
+    config = write_daemon_config(tmp_path, model_dir)
     config.write_text(config.read_text().replace("outputs: {",
                                                  f"outputs: {{sidecar_dir: '{mirror}', "))
     real_write, real_open, real_sample = os.write, os.open, media.sample_clip

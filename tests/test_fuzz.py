@@ -26,7 +26,7 @@ from autotag.config import Config, ConfigError, load_config, parse_config
 from autotag.outputs import OutputError
 from autotag.outputs.nfo import Nfo
 from autotag.outputs.xmp import NS, Xmp
-from tests.test_media_managers import tagged
+from tests.helpers import tagged
 
 settings.register_profile("default", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -12,8 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotag.media import (FRAME_SIZE, THUMB_HEIGHT, WINDOW_FRAMES, DecodeError, sample_clip,
-                           to_model_input, window_starts)
+from autotag.media import (
+    FRAME_SIZE,
+    THUMB_HEIGHT,
+    WINDOW_FRAMES,
+    DecodeError,
+    sample_clip,
+    to_model_input,
+    window_starts,
+)
 from tests.clips import BLUE, GREEN, RED, write_gif, write_video
 
 FFMPEG = shutil.which("ffmpeg")

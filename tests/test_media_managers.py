@@ -8,27 +8,19 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from autotag.clip import Embedded, Segment, SourceInfo, Tag, Tagged, Window
+from autotag.clip import Tag, Tagged
 from autotag.config import parse_config
 from autotag.outputs import OutputError, build_outputs
 from autotag.outputs.hook import Hook
 from autotag.outputs.nfo import Nfo
 from autotag.outputs.xmp import Xmp, xmp_path
+from tests.helpers import tagged
 
 EXIFTOOL = shutil.which("exiftool")
 needs_exiftool = pytest.mark.skipif(EXIFTOOL is None and not os.environ.get("CI"),
                                     reason="exiftool not installed (CI installs it)")
-
-
-def tagged(clip: Path, *labels: str) -> Tagged:
-    tags = tuple(Tag(label, 8.0 - i, 0.5, (Segment(0.0, 3.2, 8.0 - i),))
-                 for i, label in enumerate(labels))
-    embedded = Embedded(SourceInfo(clip, 10, 1.0, "0" * 64), 3.2, (Window(0.0, 3.2),),
-                        np.zeros((1, 512), np.float32), np.zeros((1, 18, 32, 3), np.uint8))
-    return Tagged(embedded, "model", "vocab", tags, tags)
 
 
 def exif(path: Path) -> dict:

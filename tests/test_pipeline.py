@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,39 +16,9 @@ from autotag import cli
 from autotag.app import open_app
 from autotag.config import load_config
 from tests.clips import BLUE, GREEN, RED, write_gif, write_video
+from tests.helpers import SCHEMA, CountingEmbedder, sidecar, write_config
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO / "autotag" / "schemas" / "sidecar.schema.json"
-
-
-class CountingEmbedder:
-    """The real test model, counting video calls and their batch sizes."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.fingerprint = inner.fingerprint
-        self.batches: list[int] = []
-        self.lock = threading.Lock()
-
-    def embed_video(self, frames):
-        assert frames.dtype == np.float32
-        with self.lock:
-            self.batches.append(frames.shape[0])
-        return self.inner.embed_video(frames)
-
-    def embed_text(self, texts):
-        return self.inner.embed_text(texts)
-
-
-def write_config(folder: Path, model_dir: Path, extra: str = "") -> Path:
-    config = folder / "config.yaml"
-    config.write_text(
-        f"model: {{handle: '{model_dir}', batch_size: 8}}\n"
-        "vocabulary: [red, green, {sea: [blue water, blue sky]}]\n"
-        "tagging: {top_k: 2, min_score: 3.0}\n"
-        f"state: {{path: '{folder / 'state.sqlite3'}'}}\n"
-        "outputs: {log: matches.jsonl, previews: previews}\n" + extra)
-    return config
 
 
 @pytest.fixture
@@ -64,15 +33,7 @@ def library(tmp_path, model_dir):
     return clips, write_config(tmp_path, model_dir)
 
 
-def sidecar(path: Path) -> dict:
-    return json.loads(Path(f"{path}.autotag.json").read_text())
-
-
-def run_once(config: Path, *paths: Path, extra: list[str] = ()) -> int:
-    return cli.main(["--once", "--config", str(config), *extra, *map(str, paths)])
-
-
-def test_right_tags_segments_and_outputs(library):
+def test_right_tags_segments_and_outputs(library, run_once):
     clips, config = library
     assert run_once(config, clips) == 0
     assert sidecar(clips / "red.mp4")["top"] == "red"
@@ -93,7 +54,7 @@ def test_right_tags_segments_and_outputs(library):
     assert len(list((config.parent / "previews").glob("*.jpg"))) == 3
 
 
-def test_a_path_typed_with_dots_is_recorded_in_one_absolute_form(library, monkeypatch, capsys):
+def test_a_path_typed_with_dots_is_recorded_in_one_absolute_form(library, monkeypatch, capsys, run_once):
     clips, config = library
     work = clips.parent / "work"
     work.mkdir()
@@ -105,7 +66,7 @@ def test_a_path_typed_with_dots_is_recorded_in_one_absolute_form(library, monkey
     assert len(lines) == 3 and all(".." not in json.loads(x)["path"] for x in lines)
 
 
-def test_sidecars_validate_against_the_schema(library):
+def test_sidecars_validate_against_the_schema(library, run_once):
     jsonschema = pytest.importorskip("jsonschema")
     clips, config = library
     assert run_once(config, clips) == 0
@@ -114,7 +75,7 @@ def test_sidecars_validate_against_the_schema(library):
         jsonschema.validate(json.loads(path.read_text()), schema)
 
 
-def test_second_run_skips_up_to_date_clips_and_force_redoes_them(library):
+def test_second_run_skips_up_to_date_clips_and_force_redoes_them(library, run_once):
     clips, config = library
     assert run_once(config, clips) == 0
     before = {p: p.stat().st_mtime_ns for p in clips.rglob("*.autotag.json")}
@@ -126,7 +87,7 @@ def test_second_run_skips_up_to_date_clips_and_force_redoes_them(library):
     assert all(p.stat().st_mtime_ns != t for p, t in before.items())
 
 
-def test_force_decodes_again_so_new_sampling_settings_apply(library):
+def test_force_decodes_again_so_new_sampling_settings_apply(library, run_once):
     clips, config = library
     assert run_once(config, clips) == 0
     assert len(sidecar(clips / "changes.mp4")["windows"]) == 8
@@ -135,7 +96,7 @@ def test_force_decodes_again_so_new_sampling_settings_apply(library):
     assert len(sidecar(clips / "changes.mp4")["windows"]) == 2
 
 
-def test_a_clip_whose_xmp_cannot_be_merged_is_reported_on_every_run(library, capsys):
+def test_a_clip_whose_xmp_cannot_be_merged_is_reported_on_every_run(library, capsys, run_once):
     clips, config = library
     config.write_text(config.read_text().replace("outputs: {", "outputs: {xmp: true, "))
     (clips / "red.mp4.xmp").write_text("<x:xmpmeta><unclosed>")  # the user's, broken
@@ -166,7 +127,7 @@ def test_copy_is_tagged_from_stored_embeddings_and_batches_span_clips(library, e
     app.close()
 
 
-def test_a_bad_file_fails_alone_with_exit_1(library, capsys):
+def test_a_bad_file_fails_alone_with_exit_1(library, capsys, run_once):
     clips, config = library
     (clips / "broken.mp4").write_bytes(b"this is not a video" * 100)
     assert run_once(config, clips) == 1

@@ -16,15 +16,14 @@ from autotag.clip import Embedded, SourceInfo, Window
 from autotag.config import load_config
 from autotag.model import LazyEmbedder
 from autotag.retag import retag, stored_clips
-from autotag.search import (CANDIDATE_SLACK, SHEET_TILE_HEIGHT, SHEET_TILE_WIDTH, Index,
-                            search)
+from autotag.search import CANDIDATE_SLACK, SHEET_TILE_HEIGHT, SHEET_TILE_WIDTH, Index, search
 from autotag.store import Store
 from tests.clips import BLUE, GREEN, RED, write_video
-from tests.test_pipeline import CountingEmbedder, run_once, sidecar, write_config
+from tests.helpers import CountingEmbedder, sidecar, write_config
 
 
 @pytest.fixture
-def indexed(tmp_path, model_dir):
+def indexed(tmp_path, model_dir, run_once):
     """Four clips tagged by `autotag --once`: two red ones (one only at its end), green, blue."""
     clips = tmp_path / "clips"
     (clips / "sub").mkdir(parents=True)
@@ -105,7 +104,7 @@ def test_search_with_nothing_stored_or_unknown_words_exits_1(indexed, tmp_path, 
     assert cli.main(["search", "--config", str(config), "--sheet", "x.gif", "red"]) == 2
 
 
-def test_retag_after_a_vocabulary_change_never_calls_the_video_model(indexed, embedder):
+def test_retag_after_a_vocabulary_change_never_calls_the_video_model(indexed, embedder, run_once):
     clips, config_path = indexed
     text = config_path.read_text().replace("vocabulary: [red, green, {sea: [blue water, blue sky]}]",
                                            "vocabulary: [crimson, grass, {sky: [blue sky]}]")

@@ -2,80 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from autotag.app import open_app
 from autotag.config import load_config
-from autotag.store import Store
 from autotag.daemon.notify import Notifier
-from autotag.tagging import ClipResult
-from autotag.daemon.service import MAX_RETRIES, Daemon, DaemonError, acquire_lock
+from autotag.daemon.service import MAX_RETRIES, DaemonError, acquire_lock
+from autotag.store import Store
 from tests.clips import BLUE, GREEN, RED, write_video
-from tests.test_pipeline import CountingEmbedder
+from tests.helpers import DEADLINE, Running, log_lines, wait_for
+from tests.helpers import write_daemon_config as write_config
 
 REPO = Path(__file__).resolve().parents[1]
-DEADLINE = 30.0
-
-
-def write_config(folder: Path, model_dir: Path, vocabulary: str = "[red, green]") -> Path:
-    path = folder / "config.yaml"
-    path.write_text(
-        f"model: {{handle: '{model_dir}'}}\nvocabulary: {vocabulary}\n"
-        f"state: {{path: '{folder / 'state.sqlite3'}'}}\n"
-        "watch: {stability_seconds: 0.3, rescan_seconds: 0}\n"
-        "outputs: {log: matches.jsonl, previews: null}\n")
-    return path
-
-
-def wait_for(condition, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.05)
-
-
-def log_lines(config: Path) -> list[dict]:
-    path = config.parent / "matches.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-
-
-class Running:
-    """A daemon in a thread of this process, with a counting embedder."""
-
-    def __init__(self, config_path: Path, root: Path, embedder, notifier=None) -> None:
-        self.config_path = config_path
-        self.embedder = CountingEmbedder(embedder)
-        self.results: list[ClipResult] = []
-        self.daemon = Daemon(load_config(config_path), [root],
-                             open_app=lambda c, e: open_app(c, embedder=self.embedder),
-                             reload_config=lambda: load_config(config_path),
-                             notifier=notifier, on_result=self.results.append)
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        self.code = self.daemon.run()
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        assert self.daemon.ready.wait(DEADLINE)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.daemon.request_stop()
-        self.thread.join(DEADLINE)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from autotag.cli.common import (EXIT_FAILED, EXIT_OK, Context, UsageError, add_common,
-                                load_config)
+from autotag.cli.common import EXIT_FAILED, EXIT_OK, Context, UsageError, add_common, load_config
 
 
 def build() -> argparse.ArgumentParser:

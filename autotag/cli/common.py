@@ -78,7 +78,8 @@ def setup_logging(debug: bool) -> None:
 def load_config(args: argparse.Namespace):
     """The config file (--config, else the usual places) with --model applied; UsageError."""
     from autotag.app import with_model
-    from autotag.config import ConfigError, find_config, load_config as load
+    from autotag.config import ConfigError, find_config
+    from autotag.config import load_config as load
 
     try:
         config = load(find_config(args.config))
@@ -126,8 +127,13 @@ class Reporter:
 
     def __enter__(self) -> Reporter:
         if interactive() and self.total:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(TextColumn(self.verb), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),

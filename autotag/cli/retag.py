@@ -6,8 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from autotag.cli.common import (EXIT_FAILED, EXIT_OK, Context, Reporter, add_common,
-                                load_config, open_app)
+from autotag.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Context,
+    Reporter,
+    add_common,
+    load_config,
+    open_app,
+)
 from autotag.files import absolute, show
 
 log = logging.getLogger("autotag")

@@ -7,8 +7,15 @@ import logging
 import sys
 from pathlib import Path
 
-from autotag.cli.common import (EXIT_FAILED, EXIT_OK, Context, UsageError, add_common,
-                                load_config, open_store)
+from autotag.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Context,
+    UsageError,
+    add_common,
+    load_config,
+    open_store,
+)
 from autotag.files import absolute, show
 
 log = logging.getLogger("autotag")

@@ -7,8 +7,17 @@ import logging
 from pathlib import Path
 
 from autotag import __version__
-from autotag.cli.common import (EXIT_FAILED, EXIT_OK, SUBCOMMANDS, Context, Reporter,
-                                UsageError, add_common, load_config, open_app)
+from autotag.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    SUBCOMMANDS,
+    Context,
+    Reporter,
+    UsageError,
+    add_common,
+    load_config,
+    open_app,
+)
 from autotag.files import absolute, show
 
 log = logging.getLogger("autotag")

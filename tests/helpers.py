@@ -1,0 +1,115 @@
+"""Helpers the test modules share (fixtures live in conftest.py): configs, the counting
+embedder, sidecar reading, a daemon running in a thread."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from autotag.app import open_app
+from autotag.clip import Embedded, Segment, SourceInfo, Tag, Tagged, Window
+from autotag.config import load_config
+from autotag.daemon.service import Daemon
+from autotag.tagging import ClipResult
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "autotag" / "schemas" / "sidecar.schema.json"
+DEADLINE = 30.0  # s; generous upper bound for anything to happen
+
+
+class CountingEmbedder:
+    """The real test model, counting video calls and their batch sizes."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.fingerprint = inner.fingerprint
+        self.batches: list[int] = []
+        self.lock = threading.Lock()
+
+    def embed_video(self, frames):
+        assert frames.dtype == np.float32
+        with self.lock:
+            self.batches.append(frames.shape[0])
+        return self.inner.embed_video(frames)
+
+    def embed_text(self, texts):
+        return self.inner.embed_text(texts)
+
+
+def write_config(folder: Path, model_dir: Path, extra: str = "") -> Path:
+    config = folder / "config.yaml"
+    config.write_text(
+        f"model: {{handle: '{model_dir}', batch_size: 8}}\n"
+        "vocabulary: [red, green, {sea: [blue water, blue sky]}]\n"
+        "tagging: {top_k: 2, min_score: 3.0}\n"
+        f"state: {{path: '{folder / 'state.sqlite3'}'}}\n"
+        "outputs: {log: matches.jsonl, previews: previews}\n" + extra)
+    return config
+
+
+def sidecar(path: Path) -> dict:
+    return json.loads(Path(f"{path}.autotag.json").read_text())
+
+
+def write_daemon_config(folder: Path, model_dir: Path, vocabulary: str = "[red, green]") -> Path:
+    path = folder / "config.yaml"
+    path.write_text(
+        f"model: {{handle: '{model_dir}'}}\nvocabulary: {vocabulary}\n"
+        f"state: {{path: '{folder / 'state.sqlite3'}'}}\n"
+        "watch: {stability_seconds: 0.3, rescan_seconds: 0}\n"
+        "outputs: {log: matches.jsonl, previews: null}\n")
+    return path
+
+
+def wait_for(condition, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def log_lines(config: Path) -> list[dict]:
+    path = config.parent / "matches.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+class Running:
+    """A daemon in a thread of this process, with a counting embedder."""
+
+    def __init__(self, config_path: Path, root: Path, embedder, notifier=None) -> None:
+        self.config_path = config_path
+        self.embedder = CountingEmbedder(embedder)
+        self.results: list[ClipResult] = []
+        self.daemon = Daemon(load_config(config_path), [root],
+                             open_app=lambda c, e: open_app(c, embedder=self.embedder),
+                             reload_config=lambda: load_config(config_path),
+                             notifier=notifier, on_result=self.results.append)
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        self.code = self.daemon.run()
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        assert self.daemon.ready.wait(DEADLINE)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.daemon.request_stop()
+        self.thread.join(DEADLINE)
+        assert not self.thread.is_alive()
+
+
+def tagged(clip: Path, *labels: str) -> Tagged:
+    tags = tuple(Tag(label, 8.0 - i, 0.5, (Segment(0.0, 3.2, 8.0 - i),))
+                 for i, label in enumerate(labels))
+    embedded = Embedded(SourceInfo(clip, 10, 1.0, "0" * 64), 3.2, (Window(0.0, 3.2),),
+                        np.zeros((1, 512), np.float32), np.zeros((1, 18, 32, 3), np.uint8))
+    return Tagged(embedded, "model", "vocab", tags, tags)
+
+
