@@ -12,6 +12,7 @@ import pytest
 
 from autotag.config import WatchConfig
 from autotag.daemon.watcher import StabilityTracker, Watcher
+from tests.helpers import wait_for
 
 STABLE = 0.3  # s; short stability delay for tests
 DEADLINE = 15.0  # s; generous upper bound for anything to arrive
@@ -28,26 +29,27 @@ def watched(tmp_path):
     watcher.stop()
 
 
-def collect(out: queue.Queue, count: int, deadline: float = DEADLINE) -> list[Path]:
-    """Wait until `count` paths arrived (or the deadline), then a quiet period for extras."""
+def collect(out: queue.Queue, count: int, watcher: Watcher,
+            deadline: float = DEADLINE) -> list[Path]:
+    """Wait until `count` paths arrived, then until the watcher has nothing pending (a path is
+    in the tracker until it is on `out`), and take whatever else came: a path handed on twice
+    would be there."""
     got: list[Path] = []
     end = time.monotonic() + deadline
-    while len(got) < count and time.monotonic() < end:
+    while len(got) < count:
+        assert time.monotonic() < end, f"timed out: {len(got)} of {count} arrived"
         try:
             got.append(out.get(timeout=0.1))
         except queue.Empty:
             pass
-    quiet = time.monotonic() + STABLE * 4  # anything handed on twice would come by now
-    while time.monotonic() < quiet:
-        try:
-            got.append(out.get(timeout=0.05))
-        except queue.Empty:
-            pass
+    wait_for(lambda: not watcher.pending(), deadline)
+    while not out.empty():
+        got.append(out.get_nowait())
     return got
 
 
 def test_a_file_written_in_two_halves_is_handed_on_once_complete(watched):
-    root, out, _ = watched
+    root, out, watcher = watched
     path = root / "slow.mp4"
     with path.open("wb") as f:
         f.write(b"a" * 1000)
@@ -55,34 +57,37 @@ def test_a_file_written_in_two_halves_is_handed_on_once_complete(watched):
         time.sleep(STABLE * 0.6)  # a pause shorter than the delay: still being written
         f.write(b"b" * 1000)
     started = time.monotonic()
-    assert collect(out, 1) == [path]
+    assert collect(out, 1, watcher) == [path]
     assert path.stat().st_size == 2000
     assert time.monotonic() - started >= 0  # handed on after completion (size checked above)
 
 
 def test_a_pause_longer_than_the_delay_is_caught_by_the_size_check(tmp_path):
-    tracker = StabilityTracker(0.1)
+    now = [0.0]
+    tracker = StabilityTracker(0.1, clock=lambda: now[0])
     path = tmp_path / "x.mp4"
     path.write_bytes(b"a")
     tracker.touch(path)
     with path.open("ab") as f:  # grows without an event reaching the tracker
         f.write(b"b")
-    time.sleep(0.15)
+    now[0] = 0.15
     assert tracker.ready() == []  # size changed: the timer starts over
-    time.sleep(0.15)
+    now[0] = 0.2
+    assert tracker.ready() == []  # not yet 0.1 s since it started over
+    now[0] = 0.3
     assert tracker.ready() == [path]
 
 
 def test_temp_name_renamed_into_place_is_handed_on_once_under_its_final_name(watched):
-    root, out, _ = watched
+    root, out, watcher = watched
     temp = root / "clip.mp4.part"
     temp.write_bytes(b"x" * 5000)
     os.rename(temp, root / "clip.mp4")
-    assert collect(out, 1) == [root / "clip.mp4"]
+    assert collect(out, 1, watcher) == [root / "clip.mp4"]
 
 
 def test_moved_in_from_outside_and_new_subfolder(watched, tmp_path):
-    root, out, _ = watched
+    root, out, watcher = watched
     outside = tmp_path / "outside.mp4"
     outside.write_bytes(b"x" * 100)
     shutil.move(outside, root / "moved.mp4")
@@ -92,36 +97,39 @@ def test_moved_in_from_outside_and_new_subfolder(watched, tmp_path):
     shutil.move(folder, root / "newfolder")  # a folder with a clip already in it
     (root / "made").mkdir()
     (root / "made" / "later.mkv").write_bytes(b"m" * 100)
-    got = collect(out, 3)
+    got = collect(out, 3, watcher)
     assert sorted(got) == sorted([root / "moved.mp4", root / "newfolder" / "deeper" / "inside.gif",
                                   root / "made" / "later.mkv"])
 
 
 def test_deleted_before_stable_is_not_handed_on(watched):
-    root, out, _ = watched
+    root, out, watcher = watched
     path = root / "gone.mp4"
     path.write_bytes(b"x")
     path.unlink()
-    assert collect(out, 0, deadline=0) == []
+    # events come in order: once the file written after it is handed on, gone.mp4's events
+    # were seen, and it would have been stable by now too
+    (root / "sentinel.mp4").write_bytes(b"x")
+    assert collect(out, 1, watcher) == [root / "sentinel.mp4"]
 
 
 def test_ignored_names_are_never_handed_on(watched):
-    root, out, _ = watched
+    root, out, watcher = watched
     for name in (".hidden.mp4", "x.mp4.crdownload", "x.mp4.autotag.json", "notes.txt",
                  "x.tmp", "._x.mp4"):
         (root / name).write_bytes(b"x")
     (root / "@eaDir").mkdir()
     (root / "@eaDir" / "thumb.mp4").write_bytes(b"x")
     (root / "real.mp4").write_bytes(b"x")
-    assert collect(out, 1) == [root / "real.mp4"]
+    assert collect(out, 1, watcher) == [root / "real.mp4"]
 
 
 def test_a_burst_of_200_files_each_handed_on_once(watched):
-    root, out, _ = watched
+    root, out, watcher = watched
     paths = [root / f"burst-{i:03d}.mp4" for i in range(200)]
     for path in paths:
         path.write_bytes(b"x" * 64)
-    got = collect(out, 200)
+    got = collect(out, 200, watcher)
     assert sorted(got) == paths
 
 
@@ -142,9 +150,9 @@ def test_startup_scan_and_rescan_find_what_events_missed(tmp_path):
                       known=lambda path, st: path in done)
     watcher.start()
     try:
-        assert collect(out, 1) == [root / "before.mp4"]  # the startup catch-up
+        assert collect(out, 1, watcher) == [root / "before.mp4"]  # the startup catch-up
         (root / "missed.mp4").write_bytes(b"x")  # polling every hour: only a rescan sees it
-        assert collect(out, 1) == [root / "missed.mp4"]  # and not before.mp4 again
+        assert collect(out, 1, watcher) == [root / "missed.mp4"]  # and not before.mp4 again
     finally:
         watcher.stop()
 
@@ -160,6 +168,6 @@ def test_a_folder_that_disappears_and_comes_back(tmp_path):
         time.sleep(0.6)
         root.mkdir()  # and mounted again, with a new clip
         (root / "after.mp4").write_bytes(b"x")
-        assert root / "after.mp4" in collect(out, 1)
+        assert root / "after.mp4" in collect(out, 1, watcher)
     finally:
         watcher.stop()
