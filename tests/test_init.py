@@ -1,0 +1,37 @@
+"""`autotag init`: the packaged default config, and a missing config that says to run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autotag import cli
+from autotag.config import default_config_text, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_packaged_default_is_the_repositorys_config():
+    assert default_config_text() == (REPO / "config.yaml").read_text(encoding="utf-8")
+
+
+def test_init_writes_the_default_to_the_user_config_and_never_overwrites(tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["init"]) == 0
+    written = tmp_path / "xdg-config" / "autotag" / "config.yaml"  # conftest's XDG_CONFIG_HOME
+    assert written.read_text(encoding="utf-8") == default_config_text()
+    assert load_config(written).labels  # a config autotag reads as it is
+    written.write_text("vocabulary: [mine]\n")
+    assert cli.main(["init"]) == 2  # an existing file is the user's
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exists" in err
+    assert written.read_text() == "vocabulary: [mine]\n"
+    assert cli.main(["init", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere").read_text(encoding="utf-8") == default_config_text()
+
+
+def test_a_missing_config_says_to_run_init(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--once", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "autotag init" in err and "Traceback" not in err
