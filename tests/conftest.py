@@ -45,3 +45,13 @@ def _no_thread_leaks():
         t.join(timeout=5)
     leaked = [t.name for t in leaked if t.is_alive()]
     assert not leaked, f"threads left running: {leaked}"
+
+
+# -- the analysis commands (eval, calibrate) ------------------------------------------------------
+
+@pytest.fixture
+def labelled(tmp_path, model_dir):
+    """(the labelled folder of tests/labelled.py, a config file naming the test model)."""
+    from tests.labelled import build_labelled, write_config
+
+    return build_labelled(tmp_path / "labelled"), write_config(tmp_path, model_dir)
