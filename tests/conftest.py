@@ -58,3 +58,13 @@ def run_once(embedder):
                         embedder=embedder)
 
     return run
+
+
+# -- the analysis commands (eval, calibrate) ------------------------------------------------------
+
+@pytest.fixture
+def labelled(tmp_path, model_dir):
+    """(the labelled folder of tests/labelled.py, a config file naming the test model)."""
+    from tests.labelled import build_labelled, write_config
+
+    return build_labelled(tmp_path / "labelled"), write_config(tmp_path, model_dir)

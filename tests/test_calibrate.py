@@ -1,6 +1,6 @@
 """`autotag calibrate`: per-tag thresholds for a target precision, the temperature, and writing
 them into the config with its comments kept. The labelled layout and its hand-computed scores
-are test_evaluate's (see its docstring)."""
+are tests/labelled.py's (see its docstring)."""
 
 from __future__ import annotations
 
@@ -14,34 +14,16 @@ import pytest
 import yaml
 
 from autotag import cli
-from autotag.calibrate import (
-    CannotEdit,
-    calibrate,
-    edited_config,
-    fit_temperature,
-    nll,
-    precision_threshold,
-    set_tagging,
-    snippet,
-)
+from autotag.analysis.calibration import calibrate, fit_temperature, nll, precision_threshold
+from autotag.analysis.config_editor import CannotEdit, edited_config, set_tagging, snippet
+from autotag.analysis.metrics import clip_scores, given_tags
 from autotag.config import load_config
-from autotag.evaluate import clip_scores, given_tags, load_labelled
-from autotag.store import Store
 from autotag.vocabulary import build_vocabulary
-from tests.test_evaluate import CONFIG, build_labelled, write_config
-
-
-@pytest.fixture
-def labelled(tmp_path, model_dir):
-    return build_labelled(tmp_path / "labelled"), write_config(tmp_path, model_dir)
+from tests.labelled import CONFIG, build_labelled, embed_labelled, write_config
 
 
 def scored(root, config, embedder, cache):
-    store = Store(config.state.store_path)
-    try:
-        data = load_labelled(root, config, embedder, store)
-    finally:
-        store.close()
+    data = embed_labelled(root, config, embedder)
     return data, clip_scores(data.embeddings, build_vocabulary(config.vocabulary, embedder,
                                                           cache).vectors)
 
@@ -105,16 +87,18 @@ def diff_lines(old: str, new: str) -> tuple[list[str], list[str]]:
 
 
 def test_cli_calibrate_write_keeps_the_rest_of_the_config_and_tagging_uses_it(
-        labelled, tmp_path, capsys):
+        labelled, embedder, tmp_path, capsys):
     root, config_path = labelled
     before_text = config_path.read_text()
     before = load_config(config_path)
-    assert cli.main(["calibrate", "--config", str(config_path), str(root)]) == 0
+    assert cli.main(["calibrate", "--config", str(config_path), str(root)],
+                    embedder=embedder) == 0
     out = capsys.readouterr().out
     assert "temperature:" in out and "    red: 8.5" in out  # printed, for pasting
     assert config_path.read_text() == before_text  # nothing written without --write
 
-    assert cli.main(["calibrate", "--write", "--config", str(config_path), str(root)]) == 0
+    assert cli.main(["calibrate", "--write", "--config", str(config_path), str(root)],
+                    embedder=embedder) == 0
     after_text = config_path.read_text()
     removed, added = diff_lines(before_text, after_text)
     assert [line.split("#")[0].strip() for line in removed] == ["temperature: 1.0",
@@ -135,7 +119,7 @@ def test_cli_calibrate_write_keeps_the_rest_of_the_config_and_tagging_uses_it(
     clips.mkdir()
     shutil.copy(root / "red" / "darkred.gif", clips)
     shutil.copy(root / "red" / "red.mp4", clips)
-    assert cli.main(["--once", "--config", str(config_path), str(clips)]) == 0
+    assert cli.main(["--once", "--config", str(config_path), str(clips)], embedder=embedder) == 0
     tags = {p.name: [t["label"] for t in json.loads(
         (clips / f"{p.name}.autotag.json").read_text())["tags"]]
         for p in clips.iterdir() if not p.name.endswith(".json")}
@@ -144,6 +128,7 @@ def test_cli_calibrate_write_keeps_the_rest_of_the_config_and_tagging_uses_it(
 
 def test_calibrate_write_refuses_a_layout_it_cannot_edit_and_says_what_to_paste(
         tmp_path, model_dir, capsys):
+    """The model loads from the config's model.handle, as users run it (no embedder passed)."""
     root = build_labelled(tmp_path / "labelled")
     text = CONFIG.replace("tagging:\n", "tagging: &tagging\n")
     config_path = write_config(tmp_path, model_dir, text)
@@ -196,7 +181,7 @@ def test_edited_config_checks_the_result(tmp_path, model_dir):
 
 
 def test_a_tag_whose_target_is_out_of_reach_keeps_its_threshold(tmp_path):
-    from autotag.calibrate import Calibration, TagThreshold, merged_thresholds
+    from autotag.analysis.calibration import Calibration, TagThreshold, merged_thresholds
     from autotag.config import parse_config
 
     config = parse_config("vocabulary: [red, green, blue]\ntagging: {thresholds: {green: 1.0}}\n",

@@ -1,20 +1,7 @@
 """`autotag eval` on a labelled folder of generated clips, scored by the test model.
 
-The test model's clip scores follow from the clips' colours (testmodel.py): with red = [red],
-green = [green], sea = [blue water, blue sky] (2 × blue), sky = [sky] (1 × blue), bright, a clip
-of colour (r, g, b) in [0, 1] scores 10·(r − (g+b)/2) for red, 20·(b − (r+g)/2) for sea, and so
-on. The layout below gives these scores (configured prompts), from which every expected figure
-in this file is computed by hand:
-
-    clip          folders    red     green    sea      sky     top-1
-    red.mp4       red        10.0    -5.0    -10.0    -5.0     red     right
-    darkred.gif   red         5.9    -2.9     -5.9    -2.9     red     right
-    green.mp4     Green      -5.0    10.0    -10.0    -5.0     green   right
-    blue.mp4      sea, sky   -5.0    -5.0     20.0    10.0     sea     right (either counts)
-    purple.gif    sea         7.1    -7.9      1.8     0.9     red     wrong: sea → red
-    sky.gif       sky        -4.0    -1.1     10.2     5.1     sea     wrong: sky → sea
-
-sky and sea are the deliberately confusable pair (both blue; sea's prompts score twice as high).
+Every expected figure here is computed by hand from the clip scores in tests/labelled.py's
+docstring (the layout and the test model's colour scores).
 """
 
 from __future__ import annotations
@@ -22,81 +9,23 @@ from __future__ import annotations
 import base64
 import html.parser
 import json
-import os
 import re
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from autotag import cli
+from autotag.analysis.evaluation import embed_prompts, evaluate, prompt_sets, set_vectors
+from autotag.analysis.labelled import EvalError, fold_name, load_labelled, match_folders
+from autotag.analysis.metrics import average_precision, given_tags, top_k_accuracy
 from autotag.clip import Window
 from autotag.config import TaggingConfig, VocabEntry, load_config
-from autotag.evaluate import (
-    EvalError,
-    average_precision,
-    embed_prompts,
-    evaluate,
-    fold_name,
-    given_tags,
-    load_labelled,
-    match_folders,
-    prompt_sets,
-    set_vectors,
-    top_k_accuracy,
-)
+from autotag.engine import Engine
 from autotag.scoring import tag_scores
 from autotag.store import Store
 from autotag.vocabulary import build_vocabulary
-from tests.clips import BLUE, GREEN, RED, write_gif, write_video
-
-CONFIG = """\
-# a test config: calibrate --write must keep these comments
-model:
-  handle: '{model}'          # the test model
-  batch_size: 4
-
-vocabulary:
-  - red
-  - green
-  - sea: [blue water, blue sky]
-  - sky
-  - bright
-
-tagging:
-  top_k: 2                   # at most two tags
-  min_score: 3.0             # the raw score a tag needs;
-                             # a comment continued on a second line
-  temperature: 1.0           # softmax temperature
-  thresholds: {{}}             # per-tag min_score (autotag calibrate)
-
-# state and outputs live with the test
-state:
-  path: '{state}'
-outputs: {{log: null, previews: null}}
-"""
-
-
-def build_labelled(root: Path) -> Path:
-    """The layout of the module docstring, plus a folder no tag matches."""
-    for name in ("red", "Green", "sea", "sky", "cats"):
-        (root / name).mkdir(parents=True)
-    write_video(root / "red" / "red.mp4", [(RED, 2)])
-    write_gif(root / "red" / "darkred.gif", [((150, 0, 0), 2)])
-    write_video(root / "Green" / "green.mp4", [(GREEN, 2)])
-    write_video(root / "sea" / "blue.mp4", [(BLUE, 2)])
-    write_gif(root / "sea" / "purple.gif", [((255, 0, 150), 2)])
-    write_gif(root / "sky" / "sky.gif", [((100, 150, 255), 2)])
-    os.symlink("../sea/blue.mp4", root / "sky" / "blue.mp4")  # one clip, two tags
-    write_video(root / "cats" / "cat.mp4", [(GREEN, 1)])
-    return root
-
-
-def write_config(folder: Path, model_dir: Path, text: str = CONFIG) -> Path:
-    path = folder / "config.yaml"
-    path.write_text(text.format(model=model_dir, state=folder / "state.sqlite3"))
-    return path
+from tests.labelled import embed_labelled, write_config
 
 
 class CountingEmbedder:
@@ -113,19 +42,10 @@ class CountingEmbedder:
         return self.inner.embed_text(texts)
 
 
-@pytest.fixture
-def labelled(tmp_path, model_dir):
-    return build_labelled(tmp_path / "labelled"), write_config(tmp_path, model_dir)
-
-
 def run_evaluation(labelled, embedder, tmp_path):
     root, config_path = labelled
     config = load_config(config_path)
-    store = Store(config.state.store_path)
-    try:
-        data = load_labelled(root, config, embedder, store)
-    finally:
-        store.close()
+    data = embed_labelled(root, config, embedder)
     table = embed_prompts(prompt_sets(config.vocabulary), embedder, tmp_path / "cache")
     return evaluate(data, config.vocabulary, table, config.tagging)
 
@@ -226,9 +146,9 @@ def test_stored_embeddings_are_reused_and_nothing_is_written_beside_clips(labell
     config = load_config(config_path)
     store = Store(config.state.store_path)
     try:
-        first = load_labelled(root, config, counting, store)
+        first = load_labelled(root, Engine(config, counting, store))
         assert counting.windows == 6  # six distinct clips of one window each
-        again = load_labelled(root, config, counting, store)
+        again = load_labelled(root, Engine(config, counting, store))
         assert counting.windows == 6  # all from the store
         assert store.files() == []  # eval tags nothing: the files table stays as it was
     finally:
@@ -251,11 +171,13 @@ class _Resources(html.parser.HTMLParser):
         self.urls += [v for k, v in attrs if k in ("src", "href", "srcset", "data", "action")]
 
 
-def test_cli_eval_prints_tables_json_and_a_self_contained_report(labelled, tmp_path, capsys):
+def test_cli_eval_prints_tables_json_and_a_self_contained_report(labelled, embedder, tmp_path,
+                                                                  capsys):
     root, config = labelled
     report = tmp_path / "out" / "report.html"
     report.parent.mkdir()
-    assert cli.main(["eval", "--config", str(config), "--report", str(report), str(root)]) == 0
+    assert cli.main(["eval", "--config", str(config), "--report", str(report), str(root)],
+                    embedder=embedder) == 0
     out = capsys.readouterr().out
     assert "top-1 66.7%" in out and "mAP 0.917" in out
     assert re.search(r"sky\s+│\s+sea\s+│\s+1", out)  # the confusion table
@@ -275,7 +197,8 @@ def test_cli_eval_prints_tables_json_and_a_self_contained_report(labelled, tmp_p
     assert "<figure>" in page and "taken for <b>red</b>" in page
     assert [p.name for p in report.parent.iterdir()] == ["report.html"]  # one file
 
-    assert cli.main(["eval", "--config", str(config), "--json", str(root)]) == 0
+    assert cli.main(["eval", "--config", str(config), "--json", str(root)],
+                    embedder=embedder) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["clips"], data["top1"], data["map"]) == (6, 0.6667, 0.9167)
     assert data["unmatched_folders"] == ["cats"]
@@ -283,10 +206,11 @@ def test_cli_eval_prints_tables_json_and_a_self_contained_report(labelled, tmp_p
     assert [s["name"] for s in data["prompt_sets"]] == ["name", "configured", "templates"]
 
 
-def test_cli_eval_a_broken_clip_is_named_and_exits_1(labelled, capsys):
+def test_cli_eval_a_broken_clip_is_named_and_exits_1(labelled, embedder, capsys):
     root, config = labelled
     (root / "red" / "broken.mp4").write_bytes(b"not a video" * 50)
-    assert cli.main(["eval", "--config", str(config), "--json", str(root)]) == 1
+    assert cli.main(["eval", "--config", str(config), "--json", str(root)],
+                    embedder=embedder) == 1
     captured = capsys.readouterr()
     assert "broken.mp4" in captured.err and "Traceback" not in captured.err
     data = json.loads(captured.out)
@@ -303,3 +227,17 @@ def test_cli_eval_usage_errors_exit_2_in_one_line(tmp_path, model_dir, capsys):
         assert cli.main(["eval", "--config", str(config), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("autotag: error:") and err.count("\n") == 0, err
+
+
+def test_cli_eval_again_reuses_everything_and_never_loads_the_model(labelled, capsys):
+    """The model loads from the config's model.handle, as users run it (no embedder passed),
+    and lazily: on the second run clips' embeddings come from the store and prompts from the
+    text cache, so it is not loaded at all."""
+    root, config = labelled
+    assert cli.main(["eval", "--config", str(config), "--json", str(root)]) == 0
+    first = capsys.readouterr()
+    assert "loading the model" in first.err
+    assert cli.main(["eval", "--config", str(config), "--json", str(root)]) == 0
+    again = capsys.readouterr()
+    assert "loading the model" not in again.err
+    assert json.loads(again.out)["map"] == json.loads(first.out)["map"]

@@ -1,26 +1,26 @@
-"""Evaluation → rich tables on the terminal | JSON for scripts | one self-contained HTML page.
+"""Evaluation → one self-contained HTML page: summary cards, per-tag table with score strips,
+prompt sets side by side, confusions and their matrix, each tag's best / worst / false-alarm clips.
 
-The HTML report is a single file that opens anywhere without network access: inline CSS, no
-scripts, every image a base64 data: URI (the confusion matrix drawn with OpenCV, clips' frames
-from the state store's thumbnails), score strips as inline SVG.
+The page opens anywhere without network access: inline CSS, no scripts, every image a base64
+data: URI (the confusion matrix drawn with OpenCV, clips' frames from the state store's
+thumbnails, uint8 [n, h, w, 3] RGB), score strips as inline SVG. Rendering returns a string;
+`write_html` writes it atomically. Nothing here prints (the terminal tables are the command's).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
 import html
-import json
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from autotag.analysis.evaluation import Evaluation
+from autotag.analysis.metrics import ranking
 from autotag.atomic import write_atomic
-from autotag.evaluate import Evaluation, OnProgress, ranking
 
 GALLERY = 3  # clips shown per row of a tag's gallery (best, worst, false alarms)
 THUMB_HEIGHT = 72  # px, a clip's frames in the report
@@ -36,103 +36,16 @@ STRIP_BINS = 54  # histogram bars across the strip
 Thumbnails = Callable[[str], np.ndarray]  # sha256 → uint8 [n, h, w, 3] RGB (Store.thumbnails)
 
 
-# -- terminal -------------------------------------------------------------------------------------
+# -- figures as text (the terminal tables use these too) ------------------------------------------
 
-@contextlib.contextmanager
-def progress(label: str, enabled: bool = True) -> Iterator[OnProgress]:
-    """A transient rich progress bar on stderr when it is a terminal; else nothing."""
-    if not (enabled and sys.stderr.isatty()):
-        yield lambda done, total: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   transient=True)
-    task = bar.add_task(label, total=None)
-
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
-
-    with bar:
-        yield update
-
-
-def print_json(evaluation: Evaluation) -> None:
-    json.dump(evaluation.to_json(), sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
-
-
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A share as '66.7%'; '–' for none."""
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def _num(value: float | None) -> str:
+def number(value: float | None) -> str:
+    """A figure such as AP as '0.917'; '–' for none or NaN (a tag without clips)."""
     return "–" if value is None or np.isnan(value) else f"{value:.3f}"
-
-
-def print_evaluation(evaluation: Evaluation, console=None) -> None:
-    """Summary, per-tag figures, prompt sets side by side, costly confusions."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    ev, lab = evaluation, evaluation.labelled
-    console.print(f"{lab.root}: {len(lab.clips)} clips, {len(ev.tags)} tags", highlight=False)
-    console.print(f"top-1 [bold]{_pct(ev.top1)}[/bold], top-{ev.k} {_pct(ev.topk)}, "
-                  f"mAP [bold]{_num(ev.map)}[/bold]", highlight=False)
-
-    tags = Table(title="per tag (configured prompts)", title_justify="left")
-    for name, justify in (("tag", "left"), ("clips", "right"), ("AP", "right"),
-                          ("precision", "right"), ("recall", "right"), ("given", "right"),
-                          ("threshold", "right")):
-        tags.add_column(name, justify=justify)
-    for t in sorted(ev.tags, key=lambda t: t.ap):
-        tags.add_row(t.label, str(t.clips), _num(t.ap), _pct(t.precision), _pct(t.recall),
-                     str(t.given), f"{t.threshold:g}",
-                     style="red" if t.ap < 0.5 else None)
-    console.print(tags)
-
-    sets = Table(title="which phrasing works: AP per prompt set", title_justify="left")
-    sets.add_column("tag")
-    for s in ev.sets:
-        sets.add_column(s.name, justify="right")
-    for t in ev.tags:
-        values = [s.ap[t.label] for s in ev.sets]
-        best = max(values)
-        sets.add_row(t.label, *[f"[bold green]{_num(v)}[/]" if v == best and len(set(values)) > 1
-                                else _num(v) for v in values])
-    sets.add_section()
-    sets.add_row("mAP", *[_num(s.map) for s in ev.sets], style="bold")
-    sets.add_row("top-1", *[_pct(s.top1) for s in ev.sets], style="bold")
-    console.print(sets)
-    for t in ev.tags:
-        for prompt, ap in t.better_prompts.items():
-            console.print(f"[yellow]{t.label}: {prompt!r} alone has AP {_num(ap)}, better than "
-                          f"its prompts together ({_num(t.ap)})[/]", highlight=False)
-    for s in ev.sets:
-        if s.unknown:
-            console.print(f"[yellow]{s.name}: the model knows no word of "
-                          f"{', '.join(repr(p) for p in s.unknown)}[/]", highlight=False)
-
-    if ev.confusions:
-        pairs = Table(title="costliest confusions (top-1)", title_justify="left")
-        for name, justify in (("tag", "left"), ("taken for", "left"), ("clips", "right"),
-                              ("share of the tag", "right")):
-            pairs.add_column(name, justify=justify)
-        for c in ev.confusions:
-            pairs.add_row(c.true, c.predicted, str(c.clips), _pct(c.share))
-        console.print(pairs)
-    if lab.unmatched:
-        console.print(f"[yellow]left out, no such tag: {', '.join(lab.unmatched)}[/]",
-                      highlight=False)
-    if lab.failed:
-        console.print(f"[red]{len(lab.failed)} clip(s) could not be used (see above)[/]")
 
 
 # -- HTML -----------------------------------------------------------------------------------------
@@ -204,9 +117,9 @@ def render_html(evaluation: Evaluation, thumbnails: Thumbnails) -> str:
 
 
 def _cards(ev: Evaluation) -> str:
-    cards = [(_pct(ev.top1), "top-1 accuracy: the best-scoring tag is right"),
-             (_pct(ev.topk), f"top-{ev.k} accuracy: a right tag among the {ev.k} best"),
-             (_num(ev.map), "mean average precision over the tags (1 = perfect ranking)")]
+    cards = [(percent(ev.top1), "top-1 accuracy: the best-scoring tag is right"),
+             (percent(ev.topk), f"top-{ev.k} accuracy: a right tag among the {ev.k} best"),
+             (number(ev.map), "mean average precision over the tags (1 = perfect ranking)")]
     return '<div class="cards">' + "".join(
         f"<div class=\"card\"><b>{v}</b><span>{html.escape(t)}</span></div>" for v, t in cards
     ) + "</div>"
@@ -221,8 +134,8 @@ def _tag_table(ev: Evaluation) -> str:
         low = ' class="low"' if t.ap < 0.5 else ""
         rows.append(
             f'<tr><td><a href="#{_anchor(t.label)}">{e(t.label)}</a></td><td>{t.clips}</td>'
-            f'<td{low}><span class="bar" style="width:{60 * t.ap:.0f}px"></span>{_num(t.ap)}</td>'
-            f"<td>{_pct(t.precision)}</td><td>{_pct(t.recall)}</td><td>{t.given}</td>"
+            f'<td{low}><span class="bar" style="width:{60 * t.ap:.0f}px"></span>{number(t.ap)}</td>'
+            f"<td>{percent(t.precision)}</td><td>{percent(t.recall)}</td><td>{t.given}</td>"
             f"<td>{t.threshold:g}</td>"
             f"<td>{_strip_svg(ev.scores[:, j], truth[:, j], t.threshold)}</td></tr>")
     return ("<h2>Per tag</h2><table><tr><th>tag</th><th>clips</th><th>AP</th><th>precision</th>"
@@ -272,8 +185,8 @@ def _sets_table(ev: Evaluation) -> str:
         j = ev.labelled.labels.index(t.label)
         values = [s.ap[t.label] for s in ev.sets]
         cells = "".join(
-            f'<td class="best">{_num(v)}</td>' if v == max(values) and len(set(values)) > 1
-            else f"<td>{_num(v)}</td>" for v in values)
+            f'<td class="best">{number(v)}</td>' if v == max(values) and len(set(values)) > 1
+            else f"<td>{number(v)}</td>" for v in values)
         prompts = " · ".join(
             f"{e(s.name)}: " + ", ".join(
                 _prompt(p, s.unknown, *((t.prompt_ap, t.better_prompts)
@@ -281,8 +194,8 @@ def _sets_table(ev: Evaluation) -> str:
                 for p in s.prompts[j]) for s in ev.sets)
         rows.append(f"<tr><td>{e(t.label)}</td>{cells}</tr>"
                     f'<tr><td colspan="{len(ev.sets) + 1}" class="prompts">{prompts}</td></tr>')
-    summary = ("<tr><th>mAP</th>" + "".join(f"<th>{_num(s.map)}</th>" for s in ev.sets)
-               + "</tr><tr><th>top-1</th>" + "".join(f"<th>{_pct(s.top1)}</th>" for s in ev.sets)
+    summary = ("<tr><th>mAP</th>" + "".join(f"<th>{number(s.map)}</th>" for s in ev.sets)
+               + "</tr><tr><th>top-1</th>" + "".join(f"<th>{percent(s.top1)}</th>" for s in ev.sets)
                + "</tr>")
     return ("<h2>Which phrasing works</h2><table><tr><th>tag (AP)</th>" + head + "</tr>"
             + "".join(rows) + summary + "<caption>name: the tag's name alone; configured: the "
@@ -298,8 +211,8 @@ def _prompt(prompt: str, unknown: Sequence[str], ap: dict[str, float],
     if prompt in unknown:
         text = f"<s>{text}</s>"
     if prompt in better:
-        return f'<b class="better">{text} ({_num(ap[prompt])})</b>'
-    return f"{text} ({_num(ap[prompt])})" if prompt in ap else text
+        return f'<b class="better">{text} ({number(ap[prompt])})</b>'
+    return f"{text} ({number(ap[prompt])})" if prompt in ap else text
 
 
 def _confusion_section(ev: Evaluation) -> str:
@@ -308,7 +221,7 @@ def _confusion_section(ev: Evaluation) -> str:
     image = _data_uri("image/png", _png(confusion_image(rows, cols, counts)))
     if ev.confusions:
         pairs = "".join(f'<tr><td>{e(c.true)}</td><td class="t">{e(c.predicted)}</td>'
-                        f"<td>{c.clips}</td><td>{_pct(c.share)}</td></tr>"
+                        f"<td>{c.clips}</td><td>{percent(c.share)}</td></tr>"
                         for c in ev.confusions)
         table = ('<table><tr><th>tag</th><th class="t">taken for</th><th>clips</th><th>share '
                  "of the tag</th></tr>" + pairs + "<caption>Clips whose best-scoring tag is none of their "
@@ -367,7 +280,7 @@ def _galleries(ev: Evaluation, thumbs: _ThumbCache) -> str:
         best = own[:GALLERY]
         worst = own[GALLERY:][-GALLERY:][::-1]
         out.append(f'<div class="tag" id="{_anchor(t.label)}"><h3>{html.escape(t.label)}</h3>'
-                   f'<p class="muted">{t.clips} clips · AP {_num(t.ap)} · threshold '
+                   f'<p class="muted">{t.clips} clips · AP {number(t.ap)} · threshold '
                    f"{t.threshold:g}</p>")
         out.append('<div class="groups">')
         for title, picks in (("best", best), ("worst", worst), ("false alarms", others)):
