@@ -1,4 +1,4 @@
-"""Paths → stat → up to date? → hash / stored embeddings → decode (threads) → embed (batched) → outcomes.
+"""Paths → stat → up to date? → hash / stored embeddings → decode → embed (batched) → outcomes.
 
 The embedding engine: the one place where decoding and the video model are chained. `--once`,
 the daemon, `eval`, `calibrate` (and a cluster backfill) all take their embedded clips from

@@ -31,10 +31,10 @@ from autotag.atomic import write_atomic
 from autotag.clip import Embedded, SourceInfo, Window
 from autotag.config import parse_config
 from autotag.outputs import build_outputs
-from autotag.tagging import Tagger
 from autotag.retag import retag, stored_clips
 from autotag.search import Index, search
 from autotag.store import Store
+from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, vocabulary_fingerprint
 
 DIM = 512

@@ -1,4 +1,4 @@
-"""The daemon's life: lock → load → catch up → watch → engine → tagging → (SIGHUP: reload) → SIGTERM: stop.
+"""The daemon: lock → load → catch up → watch → engine → tagging → (SIGHUP: reload) → SIGTERM.
 
 One daemon per state store (an flock beside it). The main thread only waits for signals and
 talks to systemd (READY, STATUS, WATCHDOG, RELOADING, STOPPING); the watcher's threads turn
