@@ -24,15 +24,16 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from autotag import media
 from autotag.clip import Embedded, SourceInfo
-from autotag.config import Config
+from autotag.config import Config, SamplingConfig
 from autotag.model import Embedder, ModelError
 from autotag.store import FileRecord, Store
 
@@ -45,6 +46,15 @@ FAILED = "failed"
 
 Fresh = Callable[[Path, os.stat_result], bool]  # this version of the file needs no work
 RetryFailed = bool | Callable[[FileRecord], bool]  # try again a version that failed before?
+
+
+class SampledInfo(Protocol):
+    """What of a decoded clip outlives its frames (media.Sampled has it; so may a record of
+    a clip decoded elsewhere, on a cluster worker)."""
+
+    duration: float
+    windows: tuple
+    thumbnails: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,48 @@ class Engine:
         run = _Run(self, iter(paths), stop or threading.Event(), fresh, force, retry_failed,
                    on_windows)
         return run.outcomes()
+
+    def plan(self, path: Path, *, fresh: Fresh | None = None, force: bool = False,
+             retry_failed: RetryFailed = True) -> SourceInfo | Outcome:
+        """The stages before decoding, for one path: stat, the up-to-date rule, a version
+        that failed before, the content hash (the store's, if it knows this version) and
+        stored embeddings of the same content. Returns the source to decode, or the clip's
+        outcome. A cluster driver plans with this too."""
+        try:
+            st = path.stat()
+        except OSError as exc:
+            return Outcome(path, FAILED, reason=f"cannot read: {exc.strerror or exc}")
+        if not stat.S_ISREG(st.st_mode):
+            return Outcome(path, FAILED, reason="not a regular file")
+        if not force and fresh is not None and fresh(path, st):
+            return Outcome(path, SKIPPED, reason="up to date")
+        record = self.store.file(path)
+        same = record is not None and record.matches(st.st_size, st.st_mtime)
+        retry = retry_failed(record) if callable(retry_failed) and same else retry_failed
+        if same and record.status == "failed" and not force and not retry:
+            return Outcome(path, SKIPPED, reason=f"failed before: {record.last_error}")
+        try:
+            sha = record.sha256 if same and record.sha256 else hash_file(path)
+        except OSError as exc:
+            return Outcome(path, FAILED, reason=f"cannot read: {exc.strerror or exc}",
+                           retryable=True, size=st.st_size, mtime=st.st_mtime)
+        source = SourceInfo(path, st.st_size, st.st_mtime, sha)
+        # --force decodes again (sampling settings may have changed); otherwise the same
+        # content under another name, or a re-run, reuses its stored embeddings
+        stored = None if force else self.store.load_embedded(source, self.model)
+        return source if stored is None else Outcome(path, STORED, stored)
+
+    def embedded(self, source: SourceInfo, sampled: media.Sampled | SampledInfo,
+                 embeddings: np.ndarray) -> Outcome:
+        """A clip whose windows are all embedded: saved to the store, as its outcome."""
+        clip = Embedded(source, sampled.duration, sampled.windows, embeddings,
+                        sampled.thumbnails)
+        try:
+            self.store.save_embedded(clip, self.model)
+        except Exception as exc:  # noqa: BLE001 - one clip's fault must not end the run
+            log.debug("saving %s", source.path, exc_info=True)
+            return Outcome(source.path, FAILED, reason=f"cannot store its embeddings: {exc}")
+        return Outcome(source.path, EMBEDDED, clip)
 
     def claim(self, path: Path) -> bool:
         with self._in_flight_lock:
@@ -200,7 +252,7 @@ class _Run:
         jobs = list(dict.fromkeys(job for job, _ in items))
         try:
             vectors = self._call_model(items)
-        except _ModelFailure as exc:
+        except ModelFailure as exc:
             if len(jobs) > 1:  # one call per clip: only the culprit fails
                 for job in jobs:
                     yield from self._embed([(j, i) for j, i in items if j is job])
@@ -222,18 +274,7 @@ class _Run:
                 yield self._finish(job)
 
     def _call_model(self, items: list[tuple[_Job, int]]) -> np.ndarray:
-        # stacked as uint8, converted once: a float32 window is 19 MB, not worth copying twice
-        frames = media.to_model_input(np.stack([job.sampled.frames[i] for job, i in items]))
-        try:
-            vectors = self.engine.embedder.embed_video(frames)
-        except ModelError:  # a model that cannot load is a startup error, not a clip's fault
-            raise
-        except Exception as exc:  # TensorFlow raises many kinds; all mean "this call failed"
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            raise _ModelFailure(f"the model failed: {type(exc).__name__}: {first}"[:300]) from exc
-        if vectors.shape[0] != len(items) or not np.isfinite(vectors).all():
-            raise _ModelFailure("the model returned NaN or infinite embeddings")
-        return vectors
+        return embed_windows(self.engine.embedder, [job.sampled.frames[i] for job, i in items])
 
     def _finish(self, job: _Job) -> Outcome:
         source = job.source
@@ -241,14 +282,7 @@ class _Run:
         if job.failed:
             return Outcome(source.path, FAILED, reason=job.failed, size=source.size,
                            mtime=source.mtime)
-        clip = Embedded(source, job.sampled.duration, job.sampled.windows, job.embeddings,
-                        job.sampled.thumbnails)
-        try:
-            self.engine.store.save_embedded(clip, self.engine.model)
-        except Exception as exc:  # noqa: BLE001 - one clip's fault must not end the run
-            log.debug("saving %s", source.path, exc_info=True)
-            return Outcome(source.path, FAILED, reason=f"cannot store its embeddings: {exc}")
-        return Outcome(source.path, EMBEDDED, clip)
+        return self.engine.embedded(source, job.sampled, job.embeddings)
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -298,47 +332,57 @@ class _Run:
         return item
 
     def _prepare_claimed(self, path: Path) -> _Job | Outcome:
+        planned = self.engine.plan(path, fresh=self.fresh, force=self.force,
+                                   retry_failed=self.retry_failed)
+        if isinstance(planned, Outcome):
+            return planned
         try:
-            st = path.stat()
-        except OSError as exc:
-            return Outcome(path, FAILED, reason=f"cannot read: {exc.strerror or exc}")
-        if not stat.S_ISREG(st.st_mode):
-            return Outcome(path, FAILED, reason="not a regular file")
-        if not self.force and self.fresh is not None and self.fresh(path, st):
-            return Outcome(path, SKIPPED, reason="up to date")
-        store, model = self.engine.store, self.engine.model
-        record = store.file(path)
-        same = record is not None and record.matches(st.st_size, st.st_mtime)
-        if same and record.status == "failed" and not self.force and not self._retry(record):
-            return Outcome(path, SKIPPED, reason=f"failed before: {record.last_error}")
-        sampling = self.config.sampling
-        try:
-            sha = record.sha256 if same and record.sha256 else hash_file(path)
-            source = SourceInfo(path, st.st_size, st.st_mtime, sha)
-            # --force decodes again (sampling settings may have changed); otherwise the same
-            # content under another name, or a re-run, reuses its stored embeddings
-            stored = None if self.force else store.load_embedded(source, model)
-            if stored is not None:
-                return Outcome(path, STORED, stored)
-            sampled = media.sample_clip(path, sampling.max_windows, sampling.max_pixels,
-                                        timeout=sampling.decode_timeout,
-                                        skip_nonref=sampling.skip_nonref_frames)
-            check_unchanged(path, st)
-        except media.DecodeError as exc:
-            reason = str(exc)
-        except OSError as exc:
-            reason = f"cannot read: {exc.strerror or exc}"
-        else:
-            return _Job(source, sampled)
-        return Outcome(path, FAILED, reason=reason, retryable=True, size=st.st_size,
-                       mtime=st.st_mtime)
-
-    def _retry(self, record: FileRecord) -> bool:
-        return self.retry_failed(record) if callable(self.retry_failed) else self.retry_failed
+            return _Job(planned, decode(planned, self.config.sampling))
+        except (media.DecodeError, OSError) as exc:
+            return decode_failure(planned, exc)
 
 
-class _ModelFailure(Exception):
-    pass
+class ModelFailure(Exception):
+    """One model call failed (an exception, or NaN/infinite embeddings); one line."""
+
+
+def model_input(windows: Sequence[np.ndarray]) -> np.ndarray:
+    """Windows uint8 [32, 224, 224, 3] each → the model's batch, float32 [B, 32, 224, 224, 3]
+    in [0, 1]: stacked as uint8 and converted once (a float32 window is 19 MB)."""
+    return media.to_model_input(np.stack(windows))
+
+
+def embed_windows(embedder: Embedder, windows: Sequence[np.ndarray]) -> np.ndarray:
+    """One model call on these windows → float32 [B, 512]. ModelFailure when the call raises
+    or returns NaN; ModelError (a model that cannot load) is a startup error and propagates."""
+    try:
+        vectors = embedder.embed_video(model_input(windows))
+    except ModelError:
+        raise
+    except Exception as exc:  # TensorFlow raises many kinds; all mean "this call failed"
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ModelFailure(f"the model failed: {type(exc).__name__}: {first}"[:300]) from exc
+    if vectors.shape[0] != len(windows) or not np.isfinite(vectors).all():
+        raise ModelFailure("the model returned NaN or infinite embeddings")
+    return vectors
+
+
+def decode(source: SourceInfo, sampling: SamplingConfig) -> media.Sampled:
+    """The decode stage: a planned clip's windows (media.sample_clip), refused when the file
+    changed since it was planned. Raises media.DecodeError or OSError (see decode_failure)."""
+    sampled = media.sample_clip(source.path, sampling.max_windows, sampling.max_pixels,
+                                timeout=sampling.decode_timeout,
+                                skip_nonref=sampling.skip_nonref_frames)
+    check_unchanged(source)
+    return sampled
+
+
+def decode_failure(source: SourceInfo, exc: Exception) -> Outcome:
+    """A failed decode as the clip's outcome: retryable (the file may still be arriving)."""
+    reason = (f"cannot read: {exc.strerror or exc}" if isinstance(exc, OSError)
+              else str(exc))
+    return Outcome(source.path, FAILED, reason=reason, retryable=True, size=source.size,
+                   mtime=source.mtime)
 
 
 def hash_file(path: Path) -> str:
@@ -348,9 +392,9 @@ def hash_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def check_unchanged(path: Path, before: os.stat_result) -> None:
-    """A file replaced or rewritten while it was read gives windows of two versions: refuse."""
-    after = path.stat()
-    if (after.st_size, after.st_mtime, after.st_ino) != (before.st_size, before.st_mtime,
-                                                          before.st_ino):
+def check_unchanged(source: SourceInfo) -> None:
+    """A file replaced or rewritten while it was read gives windows of two versions: refuse.
+    (Size and mtime, as the up-to-date rule and the store know a version by them.)"""
+    after = source.path.stat()
+    if (after.st_size, after.st_mtime) != (source.size, source.mtime):
         raise media.DecodeError("the file changed while it was being read; it will be retried")
