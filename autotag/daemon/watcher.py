@@ -4,6 +4,8 @@ Events are hints; stability decides (paperless-ngx's consume folder): any event 
 (re)starts its timer, and the path is handed on only once its size and mtime have held for
 `watch.stability_seconds` and it is still a regular file. Files found at startup and by the
 periodic rescans go through the same check, so a lost event costs at most one rescan period.
+The ticker sleeps until the earliest pending file may be stable, a rescan is due, an event
+arrives or the folders are due for a check (every CHECK_SECONDS): an idle watcher does not poll.
 No ML imports: this module only knows paths.
 """
 
