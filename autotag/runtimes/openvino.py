@@ -146,7 +146,7 @@ def _compile(ov, path: Path, config: dict, quiet) -> object:
     try:
         with quiet():
             return core.compile_model(core.read_model(path / FILES[0]), DEVICE, config)
-    except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeErrors of its own
         raise ConversionError(f"OpenVINO cannot compile {path / FILES[0]}: {_reason(exc)}") \
             from None
 
@@ -161,7 +161,7 @@ def _convert(video_fn, batch_size: int, path: Path) -> None:
             raise ConversionError(f"the converted model has no '{VIDEO_OUTPUT}' output")
     except ConversionError:
         raise
-    except Exception as exc:  # the TensorFlow frontend raises anything from OpExtension errors on
+    except Exception as exc:  # noqa: BLE001 - its TensorFlow frontend raises many kinds
         raise ConversionError(f"OpenVINO cannot convert the video signature: {_reason(exc)}") \
             from None
     path.parent.mkdir(parents=True, exist_ok=True)
