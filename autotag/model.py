@@ -77,6 +77,9 @@ class HubEmbedder:
     fingerprint: str
     handle: str
     runtime: str = "tensorflow"  # where embed_video runs (OpenVinoEmbedder says "openvino")
+    # The loaded object: a TF2 SavedModel's signatures hold only weak references to its
+    # variables, which a converter reading the function's graph (OpenVINO's) finds deleted.
+    module: object = None
 
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
         import tensorflow as tf
@@ -254,7 +257,8 @@ def _load(hub, handle: str) -> HubEmbedder:
     if missing:
         raise ModelError(f"the model at {handle} has no '{missing[0]}' signature; model.handle "
                          f"must be MIL-NCE ({HUB_HANDLE}) or a copy of it")
-    return HubEmbedder(signatures["video"], signatures["text"], fingerprint(handle), handle)
+    return HubEmbedder(signatures["video"], signatures["text"], fingerprint(handle), handle,
+                       module=module)
 
 
 def fetch_model(handle: str = HUB_HANDLE) -> Path:

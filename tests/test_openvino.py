@@ -254,3 +254,14 @@ def test_importing_autotag_imports_neither_runtime():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_failed_conversion_leaves_logging_as_it_was(tmp_path):
+    """OpenVINO's converter sets the root logger to ERROR and restores it only on success."""
+    from autotag.runtimes import openvino as runtime
+
+    root = logging.getLogger()
+    level, filters = root.level, list(root.filters)
+    with pytest.raises(runtime.ConversionError, match="cannot convert"):
+        runtime.compile_video(str(tmp_path / "no-such-model.pb"), "f" * 16, BATCH, 0, tmp_path)
+    assert root.level == level and root.filters == filters

@@ -42,10 +42,12 @@ class ColourMotionModel(tf.Module):
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
         self.word_vectors = tf.Variable(tf.stack(_word_rows()), trainable=False)
+        # a variable, as the real model's weights are: a converter must find it captured
+        self.feature_scale = tf.Variable(FEATURE_SCALE, trainable=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None, 3], tf.float32)])
     def video(self, frames: tf.Tensor) -> dict[str, tf.Tensor]:
-        return video_outputs(frames, tf.constant(FEATURE_SCALE))
+        return video_outputs(frames, self.feature_scale)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def text(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -156,7 +156,8 @@ def _convert(video_fn, batch_size: int, path: Path) -> None:
     import openvino as ov
 
     try:
-        model = ov.convert_model(video_fn, input=[(batch_size, *WINDOW_SHAPE)])
+        with _root_logger_kept():
+            model = ov.convert_model(video_fn, input=[(batch_size, *WINDOW_SHAPE)])
         if VIDEO_OUTPUT not in {n for o in model.outputs for n in o.get_names()}:
             raise ConversionError(f"the converted model has no '{VIDEO_OUTPUT}' output")
     except ConversionError:
@@ -183,6 +184,20 @@ def _convert(video_fn, batch_size: int, path: Path) -> None:
                               f"({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _root_logger_kept():
+    """convert_model sets the root logger to ERROR and adds a filter, and puts them back only
+    when it succeeds: a failed conversion would silence every later warning, ours included."""
+    root = logging.getLogger()
+    level, filters, handlers = root.level, list(root.filters), list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.filters[:] = filters
+        root.handlers[:] = handlers
 
 
 def _digest(path: Path) -> str:
