@@ -20,6 +20,9 @@ import yaml
 
 HUB_HANDLE = "https://tfhub.dev/deepmind/mil-nce/s3d/1"
 CONFIG_NAME = "config.yaml"
+# Where the video signature runs (issue 14). auto: OpenVINO when installed and TensorFlow sees no
+# GPU, else TensorFlow. TensorFlow loads the model and embeds text whatever this says.
+RUNTIMES = ("auto", "tensorflow", "openvino")
 
 
 class ConfigError(Exception):
@@ -32,7 +35,8 @@ class ModelConfig:
     # windows per model call; on a CPU, 2 is as fast per window as 8 with half the memory
     # (python -m benchmarks, issue 8); a GPU wants more
     batch_size: int = 2
-    threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's choice (all cores)
+    threads: int = 0  # TensorFlow intra-op and OpenVINO threads; 0 = the runtime's choice (all)
+    runtime: str = "auto"  # one of RUNTIMES: where the video signature runs
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ _POSITIVE = {"model.batch_size", "tagging.top_k", "tagging.temperature", "sampli
              "sampling.max_pixels", "sampling.decode_workers", "sampling.decode_timeout",
              "watch.polling_seconds", "hooks.timeout"}
 _NON_NEGATIVE = {"model.threads", "watch.stability_seconds", "watch.rescan_seconds"}
+# Keys whose value must be one of a few words.
+_CHOICES = {"model.runtime": RUNTIMES}
 
 
 def find_config(explicit: Path | None) -> Path:
@@ -209,7 +215,18 @@ def parse_config(text: str, base: Path, source: Path | None = None) -> Config:
         values["model"] = _resolve_handle(values["model"], base)
     config = Config(source=source, **values)
     _check_thresholds(config)
+    _check_runtime(config.model)
     return config
+
+
+def _check_runtime(model: ModelConfig) -> None:
+    """model.runtime: openvino needs OpenVINO installed (looked up, not imported: startup stays
+    fast). auto without it is TensorFlow, silently: that is what auto means."""
+    from autotag.runtimes.openvino import INSTALL_HINT, installed
+
+    if model.runtime == "openvino" and not installed():
+        raise ConfigError(f"'model.runtime' is openvino but OpenVINO is not installed; run "
+                          f"{INSTALL_HINT}, or set model.runtime: auto")
 
 
 def _resolve_handle(model: ModelConfig, base: Path) -> ModelConfig:
@@ -275,6 +292,9 @@ def _value(key: str, hint: Any, value: Any, base: Path) -> Any:
     if hint is str:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"'{key}' must be a non-empty string, got {_kind(value)}")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"'{key}' must be one of {', '.join(_CHOICES[key])}, got "
+                              f"{_kind(value)}")
         return value
     if hint is Path:
         if not isinstance(value, str) or not value.strip():

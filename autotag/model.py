@@ -1,7 +1,11 @@
-"""Hub handle or SavedModel dir → loaded MIL-NCE → `video`/`text` signatures → float32 embeddings.
+"""Hub handle or SavedModel dir → loaded MIL-NCE → runtime (TensorFlow, or OpenVINO for the
+`video` signature) → float32 embeddings.
 
 The only module that imports TensorFlow, and only inside `load_model`, so `import autotag` and
-`autotag --help` stay instant (rclip and whisper load their models lazily the same way).
+`autotag --help` stay instant (rclip and whisper load their models lazily the same way); OpenVINO
+is imported only by autotag.runtimes.openvino, which `load_model` calls. TensorFlow always loads
+the model (hub handle, local directory, the hub cache) and embeds text; `runtime` decides where
+the video signature runs (issue 14).
 
 The interface is the hub model's (https://tfhub.dev/deepmind/mil-nce/s3d/1):
     video: float32 [B, T, H, W, 3] in [0, 1] → video_embedding [B, 512], mixed_5c [B, 1024]
@@ -23,11 +27,13 @@ from typing import Protocol
 
 import numpy as np
 
-from autotag.config import HUB_HANDLE, default_cache_dir
+from autotag.config import HUB_HANDLE, ModelConfig, default_cache_dir
 
 log = logging.getLogger(__name__)
 
 EMBED_DIM = 512  # both embeddings' width
+DEFAULT_BATCH_SIZE = ModelConfig.batch_size  # windows per call the OpenVINO model is compiled for
+OPENVINO_CACHE = "openvino"  # folder of converted models inside the hub cache
 
 
 class Embedder(Protocol):
@@ -44,6 +50,12 @@ class Embedder(Protocol):
 
 class ModelError(Exception):
     """The model cannot be loaded or does not have the MIL-NCE interface; one line, with the fix."""
+
+
+def openvino_cache_dir() -> Path:
+    """Where converted models live: inside the hub cache, so $TFHUB_CACHE_DIR moves both and a
+    service's cache folder keeps both (hub's own entries are sha1-named: no clash)."""
+    return hub_cache_dir() / OPENVINO_CACHE
 
 
 def hub_cache_dir() -> Path:
@@ -64,6 +76,10 @@ class HubEmbedder:
     text_fn: object
     fingerprint: str
     handle: str
+    runtime: str = "tensorflow"  # where embed_video runs (OpenVinoEmbedder says "openvino")
+    # The loaded object: a TF2 SavedModel's signatures hold only weak references to its
+    # variables, which a converter reading the function's graph (OpenVINO's) finds deleted.
+    module: object = None
 
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
         import tensorflow as tf
@@ -82,20 +98,29 @@ class LazyEmbedder:
     """The model, loaded on its first call: `search` and `retag` need only text embeddings,
     usually cached on disk (vocabulary.TextCache), so a warm cache never loads TensorFlow."""
 
-    def __init__(self, handle: str = HUB_HANDLE, threads: int = 0) -> None:
+    def __init__(self, handle: str = HUB_HANDLE, threads: int = 0, runtime: str = "tensorflow",
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.handle = handle
         self.threads = threads
+        self.requested_runtime = runtime  # the loaded model's .runtime says what runs
+        self.batch_size = batch_size
         self.fingerprint = fingerprint(handle)  # what load_model's embedder would carry
-        self._model: HubEmbedder | None = None
+        self._model: Embedder | None = None
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> LazyEmbedder:
+        """From config's model section (handle, threads, runtime, batch_size)."""
+        return cls(model.handle, model.threads, model.runtime, model.batch_size)
 
     @property
     def loaded(self) -> bool:
         return self._model is not None
 
-    def _get(self) -> HubEmbedder:
+    def _get(self) -> Embedder:
         if self._model is None:
             log.info("loading the model from %s", self.handle)
-            self._model = load_model(self.handle, self.threads)
+            self._model = load_model(self.handle, self.threads, runtime=self.requested_runtime,
+                                     batch_size=self.batch_size)
         return self._model
 
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
@@ -135,9 +160,19 @@ def _native_stderr_quiet() -> Iterator[None]:
         os.close(devnull)
 
 
-def load_model(handle: str = HUB_HANDLE, threads: int = 0) -> HubEmbedder:
+def load_model(handle: str = HUB_HANDLE, threads: int = 0, *, runtime: str = "tensorflow",
+               batch_size: int = DEFAULT_BATCH_SIZE,
+               cache_dir: Path | None = None) -> Embedder:
     """Load the model from a hub URL (downloaded once into `hub_cache_dir()`) or a local
-    SavedModel directory. Raises ModelError with one line naming the fix."""
+    SavedModel directory, with its video signature on `runtime` ("auto", "tensorflow",
+    "openvino"; config's model.runtime). For OpenVINO it is converted for `batch_size` windows
+    per call (model.batch_size), or read from the conversion cache (`cache_dir`, default
+    `openvino_cache_dir()`); when that fails, one warning says why and TensorFlow runs it.
+    `threads` (model.threads) caps both runtimes' threads. Raises ModelError with one line
+    naming the fix. The result's `.runtime` says where the video signature runs.
+
+    runtime defaults to "tensorflow" so that `load_model(handle, threads)` behaves as before
+    issue 14; the app passes config.model.runtime (default "auto")."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not for users
     os.environ.setdefault("TFHUB_CACHE_DIR", str(hub_cache_dir()))
     with _native_stderr_quiet():
@@ -146,7 +181,61 @@ def load_model(handle: str = HUB_HANDLE, threads: int = 0) -> HubEmbedder:
 
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-        return _load(hub, handle)
+        model = _load(hub, handle)
+        chosen = choose_runtime(runtime, tf)
+    if chosen != "openvino":
+        return model
+    return _on_openvino(model, threads, batch_size, cache_dir or openvino_cache_dir())
+
+
+def load_configured(model: ModelConfig, cache_dir: Path | None = None) -> Embedder:
+    """`load_model` with config's model section: handle, threads, runtime and batch_size."""
+    return load_model(model.handle, model.threads, runtime=model.runtime,
+                      batch_size=model.batch_size, cache_dir=cache_dir)
+
+
+def prepare_runtime(model: ModelConfig, cache_dir: Path | None = None) -> Path | None:
+    """What `autotag fetch-model` calls after fetching: load the model as a start would, so the
+    OpenVINO conversion is cached and a service starts fast. Returns the converted model's
+    folder, or None when the video signature runs on TensorFlow (nothing to prepare)."""
+    embedder = load_configured(model, cache_dir)
+    return getattr(embedder, "cache_path", None)
+
+
+def choose_runtime(runtime: str, tf=None) -> str:
+    """"tensorflow" or "openvino" for a requested runtime. auto: OpenVINO when it is installed
+    and TensorFlow sees no GPU (a GPU runs the model faster than a CPU compiled for; issue 14)."""
+    from autotag.runtimes import openvino
+
+    if runtime == "tensorflow":
+        return runtime
+    if runtime == "openvino":
+        if not openvino.installed():
+            raise ModelError("model.runtime is openvino but OpenVINO is not installed; run "
+                             f"{openvino.INSTALL_HINT} or set model.runtime: auto")
+        return runtime
+    if runtime != "auto":
+        raise ModelError(f"unknown model.runtime {runtime!r}; use auto, tensorflow or openvino")
+    if not openvino.installed():
+        return "tensorflow"
+    if tf is None:
+        import tensorflow as tf
+    return "tensorflow" if tf.config.list_physical_devices("GPU") else "openvino"
+
+
+def _on_openvino(model: HubEmbedder, threads: int, batch_size: int, cache_dir: Path) -> Embedder:
+    """The model with its video signature compiled by OpenVINO, or `model` itself (TensorFlow)
+    after one warning line saying why, when conversion or compilation fails."""
+    from autotag.runtimes import openvino
+
+    try:
+        video = openvino.compile_video(model.video_fn, model.fingerprint, batch_size, threads,
+                                       cache_dir, quiet=_native_stderr_quiet)
+    except Exception as exc:  # noqa: BLE001 - any failure here has the same remedy: TensorFlow
+        log.warning("OpenVINO cannot run the video model (%s); running it on TensorFlow",
+                    _one_line(exc))
+        return model
+    return openvino.OpenVinoEmbedder(model, video)
 
 
 def _load(hub, handle: str) -> HubEmbedder:
@@ -168,7 +257,8 @@ def _load(hub, handle: str) -> HubEmbedder:
     if missing:
         raise ModelError(f"the model at {handle} has no '{missing[0]}' signature; model.handle "
                          f"must be MIL-NCE ({HUB_HANDLE}) or a copy of it")
-    return HubEmbedder(signatures["video"], signatures["text"], fingerprint(handle), handle)
+    return HubEmbedder(signatures["video"], signatures["text"], fingerprint(handle), handle,
+                       module=module)
 
 
 def fetch_model(handle: str = HUB_HANDLE) -> Path:
@@ -183,10 +273,16 @@ def fetch_model(handle: str = HUB_HANDLE) -> Path:
                          "network or proxy settings") from None
 
 
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
 def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
     return str(reason).strip().splitlines()[0][:200] if str(reason).strip() else type(exc).__name__
 
 
-__all__ = ["EMBED_DIM", "Embedder", "HubEmbedder", "LazyEmbedder", "ModelError", "fetch_model",
-           "fingerprint", "hub_cache_dir", "load_model"]
+__all__ = ["EMBED_DIM", "Embedder", "HubEmbedder", "LazyEmbedder", "ModelError", "choose_runtime",
+           "fetch_model", "fingerprint", "hub_cache_dir", "load_configured", "load_model",
+           "openvino_cache_dir", "prepare_runtime"]

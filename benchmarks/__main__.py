@@ -50,7 +50,8 @@ def settings(args: argparse.Namespace, handle: str) -> suite.Settings:
         batch_size=args.batch_size or model["batch_size"],
         threads=model["threads"] if args.threads is None else args.threads,
         max_windows=sampling["max_windows"], max_pixels=sampling["max_pixels"],
-        **(QUICK if args.quick else {}))
+        runtime=args.runtime or model.get("runtime", "auto"),
+        compare_runtimes=not args.no_compare, **(QUICK if args.quick else {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer clips and sweep points")
     parser.add_argument("--batch-size", type=int, help="model.batch_size to test")
     parser.add_argument("--threads", type=int, help="model.threads to test")
+    parser.add_argument("--runtime", choices=("auto", "tensorflow", "openvino"),
+                        help="model.runtime to test (the side-by-side block runs both anyway)")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the TensorFlow vs OpenVINO block")
     parser.add_argument("--keep", action="store_true", help="keep the runs' scratch folders")
     args = parser.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -65,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     handle = str(standin(CACHE))
     s = settings(args, handle)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
-    overrides = {"model": {"batch_size": s.batch_size, "threads": s.threads}}
+    overrides = {"model": {"batch_size": s.batch_size, "threads": s.threads,
+                           "runtime": suite.concrete_runtime(s.runtime)}}
     try:
         results = suite.run(s, measure.Workspace(scratch, handle, overrides),
                             say=lambda m: print(f"[{time.perf_counter() - started:5.0f} s] {m}",

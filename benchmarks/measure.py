@@ -115,9 +115,15 @@ def probe(ws: Workspace, name: str, kind: str, **payload) -> Child:
 
 # -- the measurements -------------------------------------------------------------------------
 
-def model_alone(ws: Workspace, batch: int, calls: int, threads: int = 0, inter: int = 0) -> Child:
-    return probe(ws, f"model-b{batch}-t{threads}-i{inter}", "model", handle=ws.handle,
-                 batch=batch, calls=calls, threads=threads, inter=inter)
+def model_alone(ws: Workspace, batch: int, calls: int, threads: int = 0, inter: int = 0,
+                runtime: str = "tensorflow", cache: Path | None = None,
+                precision: str | None = None) -> Child:
+    """The model alone on `runtime`; for OpenVINO, `cache` is the conversion cache (None: a
+    fresh one in the run's folder, i.e. a cold start)."""
+    name = f"model-{runtime}{'-' + precision if precision else ''}-b{batch}-t{threads}-i{inter}"
+    return probe(ws, name, "model", handle=ws.handle, batch=batch, calls=calls, threads=threads,
+                 inter=inter, runtime=runtime, cache=str(cache) if cache else None,
+                 precision=precision)
 
 
 def article(ws: Workspace, clips: list[Path]) -> Child:

@@ -3,7 +3,8 @@
 Each measurement whose peak memory matters runs in a child process of its own, so the parent
 reads that child's peak RSS alone from os.wait4 (ru_maxrss). Kinds:
 
-    model    load the model as autotag does → warm-up call → timed calls of `batch` windows
+    model    load the model as autotag does (on a runtime: tensorflow, openvino) → warm-up call
+             → timed calls of `batch` windows
     article  the article's method: first 32 frames of each clip, float64, one call for all
     once     `autotag --once ...` itself, with Pipeline.run timed (start, end, windows)
 
@@ -24,9 +25,13 @@ import numpy as np
 WINDOW = (32, 224, 224, 3)  # frames, height, width, channels of one model window
 
 
-def model(handle: str, batch: int, calls: int, threads: int = 0, inter: int = 0) -> dict:
+def model(handle: str, batch: int, calls: int, threads: int = 0, inter: int = 0,
+          runtime: str = "tensorflow", cache: str | None = None,
+          precision: str | None = None) -> dict:
     """Windows per second of the model alone at this batch size, as autotag loads and feeds it
-    (uint8 frames → float32 in [0, 1] → the `video` signature)."""
+    (uint8 frames → float32 in [0, 1] → the `video` signature, on `runtime`). `cache`: the
+    OpenVINO conversion cache (a shared one makes a warm start); `precision`: OpenVINO's
+    inference precision instead of autotag's (to measure what bf16 would give)."""
     from autotag.media import to_model_input
     from autotag.model import load_model
 
@@ -34,8 +39,13 @@ def model(handle: str, batch: int, calls: int, threads: int = 0, inter: int = 0)
         import tensorflow as tf
 
         tf.config.threading.set_inter_op_parallelism_threads(inter)
+    if precision:
+        from autotag.runtimes import openvino
+
+        openvino.PRECISION = precision
     started = time.perf_counter()
-    embedder = load_model(handle, threads)
+    embedder = load_model(handle, threads, runtime=runtime, batch_size=batch,
+                          cache_dir=Path(cache) if cache else None)
     loaded = time.perf_counter() - started
     frames = np.random.default_rng(0).integers(0, 256, (batch, *WINDOW), dtype=np.uint8)
     embedder.embed_video(to_model_input(frames))  # warm-up: tracing and oneDNN's kernel choice
@@ -44,7 +54,10 @@ def model(handle: str, batch: int, calls: int, threads: int = 0, inter: int = 0)
         embedder.embed_video(to_model_input(frames))
     seconds = time.perf_counter() - started
     return {"load_seconds": loaded, "seconds": seconds, "windows": batch * calls,
-            "windows_per_second": batch * calls / seconds}
+            "windows_per_second": batch * calls / seconds,
+            "runtime": getattr(embedder, "runtime", "tensorflow"),
+            "converted": getattr(embedder, "converted", False),
+            "embedding": embedder.embed_video(to_model_input(frames[:1]))[0].tolist()}
 
 
 def article_load_video(path: Path, max_frames: int = 32, size: int = 224) -> np.ndarray:
@@ -105,6 +118,7 @@ def once(argv: list[str]) -> dict:
             timing["statuses"].append(result.status)
             yield result
         timing["end"] = time.perf_counter()
+        timing["runtime"] = getattr(self.embedder, "runtime", "tensorflow")
 
     def timed_load(*args, **kwargs):
         started = time.perf_counter()
@@ -123,6 +137,7 @@ def once(argv: list[str]) -> dict:
             "startup_seconds": start - started + timing["load"],
             "seconds": timing.get("end", start) - start - timing["load"],
             "windows": timing["windows"], "clips": len(statuses),
+            "runtime": timing.get("runtime", "?"),
             "tagged": statuses.count("tagged")}
 
 

@@ -2,11 +2,15 @@
 
 Order matters on a shared machine: the model alone runs first and last, so that a neighbour's
 load shows up as a disagreement between the two rather than as a bias; the sweep's points
-(the configured one among them) run back to back.
+(the configured one among them) run back to back. Everything runs on the configured runtime
+(model.runtime, auto resolved as a CPU-only machine would); the runtimes block then runs
+TensorFlow and OpenVINO side by side (issue 14): model alone, conversion cache cold and warm,
+bf16 for reference, and `autotag --once` on the first clip set with each.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import platform
 from dataclasses import dataclass, field
@@ -41,6 +45,30 @@ class Settings:
     clip_seconds: float = clipset.SHORT_SECONDS
     cold_start: bool = True  # also time a start with an empty text-embedding cache
     repeat_model: bool = True  # time the model alone again at the end (the machine's drift)
+    runtime: str = "auto"  # model.runtime under test (auto: resolved as on a CPU-only machine)
+    compare_runtimes: bool = True  # the side-by-side block (needs OpenVINO installed)
+
+
+def concrete_runtime(runtime: str) -> str:
+    """auto → openvino when installed (this benchmark's machines have no GPU), else tensorflow;
+    found without importing either (the parent imports neither)."""
+    if runtime != "auto":
+        return runtime
+    return "openvino" if importlib.util.find_spec("openvino") else "tensorflow"
+
+
+@dataclass
+class RuntimeResults:
+    """TensorFlow and OpenVINO side by side, in one run (issue 14)."""
+
+    tensorflow: measure.Child  # model alone
+    cold: measure.Child  # OpenVINO, model alone, empty conversion cache: converts, then runs
+    warm: measure.Child  # OpenVINO again, the cache left by `cold`
+    bf16: measure.Child | None = None  # OpenVINO at bf16 (not autotag's precision): reference
+    set_name: str = ""
+    once: dict[str, measure.Child] = field(default_factory=dict)  # runtime → autotag --once
+    model: dict[str, measure.Child] = field(default_factory=dict)  # runtime → model alone, same
+    decode_seconds: float = 0.0  # decoding alone of the same clips
 
 
 @dataclass
@@ -69,6 +97,7 @@ class Results:
     cold: measure.DaemonRun | None = None
     warm: measure.DaemonRun | None = None
     sweep: dict[tuple[int, int, int], measure.Child] = field(default_factory=dict)
+    runtimes: RuntimeResults | None = None
 
 
 def machine() -> str:
@@ -105,16 +134,21 @@ def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
     sets = clip_sets(s)
     short, long = clipset.long_clip(s.cache / "clips", s.heavy[0], s.heavy[1], s.clip_seconds,
                                      s.long_loops)
-    say(f"model alone, batch {s.batch_size}")
-    results = Results(s, machine(), measure.model_alone(ws, s.batch_size, s.model_calls,
-                                                        s.threads))
+    runtime = concrete_runtime(s.runtime)
+    cache = ws.root / "openvino-cache"  # one conversion cache for the configured runtime's runs
+
+    def alone(batch: int, calls: int, threads: int, inter: int = 0) -> measure.Child:
+        return measure.model_alone(ws, batch, calls, threads, inter, runtime, cache)
+
+    say(f"model alone, batch {s.batch_size}, {runtime}")
+    results = Results(s, machine(), alone(s.batch_size, s.model_calls, s.threads))
     for clip_set in sets:
         say(f"autotag --once: {clip_set.name}")
-        once = measure.once(ws, "once", clip_set.folder)
+        once = measure.once(ws, "once", clip_set.folder, model={"runtime": runtime})
         # the model alone and decoding alone on the same windows, right after: a neighbour's
         # load on a shared machine then weighs on all three alike
         calls = max(1, math.ceil(once.result["windows"] / s.batch_size))
-        model = measure.model_alone(ws, s.batch_size, calls, s.threads)
+        model = alone(s.batch_size, calls, s.threads)
         decode = measure.decoding(clip_set.clips, s.max_windows, s.max_pixels)
         article = None
         if clip_set.cheap:
@@ -132,7 +166,8 @@ def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
                                   s.rss_seconds)
     for count in s.rss_clips:
         say(f"peak RSS, {count} clips")
-        results.rss[count] = measure.once(ws, f"rss-{count}", clipset.subset(small, count))
+        results.rss[count] = measure.once(ws, f"rss-{count}", clipset.subset(small, count),
+                                          model={"runtime": runtime})
     say("startup (cold and warm text cache) and watch mode")
     text_cache = ws.root / "shared-cache"
     if s.cold_start:
@@ -143,19 +178,47 @@ def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
     # model-alone run may have met a different load on a shared machine
     if s.sweep_batches or s.sweep_threads:
         for batch in sorted({*s.sweep_batches, s.batch_size}):
-            _sweep_point(results, ws, say, batch, s.threads, 0)
+            _sweep_point(results, say, alone, batch, s.threads, 0)
         for intra, inter in s.sweep_threads:
-            _sweep_point(results, ws, say, s.batch_size, intra, inter)
+            _sweep_point(results, say, alone, s.batch_size, intra, inter)
+    if s.compare_runtimes and importlib.util.find_spec("openvino"):
+        results.runtimes = compare_runtimes(s, ws, say, sets[0])
     if s.repeat_model:
         say(f"model alone again, batch {s.batch_size}")
-        results.model_again = measure.model_alone(ws, s.batch_size, s.model_calls, s.threads)
+        results.model_again = alone(s.batch_size, s.model_calls, s.threads)
     return results
 
 
-def _sweep_point(results: Results, ws: measure.Workspace, say, batch: int, intra: int,
-                 inter: int) -> None:
+def _sweep_point(results: Results, say, alone, batch: int, intra: int, inter: int) -> None:
     if (batch, intra, inter) in results.sweep:
         return
     say(f"sweep: batch {batch}, intra-op {intra or 'all'}, inter-op {inter or 'auto'}")
     calls = max(1, math.ceil(SWEEP_WINDOWS / batch))
-    results.sweep[(batch, intra, inter)] = measure.model_alone(ws, batch, calls, intra, inter)
+    results.sweep[(batch, intra, inter)] = alone(batch, calls, intra, inter)
+
+
+def compare_runtimes(s: Settings, ws: measure.Workspace, say,
+                     clip_set: clipset.ClipSet) -> RuntimeResults:
+    """TensorFlow and OpenVINO interleaved (a neighbour's load weighs on both alike): model
+    alone, OpenVINO's start with a cold and a warm conversion cache, bf16 for reference, then
+    autotag --once on one clip set with each, and the model alone on as many windows."""
+    cache = ws.root / "openvino-cache-compare"
+    b, calls, t = s.batch_size, s.model_calls, s.threads
+    say("runtimes: model alone on TensorFlow, then OpenVINO (cold, warm conversion cache)")
+    r = RuntimeResults(
+        tensorflow=measure.model_alone(ws, b, calls, t, runtime="tensorflow"),
+        cold=measure.model_alone(ws, b, calls, t, runtime="openvino", cache=cache),
+        warm=measure.model_alone(ws, b, calls, t, runtime="openvino", cache=cache))
+    say("runtimes: OpenVINO at bf16 (reference, not autotag's precision)")
+    r.bf16 = measure.model_alone(ws, b, calls, t, runtime="openvino", cache=cache,
+                                 precision="bf16")
+    r.set_name = clip_set.name
+    for runtime in ("tensorflow", "openvino"):
+        say(f"runtimes: autotag --once on {runtime}: {clip_set.name}")
+        once = measure.once(ws, f"once-{runtime}", clip_set.folder, model={"runtime": runtime})
+        r.once[runtime] = once
+        windows_calls = max(1, math.ceil(once.result["windows"] / b))
+        r.model[runtime] = measure.model_alone(ws, b, windows_calls, t, runtime=runtime,
+                                               cache=cache)
+    r.decode_seconds = measure.decoding(clip_set.clips, s.max_windows, s.max_pixels)
+    return r

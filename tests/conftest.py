@@ -27,6 +27,29 @@ def embedder(model_dir):
     return load_model(str(model_dir))
 
 
+@pytest.fixture(scope="session")
+def model_dir_tf1(tmp_path_factory) -> Path:
+    """The same model in the real model's TF1 Hub module format (tfhub_module.pb, empty tag set,
+    hash-table vocabulary initialised by the main op, signatures called by position)."""
+    from tests.testmodel import build_tf1
+
+    return build_tf1(tmp_path_factory.mktemp("model-tf1") / "colour-motion")
+
+
+@pytest.fixture(scope="session")
+def embedder_tf1(model_dir_tf1):
+    """The TF1 Hub-format test model loaded through the product's own loading code."""
+    from autotag.model import load_model
+
+    return load_model(str(model_dir_tf1))
+
+
+@pytest.fixture(scope="session")
+def openvino_cache(tmp_path_factory) -> Path:
+    """Converted models for the session: each test model is converted once, then reused."""
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     """Caches, state and config lookups go to the test's own folder, never the user's."""

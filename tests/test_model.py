@@ -66,3 +66,34 @@ def test_fingerprint_follows_the_weights(model_dir, tmp_path):
     assert before == fingerprint(str(copy))
     (copy / "saved_model.pb").write_bytes((copy / "saved_model.pb").read_bytes() + b"\0")
     assert fingerprint(str(copy)) != before
+
+
+# -- the real model's TF1 Hub module format (issue 14) ---------------------------------------
+
+def test_the_tf1_hub_format_test_model_is_the_real_format(model_dir_tf1):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    assert (model_dir_tf1 / "tfhub_module.pb").is_file()
+    saved = saved_model_pb2.SavedModel.FromString((model_dir_tf1 / "saved_model.pb").read_bytes())
+    (meta,) = saved.meta_graphs
+    assert list(meta.meta_info_def.tags) == []  # the empty tag set
+    assert set(meta.signature_def) >= {"video", "text"}
+    assert all(len(meta.signature_def[s].inputs) == 1 for s in ("video", "text"))
+    assert "saved_model_main_op" in meta.collection_def  # the vocabulary table's initialiser
+
+
+def test_tf1_hub_format_loads_and_means_the_same(embedder, embedder_tf1):
+    assert embedder_tf1.fingerprint != embedder.fingerprint
+    windows = np.random.default_rng(1).random((3, 32, 16, 16, 3), dtype=np.float32)
+    np.testing.assert_allclose(embedder_tf1.embed_video(windows), embedder.embed_video(windows),
+                               rtol=1e-5, atol=1e-5)
+    texts = ["red", "blue water", "a person skiing", "", "Dark NIGHT"]
+    np.testing.assert_array_equal(embedder_tf1.embed_text(texts), embedder.embed_text(texts))
+
+
+def test_tf1_hub_format_loads_from_the_hub_cache(model_dir_tf1, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    shutil.copytree(model_dir_tf1, cache / hashlib.sha1(HUB_HANDLE.encode()).hexdigest())
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache))
+    model = load_model(HUB_HANDLE)
+    assert model.embed_text(["blue sky"])[0, 2] == pytest.approx(2.0)

@@ -27,6 +27,11 @@ WORDS = {
     "moving": (3, 1.0), "motion": (3, 1.0), "flashing": (3, 1.0),
     "bright": (4, 1.0), "white": (4, 1.0), "dark": (4, -1.0), "night": (4, -1.0),
 }
+# The features' scales: red, green, blue, motion, brightness.
+FEATURE_SCALE = [10.0, 10.0, 10.0, 40.0, 10.0]
+# tensorflow_hub's ModuleDef proto {format: FORMAT_V3}, serialised (field 1, varint 3): the
+# marker file of a TF1 Hub module; hub.load only checks that it exists.
+HUB_MODULE_DEF = b"\x08\x03"
 
 
 class ColourMotionModel(tf.Module):
@@ -36,41 +41,92 @@ class ColourMotionModel(tf.Module):
         values = tf.range(len(WORDS), dtype=tf.int64)
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(keys, values), default_value=-1)
-        rows = [tf.one_hot(dim, DIM) * sign for dim, sign in WORDS.values()]
-        # One extra zero row at the end: where unknown words (-1) land.
-        self.word_vectors = tf.Variable(tf.stack(rows + [tf.zeros(DIM)]), trainable=False)
+        self.word_vectors = tf.Variable(tf.stack(_word_rows()), trainable=False)
+        # a variable, as the real model's weights are: a converter must find it captured
+        self.feature_scale = tf.Variable(FEATURE_SCALE, trainable=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None, 3], tf.float32)])
     def video(self, frames: tf.Tensor) -> dict[str, tf.Tensor]:
-        rgb = tf.reduce_mean(frames, axis=[1, 2, 3])  # [B, 3]
-        r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-        steps = tf.shape(frames)[1] - 1
-        diffs = tf.abs(frames[:, 1:] - frames[:, :-1])
-        motion = tf.reduce_sum(diffs, axis=[1, 2, 3, 4]) / tf.cast(
-            tf.maximum(steps, 1) * tf.reduce_prod(tf.shape(frames)[2:]), tf.float32)
-        features = tf.stack([
-            10.0 * (r - (g + b) / 2), 10.0 * (g - (r + b) / 2), 10.0 * (b - (r + g) / 2),
-            40.0 * motion, 10.0 * ((r + g + b) / 3 - 0.5)], axis=1)
-        embedding = tf.pad(features, [[0, 0], [0, DIM - 5]])
-        mixed_5c = tf.tile(embedding, [1, 2])
-        return {"video_embedding": embedding, "mixed_5c": mixed_5c}
+        return video_outputs(frames, self.feature_scale)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def text(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
-        words = tf.strings.split(tf.strings.lower(texts))  # ragged [N, words]
-        ids = tf.ragged.map_flat_values(self.table.lookup, words)
-        ids = tf.ragged.map_flat_values(
-            lambda i: tf.where(i < 0, tf.cast(len(WORDS), tf.int64), i), ids)
-        vectors = tf.ragged.map_flat_values(tf.gather, self.word_vectors, ids)
-        return {"text_embedding": tf.reduce_sum(vectors, axis=1)}  # "" → zeros
+        return text_outputs(texts, self.table, self.word_vectors)
+
+
+def video_outputs(frames: tf.Tensor, scale: tf.Tensor) -> dict[str, tf.Tensor]:
+    """float32 [B, T, H, W, 3] → the five features × `scale` [5], zero-padded to 512 wide."""
+    rgb = tf.reduce_mean(frames, axis=[1, 2, 3])  # [B, 3]
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    steps = tf.shape(frames)[1] - 1
+    diffs = tf.abs(frames[:, 1:] - frames[:, :-1])
+    motion = tf.reduce_sum(diffs, axis=[1, 2, 3, 4]) / tf.cast(
+        tf.maximum(steps, 1) * tf.reduce_prod(tf.shape(frames)[2:]), tf.float32)
+    features = tf.stack([r - (g + b) / 2, g - (r + b) / 2, b - (r + g) / 2, motion,
+                         (r + g + b) / 3 - 0.5], axis=1) * scale
+    embedding = tf.pad(features, [[0, 0], [0, DIM - 5]])
+    mixed_5c = tf.tile(embedding, [1, 2])
+    return {"video_embedding": embedding, "mixed_5c": mixed_5c}
+
+
+def text_outputs(texts: tf.Tensor, table, word_vectors) -> dict[str, tf.Tensor]:
+    """string [N] → the sum of each text's known words' directions [N, 512]."""
+    words = tf.strings.split(tf.strings.lower(texts))  # ragged [N, words]
+    ids = tf.ragged.map_flat_values(table.lookup, words)
+    ids = tf.ragged.map_flat_values(
+        lambda i: tf.where(i < 0, tf.cast(len(WORDS), tf.int64), i), ids)
+    vectors = tf.ragged.map_flat_values(tf.gather, word_vectors, ids)
+    return {"text_embedding": tf.reduce_sum(vectors, axis=1)}  # "" → zeros
+
+
+def _word_rows() -> list:
+    """One row per word, then a zero row at the end: where unknown words (-1) land."""
+    return [tf.one_hot(dim, DIM) * sign for dim, sign in WORDS.values()] + [tf.zeros(DIM)]
 
 
 def build(path: Path) -> Path:
-    """Write the SavedModel to `path` and return it."""
+    """Write the SavedModel (TF2 format) to `path` and return it."""
     module = ColourMotionModel()
     tf.saved_model.save(module, str(path), signatures={"video": module.video, "text": module.text})
     return path
 
 
-if __name__ == "__main__":
-    print(build(Path(sys.argv[1] if len(sys.argv) > 1 else "test-model")))
+def build_tf1(path: Path) -> Path:
+    """Write the same model in the real model's TF1 Hub module format and return `path`: one
+    MetaGraph under the empty tag set, `tfhub_module.pb` beside `saved_model.pb`, the vocabulary
+    in a hash table initialised by the SavedModel's main op, variables restored from the
+    checkpoint (the video side's scales among them, so a converter meets captured weights), and
+    signatures with one input each (load_v1_in_v2 then lets it be passed by position)."""
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        frames = v1.placeholder(tf.float32, [None, None, None, None, 3], name="frames")
+        texts = v1.placeholder(tf.string, [None], name="texts")
+        scale = v1.get_variable("feature_scale", initializer=tf.constant(FEATURE_SCALE))
+        word_vectors = v1.get_variable("word_vectors", initializer=tf.stack(_word_rows()))
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(WORDS)), tf.range(len(WORDS), dtype=tf.int64)), default_value=-1)
+        video = video_outputs(frames, scale)
+        text = text_outputs(texts, table, word_vectors)
+        info = v1.saved_model.utils.build_tensor_info
+        signatures = {
+            "video": v1.saved_model.signature_def_utils.build_signature_def(
+                {"default": info(frames)}, {k: info(t) for k, t in video.items()}),
+            "text": v1.saved_model.signature_def_utils.build_signature_def(
+                {"default": info(texts)}, {k: info(t) for k, t in text.items()}),
+        }
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(path))
+            builder.add_meta_graph_and_variables(
+                session, tags=[], signature_def_map=signatures,
+                main_op=v1.tables_initializer(), strip_default_attrs=True)
+            builder.save()
+    (path / "tfhub_module.pb").write_bytes(HUB_MODULE_DEF)
+    return path
+
+
+if __name__ == "__main__":  # python -m tests.testmodel [DIR] [--tf1]
+    builder = build_tf1 if "--tf1" in sys.argv else build
+    names = [a for a in sys.argv[1:] if a != "--tf1"]
+    print(builder(Path(names[0] if names else "test-model")))
