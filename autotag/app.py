@@ -15,7 +15,7 @@ from pathlib import Path
 
 from autotag.config import Config, default_cache_dir
 from autotag.engine import Engine, RetryFailed
-from autotag.model import Embedder, LazyEmbedder, load_model
+from autotag.model import Embedder, LazyEmbedder, load_configured
 from autotag.outputs import build_outputs
 from autotag.store import Store
 from autotag.tagging import ClipResult, Tagger
@@ -62,10 +62,10 @@ def open_app(config: Config, embedder: Embedder | None = None, *, lazy: bool = F
     outputs. Raises ModelError or StoreError with their one line."""
     if embedder is None:
         if lazy:
-            embedder = LazyEmbedder(config.model.handle, config.model.threads)
+            embedder = LazyEmbedder.from_config(config.model)
         else:
             log.info("loading the model from %s", config.model.handle)
-            embedder = load_model(config.model.handle, config.model.threads)
+            embedder = load_configured(config.model)
     vocabulary = build_vocabulary(config.vocabulary, embedder, cache_dir or default_cache_dir())
     store = Store(config.state.store_path)
     tagger = Tagger(config, vocabulary, build_outputs(config), store, embedder.fingerprint)

@@ -99,28 +99,34 @@ class LazyEmbedder:
     usually cached on disk (vocabulary.TextCache), so a warm cache never loads TensorFlow."""
 
     def __init__(self, handle: str = HUB_HANDLE, threads: int = 0, runtime: str = "tensorflow",
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "f32") -> None:
         self.handle = handle
         self.threads = threads
         self.requested_runtime = runtime  # the loaded model's .runtime says what runs
         self.batch_size = batch_size
+        self.precision = precision
         self.fingerprint = fingerprint(handle)  # what load_model's embedder would carry
         self._model: Embedder | None = None
 
     @classmethod
     def from_config(cls, model: ModelConfig) -> LazyEmbedder:
         """From config's model section (handle, threads, runtime, batch_size)."""
-        return cls(model.handle, model.threads, model.runtime, model.batch_size)
+        return cls(model.handle, model.threads, model.runtime, model.batch_size, model.precision)
 
     @property
     def loaded(self) -> bool:
         return self._model is not None
 
+    @property
+    def runtime(self) -> str | None:
+        """Where the video signature runs once loaded ("tensorflow" or "openvino"), else None."""
+        return getattr(self._model, "runtime", "tensorflow") if self._model else None
+
     def _get(self) -> Embedder:
         if self._model is None:
             log.info("loading the model from %s", self.handle)
             self._model = load_model(self.handle, self.threads, runtime=self.requested_runtime,
-                                     batch_size=self.batch_size)
+                                     batch_size=self.batch_size, precision=self.precision)
         return self._model
 
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
@@ -161,14 +167,15 @@ def _native_stderr_quiet() -> Iterator[None]:
 
 
 def load_model(handle: str = HUB_HANDLE, threads: int = 0, *, runtime: str = "tensorflow",
-               batch_size: int = DEFAULT_BATCH_SIZE,
+               batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "f32",
                cache_dir: Path | None = None) -> Embedder:
     """Load the model from a hub URL (downloaded once into `hub_cache_dir()`) or a local
     SavedModel directory, with its video signature on `runtime` ("auto", "tensorflow",
     "openvino"; config's model.runtime). For OpenVINO it is converted for `batch_size` windows
     per call (model.batch_size), or read from the conversion cache (`cache_dir`, default
     `openvino_cache_dir()`); when that fails, one warning says why and TensorFlow runs it.
-    `threads` (model.threads) caps both runtimes' threads. Raises ModelError with one line
+    `threads` (model.threads) caps both runtimes' threads; `precision` (model.precision) is
+    OpenVINO's inference precision. Raises ModelError with one line
     naming the fix. The result's `.runtime` says where the video signature runs.
 
     runtime defaults to "tensorflow" so that `load_model(handle, threads)` behaves as before
@@ -185,13 +192,15 @@ def load_model(handle: str = HUB_HANDLE, threads: int = 0, *, runtime: str = "te
         chosen = choose_runtime(runtime, tf)
     if chosen != "openvino":
         return model
-    return _on_openvino(model, threads, batch_size, cache_dir or openvino_cache_dir())
+    return _on_openvino(model, threads, batch_size, precision,
+                        cache_dir or openvino_cache_dir())
 
 
 def load_configured(model: ModelConfig, cache_dir: Path | None = None) -> Embedder:
     """`load_model` with config's model section: handle, threads, runtime and batch_size."""
     return load_model(model.handle, model.threads, runtime=model.runtime,
-                      batch_size=model.batch_size, cache_dir=cache_dir)
+                      batch_size=model.batch_size, precision=model.precision,
+                      cache_dir=cache_dir)
 
 
 def prepare_runtime(model: ModelConfig, cache_dir: Path | None = None) -> Path | None:
@@ -223,14 +232,15 @@ def choose_runtime(runtime: str, tf=None) -> str:
     return "tensorflow" if tf.config.list_physical_devices("GPU") else "openvino"
 
 
-def _on_openvino(model: HubEmbedder, threads: int, batch_size: int, cache_dir: Path) -> Embedder:
+def _on_openvino(model: HubEmbedder, threads: int, batch_size: int, precision: str,
+                 cache_dir: Path) -> Embedder:
     """The model with its video signature compiled by OpenVINO, or `model` itself (TensorFlow)
     after one warning line saying why, when conversion or compilation fails."""
     from autotag.runtimes import openvino
 
     try:
         video = openvino.compile_video(model.video_fn, model.fingerprint, batch_size, threads,
-                                       cache_dir, quiet=_native_stderr_quiet)
+                                       cache_dir, precision, quiet=_native_stderr_quiet)
     except Exception as exc:  # noqa: BLE001 - any failure here has the same remedy: TensorFlow
         log.warning("OpenVINO cannot run the video model (%s); running it on TensorFlow",
                     _one_line(exc))

@@ -39,13 +39,10 @@ def model(handle: str, batch: int, calls: int, threads: int = 0, inter: int = 0,
         import tensorflow as tf
 
         tf.config.threading.set_inter_op_parallelism_threads(inter)
-    if precision:
-        from autotag.runtimes import openvino
-
-        openvino.PRECISION = precision
     started = time.perf_counter()
     embedder = load_model(handle, threads, runtime=runtime, batch_size=batch,
-                          cache_dir=Path(cache) if cache else None)
+                          cache_dir=Path(cache) if cache else None,
+                          **({"precision": precision} if precision else {}))
     loaded = time.perf_counter() - started
     frames = np.random.default_rng(0).integers(0, 256, (batch, *WINDOW), dtype=np.uint8)
     embedder.embed_video(to_model_input(frames))  # warm-up: tracing and oneDNN's kernel choice

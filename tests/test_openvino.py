@@ -102,7 +102,7 @@ def test_tags_identical_on_generated_clips(runtimes, tmp_path):
         config = load_config(write_config(tmp_path / name, model, name))
         app = open_app(config, embedder)
         try:
-            results = app.pipeline.run(paths)
+            results = list(app.tag(paths))
         finally:
             app.close()
         assert [r.status for r in results] == ["tagged"] * len(paths)
@@ -265,3 +265,23 @@ def test_a_failed_conversion_leaves_logging_as_it_was(tmp_path):
     with pytest.raises(runtime.ConversionError, match="cannot convert"):
         runtime.compile_video(str(tmp_path / "no-such-model.pb"), "f" * 16, BATCH, 0, tmp_path)
     assert root.level == level and root.filters == filters
+
+
+def test_model_precision_bf16_is_an_opt_in_that_keeps_the_tags(model_dir, openvino_cache,
+                                                                 tmp_path):
+    """model.precision: bf16 compiles the same converted model with bf16 arithmetic where the
+    CPU has it (elsewhere OpenVINO keeps f32): the ranking the tags come from is kept."""
+    on_tf = load_model(str(model_dir))
+    fast = load_model(str(model_dir), runtime="openvino", batch_size=BATCH, precision="bf16",
+                      cache_dir=openvino_cache)
+    assert fast.runtime == "openvino"
+    frames = windows(4)
+    a, b = fast.embed_video(frames), on_tf.embed_video(frames)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.999, cosine
+    texts = on_tf.embed_text(["red", "green", "blue", "moving", "bright"])
+    np.testing.assert_array_equal((a @ texts.T).argmax(1), (b @ texts.T).argmax(1))
+    bad = tmp_path / "config.yaml"
+    bad.write_text(f"model: {{handle: '{model_dir}', precision: fp16}}\nvocabulary: [red]\n")
+    with pytest.raises(ConfigError, match="model.precision"):
+        load_config(bad)

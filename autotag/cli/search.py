@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         _check_sheet(args.sheet)
     config = load_config(args)
     # the text model loads only for a query not in the text-embedding cache
-    embedder = ctx.embedder or LazyEmbedder(config.model.handle, config.model.threads)
+    embedder = ctx.embedder or LazyEmbedder.from_config(config.model)
     store = open_store(config)
     try:
         index = Index.load(store, embedder.fingerprint, [absolute(d) for d in args.under])

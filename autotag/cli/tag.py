@@ -28,7 +28,11 @@ def build() -> argparse.ArgumentParser:
         prog="autotag",
         description="Tag video clips and GIFs by the activities in them (MIL-NCE). Without "
                     "--once, watch the folders and tag each new clip once it is complete.",
-        epilog="other commands: " + ", ".join(SUBCOMMANDS) + " (autotag COMMAND --help)")
+        epilog="The video model runs on OpenVINO when it is installed (model.runtime: auto; pip "
+               "install 'autotag[openvino]', about 180 MB; the first start converts the model "
+               "in a few seconds, cached for later starts and made by 'autotag fetch-model'), "
+               "else on TensorFlow. Other commands: " + ", ".join(SUBCOMMANDS)
+               + " (autotag COMMAND --help).")
     parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                         help="folders (or files) to tag; watch mode adds watch.paths")
     parser.add_argument("--once", action="store_true",

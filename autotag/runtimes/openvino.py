@@ -38,7 +38,7 @@ DEVICE = "CPU"
 PERFORMANCE_HINT = "LATENCY"
 # f32: the same embeddings as TensorFlow's to float error. OpenVINO's default on a CPU with
 # AVX-512 BF16 or AMX is bf16, about twice as fast, but 0.4% of the largest value off on the
-# stand-in (cosine 0.99999), over the 0.1% issue 14 allows; "bf16" is the alternative.
+# stand-in (cosine 0.99999), over the 0.1% issue 14 allows; model.precision: bf16 opts in.
 PRECISION = "f32"
 FORMAT_VERSION = 1  # bump when the conversion changes: older cached copies are then ignored
 VIDEO_OUTPUT = "video_embedding"
@@ -105,6 +105,7 @@ class CompiledVideo:
 
 
 def compile_video(video_fn, fingerprint: str, batch_size: int, threads: int, cache_root: Path,
+                  precision: str = PRECISION,
                   quiet=contextlib.nullcontext) -> CompiledVideo:
     """The video signature compiled for the CPU, converted first unless the cache has it.
     A damaged cached copy is converted again. `quiet`: a context manager that hides native
@@ -115,7 +116,7 @@ def compile_video(video_fn, fingerprint: str, batch_size: int, threads: int, cac
 
     started = time.perf_counter()
     path = cache_root / cache_key(fingerprint, batch_size)
-    config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": PRECISION}
+    config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     converted = False
