@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,10 +59,20 @@ def installed() -> bool:
         return False
 
 
-def version() -> str:
+def import_openvino():
+    """`import openvino`, its converter's telemetry left out. OpenVINO's converter sends usage
+    events (Google Analytics, from a pool of threads) unless a consent file in the user's home
+    says no, and treats no file as yes; autotag converts on the user's behalf, often in a
+    service, so it never phones home: with openvino_telemetry unimportable the converter takes
+    its own no-op stub (openvino/tools/ovc/convert_impl.py)."""
+    sys.modules.setdefault("openvino_telemetry", None)  # None: ImportError on import
     import openvino as ov
 
-    return ov.get_version()
+    return ov
+
+
+def version() -> str:
+    return import_openvino().get_version()
 
 
 def cache_key(fingerprint: str, batch_size: int) -> str:
@@ -112,7 +123,7 @@ def compile_video(video_fn, fingerprint: str, batch_size: int, threads: int, cac
     libraries' chatter on stderr (model.py's) while OpenVINO works; our log lines stay outside
     it. Raises ConversionError (one line)."""
     with quiet():
-        import openvino as ov
+        ov = import_openvino()
 
     started = time.perf_counter()
     path = cache_root / cache_key(fingerprint, batch_size)
@@ -154,7 +165,7 @@ def _compile(ov, path: Path, config: dict, quiet) -> object:
 
 def _convert(video_fn, batch_size: int, path: Path) -> None:
     """Convert and save the IR into a temp folder beside `path`, then rename it into place."""
-    import openvino as ov
+    ov = import_openvino()
 
     try:
         with _root_logger_kept():
