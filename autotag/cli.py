@@ -171,9 +171,9 @@ def _tag_once(config, dirs: list[Path], force: bool) -> int:
     started = time.monotonic()
     results, todo = ([], clips) if force else _up_to_date(config, clips)
     if todo:  # the model loads only when there is work: a re-run over a library is instant
-        from autotag.media import quiet_opencv
+        from autotag.media import quiet_decoder
 
-        quiet_opencv(log.isEnabledFor(logging.DEBUG))
+        quiet_decoder(log.isEnabledFor(logging.DEBUG))
         app = _open(config)
         try:
             with _Reporter(len(todo)) as reporter:
@@ -188,7 +188,7 @@ def _tag_once(config, dirs: list[Path], force: bool) -> int:
 
 def _watch(args: argparse.Namespace, config) -> int:
     from autotag.app import open_app
-    from autotag.media import quiet_opencv
+    from autotag.media import quiet_decoder
     from autotag.model import ModelError
     from autotag.service import Daemon, DaemonError
     from autotag.store import StoreError
@@ -201,7 +201,7 @@ def _watch(args: argparse.Namespace, config) -> int:
     if missing:
         raise UsageError(f"{show(missing[0])} is not a folder; name folders to watch (commands: "
                          + ", ".join(c for c in COMMANDS if c != "tag") + ")")
-    quiet_opencv(log.isEnabledFor(logging.DEBUG))
+    quiet_decoder(log.isEnabledFor(logging.DEBUG))
     daemon = Daemon(config, args.dirs, open_app=lambda c, embedder: open_app(c, embedder),
                     reload_config=lambda: _load_config(args))
     try:

@@ -680,7 +680,7 @@ def open_session(config: Config, embedder: Embedder | None = None,
     from autotag.model import ModelError, load_model
     from autotag.store import StoreError
 
-    media.quiet_opencv(log.isEnabledFor(logging.DEBUG))  # broken clips are reported in one line
+    media.quiet_decoder(log.isEnabledFor(logging.DEBUG))  # broken clips are reported in one line
     try:
         if embedder is None:
             log.info("loading the model from %s", config.model.handle)

@@ -2,7 +2,7 @@
 
 Every damaged copy must come back as windows or as a DecodeError with a reason: no other exception,
 no hang past the per-file decode timeout, no crash of the process. The decoding runs in a child
-process (this file run as a script), so a segfault or abort in FFmpeg or OpenCV ends the child,
+process (this file run as a script), so a segfault or abort in FFmpeg ends the child,
 not the test run, and is reported with the file it happened on. A watchdog in the child
 (faulthandler) ends it with a traceback if one file hangs where no deadline check can reach.
 
@@ -86,7 +86,7 @@ def test_damaged_clips_never_hang_or_crash_the_decoder(tmp_path):
     assert raised == [], "exceptions other than DecodeError:\n" + "\n".join(raised)
     failed = [x for x in outcomes.values() if x.startswith("FAIL")]
     assert all(len(x.split(" ", 2)[2]) > 5 for x in failed)  # each with a reason
-    # after media.quiet_opencv(), FFmpeg's "[h264 @ 0x...] error while decoding MB" lines do
+    # after media.quiet_decoder(), FFmpeg's "[h264 @ 0x...] error while decoding MB" lines do
     # not reach the user's stderr: autotag's one line per bad file is the report
     chatter = [x for x in done.stderr.splitlines() if re.match(r"\[[\w,]+ @ 0x", x)]
     assert chatter == [], chatter[:5]
@@ -96,7 +96,7 @@ def _decode_each(paths: list[str]) -> None:
     """Child process: decode each file, one line per file on stdout."""
     from autotag import media
 
-    media.quiet_opencv()
+    media.quiet_decoder()
     for raw in paths:
         path = Path(raw)
         print("START", path.name, flush=True)
