@@ -161,6 +161,7 @@ class _Clip:
         self.deadline = deadline
         self.skip_nonref = skip_nonref
         self.start = self.stream.start_time or 0  # pts of the stream's first frame
+        self.start_seconds = float(self.start * self.stream.time_base)
         # GIF frames are drawn over the ones before: read through, never seeked into
         self.seekable = container.format.name != "gif"
         self.deinterlacer: av.filter.Graph | None = None
@@ -319,7 +320,7 @@ class _Clip:
             graph.link_nodes(source, graph.add(*DEINTERLACER), graph.add("buffersink"))
             graph.configure()
         if self.deinterlacer is None:
-            yield from _timed(frame, self._time)
+            yield from _timed(frame, self.start_seconds)
             return
         self.deinterlacer.push(frame)
         yield from self._pull()
@@ -330,7 +331,7 @@ class _Clip:
                 frame = self.deinterlacer.pull()
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
-            yield from _timed(frame, self._time)
+            yield from _timed(frame, self.start_seconds)
 
     def _packets(self) -> Iterator[av.Packet]:
         """The stream's packets in decode order, each with the decoder told whether it may skip
@@ -414,11 +415,12 @@ def _resumed(first: tuple, rest: Iterator) -> Iterator:
     yield from rest
 
 
-def _timed(frame: VideoFrame, to_seconds) -> Iterator[tuple[float, VideoFrame]]:
-    """The frame with its presentation time (its decode time when it has none, as in AVI)."""
+def _timed(frame: VideoFrame, start: float) -> Iterator[tuple[float, VideoFrame]]:
+    """The frame with its presentation time in seconds from `start` (its decode time when it has
+    none, as in AVI). In the frame's own time base: bwdif halves the stream's."""
     pts = frame.pts if frame.pts is not None else frame.dts
     if pts is not None:
-        yield to_seconds(pts), frame
+        yield _tick(float(pts * frame.time_base) - start), frame
 
 
 def _quarter_turns(frame: VideoFrame) -> int:
