@@ -164,6 +164,7 @@ class _Clip:
         self.start_seconds = float(self.start * self.stream.time_base)
         # GIF frames are drawn over the ones before: read through, never seeked into
         self.seekable = container.format.name != "gif"
+        self.sought = -math.inf  # the last target seeked for
         self.deinterlacer: av.filter.Graph | None = None
         self.interlaced = False  # a frame said so: its neighbours are decoded too
         self.wanted: list[float] = []  # sample times, sorted
@@ -248,8 +249,9 @@ class _Clip:
         (None: decode on). With an index that reaches the target, where the keyframe before it
         is decides; without one (MPEG-TS/PS), a gap longer than SEEK_GAP."""
         here = last_time if last_time is not None else 0.0
-        if not self.seekable or target - here <= SEEK_AHEAD:
-            return None
+        if not self.seekable or target - here <= SEEK_AHEAD or target <= self.sought:
+            return None  # one seek per target at most: where it landed, decoding goes on
+        self.sought = target
         key = self._keyframe_before(target)
         if (key is not None and key <= here + TICK_SLACK) or \
                 (key is None and target - here < SEEK_GAP):

@@ -147,3 +147,40 @@ def test_the_same_clip_gives_the_same_pixels_in_any_process(kinds):
     after_others = digest(str(kinds["dvd-576i-tff.mpg"]), str(kinds["hevc-main10-hdr.mp4"]), clip)
     assert alone == after_others == hashlib.sha256(sample_clip(Path(clip), 8, BIG).frames) \
         .hexdigest()
+
+
+def test_mpeg_ts_seeks_land_before_their_windows_or_back_off_boundedly(tmp_path, monkeypatch):
+    """MPEG-TS has no index: FFmpeg seeks by estimate and often lands after the target. Every
+    sample must still be the frame on screen, with a bounded number of seeks."""
+    from autotag import media
+    from autotag.media import SEEK_TRIES
+    from tests.test_media import write_counted
+
+    path = write_counted(tmp_path / "counted.ts", ["-g", "90"], seconds=60)
+    seeks = []
+    real_open = media.av.open
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def seek(self, *args, **kwargs):
+            seeks.append(args[0])
+            return self.inner.seek(*args, **kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.inner.close()
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(media.av, "open", lambda *a, **k: Counting(real_open(*a, **k)))
+    s = sample_clip(path, 8, BIG)
+    assert s.duration == pytest.approx(60, abs=0.1)
+    for window, frames in zip(s.windows, s.frames, strict=True):
+        for i, frame in enumerate(frames):
+            assert frame_number(frame) == int(round((window.start + i / 10) * 30, 6))
+    assert 0 < len(seeks) <= 7 * (SEEK_TRIES + 1)  # windows 2..8 are seeked to, each bounded
