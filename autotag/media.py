@@ -162,6 +162,7 @@ class _Clip:
         self.skip_nonref = skip_nonref
         self.start = self.stream.start_time or 0  # pts of the stream's first frame
         self.start_seconds = float(self.start * self.stream.time_base)
+        self.seconds_per_tick = float(self.stream.time_base)  # floats: Fractions cost µs a packet
         # GIF frames are drawn over the ones before: read through, never seeked into
         self.seekable = container.format.name != "gif"
         self.sought = -math.inf  # the last target seeked for
@@ -294,7 +295,7 @@ class _Clip:
         return self.start + int(seconds / self.stream.time_base)
 
     def _time(self, pts: int) -> float:
-        return _tick(float((pts - self.start) * self.stream.time_base))
+        return _tick((pts - self.start) * self.seconds_per_tick)
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -341,19 +342,17 @@ class _Clip:
         later timestamp among the neighbouring packets), with every decoded frame's neighbours
         kept for the deinterlacer. A read error ends the stream (a truncated file)."""
         behind: deque[float] = deque(maxlen=PTS_NEIGHBOURS)
-        ahead: deque[av.Packet] = deque()
-        source = self._demux()
-        for packet in itertools.chain(source, [None]):
+        ahead: deque[tuple[float | None, av.Packet]] = deque()
+        for packet in itertools.chain(self._demux(), [None]):
             if packet is not None:
-                ahead.append(packet)
+                ahead.append((None if packet.pts is None else self._time(packet.pts), packet))
                 if len(ahead) <= PTS_NEIGHBOURS:
                     continue
             while ahead and (packet is None or len(ahead) > PTS_NEIGHBOURS):
                 _check_deadline(self.deadline)
-                head = ahead.popleft()
-                t = None if head.pts is None else self._time(head.pts)
+                t, head = ahead.popleft()
                 if self.skip_nonref:
-                    times = [*behind, *(self._time(a.pts) for a in ahead if a.pts is not None)]
+                    times = [*behind, *(x for x, _ in ahead if x is not None)]
                     self.ctx.skip_frame = ("DEFAULT" if t is None or self._shown(t, times)
                                            else "NONREF")
                 if t is not None:
