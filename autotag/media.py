@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -149,7 +150,7 @@ class _Clip:
                  deadline: float | None, skip_nonref: bool) -> None:
         streams = [s for s in container.streams.video
                    if not s.disposition & av.stream.Disposition.attached_pic]  # not cover art
-        if not streams or streams[0].codec_context is None:
+        if not streams or streams[0].codec_context is None or streams[0].time_base is None:
             raise DecodeError("no video stream FFmpeg can decode")
         self.container, self.stream = container, streams[0]
         ctx = self.stream.codec_context
@@ -326,7 +327,7 @@ class _Clip:
             graph.link_nodes(source, graph.add(*DEINTERLACER), graph.add("buffersink"))
             graph.configure()
         if self.deinterlacer is None:
-            yield from _timed(frame, self.start_seconds)
+            yield from _timed(frame, self.start_seconds, self.stream.time_base)
             return
         self.deinterlacer.push(frame)
         yield from self._pull()
@@ -337,7 +338,7 @@ class _Clip:
                 frame = self.deinterlacer.pull()
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
-            yield from _timed(frame, self.start_seconds)
+            yield from _timed(frame, self.start_seconds, self.stream.time_base)
 
     def _packets(self) -> Iterator[av.Packet]:
         """The stream's packets in decode order, each with the decoder told whether it may skip
@@ -365,8 +366,9 @@ class _Clip:
     def _demux(self) -> Iterator[av.Packet]:
         try:
             yield from self.container.demux(self.stream)
-        except av.FFmpegError as exc:
-            log.debug("reading stopped: %s", _reason(exc))
+        except (av.FFmpegError, IndexError) as exc:  # IndexError: PyAV 18's demux, flushing
+            # at the end, trips on a stream that appeared mid-file (MPEG-TS/PS may add some)
+            log.debug("reading stopped: %s", exc)
             yield av.Packet()  # flushes the decoder: the frames it holds still come out
 
     def _shown(self, t: float, times: list[float]) -> bool:
@@ -402,12 +404,14 @@ def _resumed(first: tuple, rest: Iterator) -> Iterator:
     yield from rest
 
 
-def _timed(frame: VideoFrame, start: float) -> Iterator[tuple[float, VideoFrame]]:
+def _timed(frame: VideoFrame, start: float,
+           time_base: Fraction) -> Iterator[tuple[float, VideoFrame]]:
     """The frame with its presentation time in seconds from `start` (its decode time when it has
-    none, as in AVI). In the frame's own time base: bwdif halves the stream's."""
+    none, as in AVI). In the frame's own time base (bwdif halves the stream's), else the
+    stream's (a damaged packet can leave a frame without one)."""
     pts = frame.pts if frame.pts is not None else frame.dts
     if pts is not None:
-        yield _tick(float(pts * frame.time_base) - start), frame
+        yield _tick(float(pts * (frame.time_base or time_base)) - start), frame
 
 
 def _offset(i: int, duration: float) -> float:
