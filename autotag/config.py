@@ -65,7 +65,7 @@ class SamplingConfig:
     max_pixels: int = 8_294_400  # frames larger than this (3840×2160) are refused
     decode_workers: int = 2  # threads decoding clips while the model runs
     decode_timeout: float = 120.0  # seconds one clip may take to decode before it is failed
-    skip_nonref_frames: bool = True  # clips of ≥ 20 fps: frames nothing refers to not decoded
+    skip_nonref_frames: bool = True  # frames no sample shows and nothing refers to: not decoded
 
 
 @dataclass(frozen=True)

@@ -59,25 +59,21 @@ def model(handle: str, batch: int, calls: int, threads: int = 0, inter: int = 0,
 
 def article_load_video(path: Path, max_frames: int = 32, size: int = 224) -> np.ndarray:
     """The article's `load_video`: read the first `max_frames` frames, crop the centre square,
-    resize, BGR → RGB, repeat a short clip, / 255.0 (float64). [max_frames, size, size, 3]."""
+    resize, RGB, repeat a short clip, / 255.0 (float64). [max_frames, size, size, 3]. The article
+    read with OpenCV's VideoCapture; this reads with PyAV, autotag's one decoding stack."""
+    import av
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
     frames = []
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            h, w = frame.shape[:2]
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            rgb = frame.to_ndarray(format="rgb24")
+            h, w = rgb.shape[:2]
             side = min(h, w)
             top, left = (h - side) // 2, (w - side) // 2
-            frame = cv2.resize(frame[top:top + side, left:left + side], (size, size))
-            frames.append(frame[:, :, [2, 1, 0]])
+            frames.append(cv2.resize(rgb[top:top + side, left:left + side], (size, size)))
             if len(frames) == max_frames:
                 break
-    finally:
-        cap.release()
     array = np.array(frames)
     if len(array) < max_frames:
         array = array.repeat(math.ceil(max_frames / len(array)), axis=0)

@@ -81,6 +81,8 @@ class SetResult:
     once: measure.Child
     model: measure.Child  # the model alone on as many windows, timed right after
     decode_seconds: float
+    decode_cpu: float  # CPU seconds of decoding alone
+    decode_windows: int
     article: measure.Child | None = None
 
 
@@ -92,6 +94,7 @@ class Results:
     model_again: measure.Child | None = None  # the same, at the end: the machine's drift
     sets: list[SetResult] = field(default_factory=list)
     long_decode: tuple[float, float] = (0.0, 0.0)  # s: 10-second clip, 10-minute clip
+    long_cpu: tuple[float, float] = (0.0, 0.0)  # CPU s: the same
     long_windows: int = 0
     rss: dict[int, measure.Child] = field(default_factory=dict)  # clip count → once run
     cold: measure.DaemonRun | None = None
@@ -149,18 +152,20 @@ def run(s: Settings, ws: measure.Workspace, say=print) -> Results:
         # load on a shared machine then weighs on all three alike
         calls = max(1, math.ceil(once.result["windows"] / s.batch_size))
         model = alone(s.batch_size, calls, s.threads)
-        decode = measure.decoding(clip_set.clips, s.max_windows, s.max_pixels)
+        decode, decode_cpu, decode_windows = measure.decoding(clip_set.clips, s.max_windows,
+                                                              s.max_pixels)
         article = None
         if clip_set.cheap:
             say(f"the article's method: {clip_set.name}")
             article = measure.article(ws, clip_set.clips)
         results.sets.append(SetResult(clip_set.name, clip_set.cheap, len(clip_set.clips), once,
-                                      model, decode, article))
+                                      model, decode, decode_cpu, decode_windows, article))
     say("decoding a short and a long clip")
     windows = measure.window_count(short, s.max_windows)
     results.long_windows = windows
-    results.long_decode = (measure.decoding([short], windows, s.max_pixels, repeat=2),
-                           measure.decoding([long], windows, s.max_pixels, repeat=2))
+    timed = [measure.decoding([clip], windows, s.max_pixels, repeat=2) for clip in (short, long)]
+    results.long_decode = (timed[0][0], timed[1][0])
+    results.long_cpu = (timed[0][1], timed[1][1])
     if s.rss_clips:
         small = clipset.generated(s.cache / "clips", "rss", *s.rss_size, max(s.rss_clips),
                                   s.rss_seconds)

@@ -1,4 +1,5 @@
-"""Generate small test clips: solid-colour (optionally flashing) MP4 and GIF files.
+"""Generate small test clips: solid-colour (optionally flashing) MP4 and GIF files, and with
+ffmpeg the kinds cameras and TV recorders make (interlaced, with a moving bar).
 
 A clip is a list of parts, each (rgb, seconds[, moving]); the test model (testmodel.py) scores
 colours and motion, so what a test writes here decides which tag must win and when.
@@ -6,6 +7,7 @@ colours and motion, so what a test writes here decides which tag must win and wh
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -49,3 +51,41 @@ def write_gif(path: Path, parts: list[tuple], delay_ms: int = 100,
     animation.durations = [delay_ms] * len(frames)
     assert cv2.imwriteanimation(str(path), animation), f"OpenCV cannot write {path}"
     return path
+
+
+def ffmpeg(*args: str) -> None:
+    """Run ffmpeg quietly (SVT-AV1 prints its banner on stderr whatever -v says)."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True, timeout=300,
+                   capture_output=True)
+
+
+# A white bar 16 px wide on a colour, in a 128-px square scaled up, moving 8 px a field: the
+# fields of one interlaced frame show it 8 px apart, so where it is in a sample says which field
+# the deinterlacer kept (the first in time: right field order), and a sharp bar that it was
+# deinterlaced at all (woven fields show two faint bars).
+BAR_STEP, BAR_WIDTH, BAR_SPAN = 8, 16, 112  # px in the 128-px square: per field, wide, wraps at
+_INSIDE = f"between(X\\,mod({BAR_STEP}*N\\,{BAR_SPAN})\\,mod({BAR_STEP}*N\\,{BAR_SPAN})+{BAR_WIDTH - 1})"
+
+
+def write_interlaced(path: Path, rgb: tuple[int, int, int], size: tuple[int, int],
+                     field_rate: str, top_first: bool, codec: list[str],
+                     seconds: float = 2) -> Path:
+    """An interlaced clip of the moving bar (see BAR_STEP): fields at `field_rate`, woven two a
+    frame, top or bottom field first, the square pattern in the middle of a w×h frame."""
+    w, h = size
+    r, g, b = (f"if({_INSIDE}\\,235\\,{c})" for c in rgb)
+    scan = "tff" if top_first else "bff"
+    ffmpeg("-f", "lavfi", "-i",
+           f"color=black:s=128x128:r={field_rate}:d={seconds},format=rgb24,"
+           f"geq=r='{r}':g='{g}':b='{b}',scale={h}:{h}:flags=neighbor,pad={w}:{h}:{(w - h) // 2}:0,"
+           f"format=yuv420p,interlace=scan={scan}:lowpass=0",
+           *codec, "-flags", "+ildct+ilme", "-top", "1" if top_first else "0", str(path))
+    return path
+
+
+def bar_position(frame: np.ndarray) -> float | None:
+    """Where the bar's left edge is in a 224-px model frame, in the 128-px square's pixels
+    (None when no column is bright in all three channels)."""
+    columns = np.nonzero(frame.min(axis=2).mean(axis=0) > 120)[0]
+    return float(columns.mean()) * 128 / frame.shape[1] - (BAR_WIDTH - 1) / 2 if len(columns) \
+        else None

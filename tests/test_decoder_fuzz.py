@@ -2,7 +2,7 @@
 
 Every damaged copy must come back as windows or as a DecodeError with a reason: no other exception,
 no hang past the per-file decode timeout, no crash of the process. The decoding runs in a child
-process (this file run as a script), so a segfault or abort in FFmpeg or OpenCV ends the child,
+process (this file run as a script), so a segfault or abort in FFmpeg ends the child,
 not the test run, and is reported with the file it happened on. A watchdog in the child
 (faulthandler) ends it with a traceback if one file hangs where no deadline check can reach.
 

@@ -116,24 +116,33 @@ def test_file_deleted_or_replaced_while_decoding(library, embedder):
 def test_a_hanging_decode_is_cut_off_by_the_timeout(library, embedder):
     clips, config = library
     config.write_text(config.read_text() + "sampling: {decode_timeout: 0.5}\n")
-    real_capture = media.cv2.VideoCapture
+    real_open = media.av.open
 
-    class SlowCapture:
-        """Wraps a capture whose grab() takes forever on a.mp4 (a stuck network read)."""
+    class SlowContainer:
+        """Wraps a container whose demuxing takes forever (a stuck network read)."""
 
-        def __init__(self, path, *args):
-            self.inner = real_capture(path, *args)
-            self.slow = path.endswith("a.mp4")
+        def __init__(self, inner):
+            self.inner = inner
 
-        def grab(self):
-            if self.slow:
+        def demux(self, *args, **kwargs):
+            for packet in self.inner.demux(*args, **kwargs):
                 time.sleep(0.2)
-            return self.inner.grab()
+                yield packet
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.inner.close()
 
         def __getattr__(self, name):
             return getattr(self.inner, name)
 
-    with mock.patch.object(media.cv2, "VideoCapture", SlowCapture):
+    def slow_open(path, *args, **kwargs):
+        container = real_open(path, *args, **kwargs)
+        return SlowContainer(container) if str(path).endswith("a.mp4") else container
+
+    with mock.patch.object(media.av, "open", slow_open):
         started = time.monotonic()
         results = run(config, sorted(clips.iterdir()), embedder)
     assert results["a.mp4"].status == "failed"

@@ -216,24 +216,13 @@ def frame_number(frame: np.ndarray) -> int:
                         28 * (b % 8) + 6:28 * (b % 8) + 22].mean() > 128)
 
 
-def on_screen(path: Path, fps: int, skip_nonref: bool, monkeypatch) -> tuple[list, list, list]:
-    """(window starts, [(frame on screen at each sample's time, frame the sample shows)],
-    the tries: True for a decode with skipping, False for one without)."""
-    from autotag import media
-
-    tries: list[bool] = []
-    real = media._sample_video
-
-    def spy(*args, skipping):
-        tries.append(skipping)
-        return real(*args, skipping=skipping)
-
-    monkeypatch.setattr(media, "_sample_video", spy)
+def on_screen(path: Path, fps: int, skip_nonref: bool) -> tuple[list, list]:
+    """(window starts, [(frame on screen at each sample's time, frame the sample shows)])."""
     s = sample_clip(path, 8, BIG, skip_nonref=skip_nonref)
     pairs = [(int(round((w.start + i / 10) * fps, 6)), frame_number(frame))
              for w, frames in zip(s.windows, s.frames, strict=True)
              for i, frame in enumerate(frames)]
-    return [w.start for w in s.windows], pairs, tries
+    return [w.start for w in s.windows], pairs
 
 
 @needs_ffmpeg
@@ -244,26 +233,27 @@ def on_screen(path: Path, fps: int, skip_nonref: bool, monkeypatch) -> tuple[lis
     ("a minute, seeks", [], 60, 3),  # windows 5 s apart: reached by seeking from keyframes
 ])
 def test_skipping_nonref_frames_shows_the_last_decoded_frame_never_a_later_one(
-        tmp_path, monkeypatch, name, encoder, seconds, early):
+        tmp_path, name, encoder, seconds, early):
     path = write_counted(tmp_path / "counted.mp4", encoder, seconds=seconds)
-    starts, exact, tries = on_screen(path, COUNTED_FPS, False, monkeypatch)
-    assert tries == [False] and all(want == got for want, got in exact), name
-    skipped_starts, skipped, tries = on_screen(path, COUNTED_FPS, True, monkeypatch)
-    assert tries == [True], name  # skipped, with no fallback to every frame
+    starts, exact = on_screen(path, COUNTED_FPS, False)
+    assert all(want == got for want, got in exact), name
+    skipped_starts, skipped = on_screen(path, COUNTED_FPS, True)
     assert skipped_starts == starts
     worst = min(got - want for want, got in skipped)
     assert max(got - want for want, got in skipped) <= 0, name  # never a later frame
     assert worst >= -early, (name, worst)  # at most the run of frames not decoded
+    # only frames no sample shows are skipped (issue 13): every sample is exact
+    assert skipped == exact, name
 
 
 @needs_ffmpeg
-def test_a_stream_too_sparse_without_its_nonref_frames_is_decoded_whole(tmp_path, monkeypatch):
-    # IBBP at 25 fps: the reference frames alone come 8.3 a second, fewer than the 10 sampled
+def test_a_stream_sparse_without_its_nonref_frames_is_still_sampled_exactly(tmp_path):
+    # IBBP at 25 fps: the reference frames alone come 8.3 a second, fewer than the 10 sampled;
+    # the B-frames a sample shows are decoded, the others skipped
     path = write_counted(tmp_path / "ibbp25.mp4", ["-bf", "2", "-x264-params",
                                                     "b-pyramid=none:b-adapt=0"], fps=25)
-    _, exact, _ = on_screen(path, 25, False, monkeypatch)
-    _, skipped, tries = on_screen(path, 25, True, monkeypatch)
-    assert tries == [True, False]  # tried, found sparse, decoded again with every frame
+    _, exact = on_screen(path, 25, False)
+    _, skipped = on_screen(path, 25, True)
     assert skipped == exact and all(want == got for want, got in exact)
 
 
@@ -277,16 +267,12 @@ def test_slow_clips_are_not_skipped(tmp_path):
 
 
 @needs_ffmpeg
-def test_an_av1_clip_decodes_or_fails_naming_av1_and_the_fix(tmp_path):
-    path = tmp_path / "clip.mkv"  # AV1: what yt-dlp and newer phones often write
+def test_an_av1_clip_decodes(tmp_path):
+    path = tmp_path / "clip.mkv"  # AV1: what yt-dlp and newer phones often write (dav1d decodes)
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=25:duration=1", "-c:v", "libsvtav1",
            "-preset", "12", "-svtav1-params", "verbosity=0", "-pix_fmt", "yuv420p", str(path))
-    try:
-        sampled = sample_clip(path, 8, BIG)
-    except DecodeError as exc:  # opencv-python's FFmpeg decodes AV1 only in hardware
-        assert str(exc).startswith("AV1 video cannot be decoded here") and "libx264" in str(exc)
-    else:
-        assert sampled.frames.std() > 5
+    sampled = sample_clip(path, 8, BIG)
+    assert sampled.duration == pytest.approx(1.0, abs=0.05) and sampled.frames.std() > 5
 
 
 @needs_ffmpeg
@@ -294,19 +280,14 @@ def test_an_av1_clip_decodes_or_fails_naming_av1_and_the_fix(tmp_path):
     ("avchd.mts", ["-c:v", "libx264", "-flags", "+ildct+ilme", "-x264-params", "tff=1"]),
     ("dvb.ts", ["-c:v", "mpeg2video", "-flags", "+ildct+ilme", "-top", "1"]),
 ])
-def test_interlaced_video_is_sampled_or_fails_saying_so_never_tagged_black(tmp_path, name, codec):
+def test_interlaced_video_is_sampled_never_black(tmp_path, name, codec):
     path = tmp_path / name
     ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=2", *codec, "-pix_fmt", "yuv420p",
            str(path))
-    # a process of its own: OpenCV's swscale leaves the frames it refuses as they were, black
-    # in a fresh buffer, a former clip's pixels in a reused one (the limit the README names)
-    code = ("import sys; from pathlib import Path; from autotag.media import DecodeError, "
-            "sample_clip\n"
-            "try: print('std', sample_clip(Path(sys.argv[1]), 8, 10**9).frames.std())\n"
-            "except DecodeError as exc: print('error', exc)")
+    # a process of its own: what was decoded before must not matter (OpenCV's swscale once
+    # left interlaced frames black in a fresh buffer, a former clip's pixels in a reused one)
+    code = ("import sys; from pathlib import Path; from autotag.media import sample_clip\n"
+            "print(sample_clip(Path(sys.argv[1]), 8, 10**9).frames.std())")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
                          check=True, timeout=120).stdout
-    if out.startswith("error"):  # opencv-python's swscale refuses interlaced → progressive
-        assert "interlaced" in out and "yadif" in out, out
-    else:
-        assert float(out.split()[1]) > 5, out
+    assert float(out) > 5, out
