@@ -225,5 +225,5 @@ def compare_runtimes(s: Settings, ws: measure.Workspace, say,
         windows_calls = max(1, math.ceil(once.result["windows"] / b))
         r.model[runtime] = measure.model_alone(ws, b, windows_calls, t, runtime=runtime,
                                                cache=cache)
-    r.decode_seconds = measure.decoding(clip_set.clips, s.max_windows, s.max_pixels)
+    r.decode_seconds = measure.decoding(clip_set.clips, s.max_windows, s.max_pixels)[0]
     return r
