@@ -51,7 +51,7 @@ def model_rate(r: Results) -> float:
 
 def rows(r: Results) -> list[Row]:
     return [*_model_rows(r), *_set_rows(r), *_long_rows(r), *_rss_rows(r), *_daemon_rows(r),
-            *_sweep_rows(r), *_runtime_rows(r)]
+            *_sweep_rows(r), *runtime_rows(r)]
 
 
 def _status(ok: bool) -> str:
@@ -234,7 +234,7 @@ def _runtime_figure(child, fallback_possible: bool) -> str:
                                                  else ""))
 
 
-def _runtime_rows(r: Results) -> list[Row]:
+def runtime_rows(r: Results) -> list[Row]:
     rt = r.runtimes
     if rt is None:
         return []

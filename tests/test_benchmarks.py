@@ -18,7 +18,7 @@ def test_every_measurement_runs_and_is_reported(model_dir, tmp_path):
         heavy=(96, 64, 0), long_loops=3, codecs=(), rss_clips=(), rss_size=(64, 48),
         rss_seconds=1.0, watch_clips=1, stability=0.2, sweep_batches=(), sweep_threads=(),
         clip_seconds=2.0, cold_start=False,
-        repeat_model=False)
+        repeat_model=False, compare_runtimes=False)  # the runtime block: its own test below
     workspace = measure.Workspace(tmp_path / "runs", str(model_dir),
                                   {"model": {"batch_size": 2}, "sampling": {"max_windows": 2}})
     results = suite.run(settings, workspace, say=lambda message: None)
@@ -43,6 +43,28 @@ def test_every_measurement_runs_and_is_reported(model_dir, tmp_path):
     path = report.write(results, text, tmp_path / "results")
     assert "autotag --once" in path.read_text() and path.with_suffix(".json").exists()
     assert "| efficiency = autotag ÷ model alone |" in path.with_suffix(".md").read_text()
+
+
+def test_the_runtime_comparison_is_reported_from_its_measurements(model_dir, tmp_path):
+    """The side-by-side block's rows (issue 14), from one real model-alone run standing in for
+    each of its measurements (the block's eight child processes would double this file's time).
+    """
+    workspace = measure.Workspace(tmp_path / "runs", str(model_dir), {})
+    child = measure.model_alone(workspace, 2, 1, 0, runtime="openvino",
+                                cache=tmp_path / "ov-cache")
+    assert child.result["runtime"] == "openvino" and child.result["windows_per_second"] > 0
+    once = measure.Child(3.0, child.peak_rss_mb, 0,
+                         {"windows": 4, "seconds": 2.0, "startup_seconds": 1.0, "tagged": 2,
+                          "clips": 2, "exit_code": 0, "runtime": "openvino"})
+    settings = suite.Settings(cache=tmp_path, handle=str(model_dir), batch_size=2, threads=0,
+                              max_windows=2, max_pixels=8_294_400)
+    runtimes = suite.RuntimeResults(child, child, child, child, "cheap",
+                                    {"tensorflow": once, "openvino": once},
+                                    {"tensorflow": child, "openvino": child}, 1.0)
+    results = suite.Results(settings=settings, machine="test", model=child, runtimes=runtimes)
+    sections = {row.section for row in report.runtime_rows(results)}
+    assert any(s.startswith("runtimes, model alone") for s in sections)
+    assert any(s.startswith("runtimes, autotag --once") for s in sections)
 
 
 def test_memory_runs_read_a_subset_of_one_clip_set(tmp_path):
