@@ -450,8 +450,22 @@ def quiet_ray(debug: bool) -> None:
     level = logging.DEBUG if debug else logging.CRITICAL
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(level)
-    if not debug:  # the C++ core worker's own lines on stderr
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    if debug:
+        return
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core worker's lines
+    # The raylet's messages ("A worker died ...", "Task ... will be retried") are printed to
+    # the driver's stdout whatever log_to_driver says (ray._private.worker's error listener);
+    # the clip they concern is reported by name, so they go to the debug log instead.
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:  # a Ray whose internals moved: its lines stay on the console
+        return
+    if hasattr(ray_worker, "print_to_stdstream"):
+        ray_worker.print_to_stdstream = _raylet_message
+
+
+def _raylet_message(data: dict, ignore_prefix: bool = False) -> None:
+    log.debug("ray (%s): %s", data.get("pid"), " ".join(map(str, data.get("lines", ()))))
 
 
 @contextlib.contextmanager
