@@ -49,8 +49,10 @@ def crash_on_name() -> None:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(tmp_path_factory):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray 2.60 writes a token for a new local Ray (token authentication); not in ~/.ray
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(tmp_path_factory.mktemp("ray") / "auth_token")
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # as `autotag backfill` starts Ray
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=OBJECT_STORE,
              log_to_driver=False, logging_level=logging.ERROR,
@@ -58,6 +60,7 @@ def local_ray():
                           "env_vars": {"PYTHONPATH": str(REPO)}})
     yield
     ray.shutdown()
+    del os.environ["RAY_AUTH_TOKEN_PATH"]
 
 
 def make_clips(folder: Path) -> list[Path]:
