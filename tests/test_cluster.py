@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -51,8 +52,10 @@ def crash_on_name() -> None:
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Ray 2.60 writes a token for a new local Ray (token authentication); not in ~/.ray
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(tmp_path_factory.mktemp("ray") / "auth_token")
+    # Ray 2.60 authenticates with a token (a new local Ray writes one to ~/.ray): the test's own
+    token = tmp_path_factory.mktemp("ray") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # as `autotag backfill` starts Ray
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=OBJECT_STORE,
              log_to_driver=False, logging_level=logging.ERROR,
