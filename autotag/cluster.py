@@ -187,8 +187,12 @@ class EmbedActor:
         n = len(batch["path"])
         clips = [batch["frames"][i] for i in range(n)]
         started = time.perf_counter()
-        results = embed_clips(self.embedder, clips, self.batch_size,
-                              [str(e) for e in batch["error"]])
+        try:
+            results = embed_clips(self.embedder, clips, self.batch_size,
+                                  [str(e) for e in batch["error"]])
+        except Exception as exc:
+            log.debug("embedding %s", list(batch["path"]), exc_info=True)
+            results = [f"internal error: {type(exc).__name__}: {exc}"] * n
         seconds = (time.perf_counter() - started) / max(n, 1)
         out = {k: batch[k] for k in batch if k != "frames"}
         out["error"] = np.array([r if isinstance(r, str) else str(batch["error"][i])
@@ -402,10 +406,12 @@ def run(engine: Engine, sources: list[SourceInfo], config: Config, *, debug: boo
 
 
 def _failure(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = next((line for line in text if "ModelError" in line or "cannot" in line),
-                 text[0] if text else type(exc).__name__)
-    return f"the cluster run failed: {first.strip()[:300]}"
+    """Ray's error (a remote traceback) → one line: the model's own error if it is one (the
+    actors could not load the model), else the error's last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    model = [line.split("ModelError:", 1)[1].strip() for line in lines if "ModelError:" in line]
+    reason = model[-1] if model else lines[-1] if lines else type(exc).__name__
+    return f"the cluster run failed: {reason[:300]}"
 
 
 # -- connecting --------------------------------------------------------------------------------
@@ -425,7 +431,7 @@ def connect(address: str | None, *, debug: bool = False, num_cpus: int | None = 
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     options: dict = {"log_to_driver": debug,
-                     "logging_level": logging.DEBUG if debug else logging.ERROR}
+                     "logging_level": logging.INFO if debug else logging.ERROR}
     if address is None:
         # a Ray of our own, for this run: no dashboard, no usage report over the network
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -447,7 +453,7 @@ def connect(address: str | None, *, debug: bool = False, num_cpus: int | None = 
 def quiet_ray(debug: bool) -> None:
     """Ray's console output (executor plans, progress, worker lines) only with --debug; Ray
     Data keeps its full log in the session folder (/tmp/ray/session_latest/logs)."""
-    level = logging.DEBUG if debug else logging.CRITICAL
+    level = logging.INFO if debug else logging.CRITICAL  # Ray's DEBUG is its internals
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(level)
     if debug:

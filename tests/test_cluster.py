@@ -241,3 +241,12 @@ def test_without_ray_backfill_names_the_extra_and_help_never_imports_ray(tmp_pat
     assert cli.main(["backfill", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == \
         "autotag: error: autotag backfill needs Ray: pip install 'autotag[cluster]'"
+
+
+def test_a_cluster_failure_is_one_line_naming_the_model_error():
+    error = RuntimeError("Traceback (most recent call last):\n  File x, line 1\n"
+                         "autotag.model.ModelError: cannot read the model at /m; set model.handle\n")
+    assert cluster._failure(error) == \
+        "the cluster run failed: cannot read the model at /m; set model.handle"
+    assert cluster._failure(RuntimeError("actor died\nlast words")) == \
+        "the cluster run failed: last words"

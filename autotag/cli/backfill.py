@@ -72,13 +72,14 @@ def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
         return EXIT_FAILED if unreadable else EXIT_OK
     app = open_app(config, ctx, lazy=True)
     started: list[bool] = []  # Ray is started (or joined) only if a clip needs decoding
+    timing = cluster.Timing()
     try:
         with Reporter(len(clips), verb="backfilling") as reporter:
             for result in cluster.backfill(
                     app, clips, force=args.force, debug=args.debug,
                     before_cluster=lambda: started.append(cluster.connect(args.address,
                                                                           debug=args.debug)),
-                    on_windows=reporter.windows):
+                    on_windows=reporter.windows, timing=timing):
                 reporter.result(result)
     except (cluster.ClusterError, ModelError) as exc:
         raise UsageError(str(exc)) from None
@@ -86,5 +87,8 @@ def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
         app.close()
         if any(started):
             cluster.shutdown()
+    if timing.clips:
+        log.debug("on Ray: %d clips, %.1f s decoding and %.1f s in the model (summed over "
+                  "workers)", timing.clips, timing.decode, timing.embed)
     reporter.summary()
     return EXIT_FAILED if unreadable or reporter.counts["failed"] else EXIT_OK
