@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from autotag.cli import calibrate, evaluate, fetch_model, init, retag, search, tag
+from autotag.cli import backfill, calibrate, evaluate, fetch_model, init, retag, search, tag
 from autotag.cli.common import EXIT_USAGE, SUBCOMMANDS, Context, UsageError, setup_logging
 from autotag.model import Embedder
 
@@ -24,6 +24,7 @@ COMMANDS = {
     "retag": retag,
     "eval": evaluate,
     "calibrate": calibrate,
+    "backfill": backfill,
 }
 assert tuple(COMMANDS)[1:] == SUBCOMMANDS
 

@@ -19,7 +19,7 @@ from autotag.model import Embedder
 log = logging.getLogger("autotag")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SUBCOMMANDS = ("init", "fetch-model", "search", "retag", "eval", "calibrate")
+SUBCOMMANDS = ("init", "fetch-model", "search", "retag", "eval", "calibrate", "backfill")
 
 
 class UsageError(Exception):

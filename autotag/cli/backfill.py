@@ -1,0 +1,94 @@
+"""`autotag backfill DIR...`: the `--once` walk → cluster.backfill on Ray → the `--once` summary."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+from pathlib import Path
+
+from autotag.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Context,
+    Reporter,
+    UsageError,
+    add_common,
+    load_config,
+    open_app,
+)
+from autotag.files import absolute, show
+
+log = logging.getLogger("autotag")
+
+
+def build() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autotag backfill",
+        description="Tag folders as 'autotag --once' does, decoding and embedding the clips on "
+                    "a Ray cluster (a local Ray without one); tags, outputs and the state store "
+                    "are written here. Needs the cluster extra: pip install "
+                    "'autotag[cluster]'.")
+    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
+                        help="folders (or files) to tag; every node sees them at these paths")
+    parser.add_argument("--address", metavar="ADDRESS",
+                        help="the Ray cluster (host:port, or ray://host:10001); default: "
+                             "$RAY_ADDRESS, else a Ray started on this machine for the run")
+    parser.add_argument("--force", action="store_true",
+                        help="re-tag clips whose outputs are up to date")
+    add_common(parser)
+    return parser
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    if importlib.util.find_spec("ray") is None:  # before any work: say what to install
+        from autotag.cluster import INSTALL_HINT
+
+        raise UsageError(f"autotag backfill needs Ray: {INSTALL_HINT}")
+    config = load_config(args)
+    missing = [d for d in args.dirs if not d.exists()]
+    if missing:
+        raise UsageError(f"{show(missing[0])} does not exist; name an existing folder or file")
+    return backfill(config, args, ctx)
+
+
+def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
+    from autotag import cluster
+    from autotag.files import find_clips
+    from autotag.model import ModelError
+
+    # the walk of `autotag --once` (cli/tag.py): the same clips, ignores and exclusions
+    exclude = [p for p in (config.outputs.previews, config.outputs.sidecar_dir) if p]
+    unreadable: list[Path] = []
+
+    def on_error(path: Path, reason: str) -> None:
+        log.error("skipping %s: %s", show(path), reason)
+        unreadable.append(path)
+
+    clips = list(find_clips([absolute(d) for d in args.dirs], config.watch.ignore, exclude,
+                            on_error))
+    if not clips:
+        log.warning("no clips found under %s", ", ".join(show(d) for d in args.dirs))
+        return EXIT_FAILED if unreadable else EXIT_OK
+    app = open_app(config, ctx, lazy=True)
+    started: list[bool] = []  # Ray is started (or joined) only if a clip needs decoding
+    timing = cluster.Timing()
+    try:
+        with Reporter(len(clips), verb="backfilling") as reporter:
+            for result in cluster.backfill(
+                    app, clips, force=args.force, debug=args.debug,
+                    before_cluster=lambda: started.append(cluster.connect(args.address,
+                                                                          debug=args.debug)),
+                    on_windows=reporter.windows, timing=timing):
+                reporter.result(result)
+    except (cluster.ClusterError, ModelError) as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        app.close()
+        if any(started):
+            cluster.shutdown()
+    if timing.clips:
+        log.debug("on Ray: %d clips, %.1f s decoding and %.1f s in the model (summed over "
+                  "workers)", timing.clips, timing.decode, timing.embed)
+    reporter.summary()
+    return EXIT_FAILED if unreadable or reporter.counts["failed"] else EXIT_OK

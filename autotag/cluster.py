@@ -1,0 +1,506 @@
+"""Paths → plan (driver) → Ray Data: decode (CPU tasks) → embed (model actors) → driver: store, tags.
+
+The cluster backfill (issue 15). The driver plans every path with the engine's own `plan`
+(the up-to-date rule, failures, the content hash, stored embeddings: copies and renames are
+tagged on the driver without the cluster), then streams the clips left to decode through Ray
+Data, on a local Ray or a cluster:
+
+    from_items(planned sources)  one row and one block per clip, so a lost task loses one clip
+      └─► map_batches(decode_stage)    CPU tasks, engine.decode; windows uint8 [n, 32, 224, 224, 3]
+      └─► map_batches(EmbedActor)      actor pool, the model loaded once per actor; embed_windows
+      └─► iter_rows() on the driver    float32 [n, 512] embeddings + duration, windows, thumbnails
+      └─► engine.embedded → tagger.result   the one writer of the store, sidecars and outputs
+
+A clip that cannot be decoded, or whose worker died (a crashed process, a lost node), is one
+FAILED outcome with its reason; nothing a clip does escapes its stage, and a task lost after
+its retries drops its one row (DataContext.max_errored_blocks), which the driver reports.
+The stage functions live here, in an importable module: Ray workers import them by name.
+Ray is imported only inside the functions that need it (`pip install 'autotag[cluster]'`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from autotag import engine as stages
+from autotag import media
+from autotag.clip import SourceInfo, Window
+from autotag.config import Config, SamplingConfig
+from autotag.engine import FAILED, Engine, Outcome
+from autotag.model import EMBED_DIM, Embedder
+
+if TYPE_CHECKING:
+    from autotag.app import App
+    from autotag.tagging import ClipResult
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'autotag[cluster]'"
+DECODE_CPUS = 1  # per decode task: one clip, one decoding thread (media.DECODE_THREADS)
+# Ray's own default retries a task whose worker died for ever (ray.data remote_fn:
+# max_retries=-1), so a file that crashes its decoder would hang the run: a lost node is worth
+# two more tries, a file that kills three workers in a row is a failed clip.
+DECODE_RETRIES = 2
+EMBED_RETRIES = 2  # the same for an actor that dies during a clip (restarted for the next)
+# The model's resident memory (README, Performance: 1.1 GB alone, 1.35 GB with batches). Asked
+# of Ray so it places no more actors on a node than it holds; it also makes the stages'
+# resources differ where their CPU counts do not (two-core nodes), or Ray fuses decoding into
+# the model actor and nothing overlaps (issue 15).
+MODEL_MEMORY = 1_500 * 2**20  # bytes
+GPU_ACTOR_CPUS = 1  # a GPU actor's CPU: feeding the GPU; the model runs on the GPU
+GPU_ACTOR_THREADS = 2  # TensorFlow intra-op threads in a GPU actor (model.threads overrides)
+INTER_OP_THREADS = 2  # TensorFlow inter-op threads (benchmarks' sweep: 2 as fast as any)
+# On a CPU node decoding costs about a quarter of the model's time (README, Performance:
+# 2.9 s of decoding for 9.1 s of model on 720p clips): the actor reserves the rest.
+DECODE_SHARE = 4
+MIN_NODE_CPUS = 2  # nodes with fewer CPUs (a KubeRay head with num-cpus: 0) run no actor
+LOST = ("the Ray worker decoding or embedding it died, after {retries} retries (a crash, or "
+        "its node was lost); see the Ray logs with --debug")
+RUN_CONTEXT = {  # ray.data.DataContext for a backfill
+    "enable_progress_bars": False,  # ours is the Reporter's
+    "max_errored_blocks": -1,  # a lost clip is reported by name (LOST), the others go on
+}
+
+
+class ClusterError(Exception):
+    """The run cannot start or go on (no Ray, no cluster, the model will not load); one line."""
+
+
+# -- resources ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Resources:
+    """How the embed stage is laid out on the cluster."""
+
+    actors: int  # at most this many model actors (the pool starts with one)
+    gpus: int  # per actor: 1 on a cluster with GPUs, else 0
+    cpus: float  # per actor, as reserved from Ray
+    threads: int  # TensorFlow intra-op threads per actor (Ray's reservation does not bind them)
+
+
+def plan_resources(nodes: Iterable[dict], threads: int = 0) -> Resources:
+    """From `ray.nodes()`: one actor per GPU if the cluster has GPUs; otherwise one actor per
+    CPU node, reserving all but a decoding share of the smallest node's CPUs, with TensorFlow
+    threads for all of that node's cores (as `--once` runs: on two cores one intra-op thread
+    halves the model's speed, README Performance). `threads` (model.threads) overrides."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    gpus = int(sum(r.get("GPU", 0) for r in alive))
+    if gpus:
+        return Resources(gpus, 1, GPU_ACTOR_CPUS, threads or GPU_ACTOR_THREADS)
+    cpu_nodes = [int(r.get("CPU", 0)) for r in alive if r.get("CPU", 0) >= MIN_NODE_CPUS]
+    if not cpu_nodes:
+        raise ClusterError(f"the Ray cluster has no node with {MIN_NODE_CPUS} CPUs or a GPU to "
+                           "run the model on; add a worker node ('ray start --address=...')")
+    smallest = min(cpu_nodes)
+    cpus = max(1, smallest - max(DECODE_CPUS, smallest // DECODE_SHARE))
+    return Resources(len(cpu_nodes), 0, cpus, threads or smallest)
+
+
+# -- the stages (run on Ray workers) -----------------------------------------------------------
+
+def _where() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def source_row(source: SourceInfo) -> dict:
+    """A planned clip as a row of the input dataset (plain values: Arrow stores them)."""
+    return {"path": str(source.path), "size": source.size, "mtime": source.mtime,
+            "sha256": source.sha256}
+
+
+def row_source(row: dict) -> SourceInfo:
+    return SourceInfo(Path(str(row["path"])), int(row["size"]), float(row["mtime"]),
+                      str(row["sha256"]))
+
+
+def decode_stage(batch: dict[str, np.ndarray], sampling: SamplingConfig,
+                 debug: bool = False) -> dict[str, np.ndarray]:
+    """Ray Data decode stage: planned sources → windows uint8 [n, 32, 224, 224, 3] per row, or
+    the reason a clip could not be decoded (`error`, with no windows). Never raises."""
+    media.quiet_decoder(debug)
+    rows = [_decode_one(row_source({k: batch[k][i] for k in ("path", "size", "mtime", "sha256")}),
+                        sampling) for i in range(len(batch["path"]))]
+    return _columns(rows)
+
+
+def _decode_one(source: SourceInfo, sampling: SamplingConfig) -> dict:
+    started = time.perf_counter()
+    row = {**source_row(source), "error": "", "retryable": False, "decoder": _where()}
+    try:
+        sampled = stages.decode(source, sampling)
+    except (media.DecodeError, OSError) as exc:
+        failed = stages.decode_failure(source, exc)
+        return {**row, **_no_windows(), "error": failed.reason, "retryable": failed.retryable,
+                "decode_seconds": time.perf_counter() - started}
+    except Exception as exc:
+        log.debug("decoding %s", source.path, exc_info=True)
+        return {**row, **_no_windows(), "error": f"internal error: {type(exc).__name__}: {exc}",
+                "decode_seconds": time.perf_counter() - started}
+    return {**row, "frames": sampled.frames, "duration": sampled.duration,
+            "windows": np.array([(w.start, w.end) for w in sampled.windows], np.float64),
+            "thumbnails": sampled.thumbnails, "decode_seconds": time.perf_counter() - started}
+
+
+def _no_windows() -> dict:
+    size = media.FRAME_SIZE
+    return {"frames": np.zeros((0, media.WINDOW_FRAMES, size, size, 3), np.uint8),
+            "duration": 0.0, "windows": np.zeros((0, 2), np.float64),
+            "thumbnails": np.zeros((0, 1, 1, 3), np.uint8)}
+
+
+def load_embedder(handle: str, threads: int) -> Embedder:
+    """The model inside an actor, with explicit TensorFlow thread counts (Ray sets
+    OMP_NUM_THREADS=1 in an actor, but TensorFlow takes every core unless told). The one
+    place an actor loads its model: a runtime-aware loader goes here."""
+    import tensorflow as tf
+
+    from autotag.model import load_model
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(threads, INTER_OP_THREADS))
+    return load_model(handle, threads)
+
+
+class EmbedActor:
+    """Ray Data embed stage: decoded rows → float32 [n, 512] embeddings per row (frames are
+    dropped here: only embeddings, duration, windows, thumbnails and timing go back). The model
+    is loaded once per actor; a model failure fails its clip only (engine.embed_windows)."""
+
+    def __init__(self, handle: str, threads: int, batch_size: int) -> None:
+        self.embedder = load_embedder(handle, threads)
+        self.batch_size = batch_size
+        self.where = _where()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["path"])
+        clips = [batch["frames"][i] for i in range(n)]
+        started = time.perf_counter()
+        try:
+            results = embed_clips(self.embedder, clips, self.batch_size,
+                                  [str(e) for e in batch["error"]])
+        except Exception as exc:
+            log.debug("embedding %s", list(batch["path"]), exc_info=True)
+            results = [f"internal error: {type(exc).__name__}: {exc}"] * n
+        seconds = (time.perf_counter() - started) / max(n, 1)
+        out = {k: batch[k] for k in batch if k != "frames"}
+        out["error"] = np.array([r if isinstance(r, str) else str(batch["error"][i])
+                                 for i, r in enumerate(results)], dtype=object)
+        out["embeddings"] = _ragged([r if isinstance(r, np.ndarray)
+                                     else np.zeros((0, EMBED_DIM), np.float32) for r in results])
+        out["embed_seconds"] = np.full(n, seconds)
+        out["embedder"] = np.array([self.where] * n, dtype=object)
+        out["model"] = np.array([self.embedder.fingerprint] * n, dtype=object)
+        return out
+
+
+def embed_clips(embedder: Embedder, clips: list[np.ndarray], batch_size: int,
+                errors: list[str]) -> list[np.ndarray | str | None]:
+    """Each clip's windows (uint8 [n, 32, 224, 224, 3]) → float32 [n, 512], or the reason its
+    model call failed; None for a clip that came with an error. Windows of several clips share
+    calls of `batch_size`; a failed call is tried again clip by clip (as the engine does), so
+    only the culprit fails."""
+    results: list[np.ndarray | str | None] = [None] * len(clips)
+    pending = [(c, w) for c, frames in enumerate(clips) if not errors[c]
+               for w in range(len(frames))]
+    parts: dict[int, list[np.ndarray]] = {c: [] for c, _ in pending}
+    for start in range(0, len(pending), batch_size):
+        items = pending[start:start + batch_size]
+        for group in _call(embedder, clips, items, results):
+            for (c, _), vector in group:
+                parts[c].append(vector)
+    for c, vectors in parts.items():
+        if results[c] is None:
+            results[c] = np.stack(vectors).astype(np.float32, copy=False)
+    for c, frames in enumerate(clips):
+        if results[c] is None and not errors[c] and len(frames) == 0:
+            results[c] = "no windows were decoded"
+    return results
+
+
+def _call(embedder: Embedder, clips: list[np.ndarray], items: list[tuple[int, int]],
+          results: list) -> Iterator[list]:
+    items = [(c, w) for c, w in items if results[c] is None]  # a clip failed already: done
+    if not items:
+        return
+    try:
+        vectors = stages.embed_windows(embedder, [clips[c][w] for c, w in items])
+    except stages.ModelFailure as exc:
+        owners = list(dict.fromkeys(c for c, _ in items))
+        if len(owners) == 1:
+            results[owners[0]] = str(exc)
+            return
+        for c in owners:  # one call per clip: only the culprit fails
+            yield from _call(embedder, clips, [i for i in items if i[0] == c], results)
+        return
+    yield list(zip(items, vectors, strict=True))
+
+
+def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Rows → Ray Data batch columns (arrays of differing shapes as ragged tensors)."""
+    out = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        out[key] = (_ragged(values) if isinstance(values[0], np.ndarray)
+                    else np.array(values, dtype=object if isinstance(values[0], str) else None))
+    return out
+
+
+def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    if len({a.shape for a in arrays}) == 1:
+        return np.stack(arrays)
+    column = np.empty(len(arrays), dtype=object)  # Ray stores it as a variable-shaped tensor
+    for i, a in enumerate(arrays):
+        column[i] = a
+    return column
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Remote:
+    """What comes back of a clip decoded and embedded on the cluster (engine.SampledInfo)."""
+
+    duration: float
+    windows: tuple[Window, ...]
+    thumbnails: np.ndarray  # uint8 [n, h, w, 3]
+
+
+@dataclass
+class Timing:
+    """Seconds spent on the cluster, summed over clips (for --debug and the benchmark)."""
+
+    decode: float = 0.0
+    embed: float = 0.0
+    clips: int = 0
+
+
+def backfill(app: App, paths: Iterable[Path], *, force: bool = False, debug: bool = False,
+             before_cluster: Callable[[], None] = lambda: None,
+             on_windows: Callable[[int], None] | None = None,
+             timing: Timing | None = None) -> Iterator[ClipResult]:
+    """One result per path, as `--once` gives (the same up-to-date rule, failures retried):
+    the driver plans each path with Engine.plan (up to date, failed, or stored embeddings are
+    tagged here at once), then the rest is decoded and embedded on Ray (`run`) and tagged here
+    as each clip comes back. before_cluster(): connect to Ray, called only if a clip needs it.
+    Raises ClusterError when the cluster part cannot start or go on."""
+    sources = []
+    for path in paths:
+        planned = app.engine.plan(path, fresh=app.tagger.is_up_to_date, force=force)
+        if isinstance(planned, Outcome):
+            yield app.tagger.result(planned)
+        else:
+            sources.append(planned)
+    if sources:
+        log.debug("%d clips to decode and embed on Ray", len(sources))
+        before_cluster()
+        yield from app.tagger.results(run(app.engine, sources, app.config, debug=debug,
+                                          on_windows=on_windows, timing=timing))
+
+
+def outcome(engine: Engine, row: dict, source: SourceInfo) -> Outcome:
+    """A row back from the embed stage → the clip's outcome (saved to the store if embedded)."""
+    if row["error"]:
+        return Outcome(source.path, FAILED, reason=str(row["error"]),
+                       retryable=bool(row["retryable"]), size=source.size, mtime=source.mtime)
+    if row["model"] != engine.model:
+        return Outcome(source.path, FAILED, size=source.size, mtime=source.mtime,
+                       reason=f"the model on {row['embedder']} is not the driver's (fingerprint "
+                              f"{row['model']}, not {engine.model}); install the same model "
+                              "on every node")
+    windows = tuple(Window(float(s), float(e)) for s, e in np.asarray(row["windows"]))
+    remote = Remote(float(row["duration"]), windows, np.asarray(row["thumbnails"], np.uint8))
+    return engine.embedded(source, remote, np.asarray(row["embeddings"], np.float32))
+
+
+def lost(source: SourceInfo) -> Outcome:
+    return Outcome(source.path, FAILED, reason=LOST.format(retries=DECODE_RETRIES),
+                   retryable=True, size=source.size, mtime=source.mtime)
+
+
+def build_dataset(sources: list[SourceInfo], config: Config, resources: Resources,
+                  debug: bool = False):
+    """The Ray Data pipeline over these sources (lazy: nothing runs until it is iterated)."""
+    import ray.data
+
+    clips_per_call = max(1, config.model.batch_size // config.sampling.max_windows)
+    # one row per block, one block per task: a worker that dies loses one clip
+    ds = ray.data.from_items([source_row(s) for s in sources], override_num_blocks=len(sources))
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates **ray_remote_args (gone in 2.64) without a named parameter for
+        # task retries or actor restarts yet; the extra's range stops before 2.64
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(decode_stage, batch_size=1, num_cpus=DECODE_CPUS,
+                            max_retries=DECODE_RETRIES,
+                            fn_kwargs={"sampling": config.sampling, "debug": debug})
+        return ds.map_batches(
+            EmbedActor, batch_size=clips_per_call,
+            fn_constructor_kwargs={"handle": config.model.handle, "threads": resources.threads,
+                                   "batch_size": config.model.batch_size},
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.actors),
+            num_gpus=resources.gpus, num_cpus=resources.cpus, memory=MODEL_MEMORY,
+            max_restarts=-1, max_task_retries=EMBED_RETRIES)
+
+
+def run(engine: Engine, sources: list[SourceInfo], config: Config, *, debug: bool = False,
+        on_windows: Callable[[int], None] | None = None,
+        timing: Timing | None = None) -> Iterator[Outcome]:
+    """Decode and embed `sources` on the connected Ray cluster; one outcome per source, as
+    each clip comes back (saved to the store as it comes: a run stopped early keeps them).
+    Raises ClusterError when the run cannot go on (the model actors cannot start)."""
+    import ray
+    import ray.data
+
+    if not sources:
+        return
+    resources = plan_resources(ray.nodes(), config.model.threads)
+    log.debug("model actors: up to %d, %d GPU, %s CPU, %d threads each", resources.actors,
+              resources.gpus, resources.cpus, resources.threads)
+    by_path = {str(s.path): s for s in sources}
+    context = ray.data.DataContext.get_current()  # this process's; set for this run only
+    saved = {key: getattr(context, key) for key in RUN_CONTEXT}
+    for key, value in RUN_CONTEXT.items():
+        setattr(context, key, value)
+    rows = iter(build_dataset(sources, config, resources, debug).iter_rows())
+    try:
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all end the run
+                raise ClusterError(_failure(exc)) from None
+            source = by_path.pop(str(row["path"]), None)
+            if source is None:  # a task retried after its first result came back
+                continue
+            if timing is not None:
+                timing.decode += float(row["decode_seconds"])
+                timing.embed += float(row["embed_seconds"])
+                timing.clips += 1
+            log.debug("%s: decoded on %s in %.2f s, embedded on %s in %.2f s", source.path,
+                      row["decoder"], row["decode_seconds"], row["embedder"],
+                      row["embed_seconds"])
+            result = outcome(engine, row, source)
+            if on_windows and result.windows:
+                on_windows(result.windows)
+            yield result
+    finally:
+        close = getattr(rows, "close", None)
+        if close:
+            close()  # stops the streaming executor (Ctrl-C, or the consumer stopped)
+        for key, value in saved.items():
+            setattr(context, key, value)
+    for source in by_path.values():  # rows that never came back: their task was lost
+        yield lost(source)
+
+
+def _failure(exc: BaseException) -> str:
+    """Ray's error (a remote traceback) → one line: the model's own error if it is one (the
+    actors could not load the model), else the error's last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    model = [line.split("ModelError:", 1)[1].strip() for line in lines if "ModelError:" in line]
+    reason = model[-1] if model else lines[-1] if lines else type(exc).__name__
+    return f"the cluster run failed: {reason[:300]}"
+
+
+# -- connecting --------------------------------------------------------------------------------
+
+def connect(address: str | None, *, debug: bool = False, num_cpus: int | None = None,
+            object_store_memory: int | None = None) -> bool:
+    """Connect to Ray: `address` (host:port or ray://host:10001), else RAY_ADDRESS, else a
+    Ray started here for the run; or the Ray this process has already started (tests, a
+    notebook). True if this call started or joined it (the caller shuts it down)."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise ClusterError(f"autotag backfill needs Ray: {INSTALL_HINT}") from None
+    quiet_ray(debug)
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    options: dict = {"log_to_driver": debug,
+                     "logging_level": logging.INFO if debug else logging.ERROR}
+    if address is None:
+        # a Ray of our own, for this run: no dashboard, no usage report over the network
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        options.update(num_cpus=num_cpus or max(MIN_NODE_CPUS, _cores()),
+                       include_dashboard=False, object_store_memory=object_store_memory)
+    try:
+        with _quiet_stderr(debug):
+            ray.init(address=address, **options)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ...
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClusterError(f"cannot start or reach {where}: {first[:200]}; start one with "
+                           "'ray start --head', or name it with --address (with "
+                           "RAY_AUTH_MODE=token, set RAY_AUTH_TOKEN too)") from None
+    quiet_ray(debug)  # ray.init set its loggers' levels again
+    return True
+
+
+def quiet_ray(debug: bool) -> None:
+    """Ray's console output (executor plans, progress, worker lines) only with --debug; Ray
+    Data keeps its full log in the session folder (/tmp/ray/session_latest/logs)."""
+    level = logging.INFO if debug else logging.CRITICAL  # Ray's DEBUG is its internals
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(level)
+    if debug:
+        return
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core worker's lines
+    # The raylet's messages ("A worker died ...", "Task ... will be retried") are printed to
+    # the driver's stdout whatever log_to_driver says (ray._private.worker's error listener);
+    # the clip they concern is reported by name, so they go to the debug log instead.
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:  # a Ray whose internals moved: its lines stay on the console
+        return
+    if hasattr(ray_worker, "print_to_stdstream"):
+        ray_worker.print_to_stdstream = _raylet_message
+
+
+def _raylet_message(data: dict, ignore_prefix: bool = False) -> None:
+    log.debug("ray (%s): %s", data.get("pid"), " ".join(map(str, data.get("lines", ()))))
+
+
+@contextlib.contextmanager
+def _quiet_stderr(debug: bool) -> Iterator[None]:
+    """Ray's C++ side writes its startup lines straight to file descriptor 2; hide them while
+    Ray starts, unless --debug (a startup error is raised, and reported, after)."""
+    if debug:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def shutdown() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
