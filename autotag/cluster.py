@@ -37,7 +37,7 @@ import numpy as np
 from autotag import engine as stages
 from autotag import media
 from autotag.clip import SourceInfo, Window
-from autotag.config import Config, SamplingConfig
+from autotag.config import Config, ModelConfig, SamplingConfig
 from autotag.engine import FAILED, Engine, Outcome
 from autotag.model import EMBED_DIM, Embedder
 
@@ -160,17 +160,19 @@ def _no_windows() -> dict:
             "thumbnails": np.zeros((0, 1, 1, 3), np.uint8)}
 
 
-def load_embedder(handle: str, threads: int) -> Embedder:
-    """The model inside an actor, with explicit TensorFlow thread counts (Ray sets
-    OMP_NUM_THREADS=1 in an actor, but TensorFlow takes every core unless told). The one
-    place an actor loads its model: a runtime-aware loader goes here."""
+def load_embedder(model: ModelConfig, threads: int) -> Embedder:
+    """The model inside an actor, on config's runtime (OpenVINO on a CPU node when it is
+    installed there, TensorFlow on a GPU node), with explicit thread counts for both (Ray sets
+    OMP_NUM_THREADS=1 in an actor, but TensorFlow and OpenVINO take every core unless told)."""
+    import dataclasses
+
     import tensorflow as tf
 
-    from autotag.model import load_model
+    from autotag.model import load_configured
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(threads, INTER_OP_THREADS))
-    return load_model(handle, threads)
+    return load_configured(dataclasses.replace(model, threads=threads))
 
 
 class EmbedActor:
@@ -178,9 +180,9 @@ class EmbedActor:
     dropped here: only embeddings, duration, windows, thumbnails and timing go back). The model
     is loaded once per actor; a model failure fails its clip only (engine.embed_windows)."""
 
-    def __init__(self, handle: str, threads: int, batch_size: int) -> None:
-        self.embedder = load_embedder(handle, threads)
-        self.batch_size = batch_size
+    def __init__(self, model: ModelConfig, threads: int) -> None:
+        self.embedder = load_embedder(model, threads)
+        self.batch_size = model.batch_size
         self.where = _where()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -346,8 +348,7 @@ def build_dataset(sources: list[SourceInfo], config: Config, resources: Resource
                             fn_kwargs={"sampling": config.sampling, "debug": debug})
         return ds.map_batches(
             EmbedActor, batch_size=clips_per_call,
-            fn_constructor_kwargs={"handle": config.model.handle, "threads": resources.threads,
-                                   "batch_size": config.model.batch_size},
+            fn_constructor_kwargs={"model": config.model, "threads": resources.threads},
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.actors),
             num_gpus=resources.gpus, num_cpus=resources.cpus, memory=MODEL_MEMORY,
             max_restarts=-1, max_task_retries=EMBED_RETRIES)

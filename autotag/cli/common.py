@@ -110,6 +110,25 @@ def open_store(config):
         raise UsageError(str(exc)) from None
 
 
+def walk(config, dirs: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(the clips under `dirs`, paths that could not be read): `--once`'s and `backfill`'s one
+    walk, with the same extensions, ignore rules and exclusions (autotag's own output folders);
+    each unreadable path is named on stderr."""
+    from autotag.files import absolute, find_clips, show
+
+    exclude = [p for p in (config.outputs.previews, config.outputs.sidecar_dir) if p]
+    unreadable: list[Path] = []
+
+    def on_error(path: Path, reason: str) -> None:
+        log.error("skipping %s: %s", show(path), reason)
+        unreadable.append(path)
+
+    clips = list(find_clips([absolute(d) for d in dirs], config.watch.ignore, exclude, on_error))
+    if not clips:
+        log.warning("no clips found under %s", ", ".join(show(d) for d in dirs))
+    return clips, unreadable
+
+
 # -- progress and summary ---------------------------------------------------------------------
 
 class Reporter:
@@ -121,7 +140,8 @@ class Reporter:
         self.verb = verb
         self.progress = None
         self.task = None
-        self.window_count = 0
+        self.window_count = 0  # windows of the clips tagged (the summary's figure)
+        self.embedded_windows = 0  # windows through the model so far (the bar's rate)
         self.counts: Counter[str] = Counter()
         self.started = time.monotonic()
 
@@ -136,9 +156,10 @@ class Reporter:
             )
 
             self.progress = Progress(TextColumn(self.verb), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                                     transient=True)
-            self.task = self.progress.add_task(self.verb, total=self.total, rate="")
+                                     TextColumn("{task.fields[rate]}"),
+                                     TextColumn("{task.fields[failed]}", style="red"),
+                                     TimeRemainingColumn(), transient=True)
+            self.task = self.progress.add_task(self.verb, total=self.total, rate="", failed="")
             self.progress.start()
         return self
 
@@ -147,9 +168,17 @@ class Reporter:
             self.progress.stop()
 
     def windows(self, n: int) -> None:
+        """n more windows went through the model (per batch, before their clips finish)."""
+        self.embedded_windows += n
+        self._show_rate()
+
+    def _show_rate(self) -> None:
         if self.progress:
-            rate = (self.window_count + n) / max(time.monotonic() - self.started, 1e-9)
-            self.progress.update(self.task, rate=f"{rate:.1f} windows/s")
+            seconds = max(time.monotonic() - self.started, 1e-9)
+            done = self.counts["tagged"] + self.counts["reused"]
+            self.progress.update(self.task, rate=f"{done / seconds:.2f} clips/s, "
+                                                 f"{self.embedded_windows / seconds:.1f} "
+                                                 "windows/s")
 
     def result(self, result) -> None:
         from autotag.files import show
@@ -166,6 +195,9 @@ class Reporter:
         else:
             log.info("%s %s: %s", result.status, show(result.path), result.reason)
         if self.progress:
+            failed = self.counts["failed"]
+            self.progress.update(self.task, failed=f"{failed} failed" if failed else "")
+            self._show_rate()
             self.progress.advance(self.task)
 
     def summary(self, skipped: str | None = None) -> None:

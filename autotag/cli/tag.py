@@ -17,8 +17,9 @@ from autotag.cli.common import (
     add_common,
     load_config,
     open_app,
+    walk,
 )
-from autotag.files import absolute, show
+from autotag.files import show
 
 log = logging.getLogger("autotag")
 
@@ -57,20 +58,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
-    from autotag.files import find_clips
     from autotag.model import ModelError
 
-    exclude = [p for p in (config.outputs.previews, config.outputs.sidecar_dir) if p]
-    unreadable: list[Path] = []
-
-    def on_error(path: Path, reason: str) -> None:
-        log.error("skipping %s: %s", show(path), reason)
-        unreadable.append(path)
-
-    clips = list(find_clips([absolute(d) for d in dirs], config.watch.ignore, exclude,
-                            on_error))
+    clips, unreadable = walk(config, dirs)
     if not clips:
-        log.warning("no clips found under %s", ", ".join(show(d) for d in dirs))
         return EXIT_FAILED if unreadable else EXIT_OK
     # lazy: the video model loads at the first clip that needs it, so a re-run over a tagged
     # library (every clip up to date) is instant
