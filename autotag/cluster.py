@@ -20,11 +20,9 @@ Ray is imported only inside the functions that need it (`pip install 'autotag[cl
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -39,7 +37,7 @@ from autotag import media
 from autotag.clip import SourceInfo, Window
 from autotag.config import Config, ModelConfig, SamplingConfig
 from autotag.engine import FAILED, Engine, Outcome
-from autotag.model import EMBED_DIM, Embedder
+from autotag.model import EMBED_DIM, Embedder, native_stderr_quiet
 
 if TYPE_CHECKING:
     from autotag.app import App
@@ -439,7 +437,7 @@ def connect(address: str | None, *, debug: bool = False, num_cpus: int | None = 
         options.update(num_cpus=num_cpus or max(MIN_NODE_CPUS, _cores()),
                        include_dashboard=False, object_store_memory=object_store_memory)
     try:
-        with _quiet_stderr(debug):
+        with native_stderr_quiet(not debug):  # Ray's C++ start-up lines
             ray.init(address=address, **options)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ...
         where = f"the Ray cluster at {address}" if address else "a local Ray"
@@ -473,25 +471,6 @@ def quiet_ray(debug: bool) -> None:
 
 def _raylet_message(data: dict, ignore_prefix: bool = False) -> None:
     log.debug("ray (%s): %s", data.get("pid"), " ".join(map(str, data.get("lines", ()))))
-
-
-@contextlib.contextmanager
-def _quiet_stderr(debug: bool) -> Iterator[None]:
-    """Ray's C++ side writes its startup lines straight to file descriptor 2; hide them while
-    Ray starts, unless --debug (a startup error is raised, and reported, after)."""
-    if debug:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def shutdown() -> None:

@@ -148,10 +148,13 @@ def fingerprint(handle: str) -> str:
 
 
 @contextlib.contextmanager
-def _native_stderr_quiet() -> Iterator[None]:
-    """TensorFlow's C++ side prints banners (oneDNN, CUDA, absl) straight to file descriptor 2,
-    past TF_CPP_MIN_LOG_LEVEL; hide them while it starts, unless debug logging is on."""
-    if log.isEnabledFor(logging.DEBUG):
+def native_stderr_quiet(quiet: bool | None = None) -> Iterator[None]:
+    """Native libraries (TensorFlow's oneDNN, CUDA and absl banners, OpenVINO, Ray's C++ side)
+    write straight to file descriptor 2, past Python's logging; hide it while they start.
+    quiet: None hides it unless debug logging is on."""
+    if quiet is None:
+        quiet = not log.isEnabledFor(logging.DEBUG)
+    if not quiet:
         yield
         return
     sys.stderr.flush()
@@ -182,7 +185,7 @@ def load_model(handle: str = HUB_HANDLE, threads: int = 0, *, runtime: str = "te
     issue 14; the app passes config.model.runtime (default "auto")."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not for users
     os.environ.setdefault("TFHUB_CACHE_DIR", str(hub_cache_dir()))
-    with _native_stderr_quiet():
+    with native_stderr_quiet():
         import tensorflow as tf
         import tensorflow_hub as hub
 
@@ -240,7 +243,7 @@ def _on_openvino(model: HubEmbedder, threads: int, batch_size: int, precision: s
 
     try:
         video = openvino.compile_video(model.video_fn, model.fingerprint, batch_size, threads,
-                                       cache_dir, precision, quiet=_native_stderr_quiet)
+                                       cache_dir, precision, quiet=native_stderr_quiet)
     except Exception as exc:  # noqa: BLE001 - any failure here has the same remedy: TensorFlow
         log.warning("OpenVINO cannot run the video model (%s); running it on TensorFlow",
                     _one_line(exc))
