@@ -206,6 +206,14 @@ def parse_config(text: str, base: Path, source: Path | None = None) -> Config:
     if "vocabulary" not in raw:
         raise ConfigError(f"{where}: vocabulary is missing; add a list of tags, e.g. "
                           "'vocabulary: [skiing, biking]'")
+    try:
+        config = _validated(raw, base, source)
+    except ConfigError as exc:  # name the file: which config was read is not always obvious
+        raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
+    return config
+
+
+def _validated(raw: dict, base: Path, source: Path | None) -> Config:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Config):
         if f.name == "source":

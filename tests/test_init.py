@@ -35,3 +35,18 @@ def test_a_missing_config_says_to_run_init(tmp_path, capsys, monkeypatch):
     assert cli.main(["--once", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "autotag init" in err and "Traceback" not in err
+
+
+def test_a_config_error_names_the_file_and_a_run_names_the_config_it_read(tmp_path, capsys,
+                                                                          model_dir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"model: {{handle: '{model_dir}'}}\nvocabulary: [red]\ntagging: {{topk: 2}}\n")
+    assert cli.main(["--once", "--config", str(bad), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and "tagging.topk" in err
+    good = tmp_path / "good.yaml"
+    good.write_text(f"model: {{handle: '{model_dir}'}}\nvocabulary: [red]\n"
+                    f"state: {{path: '{tmp_path / 's.sqlite3'}'}}\n")
+    assert cli.main(["retag", "--config", str(good), str(tmp_path / "no such folder")]) == 2
+    err = capsys.readouterr().err
+    assert f"config: {good}" in err and "no such folder does not exist" in err

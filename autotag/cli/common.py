@@ -82,9 +82,11 @@ def load_config(args: argparse.Namespace):
     from autotag.config import load_config as load
 
     try:
-        config = load(find_config(args.config))
+        path = find_config(args.config)
+        config = load(path)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    log.info("config: %s", path)  # which of the places it was found in (README, Configuration)
     return with_model(config, args.model)
 
 

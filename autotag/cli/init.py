@@ -35,4 +35,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError(f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}; "
                          "name a writable PATH") from None
     print(f"wrote {path}; edit its vocabulary and outputs, then run 'autotag --once DIR'")
+    here = Path.cwd() / "config.yaml"
+    if args.path is None and here.is_file():  # e.g. in autotag's own repository
+        print(f"note: {here} is read first when autotag runs in {here.parent}; edit that one, "
+              f"or pass --config {path}")
     return EXIT_OK

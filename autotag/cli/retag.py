@@ -11,6 +11,7 @@ from autotag.cli.common import (
     EXIT_OK,
     Context,
     Reporter,
+    UsageError,
     add_common,
     load_config,
     open_app,
@@ -37,6 +38,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     from autotag.retag import retag, stored_clips
 
     config = load_config(args)
+    missing = [d for d in args.dirs if not d.exists()]
+    if missing:  # as --once: a typo must not look like "nothing stored there"
+        raise UsageError(f"{show(missing[0])} does not exist; name an existing folder")
     app = open_app(config, ctx, lazy=True)  # the text model loads only for uncached prompts
     try:
         records = stored_clips(app.store, app.tagger.model, [absolute(d) for d in args.dirs])

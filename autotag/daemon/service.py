@@ -329,7 +329,7 @@ class Daemon:
                 log.error("skipping %s: %s", show(path), result.reason)
             elif result.status in ("tagged", "reused"):
                 tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
-                log.info("tagged %s: %s", show(path), tags)
+                log.info("%s %s: %s", result.status, show(path), tags)  # reused: no model
         if self.on_result is not None:
             try:
                 self.on_result(result)

@@ -147,9 +147,9 @@ def compile_video(video_fn, fingerprint: str, batch_size: int, threads: int, cac
         converted = True
         compiled = _compile(ov, path, config, quiet)
     video = CompiledVideo(compiled, batch_size, path, converted, time.perf_counter() - started)
-    log.info("video model on OpenVINO %s (%s, batch %d): %s in %.1f s", version(), DEVICE,
-             batch_size, "converted and compiled" if converted else "compiled from the cache",
-             video.seconds)
+    log.info("video model on OpenVINO %s (%s, batch %d, %s): %s in %.1f s", version(), DEVICE,
+             batch_size, precision,
+             "converted and compiled" if converted else "compiled from the cache", video.seconds)
     return video
 
 
