@@ -6,6 +6,7 @@ from pathlib import Path
 
 from autotag import cli
 from autotag.config import default_config_text, load_config
+from tests.clips import RED, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,16 +38,26 @@ def test_a_missing_config_says_to_run_init(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and "autotag init" in err and "Traceback" not in err
 
 
-def test_a_config_error_names_the_file_and_a_run_names_the_config_it_read(tmp_path, capsys,
-                                                                          model_dir):
+def test_config_and_startup_errors_name_the_config_file(tmp_path, capsys, model_dir):
+    """Which config was read is the first of several places: an error about its settings says
+    which file they are in (a user who edits another one learns why nothing changed)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"model: {{handle: '{model_dir}'}}\nvocabulary: [red]\ntagging: {{topk: 2}}\n")
     assert cli.main(["--once", "--config", str(bad), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(bad) in err and "tagging.topk" in err
-    good = tmp_path / "good.yaml"
-    good.write_text(f"model: {{handle: '{model_dir}'}}\nvocabulary: [red]\n"
-                    f"state: {{path: '{tmp_path / 's.sqlite3'}'}}\n")
-    assert cli.main(["retag", "--config", str(good), str(tmp_path / "no such folder")]) == 2
-    err = capsys.readouterr().err
-    assert f"config: {good}" in err and "no such folder does not exist" in err
+    not_a_model = tmp_path / "not a model"
+    not_a_model.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {{handle: '{not_a_model}', runtime: tensorflow}}\n"
+                      f"vocabulary: [red]\nstate: {{path: '{tmp_path / 's.sqlite3'}'}}\n")
+    assert cli.main(["search", "--config", str(config), "red"]) == 1  # nothing stored: no model
+    capsys.readouterr()
+    assert cli.main(["retag", "--config", str(config), str(tmp_path / "no such folder")]) == 2
+    assert "no such folder does not exist" in capsys.readouterr().err
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "red.mp4", [(RED, 1)])
+    assert cli.main(["--once", "--config", str(config), str(clips)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after "loading the model from"
+    assert error.startswith("autotag: error:") and error.endswith(f"(config: {config})"), error

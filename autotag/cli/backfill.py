@@ -16,6 +16,7 @@ from autotag.cli.common import (
     add_common,
     load_config,
     open_app,
+    startup_error,
 )
 from autotag.files import absolute, show
 
@@ -82,7 +83,7 @@ def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
                     on_windows=reporter.windows, timing=timing):
                 reporter.result(result)
     except (cluster.ClusterError, ModelError) as exc:
-        raise UsageError(str(exc)) from None
+        raise startup_error(exc, config) from None
     finally:
         app.close()
         if any(started):

@@ -19,6 +19,7 @@ from autotag.cli.common import (
     add_common,
     load_config,
     open_app,
+    startup_error,
 )
 from autotag.cli.labelled import check_folder, embed_labelled, print_json
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         labelled = embed_labelled(app, args.dir, show_progress=not args.json)
         scores = clip_scores(labelled.embeddings, app.vocabulary.vectors)
     except ModelError as exc:  # the lazy model failed to load at its first call
-        raise UsageError(str(exc)) from None
+        raise startup_error(exc, config) from None
     finally:
         app.close()
     calibration = calibrate(labelled, scores, config, args.precision)

@@ -86,8 +86,16 @@ def load_config(args: argparse.Namespace):
         config = load(path)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    log.info("config: %s", path)  # which of the places it was found in (README, Configuration)
+    log.debug("config: %s", path)
     return with_model(config, args.model)
+
+
+def startup_error(exc: Exception, config) -> UsageError:
+    """A model, store or daemon error at startup, naming the config file whose settings
+    (model.handle, state.path, ...) it is about: the file read is the first of several places
+    (README, Configuration), and an edit to another one changes nothing."""
+    where = f" (config: {config.source})" if getattr(config, "source", None) else ""
+    return UsageError(f"{exc}{where}")
 
 
 def open_app(config, ctx: Context, lazy: bool = False):
@@ -100,7 +108,7 @@ def open_app(config, ctx: Context, lazy: bool = False):
     try:
         return factory(config, ctx.embedder, lazy=lazy)
     except (ModelError, StoreError) as exc:
-        raise UsageError(str(exc)) from None
+        raise startup_error(exc, config) from None
 
 
 def open_store(config):

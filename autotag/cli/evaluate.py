@@ -18,6 +18,7 @@ from autotag.cli.common import (
     add_common,
     load_config,
     open_app,
+    startup_error,
 )
 from autotag.cli.labelled import check_folder, embed_labelled, print_json
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if args.report is not None:
             write_report(evaluation, args.report, app.store.thumbnails)
     except ModelError as exc:  # the lazy model failed to load at its first call
-        raise UsageError(str(exc)) from None
+        raise startup_error(exc, config) from None
     finally:
         app.close()
     return EXIT_FAILED if labelled.failed else EXIT_OK

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from autotag.cli.common import EXIT_OK, Context, UsageError, add_common, load_config
+from autotag.cli.common import EXIT_OK, Context, add_common, load_config, startup_error
 
 
 def build() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             print(f"model.handle is a local directory ({config.model.handle}); nothing to fetch")
         converted = prepare_runtime(config.model)
     except ModelError as exc:
-        raise UsageError(str(exc)) from None
+        raise startup_error(exc, config) from None
     if converted is not None:
         print(f"video model converted for OpenVINO in {converted}")
     return EXIT_OK

@@ -15,6 +15,7 @@ from autotag.cli.common import (
     add_common,
     load_config,
     open_store,
+    startup_error,
 )
 from autotag.files import absolute, show
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         try:
             query, known = embed_query(" ".join(args.query), embedder, default_cache_dir())
         except ModelError as exc:
-            raise UsageError(str(exc)) from None
+            raise startup_error(exc, config) from None
         if not known:  # it would score every clip 0: a ranking that means nothing
             log.warning("the model knows none of the words of %r; rephrase it in plain English "
                         "words", " ".join(args.query))

@@ -17,6 +17,7 @@ from autotag.cli.common import (
     add_common,
     load_config,
     open_app,
+    startup_error,
     walk,
 )
 from autotag.files import show
@@ -71,7 +72,7 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
             for result in app.tag(clips, force=force, on_windows=reporter.windows):
                 reporter.result(result)
     except ModelError as exc:
-        raise UsageError(str(exc)) from None
+        raise startup_error(exc, config) from None
     finally:
         app.close()
     reporter.summary()
@@ -98,4 +99,4 @@ def watch(args: argparse.Namespace, config, ctx: Context) -> int:
     try:
         return daemon.run()
     except (DaemonError, ModelError, StoreError) as exc:
-        raise UsageError(str(exc)) from None
+        raise startup_error(exc, config) from None

@@ -189,7 +189,8 @@ class Daemon:
             self.notifier.ready(self._status())
             self.ready.set()
             self.inbox.wake()
-            log.info("watching %s", ", ".join(map(str, self._roots())))
+            log.info("watching %s (config: %s)", ", ".join(map(str, self._roots())),
+                     self.config.source or "defaults")
             self._main_loop()
             return 0
         finally:
