@@ -28,6 +28,8 @@ log = logging.getLogger("autotag")
 def build() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autotag",
+        usage="%(prog)s [--once] [--force] [--config PATH] [--model HANDLE] [--debug] DIR...\n"
+              "       %(prog)s {" + ",".join(SUBCOMMANDS) + "} ...",
         description="Tag video clips and GIFs by the activities in them (MIL-NCE). Without "
                     "--once, watch the folders and tag each new clip once it is complete.",
         epilog="The video model runs on OpenVINO when it is installed (model.runtime: auto; pip "
