@@ -53,7 +53,7 @@ IO_TIMEOUT = 30.0  # s; FFmpeg's own open and read timeouts: a stuck read (a net
 # presentation timestamp): B-pyramids reorder over far fewer than this.
 PTS_NEIGHBOURS = 16
 # One decoding thread per clip: on 2 cores the model keeps every core busy and parallelism comes
-# from the pipeline's decode workers, one clip each; frame threads cost more CPU than they save
+# from the engine's decode workers, one clip each; frame threads cost more CPU than they save
 # (issue 13; PySceneDetect's PyAV backend turns them off) and x264 writes one slice a frame.
 DECODE_THREADS = 1
 # bwdif on frames flagged interlaced only, one output frame per frame, field order per frame.

@@ -1,7 +1,8 @@
 """Hub handle or SavedModel dir → loaded MIL-NCE → runtime (TensorFlow, or OpenVINO for the
 `video` signature) → float32 embeddings.
 
-The only module that imports TensorFlow, and only inside `load_model`, so `import autotag` and
+TensorFlow is imported inside functions only (here, when the model loads and runs; and in a
+cluster actor that sets its threads), never when autotag is imported, so `import autotag` and
 `autotag --help` stay instant (rclip and whisper load their models lazily the same way); OpenVINO
 is imported only by autotag.runtimes.openvino, which `load_model` calls. TensorFlow always loads
 the model (hub handle, local directory, the hub cache) and embeds text; `runtime` decides where
@@ -37,7 +38,7 @@ OPENVINO_CACHE = "openvino"  # folder of converted models inside the hub cache
 
 
 class Embedder(Protocol):
-    """What the pipeline needs from a model; tests hand the pipeline their own."""
+    """What the engine needs from a model; tests hand the engine (through app.open_app) theirs."""
 
     fingerprint: str  # changes when the weights or the handle change
 

@@ -6,7 +6,7 @@ reads that child's peak RSS alone from os.wait4 (ru_maxrss). Kinds:
     model    load the model as autotag does (on a runtime: tensorflow, openvino) → warm-up call
              → timed calls of `batch` windows
     article  the article's method: first 32 frames of each clip, float64, one call for all
-    once     `autotag --once ...` itself, with Pipeline.run timed (start, end, windows)
+    once     `autotag --once ...` itself, with App.tag timed (start, end, windows)
 
 The result is written to $BENCH_RESULT as JSON.
 """

@@ -128,7 +128,7 @@ def load_labelled(root: Path, engine: Engine, on_progress: OnProgress | None = N
     module docstring). on_progress(done, total) after each file. Raises EvalError when there is
     nothing to evaluate."""
     labels = engine.config.labels
-    root = absolute(root)  # the paths the pipeline records: their stored hashes are reused
+    root = absolute(root)  # the paths --once records: their stored hashes are reused
     folders, unmatched = check_layout(root, labels)
     for name in unmatched:
         log.warning("subfolder %s matches no tag of the vocabulary; its clips are left out",

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 2.0  # how often an idle watcher checks its folders are there and its observer lives
 BACKLOG_WARNING = 1000  # queued paths before the backlog is logged as a warning
-QUEUE_SIZE = 10_000  # stable paths waiting for the pipeline; past this, rescans catch up
+QUEUE_SIZE = 10_000  # stable paths waiting for the engine; past this, rescans catch up
 INOTIFY_LIMIT = (errno.ENOSPC, errno.EMFILE)  # inotify_add_watch(2): watch or instance limit
 
 

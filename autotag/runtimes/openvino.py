@@ -103,8 +103,8 @@ class CompiledVideo:
             chunk = frames[start:start + self.batch_size]
             n = len(chunk)
             if n < self.batch_size:
-                # Padded, not a second model compiled for the shorter batch: the pipeline runs a
-                # partial batch only when it has nothing else to do (pipeline.py), so the padded
+                # Padded, not a second model compiled for the shorter batch: the engine runs a
+                # partial batch only when it has nothing else to do (engine.py), so the padded
                 # windows delay one result and take no throughput, where a second compiled model
                 # costs ~50 MB of peak RSS for good (stand-in, batch 1). Windows are independent
                 # in the network, so the padding cannot change the real ones.
