@@ -113,11 +113,10 @@ def test_a_clip_renamed_or_deleted_takes_its_own_outputs_with_it(setup, embedder
         (root / "renamed.mp4").unlink()
         wait_for(lambda: not Path(f"{root / 'renamed.mp4'}.autotag.json").exists())
         wait_for(lambda: not list(previews.iterdir()))
-        assert run.daemon.wait_idle(DEADLINE)
         store = Store(load_config(config).state.store_path)
-        try:
+        try:  # the store forgets on the watcher's thread, after the outputs are removed
+            wait_for(lambda: store.file(root / "renamed.mp4") is None)
             assert store.file(root / "red.mp4") is None
-            assert store.file(root / "renamed.mp4") is None
         finally:
             store.close()
     assert (root / "red.nfo").exists()  # the user's kind of file: never removed
@@ -196,9 +195,47 @@ def test_sigterm_stops_the_daemon_quickly_with_exit_0(setup):
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=15)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 1.0  # idle: issue 12 asks for under a second
         assert code == 0
         assert "Traceback" not in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_reload_whose_new_app_cannot_open_keeps_the_running_one(setup, embedder):
+    root, config = setup
+    with Running(config, root, embedder) as run:
+        working = run.daemon.open_app
+
+        def broken(c, e):  # a bad model.handle or state.path in the edited config
+            raise RuntimeError("cannot open the state store /nowhere/state.sqlite3")
+
+        run.daemon.open_app = broken
+        run.daemon.request_reload()
+        assert run.daemon.wait_idle(DEADLINE)  # the reload is over: it failed
+        write_video(root / "red.mp4", [(RED, 2)])  # and the running daemon still tags
+        wait_for(lambda: len(log_lines(config)) == 1)
+        run.daemon.open_app = working
+    assert run.code == 0
+
+
+def test_a_tagging_loop_that_dies_stops_the_daemon_with_exit_1(setup, embedder):
+    from autotag.model import ModelError
+
+    class Unloadable:
+        fingerprint = embedder.fingerprint
+
+        def embed_text(self, texts):
+            return embedder.embed_text(texts)
+
+        def embed_video(self, frames):  # a lazily loaded model that cannot load
+            raise ModelError("model.handle: not a SavedModel")
+
+    root, config = setup
+    run = Running(config, root, Unloadable())
+    run.thread.start()
+    assert run.daemon.ready.wait(DEADLINE)
+    write_video(root / "red.mp4", [(RED, 2)])
+    run.thread.join(DEADLINE)  # it stops on its own: a daemon that tags nothing is not alive
+    assert not run.thread.is_alive() and run.code == 1

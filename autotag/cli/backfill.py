@@ -17,8 +17,9 @@ from autotag.cli.common import (
     load_config,
     open_app,
     startup_error,
+    walk,
 )
-from autotag.files import absolute, show
+from autotag.files import show
 
 log = logging.getLogger("autotag")
 
@@ -55,21 +56,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
     from autotag import cluster
-    from autotag.files import find_clips
     from autotag.model import ModelError
 
-    # the walk of `autotag --once` (cli/tag.py): the same clips, ignores and exclusions
-    exclude = [p for p in (config.outputs.previews, config.outputs.sidecar_dir) if p]
-    unreadable: list[Path] = []
-
-    def on_error(path: Path, reason: str) -> None:
-        log.error("skipping %s: %s", show(path), reason)
-        unreadable.append(path)
-
-    clips = list(find_clips([absolute(d) for d in args.dirs], config.watch.ignore, exclude,
-                            on_error))
+    clips, unreadable = walk(config, args.dirs)  # the walk of `autotag --once`
     if not clips:
-        log.warning("no clips found under %s", ", ".join(show(d) for d in args.dirs))
         return EXIT_FAILED if unreadable else EXIT_OK
     app = open_app(config, ctx, lazy=True)
     started: list[bool] = []  # Ray is started (or joined) only if a clip needs decoding

@@ -148,6 +148,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._reloading = False
+        self._worker_failed = False
         self._wake = threading.Event()
         self._app = None
         self._watcher: Watcher | None = None
@@ -192,10 +193,11 @@ class Daemon:
             log.info("watching %s (config: %s)", ", ".join(map(str, self._roots())),
                      self.config.source or "defaults")
             self._main_loop()
-            return 0
         finally:
-            self._shutdown()
+            clean = self._shutdown()
             lock.close()
+        # 1: the tagging loop died, or the batch in flight outlived STOP_TIMEOUT
+        return 0 if clean and not self._worker_failed else 1
 
     def _main_loop(self) -> None:
         interval = watchdog_interval()
@@ -236,15 +238,17 @@ class Daemon:
         return (f"{self.counts['tagged'] + self.counts['reused']} tagged, "
                 f"{self.counts['failed']} failed, {backlog} waiting")
 
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> bool:
+        """Stop watching and tagging; False when the batch in flight did not finish in time."""
         self.notifier.stopping()
         if self._watcher:
             self._watcher.stop()
-        self._stop_worker(STOP_TIMEOUT)
-        if self._app is not None:
+        clean = self._stop_worker(STOP_TIMEOUT)
+        if self._app is not None and clean:
             self._app.close()
         log.info("stopped: %s", self._status())
         self.notifier.close()
+        return clean
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -294,17 +298,20 @@ class Daemon:
                                         name="autotag-tagging")
         self._worker.start()
 
-    def _stop_worker(self, timeout: float | None) -> None:
+    def _stop_worker(self, timeout: float | None) -> bool:
         """Stop taking paths and finish the batch in flight; a reload waits for it (timeout
         None: the old app must be done with the store before the new one starts)."""
         self._run_stop.set()
         self.inbox.wake()
-        if self._worker is not None:
-            self._worker.join(timeout)
-            if self._worker.is_alive():
-                log.warning("the batch in flight did not finish in %.0f s; its clips will be "
-                            "tagged at the next start", timeout)
-            self._worker = None
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return True
+        worker.join(timeout)
+        if worker.is_alive():
+            log.warning("the batch in flight did not finish in %.0f s; its clips will be "
+                        "tagged at the next start", timeout)
+            return False
+        return True
 
     def _work(self, app, stop: threading.Event) -> None:
         try:
@@ -312,8 +319,10 @@ class Daemon:
                                   retry_failed=_may_retry):
                 self._result(result)
                 self.inbox.done()
-        except Exception:  # noqa: BLE001 - logged; the watchdog sees the worker gone
-            log.exception("the tagging loop failed")
+        except Exception:  # noqa: BLE001 - a daemon that tags nothing must not look alive
+            log.exception("the tagging loop failed; stopping (exit code 1)")
+            self._worker_failed = True
+            self.request_stop()
 
     def _result(self, result: ClipResult) -> None:
         self.heartbeat = time.monotonic()
@@ -343,19 +352,22 @@ class Daemon:
         """SIGHUP: re-read the config; new settings, vocabulary and folders apply at once."""
         self.notifier.reloading()
         log.info("reloading the configuration")
-        try:
+        old = self._app
+        try:  # the new app first: a bad model or state path keeps the running one
             config = self.reload_config()
+            same_model = old.config.model == config.model
+            new = self.open_app(config, old.embedder if same_model else None)
         except Exception as exc:  # noqa: BLE001 - a bad edit must not kill a running daemon
             log.error("reload failed, keeping the running configuration: %s", exc)
             self.notifier.ready(self._status())
             return
-        carried = self._watcher.pending() if self._watcher is not None else []
-        if self._watcher is not None:
-            self._watcher.stop()
+        old_watcher = self._watcher
+        if old_watcher is not None:
+            old_watcher.stop()
         self._stop_worker(None)  # joined: no old thread touches the store after this
-        old, self.config = self._app, config
-        same_model = old.config.model == config.model
-        self._app = self.open_app(config, old.embedder if same_model else None)
+        # taken after the join: a clip in flight may have scheduled its retry meanwhile
+        carried = old_watcher.pending() if old_watcher is not None else []
+        self._app, self.config = new, config
         old.close()
         if self._app.vocabulary.fingerprint != old.vocabulary.fingerprint:
             log.info("the vocabulary changed; re-tagging the watched clips from their stored "

@@ -197,9 +197,10 @@ class Watcher:
     def start(self) -> None:
         """Start watching, then scan everything once (the startup catch-up)."""
         self._start_observer()
+        # set before the ticker starts, or its first tick rescans what scan() below scans
+        self._next_rescan = time.monotonic() + self.config.rescan_seconds
         self._ticker.start()
         self.scan(self.roots)
-        self._next_rescan = time.monotonic() + self.config.rescan_seconds
 
     def stop(self) -> None:
         self._stop.set()
