@@ -186,12 +186,14 @@ class _Clip:
             if w and start > last_time:  # a truncated file: keep the windows that decoded
                 break
             window = [picked[w * WINDOW_FRAMES + i] for i in range(WINDOW_FRAMES)]
-            frames.append(np.stack([shown.model for shown in window]))
+            frames += [shown.model for shown in window]
             thumbs.append(window[WINDOW_FRAMES // 2].thumb)
             end = min(start + WINDOW_SECONDS, max(duration, last_time))
             windows.append(Window(start, max(end, start)))
-        return Sampled(duration if duration > 0 else last_time, tuple(windows),
-                       np.stack(frames), np.stack(thumbs))
+        # one copy into the clip's array (uint8 [n, 32, 224, 224, 3]), not one per window too
+        clip = np.stack(frames).reshape(len(windows), WINDOW_FRAMES, *frames[0].shape)
+        return Sampled(duration if duration > 0 else last_time, tuple(windows), clip,
+                       np.stack(thumbs))
 
     def _duration(self) -> float:
         """Seconds, from the stream's header, else the container's; 0 when neither knows."""
