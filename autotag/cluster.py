@@ -209,17 +209,22 @@ def embed_clips(embedder: Embedder, clips: list[np.ndarray], batch_size: int,
                 errors: list[str]) -> list[np.ndarray | str | None]:
     """Each clip's windows (uint8 [n, 32, 224, 224, 3]) → float32 [n, 512], or the reason its
     model call failed; None for a clip that came with an error. Windows of several clips share
-    calls of `batch_size`; a failed call is tried again clip by clip (as the engine does), so
-    only the culprit fails."""
+    calls of `batch_size`, through the engine's `embed_isolated` (only a culprit fails)."""
     results: list[np.ndarray | str | None] = [None] * len(clips)
     pending = [(c, w) for c, frames in enumerate(clips) if not errors[c]
                for w in range(len(frames))]
     parts: dict[int, list[np.ndarray]] = {c: [] for c, _ in pending}
     for start in range(0, len(pending), batch_size):
-        items = pending[start:start + batch_size]
-        for group in _call(embedder, clips, items, results):
-            for (c, _), vector in group:
-                parts[c].append(vector)
+        items = [(c, w) for c, w in pending[start:start + batch_size] if results[c] is None]
+        if not items:
+            continue
+        embedded = stages.embed_isolated(embedder, [c for c, _ in items],
+                                         [clips[c][w] for c, w in items])
+        for (c, _), result in zip(items, embedded, strict=True):
+            if isinstance(result, str):
+                results[c] = result
+            elif results[c] is None:
+                parts[c].append(result)
     for c, vectors in parts.items():
         if results[c] is None:
             results[c] = np.stack(vectors).astype(np.float32, copy=False)
@@ -227,24 +232,6 @@ def embed_clips(embedder: Embedder, clips: list[np.ndarray], batch_size: int,
         if results[c] is None and not errors[c] and len(frames) == 0:
             results[c] = "no windows were decoded"
     return results
-
-
-def _call(embedder: Embedder, clips: list[np.ndarray], items: list[tuple[int, int]],
-          results: list) -> Iterator[list]:
-    items = [(c, w) for c, w in items if results[c] is None]  # a clip failed already: done
-    if not items:
-        return
-    try:
-        vectors = stages.embed_windows(embedder, [clips[c][w] for c, w in items])
-    except stages.ModelFailure as exc:
-        owners = list(dict.fromkeys(c for c, _ in items))
-        if len(owners) == 1:
-            results[owners[0]] = str(exc)
-            return
-        for c in owners:  # one call per clip: only the culprit fails
-            yield from _call(embedder, clips, [i for i in items if i[0] == c], results)
-        return
-    yield list(zip(items, vectors, strict=True))
 
 
 def _columns(rows: list[dict]) -> dict[str, np.ndarray]:

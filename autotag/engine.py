@@ -24,7 +24,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -247,34 +247,26 @@ class _Run:
                 self.engine.release(job.source.path)
 
     def _embed(self, items: list[tuple[_Job, int]]) -> Iterator[Outcome]:
-        """Run the model on these windows; on an exception or a NaN, isolate the culprit clip.
-        Yields the clips whose windows are now all embedded."""
-        jobs = list(dict.fromkeys(job for job, _ in items))
-        try:
-            vectors = self._call_model(items)
-        except ModelFailure as exc:
-            if len(jobs) > 1:  # one call per clip: only the culprit fails
-                for job in jobs:
-                    yield from self._embed([(j, i) for j, i in items if j is job])
-                return
-            jobs[0].failed = str(exc)
-            vectors = None
-        if vectors is not None:
-            for (job, i), vector in zip(items, vectors, strict=True):
-                if job.embeddings.shape[1] == 0:
-                    job.embeddings = np.zeros((len(job.sampled.windows), vector.shape[0]),
-                                              np.float32)
-                job.embeddings[i] = vector
-            if self.on_windows:
-                self.on_windows(len(items))
-        for job, _ in items:
+        """Run the model on these windows (a failing call isolates its culprit clip); yields
+        the clips whose windows are now all embedded."""
+        results = embed_isolated(self.engine.embedder, [job for job, _ in items],
+                                 [job.sampled.frames[i] for job, i in items])
+        embedded = 0
+        for (job, i), result in zip(items, results, strict=True):
             job.done += 1
-        for job in jobs:
+            if isinstance(result, str):
+                job.failed = job.failed or result
+                continue
+            if job.embeddings.shape[1] == 0:
+                job.embeddings = np.zeros((len(job.sampled.windows), result.shape[0]),
+                                          np.float32)
+            job.embeddings[i] = result
+            embedded += 1
+        if embedded and self.on_windows:
+            self.on_windows(embedded)
+        for job in dict.fromkeys(job for job, _ in items):
             if job.done == len(job.sampled.windows):
                 yield self._finish(job)
-
-    def _call_model(self, items: list[tuple[_Job, int]]) -> np.ndarray:
-        return embed_windows(self.engine.embedder, [job.sampled.frames[i] for job, i in items])
 
     def _finish(self, job: _Job) -> Outcome:
         source = job.source
@@ -365,6 +357,27 @@ def embed_windows(embedder: Embedder, windows: Sequence[np.ndarray]) -> np.ndarr
     if vectors.shape[0] != len(windows) or not np.isfinite(vectors).all():
         raise ModelFailure("the model returned NaN or infinite embeddings")
     return vectors
+
+
+def embed_isolated(embedder: Embedder, owners: Sequence[Hashable],
+                   windows: Sequence[np.ndarray]) -> list[np.ndarray | str]:
+    """Windows of several clips in one model call → per window its float32 [512] embedding,
+    or the reason its clip failed: a failing call is tried again clip by clip (`owners` says
+    whose each window is), so only the culprit fails. The engine batches with it, and so do a
+    cluster's model actors."""
+    try:
+        return list(embed_windows(embedder, windows))
+    except ModelFailure as exc:
+        clips = list(dict.fromkeys(owners))
+        if len(clips) == 1:
+            return [str(exc)] * len(windows)
+    out: list[np.ndarray | str] = [""] * len(windows)
+    for clip in clips:  # one call per clip
+        mine = [i for i, owner in enumerate(owners) if owner == clip]
+        for i, result in zip(mine, embed_isolated(embedder, [clip] * len(mine),
+                                                  [windows[i] for i in mine]), strict=True):
+            out[i] = result
+    return out
 
 
 def decode(source: SourceInfo, sampling: SamplingConfig) -> media.Sampled:
