@@ -78,8 +78,8 @@ class Outcome:
 class Engine:
     """Embeds clips with `embedder`, reusing and saving embeddings in `store`.
 
-    One engine may serve several runs one after the other (the daemon's, across reloads); a
-    path is processed by one run at a time.
+    A path is processed by one run at a time (the daemon may queue it twice). Each app has its
+    engine: a reload builds a new one.
     """
 
     def __init__(self, config: Config, embedder: Embedder, store: Store) -> None:
