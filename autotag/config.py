@@ -78,6 +78,11 @@ class OutputsConfig:
     xmp_root: str = "Activity"  # hierarchy root: Activity|skiing, Activity/skiing
     nfo: bool = False  # write/merge Kodi-style NFO <tag> elements
 
+    @property
+    def own_folders(self) -> list[Path]:
+        """Folders only autotag writes to: never scanned or watched for clips."""
+        return [p for p in (self.previews, self.sidecar_dir) if p]
+
 
 @dataclass(frozen=True)
 class HooksConfig:

@@ -197,6 +197,7 @@ class _Run:
         self.waiting = 0  # workers waiting for the source to give a path
         self.live = workers
         self.halt = False  # the model loop ended: workers stop
+        self.held: set[Path] = set()  # paths this run claimed and has no outcome out for yet
         self.source_lock = threading.Lock()  # next(source) may block (the daemon's queue)
         self.threads = [threading.Thread(target=self._worker, name=f"autotag-decode-{i}",
                                          daemon=True) for i in range(workers)]
@@ -241,10 +242,8 @@ class _Run:
                 self.cond.notify_all()
             for t in self.threads:
                 t.join()
-            for item in self.ready:  # a run closed early: its claimed paths are free again
-                self.engine.release(item.path if isinstance(item, Outcome) else item.source.path)
-            for job, _ in pending:
-                self.engine.release(job.source.path)
+            for path in self.held:  # a run closed early: the paths it claimed are free again
+                self.engine.release(path)
 
     def _embed(self, items: list[tuple[_Job, int]]) -> Iterator[Outcome]:
         """Run the model on these windows (a failing call isolates its culprit clip); yields
@@ -270,7 +269,7 @@ class _Run:
 
     def _finish(self, job: _Job) -> Outcome:
         source = job.source
-        self.engine.release(source.path)
+        self._release(source.path)
         if job.failed:
             return Outcome(source.path, FAILED, reason=job.failed, size=source.size,
                            mtime=source.mtime)
@@ -286,8 +285,7 @@ class _Run:
                     if isinstance(item, _Job):
                         self.cond.wait_for(lambda: self.decoded < self.max_decoded or self.halt)
                         if self.halt:
-                            self.engine.release(path)
-                            return
+                            return  # its claim is released with the run's
                         self.decoded += 1
                     self.ready.append(item)
                     self.cond.notify_all()
@@ -314,14 +312,22 @@ class _Run:
         """Stat, check, hash and decode one clip: a decoded job, or the clip's outcome."""
         if not self.engine.claim(path):
             return Outcome(path, SKIPPED, reason="already being processed")
+        with self.cond:
+            self.held.add(path)
         try:
             item = self._prepare_claimed(path)
         except Exception as exc:  # noqa: BLE001 - one clip's fault must not end the run
             log.debug("preparing %s", path, exc_info=True)
             item = Outcome(path, FAILED, reason=f"internal error: {type(exc).__name__}: {exc}")
         if isinstance(item, Outcome):
-            self.engine.release(path)
+            self._release(path)
         return item
+
+    def _release(self, path: Path) -> None:
+        """This run is done with `path` (its outcome is out): another may claim it."""
+        with self.cond:
+            self.held.discard(path)
+        self.engine.release(path)
 
     def _prepare_claimed(self, path: Path) -> _Job | Outcome:
         planned = self.engine.plan(path, fresh=self.fresh, force=self.force,

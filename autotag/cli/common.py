@@ -126,7 +126,7 @@ def walk(config, dirs: list[Path]) -> tuple[list[Path], list[Path]]:
     each unreadable path is named on stderr."""
     from autotag.files import absolute, find_clips, show
 
-    exclude = [p for p in (config.outputs.previews, config.outputs.sidecar_dir) if p]
+    exclude = config.outputs.own_folders
     unreadable: list[Path] = []
 
     def on_error(path: Path, reason: str) -> None:

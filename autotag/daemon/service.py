@@ -263,9 +263,8 @@ class Daemon:
         return list(dict.fromkeys([*self.dirs, *self.config.watch.paths]))
 
     def _start_watcher(self, carried: list[Path] = ()) -> None:
-        outputs = self.config.outputs
-        exclude = [p for p in (outputs.previews, outputs.sidecar_dir) if p]
-        self._watcher = Watcher(self._roots(), self.config.watch, self.inbox, exclude,
+        self._watcher = Watcher(self._roots(), self.config.watch, self.inbox,
+                                self.config.outputs.own_folders,
                                 known=self._known, gone=self._gone, changed=self.inbox.wake)
         for path in carried:  # files the old watcher was waiting on, retries included
             self._watcher.retry_later(path, self.config.watch.stability_seconds)
