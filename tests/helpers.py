@@ -21,6 +21,23 @@ SCHEMA = REPO / "autotag" / "schemas" / "sidecar.schema.json"
 DEADLINE = 30.0  # s; generous upper bound for anything to happen
 
 
+class ContainerProxy:
+    """A PyAV container passed through, for a test to override one of its methods (slow
+    demuxing, counted seeks) while media.py uses it as usual, `with` included."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.inner.close()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 class CountingEmbedder:
     """The real test model, counting video calls and their batch sizes."""
 

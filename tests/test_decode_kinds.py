@@ -17,8 +17,17 @@ import numpy as np
 import pytest
 
 from autotag.media import sample_clip, to_model_input
-from tests.clips import BAR_SPAN, BAR_STEP, bar_position, ffmpeg, write_interlaced
-from tests.test_media import COUNTED, frame_number
+from tests.clips import (
+    BAR_SPAN,
+    BAR_STEP,
+    COUNTED,
+    bar_position,
+    ffmpeg,
+    frame_number,
+    write_counted,
+    write_interlaced,
+)
+from tests.helpers import ContainerProxy
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
@@ -155,28 +164,15 @@ def test_mpeg_ts_seeks_land_before_their_windows_or_back_off_boundedly(tmp_path,
     sample must still be the frame on screen, with a bounded number of seeks."""
     from autotag import media
     from autotag.media import SEEK_TRIES
-    from tests.test_media import write_counted
 
     path = write_counted(tmp_path / "counted.ts", ["-g", "90"], seconds=60)
     seeks = []
     real_open = media.av.open
 
-    class Counting:
-        def __init__(self, inner):
-            self.inner = inner
-
+    class Counting(ContainerProxy):
         def seek(self, *args, **kwargs):
             seeks.append(args[0])
             return self.inner.seek(*args, **kwargs)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.inner.close()
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
 
     monkeypatch.setattr(media.av, "open", lambda *a, **k: Counting(real_open(*a, **k)))
     s = sample_clip(path, 8, BIG)

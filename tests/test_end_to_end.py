@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.clips import GREEN, RED, write_gif, write_video
+from tests.clips import CODECS, GREEN, RED, ffmpeg, needs_ffmpeg, write_gif, write_video
 from tests.helpers import SCHEMA, sidecar, write_config
-from tests.test_media import CODECS, ffmpeg, needs_ffmpeg, real_clips  # noqa: F401 - a fixture
 
 
 def outputs_state(folder: Path) -> dict[Path, int]:

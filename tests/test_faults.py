@@ -19,7 +19,7 @@ from autotag import engine, media
 from autotag.app import open_app
 from autotag.config import load_config
 from tests.clips import BLUE, GREEN, RED, write_video
-from tests.helpers import Running, log_lines, wait_for, write_daemon_config
+from tests.helpers import ContainerProxy, Running, log_lines, wait_for, write_daemon_config
 
 
 @pytest.fixture
@@ -118,25 +118,13 @@ def test_a_hanging_decode_is_cut_off_by_the_timeout(library, embedder):
     config.write_text(config.read_text() + "sampling: {decode_timeout: 0.5}\n")
     real_open = media.av.open
 
-    class SlowContainer:
-        """Wraps a container whose demuxing takes forever (a stuck network read)."""
-
-        def __init__(self, inner):
-            self.inner = inner
+    class SlowContainer(ContainerProxy):
+        """A container whose demuxing takes forever (a stuck network read)."""
 
         def demux(self, *args, **kwargs):
             for packet in self.inner.demux(*args, **kwargs):
                 time.sleep(0.2)
                 yield packet
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.inner.close()
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
 
     def slow_open(path, *args, **kwargs):
         container = real_open(path, *args, **kwargs)

