@@ -59,6 +59,9 @@ DECODE_THREADS = 1
 # bwdif on frames flagged interlaced only, one output frame per frame, field order per frame.
 DEINTERLACER = ("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
 TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+# A window reached by seeking starts at the keyframe before it when that is at most this earlier:
+# no frame before its first sample is decoded (a 10-minute clip costs what its windows hold).
+KEYFRAME_PULL = 10.0  # s
 SEEK_AHEAD = 1.5 / WINDOW_FPS  # s; a target nearer than this to the last frame is decoded on to
 TICK_SLACK = 1e-5  # s: ten ticks, more than rounding to the grid makes of a frame's length
 
@@ -175,7 +178,7 @@ class _Clip:
 
     def sample(self, max_windows: int) -> Sampled:
         duration = self._duration()
-        starts = window_starts(duration, max_windows)
+        starts = self._at_keyframes(window_starts(duration, max_windows))
         targets = [_tick(s + _offset(i, duration)) for s in starts for i in range(WINDOW_FRAMES)]
         picked, last_time = self._pick(targets)
         if not picked:
@@ -250,6 +253,34 @@ class _Clip:
                 shown.thumb = _thumbnail(shown.rgb)
 
     # -- seeking -------------------------------------------------------------------------------
+
+    def _at_keyframes(self, starts: list[float]) -> list[float]:
+        """Each window that a seek reaches starts at the keyframe before it (at most
+        KEYFRAME_PULL earlier, never into the window before): the seek lands on its first sample
+        and nothing before it is decoded. Windows that decoding runs on into stay where they
+        are, as do all of a clip without an index (MPEG-TS/PS, GIF): its keyframes are unknown."""
+        moved, probed = starts[:1], False
+        for start in starts[1:]:
+            end = moved[-1] + WINDOW_SECONDS
+            key = self._keyframe_before(start) if self.seekable else None
+            if key is not None and key > end:
+                probed, key = True, self._keyframe_time(start)
+            moved.append(key if key is not None and end < key <= start
+                         and start - key <= KEYFRAME_PULL else start)
+        if probed:  # back to where decoding starts
+            self.container.seek(self.start, stream=self.stream, backward=True)
+        return moved
+
+    def _keyframe_time(self, target: float) -> float | None:
+        """When the keyframe a seek for `target` lands on is shown: its packet's timestamp."""
+        try:
+            self.container.seek(self._pts(target), stream=self.stream, backward=True)
+            packet = next(self.container.demux(self.stream), None)
+        except av.FFmpegError:
+            return None
+        if packet is None or packet.pts is None or not packet.is_keyframe:
+            return None
+        return self._time(packet.pts)
 
     def _seek_for(self, target: float, last_time: float | None) -> Iterator | None:
         """Frames from the keyframe before `target` when that is cheaper than decoding on to it

@@ -12,6 +12,7 @@ import pytest
 
 from autotag.media import (
     FRAME_SIZE,
+    KEYFRAME_PULL,
     THUMB_HEIGHT,
     WINDOW_FRAMES,
     DecodeError,
@@ -144,7 +145,12 @@ def test_a_ten_minute_clip_is_sampled_across_its_length(tmp_path):
     s = sample_clip(path, 8, BIG)
     assert s.duration == pytest.approx(600, abs=1)
     assert s.frames.shape[0] == 8  # bounded by max_windows, not by length
-    assert s.windows[-1].end == pytest.approx(600, abs=1)
+    # reached by seeking, each window after the first starts at the keyframe before its even
+    # place (one every 10 s here), so no frame before it is decoded
+    assert [w.start % 10 for w in s.windows] == [0] * 8
+    even = window_starts(600, 8)
+    assert all(0 <= e - w.start <= KEYFRAME_PULL for w, e in zip(s.windows, even, strict=True))
+    assert s.windows[-1].end >= 600 - KEYFRAME_PULL
     assert [colour(w[0]) for w in s.frames] == ["red"] * 4 + ["blue"] * 4
 
 
