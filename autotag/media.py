@@ -1,11 +1,12 @@
-"""path → demux (PyAV, seek by timestamp) → decode → bwdif if interlaced → rgb24 → crop, 224 px.
+"""path → demux (PyAV, seek by timestamp) → decode → bwdif if interlaced → crop, 224 px → RGB.
 
 The only module that decodes: FFmpeg's own libraries through PyAV (OpenCV is for images only). A
 clip becomes up to `max_windows` windows of WINDOW_FRAMES frames at WINDOW_FPS, spread evenly over
 its whole duration; frame i of a window is the frame on screen at `start + i / WINDOW_FPS`: the
 last frame whose presentation timestamp is at or before that time, so variable frame rates and GIF
-delays are sampled as they play. Each window is reached by seeking to the keyframe before it and
-decoding forward, so a 10-minute clip costs about what a 10-second one does. With
+delays are sampled as they play. A window reached by seeking starts at the keyframe before its
+even place (the first and last stay at the clip's start and end), so a 10-minute clip costs about
+what its windows hold, not what lies before them. With
 `sampling.skip_nonref_frames`, a frame on screen at no sample time that no other frame refers to
 (most B-frames) is not decoded at all: no sample changes. Interlaced frames (by their own flags)
 are deinterlaced with FFmpeg's bwdif, one frame per frame. Memory holds the windows at 224 px and
@@ -56,8 +57,13 @@ PTS_NEIGHBOURS = 16
 # from the engine's decode workers, one clip each; frame threads cost more CPU than they save
 # (issue 13; PySceneDetect's PyAV backend turns them off) and x264 writes one slice a frame.
 DECODE_THREADS = 1
+cv2.setNumThreads(DECODE_THREADS)  # its resizes too: OpenCV's pool cost 10 % more CPU for nothing
 # bwdif on frames flagged interlaced only, one output frame per frame, field order per frame.
 DEINTERLACER = ("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+# 8-bit 4:2:0 (most video) → the format of its planes shrunk to FRAME_SIZE, chroma at full size;
+# shrunk before it is converted to RGB from this size of square up (1080p: issue 13's benchmark)
+YUV_AT_FULL_CHROMA = {"yuv420p": "yuv444p", "yuvj420p": "yuvj444p"}
+SHRINK_FIRST_SIDE = 4 * FRAME_SIZE  # px
 TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 # A window reached by seeking starts at the keyframe before it when that is at most this earlier:
 # no frame before its first sample is decoded (a 10-minute clip costs what its windows hold).
@@ -160,8 +166,7 @@ class _Clip:
         if ctx.width * ctx.height > max_pixels:
             raise DecodeError(f"frames of {ctx.width}×{ctx.height} are larger than "
                               f"sampling.max_pixels ({max_pixels}); raise it to tag this clip")
-        ctx.thread_type = "NONE" if DECODE_THREADS == 1 else "SLICE"
-        ctx.thread_count = DECODE_THREADS
+        ctx.thread_type, ctx.thread_count = "NONE", DECODE_THREADS
         self.ctx = ctx
         self.deadline = deadline
         self.skip_nonref = skip_nonref
@@ -174,7 +179,8 @@ class _Clip:
         self.deinterlacer: av.filter.Graph | None = None
         self.interlaced = False  # a frame said so: its neighbours are decoded too
         self.wanted: list[float] = []  # sample times, sorted
-        self.to_rgb = VideoReformatter()
+        # one converter per size: swscale keeps one context and rebuilds it when sizes change
+        self.to_rgb, self.small_to_rgb = VideoReformatter(), VideoReformatter()
 
     def sample(self, max_windows: int) -> Sampled:
         duration = self._duration()
@@ -226,14 +232,14 @@ class _Clip:
             if item is None:
                 break
             last_time, frame = item
-            shown = _Shown(last_time, frame)
+            shown = _Shown(frame)
             late = []  # on screen before this frame: the previous frame's
             while p < len(order) and targets[order[p]] < last_time:
                 late.append(order[p])
                 p += 1
             self._assign(picked, late, current or shown)  # none before it: the earliest
             if current is not None:  # one full-size frame at a time, not one per target
-                current.frame = current.rgb = None
+                current.frame = None
             current = shown
         frames.close()
         if current is not None:  # the last frame stays on screen to the end
@@ -245,22 +251,19 @@ class _Clip:
         when it is a window's middle frame, while the full-size frame is still there."""
         for i in targets:
             picked[i] = shown
-            if shown.rgb is None and (shown.model is None or shown.thumb is None):
-                shown.rgb = self._rgb(shown.frame)
             if shown.model is None:
-                shown.model = _model_frame(shown.rgb)
+                shown.model = self._model(shown.frame)
             if i % WINDOW_FRAMES == WINDOW_FRAMES // 2 and shown.thumb is None:
-                shown.thumb = _thumbnail(shown.rgb)
+                shown.thumb = self._thumbnail(shown.frame)
 
     # -- seeking -------------------------------------------------------------------------------
 
     def _at_keyframes(self, starts: list[float]) -> list[float]:
-        """Each window that a seek reaches starts at the keyframe before it (at most
-        KEYFRAME_PULL earlier, never into the window before): the seek lands on its first sample
-        and nothing before it is decoded. Windows that decoding runs on into stay where they
-        are, as do all of a clip without an index (MPEG-TS/PS, GIF): its keyframes are unknown."""
+        """A window between the first and last that a seek reaches starts at the keyframe
+        before it (at most KEYFRAME_PULL earlier, never in the window before), where the seek
+        lands. Clips without an index (MPEG-TS/PS, GIF) keep their windows: keyframes unknown."""
         moved, probed = starts[:1], False
-        for start in starts[1:]:
+        for start in starts[1:-1]:
             end = moved[-1] + WINDOW_SECONDS
             key = self._keyframe_before(start) if self.seekable else None
             if key is not None and key > end:
@@ -269,7 +272,7 @@ class _Clip:
                          and start - key <= KEYFRAME_PULL else start)
         if probed:  # back to where decoding starts
             self.container.seek(self.start, stream=self.stream, backward=True)
-        return moved
+        return moved + starts[1:][-1:]
 
     def _keyframe_time(self, target: float) -> float | None:
         """When the keyframe a seek for `target` lands on is shown: its packet's timestamp."""
@@ -423,13 +426,37 @@ class _Clip:
 
     # -- conversion ----------------------------------------------------------------------------
 
-    def _rgb(self, frame: VideoFrame) -> np.ndarray:
-        """Frame → uint8 [h, w, 3] RGB, upright (its display matrix), 8 bits whatever the
-        source's depth, in its own colour matrix. At full size swscale takes its fast path;
-        scaling there too cost more than OpenCV's resize after (0.7 against 0.1 ms, 640×272)."""
-        rgb = self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
-        turns = round(frame.rotation / 90) % 4  # counter-clockwise quarter turns
-        return cv2.rotate(rgb, TURNS[turns]) if turns else rgb
+    def _thumbnail(self, frame: VideoFrame) -> np.ndarray:
+        """Frame → 8-bit RGB in its own colour matrix, upright, THUMB_HEIGHT px high. swscale
+        converts at full size (its fast path) and OpenCV resizes: cheaper than swscale both."""
+        rgb = _upright(self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray(), frame)
+        h, w = rgb.shape[:2]
+        width = max(1, round(w * THUMB_HEIGHT / h))
+        interpolation = cv2.INTER_AREA if h > THUMB_HEIGHT else cv2.INTER_LINEAR
+        return cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=interpolation)
+
+    def _model(self, frame: VideoFrame) -> np.ndarray:
+        """Frame → its centre square, uint8 [224, 224, 3] RGB, upright. A large 8-bit 4:2:0
+        frame (most video from 1080p up) is cropped and shrunk plane by plane and only then
+        converted, by swscale in the frame's own colour matrix and range: 0.6 ms a 1080p frame
+        and 1.4 ms a 2160p one, against 0.9 and 3.9 ms converting all its pixels first. Smaller
+        frames and other formats (10-bit, 4:2:2, GIF) are converted first: cheaper there."""
+        layout = YUV_AT_FULL_CHROMA.get(frame.format.name)
+        side = min(frame.height, frame.width) & ~1  # even: the chroma planes' square is half
+        top, left = (frame.height - side) // 4 * 2, (frame.width - side) // 4 * 2
+        if layout is None or side < SHRINK_FIRST_SIDE:
+            rgb = self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+            square = _shrink(rgb[top:top + side, left:left + side])
+        else:
+            planes = []
+            for plane, d in zip(frame.planes, (1, 2, 2)):  # Y, then U and V at half size
+                rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                planes.append(_shrink(rows[top // d:(top + side) // d,
+                                           left // d:(left + side) // d]))
+            small = VideoFrame.from_ndarray(np.stack(planes), format=layout)
+            small.colorspace, small.color_range = frame.colorspace, frame.color_range
+            square = self.small_to_rgb.reformat(small, format="rgb24", threads=1).to_ndarray()
+        return _upright(square, frame)  # turning the square, not the whole frame
 
 
 def _resumed(first: tuple, rest: Iterator) -> Iterator:
@@ -458,26 +485,20 @@ def _offset(i: int, duration: float) -> float:
 class _Shown:
     """A decoded frame and, once a sample shows it, its model frame and thumbnail (uint8 RGB)."""
 
-    __slots__ = ("frame", "model", "rgb", "thumb", "time")
+    __slots__ = ("frame", "model", "thumb")
 
-    def __init__(self, time: float, frame: VideoFrame) -> None:
-        self.time = time
+    def __init__(self, frame: VideoFrame) -> None:
         self.frame: VideoFrame | None = frame
-        self.rgb: np.ndarray | None = None  # full size, while it is on screen
         self.model: np.ndarray | None = None
         self.thumb: np.ndarray | None = None
 
 
-def _model_frame(rgb: np.ndarray) -> np.ndarray:
-    """RGB frame → centre square crop → uint8 [224, 224, 3].
-
-    A mipmap: exact halvings take OpenCV's 2×2 box fast path until the rest is under 2×, which
-    bilinear covers without aliasing to speak of (0.44 ms a 720p frame; one INTER_AREA at a
-    non-integer ratio costs 2 ms; issue 8's benchmark measures it)."""
-    h, w = rgb.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = rgb[top:top + side, left:left + side]
+def _shrink(square: np.ndarray) -> np.ndarray:
+    """A square image (or plane) → FRAME_SIZE px a side, as a mipmap: exact halvings take
+    OpenCV's 2×2 box fast path until the rest is under 2×, which bilinear covers without
+    aliasing to speak of (0.44 ms a 720p frame; one INTER_AREA at a non-integer ratio costs
+    2 ms; issue 8's benchmark measures it)."""
+    side = square.shape[0]
     while side // 2 >= FRAME_SIZE:
         side //= 2
         square = cv2.resize(square[:2 * side, :2 * side], (side, side),
@@ -485,9 +506,7 @@ def _model_frame(rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(square, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_LINEAR)
 
 
-def _thumbnail(rgb: np.ndarray) -> np.ndarray:
-    """RGB frame → THUMB_HEIGHT px high, aspect kept."""
-    h, w = rgb.shape[:2]
-    width = max(1, round(w * THUMB_HEIGHT / h))
-    interpolation = cv2.INTER_AREA if h > THUMB_HEIGHT else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=interpolation)
+def _upright(rgb: np.ndarray, frame: VideoFrame) -> np.ndarray:
+    """Turned as the frame's display matrix says (counter-clockwise quarter turns)."""
+    turns = round(frame.rotation / 90) % 4
+    return cv2.rotate(rgb, TURNS[turns]) if turns else rgb
