@@ -19,8 +19,9 @@ import bisect
 import itertools
 import logging
 import math
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,7 +32,7 @@ import av.filter
 import cv2
 import numpy as np
 from av.video.frame import VideoFrame
-from av.video.reformatter import VideoReformatter
+from av.video.reformatter import ColorPrimaries, ColorTrc, VideoReformatter
 
 from autotag.clip import Window
 
@@ -60,9 +61,12 @@ DECODE_THREADS = 1
 cv2.setNumThreads(DECODE_THREADS)  # its resizes too: OpenCV's pool cost 10 % more CPU for nothing
 # bwdif on frames flagged interlaced only, one output frame per frame, field order per frame.
 DEINTERLACER = ("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
-# 8-bit 4:2:0 (most video) → the format of its planes shrunk to FRAME_SIZE, chroma at full size;
+# 4:2:0 (most video) → the format of its planes shrunk to FRAME_SIZE, chroma at full size;
 # shrunk before it is converted to RGB from this size of square up (1080p: issue 13's benchmark)
-YUV_AT_FULL_CHROMA = {"yuv420p": "yuv444p", "yuvj420p": "yuvj444p"}
+FULL_CHROMA = {"yuv420p": "yuv444p", "yuvj420p": "yuvj444p", "yuv420p10le": "yuv444p10le"}
+HDR_TRANSFERS = (ColorTrc.SMPTE2084, ColorTrc.ARIB_STD_B67)  # PQ (HDR10, Dolby Vision), HLG
+CONVERTERS = 8  # per decoding thread: the model's size and a few clip sizes
+TO_SDR = {"dst_color_trc": ColorTrc.BT709, "dst_color_primaries": ColorPrimaries.BT709}
 SHRINK_FIRST_SIDE = 4 * FRAME_SIZE  # px
 TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 # A window reached by seeking starts at the keyframe before it when that is at most this earlier:
@@ -70,6 +74,9 @@ TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_
 KEYFRAME_PULL = 10.0  # s
 SEEK_AHEAD = 1.5 / WINDOW_FPS  # s; a target nearer than this to the last frame is decoded on to
 TICK_SLACK = 1e-5  # s: ten ticks, more than rounding to the grid makes of a frame's length
+
+
+_threads = threading.local()  # swscale converters: each decoding thread has its own
 
 
 class DecodeError(Exception):
@@ -179,8 +186,6 @@ class _Clip:
         self.deinterlacer: av.filter.Graph | None = None
         self.interlaced = False  # a frame said so: its neighbours are decoded too
         self.wanted: list[float] = []  # sample times, sorted
-        # one converter per size: swscale keeps one context and rebuilds it when sizes change
-        self.to_rgb, self.small_to_rgb = VideoReformatter(), VideoReformatter()
 
     def sample(self, max_windows: int) -> Sampled:
         duration = self._duration()
@@ -427,36 +432,65 @@ class _Clip:
     # -- conversion ----------------------------------------------------------------------------
 
     def _thumbnail(self, frame: VideoFrame) -> np.ndarray:
-        """Frame → 8-bit RGB in its own colour matrix, upright, THUMB_HEIGHT px high. swscale
-        converts at full size (its fast path) and OpenCV resizes: cheaper than swscale both."""
-        rgb = _upright(self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray(), frame)
+        """Frame → 8-bit RGB (as _rgb), upright, THUMB_HEIGHT px high. swscale converts at
+        full size (its fast path) and OpenCV resizes: cheaper than swscale both."""
+        rgb = _upright(_rgb(frame), frame)
         h, w = rgb.shape[:2]
         width = max(1, round(w * THUMB_HEIGHT / h))
         interpolation = cv2.INTER_AREA if h > THUMB_HEIGHT else cv2.INTER_LINEAR
         return cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=interpolation)
 
     def _model(self, frame: VideoFrame) -> np.ndarray:
-        """Frame → its centre square, uint8 [224, 224, 3] RGB, upright. A large 8-bit 4:2:0
-        frame (most video from 1080p up) is cropped and shrunk plane by plane and only then
-        converted, by swscale in the frame's own colour matrix and range: 0.6 ms a 1080p frame
-        and 1.4 ms a 2160p one, against 0.9 and 3.9 ms converting all its pixels first. Smaller
-        frames and other formats (10-bit, 4:2:2, GIF) are converted first: cheaper there."""
-        layout = YUV_AT_FULL_CHROMA.get(frame.format.name)
+        """Frame → its centre square, uint8 [224, 224, 3] RGB (as _rgb), upright. A large 4:2:0
+        frame (most video from 1080p up) or an HDR one is cropped and shrunk plane by plane and
+        only then converted: 0.6 ms a 1080p frame and 1.4 ms a 2160p one, against 0.9 and 3.9 ms
+        converting all its pixels first, and HDR tone-mapped at 224 px, not 4K. Smaller frames
+        and other formats (4:2:2, GIF) are converted first: cheaper there."""
+        layout = FULL_CHROMA.get(frame.format.name)
         side = min(frame.height, frame.width) & ~1  # even: the chroma planes' square is half
         top, left = (frame.height - side) // 4 * 2, (frame.width - side) // 4 * 2
-        if layout is None or side < SHRINK_FIRST_SIDE:
-            rgb = self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
-            square = _shrink(rgb[top:top + side, left:left + side])
-        else:
-            planes = []
-            for plane, d in zip(frame.planes, (1, 2, 2)):  # Y, then U and V at half size
-                rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-                planes.append(_shrink(rows[top // d:(top + side) // d,
-                                           left // d:(left + side) // d]))
-            small = VideoFrame.from_ndarray(np.stack(planes), format=layout)
-            small.colorspace, small.color_range = frame.colorspace, frame.color_range
-            square = self.small_to_rgb.reformat(small, format="rgb24", threads=1).to_ndarray()
-        return _upright(square, frame)  # turning the square, not the whole frame
+        if layout is None or (side < SHRINK_FIRST_SIDE and not _wide(frame)):
+            return _upright(_shrink(_rgb(frame)[top:top + side, left:left + side]), frame)
+        small = VideoFrame(FRAME_SIZE, FRAME_SIZE, layout)
+        for plane, into, d in zip(frame.planes, small.planes, (1, 2, 2)):  # Y, U, V (half size)
+            rows = _rows(plane, layout)[top // d:(top + side) // d, left // d:(left + side) // d]
+            _rows(into, layout)[:, :FRAME_SIZE] = _shrink(rows)
+        small.colorspace, small.color_range = frame.colorspace, frame.color_range
+        small.color_trc, small.color_primaries = frame.color_trc, frame.color_primaries
+        return _upright(_rgb(small), frame)  # turning the square only
+
+
+def _rgb(frame: VideoFrame) -> np.ndarray:
+    """Frame → uint8 [h, w, 3] RGB by swscale, in the frame's own colour matrix and range; a
+    wide-gamut or HDR frame (BT.2020, PQ, HLG) gamut- and tone-mapped to BT.709 SDR, as a
+    screen shows it and the model saw video: as stored, PQ looks grey and flat."""
+    wide = _wide(frame)
+    converter = _converter((frame.width, frame.height, frame.format.name, wide))
+    return converter.reformat(frame, format="rgb24", threads=1,
+                              **(TO_SDR if wide else {})).to_ndarray()
+
+
+def _converter(key: tuple) -> VideoReformatter:
+    """This thread's swscale converter for frames like these, kept across clips (the
+    CONVERTERS last used): building one that tone-maps takes swscale about a second."""
+    kept = _threads.__dict__.setdefault("converters", OrderedDict())
+    if key in kept:
+        kept.move_to_end(key)
+    else:
+        kept[key] = VideoReformatter()
+        if len(kept) > CONVERTERS:
+            kept.popitem(last=False)
+    return kept[key]
+
+
+def _wide(frame: VideoFrame) -> bool:
+    return frame.color_trc in HDR_TRANSFERS or frame.color_primaries == ColorPrimaries.BT2020
+
+
+def _rows(plane: av.video.plane.VideoPlane, layout: str) -> np.ndarray:
+    """A plane as [rows, line size] of its samples: uint8, or uint16 for 10 bits."""
+    dtype = np.uint16 if layout.endswith("le") else np.uint8
+    return np.frombuffer(plane, dtype).reshape(-1, plane.line_size // dtype().itemsize)
 
 
 def _resumed(first: tuple, rest: Iterator) -> Iterator:

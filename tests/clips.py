@@ -66,6 +66,51 @@ def ffmpeg(*args: str) -> None:
                    capture_output=True)
 
 
+# HDR as phones and cameras write it: 10-bit HEVC, BT.2020, PQ (HDR10) or HLG. Light is given as
+# BT.709 linear RGB relative to SDR reference white, 203 cd/m² (ITU-R BT.2408).
+REFERENCE_WHITE = 203.0  # cd/m²
+HLG_PEAK = 1000.0  # cd/m²: the display HLG's reference OOTF assumes (BT.2100)
+_BT709_TO_BT2020 = np.array([[0.6274, 0.3293, 0.0433], [0.0691, 0.9195, 0.0114],
+                             [0.0164, 0.0880, 0.8956]])
+
+
+def _pq(nits: np.ndarray) -> np.ndarray:
+    """SMPTE ST 2084 inverse EOTF: cd/m² → signal 0..1."""
+    m1, m2, c1, c2, c3 = 2610 / 16384, 2523 / 32, 3424 / 4096, 2413 / 128, 2392 / 128
+    y = (np.clip(nits, 0, 10000) / 10000) ** m1
+    return ((c1 + c2 * y) / (1 + c3 * y)) ** m2
+
+
+def _hlg(nits: np.ndarray) -> np.ndarray:
+    """BT.2100 HLG: display light (cd/m², BT.2020 RGB) → inverse OOTF → OETF → signal 0..1."""
+    a, b = 0.17883277, 0.28466892
+    c = 0.5 - a * np.log(4 * a)
+    luminance = np.maximum(nits @ np.array([0.2627, 0.6780, 0.0593]), 1e-9)[..., None]
+    scene = nits / (HLG_PEAK * (luminance / HLG_PEAK) ** (0.2 / 1.2))
+    return np.where(scene <= 1 / 12, np.sqrt(3 * scene),
+                    a * np.log(np.maximum(12 * scene - b, 1e-9)) + c)
+
+
+def write_hdr(path: Path, transfer: str, bands: list[tuple[float, float, float]],
+              size: int = 128, seconds: int = 2) -> Path:
+    """A clip of vertical bands of light (see REFERENCE_WHITE), transfer "pq" or "hlg"."""
+    light = np.zeros((size, size, 3))
+    for i, rgb in enumerate(bands):
+        light[:, i * size // len(bands):(i + 1) * size // len(bands)] = rgb
+    nits = light @ _BT709_TO_BT2020.T * REFERENCE_WHITE
+    signal = _pq(nits) if transfer == "pq" else _hlg(nits)
+    frame = np.round(np.clip(signal, 0, 1) * 65535).astype("<u2").tobytes()
+    trc = {"pq": "smpte2084", "hlg": "arib-std-b67"}[transfer]
+    subprocess.run([FFMPEG or "ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt",
+                    "rgb48le", "-s", f"{size}x{size}", "-r", "10", "-i", "-", "-vf",
+                    "scale=out_color_matrix=bt2020:out_range=tv", "-c:v", "libx265", "-preset",
+                    "ultrafast", "-x265-params", "log-level=error", "-pix_fmt", "yuv420p10le",
+                    "-colorspace", "bt2020nc", "-color_primaries", "bt2020", "-color_trc", trc,
+                    str(path)], input=frame * (10 * seconds), check=True, timeout=300,
+                   capture_output=True)
+    return path
+
+
 # A white bar 16 px wide on a colour, in a 128-px square scaled up, moving 8 px a field: the
 # fields of one interlaced frame show it 8 px apart, so where it is in a sample says which field
 # the deinterlacer kept (the first in time: right field order), and a sharp bar that it was

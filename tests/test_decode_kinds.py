@@ -1,5 +1,5 @@
 """The kinds of clip cameras, TV recorders and downloads make (issue 13), each made here with
-ffmpeg: AV1 in MP4 and WebM, 10-bit (HEVC Main 10 tagged HDR, VP9 profile 2, AV1), interlaced
+ffmpeg: AV1 in MP4 and WebM, 10-bit (HEVC Main 10, VP9 profile 2, AV1), HDR10 and HLG, interlaced
 MPEG-2 576i top field first and 480i bottom field first, interlaced H.264 1080i in MPEG-TS, and
 a clip whose frame rate changes mid-clip. Each is sampled from the pictures it holds, at the
 right frames, with its true duration, and tagged with its colour by the test model."""
@@ -24,7 +24,10 @@ from tests.clips import (
     bar_position,
     ffmpeg,
     frame_number,
+    HLG_PEAK,
+    REFERENCE_WHITE,
     write_counted,
+    write_hdr,
     write_interlaced,
 )
 from tests.helpers import ContainerProxy
@@ -35,17 +38,17 @@ BIG = 10**9  # max_pixels that refuses nothing
 RED, GREEN, BLUE = (230, 20, 10), (0, 255, 0), (0, 0, 255)
 SOLID = "color=c=0x{:02x}{:02x}{:02x}:s=64x64:r=25:d=4"  # 4 s: two windows
 SVT = ["-c:v", "libsvtav1", "-preset", "12", "-svtav1-params", "verbosity=0"]
-HDR_TAGS = ["-colorspace", "bt2020nc", "-color_primaries", "bt2020", "-color_trc", "smpte2084"]
 
 # name → (colour, seconds, ffmpeg output options)
 SOLIDS = {
     "av1.mp4": (GREEN, SVT + ["-pix_fmt", "yuv420p"]),
     "av1.webm": (BLUE, ["-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv420p"]),
     "av1-10bit.mkv": (RED, SVT + ["-pix_fmt", "yuv420p10le"]),
-    # HEVC Main 10 as an HDR camera writes it: BT.2020 matrix, tagged PQ
-    "hevc-main10-hdr.mp4": (RED, ["-vf", "scale=out_color_matrix=bt2020:out_range=tv",
-                                  "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt",
-                                  "yuv420p10le", "-x265-params", "log-level=error", *HDR_TAGS]),
+    # HEVC Main 10 with a BT.2020 matrix, as SDR (not tagged HDR: see the HDR test below)
+    "hevc-main10.mp4": (RED, ["-vf", "scale=out_color_matrix=bt2020:out_range=tv",
+                              "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt",
+                              "yuv420p10le", "-x265-params", "log-level=error",
+                              "-colorspace", "bt2020nc"]),
     "vp9-profile2.webm": (GREEN, ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used",
                                   "8", "-pix_fmt", "yuv420p10le"]),
 }
@@ -57,6 +60,11 @@ INTERLACED = {
     "avchd-1080i-tff.mts": (GREEN, (1920, 1080), "50", True,
                             ["-c:v", "libx264", "-preset", "ultrafast", "-x264-params", "tff=1"]),
 }
+# white (SDR reference white), mid grey, a 1,000 cd/m² highlight and BT.709 red at white's light
+HDR_BANDS = [(1.0, 1.0, 1.0), (0.286, 0.286, 0.286), (HLG_PEAK / REFERENCE_WHITE,) * 3,
+             (1.0, 0.0, 0.0)]
+HDR = {"hdr10-pq.mp4": ("pq", HDR_BANDS), "hlg.mp4": ("hlg", HDR_BANDS),
+       "hdr10-red.mp4": ("pq", [(1.0, 0.0, 0.0)])}
 VFR_SECONDS, VFR_FPS, VFR_CHANGE = 12, 30, 6  # 30 fps for 6 s, then every third frame (10 fps)
 
 
@@ -78,6 +86,8 @@ def kinds(tmp_path_factory) -> dict[str, Path]:
     for name, (rgb, options) in SOLIDS.items():
         clips[name] = folder / name
         ffmpeg("-f", "lavfi", "-i", SOLID.format(*rgb), *options, str(clips[name]))
+    for name, (transfer, bands) in HDR.items():
+        clips[name] = write_hdr(folder / name, transfer, bands)
     for name, (rgb, size, rate, tff, codec) in INTERLACED.items():
         clips[name] = write_interlaced(folder / name, rgb, size, rate, tff, codec)
     clips["vfr.mp4"] = folder / "vfr.mp4"  # a phone's screen recording: the rate drops mid-clip
@@ -96,6 +106,20 @@ def test_av1_and_ten_bit_clips_decode_to_their_colour_and_duration(kinds, name):
     assert colour(s.frames) == name_of(rgb)
     # 10-bit, BT.2020 or not, comes out as the 8-bit colour it was made from
     assert s.frames.reshape(-1, 3).mean(axis=0) == pytest.approx(rgb, abs=8)
+
+
+@pytest.mark.parametrize("name", ["hdr10-pq.mp4", "hlg.mp4"])
+def test_hdr_clips_are_tone_mapped_to_what_a_screen_shows(kinds, name):
+    # as stored, PQ's reference white is a grey of 147 and HLG's 190, and BT.2020's red shown
+    # as BT.709 is washed out: the model would see dim, flat pictures
+    s = sample_clip(kinds[name], 8, BIG)
+    for picture in (s.frames[0, 0], s.thumbnails[0]):
+        row, width = picture[picture.shape[0] // 2].astype(int), picture.shape[1]
+        white, grey, highlight, red = (row[int((i + 0.5) * width / 4)] for i in range(4))
+        assert white.min() >= 235 and np.ptp(white) <= 12, (name, white)
+        assert 120 <= grey.mean() <= 175 and np.ptp(grey) <= 12, (name, grey)
+        assert highlight.min() >= 245, (name, highlight)
+        assert red[0] >= 180 and max(red[1:]) <= 60, (name, red)
 
 
 @pytest.mark.parametrize("name", INTERLACED)
@@ -132,7 +156,7 @@ def test_a_variable_frame_rate_clip_is_sampled_at_the_frames_on_screen(kinds):
 def test_each_kind_is_tagged_with_its_colour_by_the_model(kinds, embedder):
     words = ["red", "green", "blue"]
     text = embedder.embed_text(words)
-    for name, rgb in [("av1.webm", BLUE), ("hevc-main10-hdr.mp4", RED),
+    for name, rgb in [("av1.webm", BLUE), ("hdr10-red.mp4", RED),
                       ("avchd-1080i-tff.mts", GREEN), ("tv-480i-bff.mpg", BLUE)]:
         video = embedder.embed_video(to_model_input(sample_clip(kinds[name], 8, BIG).frames))
         assert {words[int(np.argmax(text @ v))] for v in video} == {name_of(rgb)}, name
@@ -154,7 +178,7 @@ def test_the_same_clip_gives_the_same_pixels_in_any_process(kinds):
                               text=True, check=True, timeout=120).stdout.strip()
 
     alone = digest(clip)
-    after_others = digest(str(kinds["dvd-576i-tff.mpg"]), str(kinds["hevc-main10-hdr.mp4"]), clip)
+    after_others = digest(str(kinds["dvd-576i-tff.mpg"]), str(kinds["hdr10-red.mp4"]), clip)
     assert alone == after_others == hashlib.sha256(sample_clip(Path(clip), 8, BIG).frames) \
         .hexdigest()
 
