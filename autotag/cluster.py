@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autotag import engine as stages
-from autotag import media
+from autotag import media, pictures
 from autotag.clip import SourceInfo, Window
 from autotag.config import Config, ModelConfig, SamplingConfig
 from autotag.engine import FAILED, Engine, Outcome
@@ -152,7 +152,7 @@ def _decode_one(source: SourceInfo, sampling: SamplingConfig) -> dict:
 
 
 def _no_windows() -> dict:
-    size = media.FRAME_SIZE
+    size = pictures.FRAME_SIZE
     return {"frames": np.zeros((0, media.WINDOW_FRAMES, size, size, 3), np.uint8),
             "duration": 0.0, "windows": np.zeros((0, 2), np.float64),
             "thumbnails": np.zeros((0, 1, 1, 3), np.uint8)}

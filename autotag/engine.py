@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from autotag import media
+from autotag import media, pictures
 from autotag.clip import Embedded, SourceInfo
 from autotag.config import Config, SamplingConfig
 from autotag.model import Embedder, ModelError
@@ -347,7 +347,7 @@ class ModelFailure(Exception):
 def model_input(windows: Sequence[np.ndarray]) -> np.ndarray:
     """Windows uint8 [32, 224, 224, 3] each → the model's batch, float32 [B, 32, 224, 224, 3]
     in [0, 1]: stacked as uint8 and converted once (a float32 window is 19 MB)."""
-    return media.to_model_input(np.stack(windows))
+    return pictures.to_model_input(np.stack(windows))
 
 
 def embed_windows(embedder: Embedder, windows: Sequence[np.ndarray]) -> np.ndarray:

@@ -1,16 +1,16 @@
-"""path → demux (PyAV, seek by timestamp) → decode → bwdif if interlaced → crop, 224 px → RGB.
+"""path → demux (PyAV, seek by timestamp) → decode → bwdif if interlaced → pictures → windows.
 
-The only module that decodes: FFmpeg's own libraries through PyAV (OpenCV is for images only). A
-clip becomes up to `max_windows` windows of WINDOW_FRAMES frames at WINDOW_FPS, spread evenly over
-its whole duration; frame i of a window is the frame on screen at `start + i / WINDOW_FPS`: the
-last frame whose presentation timestamp is at or before that time, so variable frame rates and GIF
-delays are sampled as they play. A window reached by seeking starts at the keyframe before its
-even place (the first and last stay at the clip's start and end), so a 10-minute clip costs about
-what its windows hold, not what lies before them. With
-`sampling.skip_nonref_frames`, a frame on screen at no sample time that no other frame refers to
-(most B-frames) is not decoded at all: no sample changes. Interlaced frames (by their own flags)
-are deinterlaced with FFmpeg's bwdif, one frame per frame. Memory holds the windows at 224 px and
-a few full-size frames, whatever the clip's length.
+The only module that decodes: FFmpeg's own libraries through PyAV; pictures.py turns the frames it
+picks into the model's squares and thumbnails. A clip becomes up to `max_windows` windows of
+WINDOW_FRAMES frames at WINDOW_FPS, spread evenly over its whole duration; frame i of a window is
+the frame on screen at `start + i / WINDOW_FPS`: the last frame whose presentation timestamp is at
+or before that time, so variable frame rates and GIF delays are sampled as they play. A window
+reached by seeking starts at the keyframe before its even place (the first and last stay at the
+clip's start and end), so a 10-minute clip costs about what its windows hold, not what lies before
+them. With `sampling.skip_nonref_frames`, a frame on screen at no sample time that no other frame
+refers to (most B-frames) is not decoded at all: no sample changes. Interlaced frames (by their own
+flags) are deinterlaced with FFmpeg's bwdif, one frame per frame. Memory holds the windows at 224
+px and a few full-size frames, whatever the clip's length.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import bisect
 import itertools
 import logging
 import math
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,11 +28,10 @@ from pathlib import Path
 
 import av
 import av.filter
-import cv2
 import numpy as np
 from av.video.frame import VideoFrame
-from av.video.reformatter import ColorPrimaries, ColorTrc, VideoReformatter
 
+from autotag import pictures
 from autotag.clip import Window
 
 log = logging.getLogger(__name__)
@@ -41,8 +39,6 @@ log = logging.getLogger(__name__)
 WINDOW_FRAMES = 32  # frames per model window
 WINDOW_FPS = 10.0  # the model was trained on ~10 fps clips
 WINDOW_SECONDS = WINDOW_FRAMES / WINDOW_FPS  # 3.2 s
-FRAME_SIZE = 224  # px, square model input
-THUMB_HEIGHT = 180  # px, thumbnails for previews and contact sheets
 # Without an index (MPEG-TS/PS) where the keyframe before a window is is unknown: a gap to the
 # next window longer than this is seeked over, a shorter one decoded through.
 SEEK_GAP = 4.0  # s
@@ -58,25 +54,13 @@ PTS_NEIGHBOURS = 16
 # from the engine's decode workers, one clip each; frame threads cost more CPU than they save
 # (issue 13; PySceneDetect's PyAV backend turns them off) and x264 writes one slice a frame.
 DECODE_THREADS = 1
-cv2.setNumThreads(DECODE_THREADS)  # its resizes too: OpenCV's pool cost 10 % more CPU for nothing
 # bwdif on frames flagged interlaced only, one output frame per frame, field order per frame.
 DEINTERLACER = ("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
-# 4:2:0 (most video) → the format of its planes shrunk to FRAME_SIZE, chroma at full size;
-# shrunk before it is converted to RGB from this size of square up (1080p: issue 13's benchmark)
-FULL_CHROMA = {"yuv420p": "yuv444p", "yuvj420p": "yuvj444p", "yuv420p10le": "yuv444p10le"}
-HDR_TRANSFERS = (ColorTrc.SMPTE2084, ColorTrc.ARIB_STD_B67)  # PQ (HDR10, Dolby Vision), HLG
-CONVERTERS = 8  # per decoding thread: the model's size and a few clip sizes
-TO_SDR = {"dst_color_trc": ColorTrc.BT709, "dst_color_primaries": ColorPrimaries.BT709}
-SHRINK_FIRST_SIDE = 4 * FRAME_SIZE  # px
-TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 # A window reached by seeking starts at the keyframe before it when that is at most this earlier:
 # no frame before its first sample is decoded (a 10-minute clip costs what its windows hold).
 KEYFRAME_PULL = 10.0  # s
 SEEK_AHEAD = 1.5 / WINDOW_FPS  # s; a target nearer than this to the last frame is decoded on to
 TICK_SLACK = 1e-5  # s: ten ticks, more than rounding to the grid makes of a frame's length
-
-
-_threads = threading.local()  # swscale converters: each decoding thread has its own
 
 
 class DecodeError(Exception):
@@ -104,13 +88,6 @@ def window_starts(duration: float, max_windows: int) -> list[float]:
     n = max(1, min(max_windows, math.ceil(max(duration, 0.0) / WINDOW_SECONDS - 1e-9)))
     last = max(0.0, duration - WINDOW_SECONDS)
     return [last / 2] if n == 1 else [last * i / (n - 1) for i in range(n)]
-
-
-def to_model_input(frames: np.ndarray) -> np.ndarray:
-    """uint8 frames → float32 in [0, 1] (never float64), the model's input range."""
-    out = frames.astype(np.float32)
-    out *= np.float32(1.0 / 255.0)
-    return out
 
 
 def quiet_decoder(debug: bool = False) -> None:
@@ -257,9 +234,9 @@ class _Clip:
         for i in targets:
             picked[i] = shown
             if shown.model is None:
-                shown.model = self._model(shown.frame)
+                shown.model = pictures.model_square(shown.frame)
             if i % WINDOW_FRAMES == WINDOW_FRAMES // 2 and shown.thumb is None:
-                shown.thumb = self._thumbnail(shown.frame)
+                shown.thumb = pictures.thumbnail(shown.frame)
 
     # -- seeking -------------------------------------------------------------------------------
 
@@ -431,67 +408,6 @@ class _Clip:
 
     # -- conversion ----------------------------------------------------------------------------
 
-    def _thumbnail(self, frame: VideoFrame) -> np.ndarray:
-        """Frame → 8-bit RGB (as _rgb), upright, THUMB_HEIGHT px high. swscale converts at
-        full size (its fast path) and OpenCV resizes: cheaper than swscale both."""
-        rgb = _upright(_rgb(frame), frame)
-        h, w = rgb.shape[:2]
-        width = max(1, round(w * THUMB_HEIGHT / h))
-        interpolation = cv2.INTER_AREA if h > THUMB_HEIGHT else cv2.INTER_LINEAR
-        return cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=interpolation)
-
-    def _model(self, frame: VideoFrame) -> np.ndarray:
-        """Frame → its centre square, uint8 [224, 224, 3] RGB (as _rgb), upright. A large 4:2:0
-        frame (most video from 1080p up) or an HDR one is cropped and shrunk plane by plane and
-        only then converted: 0.6 ms a 1080p frame and 1.4 ms a 2160p one, against 0.9 and 3.9 ms
-        converting all its pixels first, and HDR tone-mapped at 224 px, not 4K. Smaller frames
-        and other formats (4:2:2, GIF) are converted first: cheaper there."""
-        layout = FULL_CHROMA.get(frame.format.name)
-        side = min(frame.height, frame.width) & ~1  # even: the chroma planes' square is half
-        top, left = (frame.height - side) // 4 * 2, (frame.width - side) // 4 * 2
-        if layout is None or (side < SHRINK_FIRST_SIDE and not _wide(frame)):
-            return _upright(_shrink(_rgb(frame)[top:top + side, left:left + side]), frame)
-        small = VideoFrame(FRAME_SIZE, FRAME_SIZE, layout)
-        for plane, into, d in zip(frame.planes, small.planes, (1, 2, 2)):  # Y, U, V (half size)
-            rows = _rows(plane, layout)[top // d:(top + side) // d, left // d:(left + side) // d]
-            _rows(into, layout)[:, :FRAME_SIZE] = _shrink(rows)
-        small.colorspace, small.color_range = frame.colorspace, frame.color_range
-        small.color_trc, small.color_primaries = frame.color_trc, frame.color_primaries
-        return _upright(_rgb(small), frame)  # turning the square only
-
-
-def _rgb(frame: VideoFrame) -> np.ndarray:
-    """Frame → uint8 [h, w, 3] RGB by swscale, in the frame's own colour matrix and range; a
-    wide-gamut or HDR frame (BT.2020, PQ, HLG) gamut- and tone-mapped to BT.709 SDR, as a
-    screen shows it and the model saw video: as stored, PQ looks grey and flat."""
-    wide = _wide(frame)
-    converter = _converter((frame.width, frame.height, frame.format.name, wide))
-    return converter.reformat(frame, format="rgb24", threads=1,
-                              **(TO_SDR if wide else {})).to_ndarray()
-
-
-def _converter(key: tuple) -> VideoReformatter:
-    """This thread's swscale converter for frames like these, kept across clips (the
-    CONVERTERS last used): building one that tone-maps takes swscale about a second."""
-    kept = _threads.__dict__.setdefault("converters", OrderedDict())
-    if key in kept:
-        kept.move_to_end(key)
-    else:
-        kept[key] = VideoReformatter()
-        if len(kept) > CONVERTERS:
-            kept.popitem(last=False)
-    return kept[key]
-
-
-def _wide(frame: VideoFrame) -> bool:
-    return frame.color_trc in HDR_TRANSFERS or frame.color_primaries == ColorPrimaries.BT2020
-
-
-def _rows(plane: av.video.plane.VideoPlane, layout: str) -> np.ndarray:
-    """A plane as [rows, line size] of its samples: uint8, or uint16 for 10 bits."""
-    dtype = np.uint16 if layout.endswith("le") else np.uint8
-    return np.frombuffer(plane, dtype).reshape(-1, plane.line_size // dtype().itemsize)
-
 
 def _resumed(first: tuple, rest: Iterator) -> Iterator:
     yield first
@@ -525,22 +441,3 @@ class _Shown:
         self.frame: VideoFrame | None = frame
         self.model: np.ndarray | None = None
         self.thumb: np.ndarray | None = None
-
-
-def _shrink(square: np.ndarray) -> np.ndarray:
-    """A square image (or plane) → FRAME_SIZE px a side, as a mipmap: exact halvings take
-    OpenCV's 2×2 box fast path until the rest is under 2×, which bilinear covers without
-    aliasing to speak of (0.44 ms a 720p frame; one INTER_AREA at a non-integer ratio costs
-    2 ms; issue 8's benchmark measures it)."""
-    side = square.shape[0]
-    while side // 2 >= FRAME_SIZE:
-        side //= 2
-        square = cv2.resize(square[:2 * side, :2 * side], (side, side),
-                            interpolation=cv2.INTER_AREA)
-    return cv2.resize(square, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_LINEAR)
-
-
-def _upright(rgb: np.ndarray, frame: VideoFrame) -> np.ndarray:
-    """Turned as the frame's display matrix says (counter-clockwise quarter turns)."""
-    turns = round(frame.rotation / 90) % 4
-    return cv2.rotate(rgb, TURNS[turns]) if turns else rgb

@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotag.media import sample_clip, to_model_input
+from autotag.media import sample_clip
+from autotag.pictures import to_model_input
 from tests.clips import (
     BAR_SPAN,
     BAR_STEP,
     COUNTED,
+    HLG_PEAK,
+    REFERENCE_WHITE,
     bar_position,
     ffmpeg,
     frame_number,
-    HLG_PEAK,
-    REFERENCE_WHITE,
     write_counted,
     write_hdr,
     write_interlaced,

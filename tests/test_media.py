@@ -10,17 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotag import media
+from autotag import pictures
 from autotag.media import (
-    FRAME_SIZE,
     KEYFRAME_PULL,
-    THUMB_HEIGHT,
     WINDOW_FRAMES,
     DecodeError,
     sample_clip,
-    to_model_input,
     window_starts,
 )
+from autotag.pictures import FRAME_SIZE, THUMB_HEIGHT, to_model_input
 from tests.clips import (
     BLUE,
     CODECS,
@@ -143,7 +141,7 @@ def test_large_frames_shrunk_before_conversion_match_converting_first(
     ffmpeg("-f", "lavfi", "-i", "testsrc2=s=1920x1080:r=10:d=1", "-c:v", "libx264",
            "-preset", "ultrafast", *options, str(path))
     shrunk_first = sample_clip(path, 1, BIG).frames
-    monkeypatch.setattr(media, "SHRINK_FIRST_SIDE", 10**6)
+    monkeypatch.setattr(pictures, "SHRINK_FIRST_SIDE", 10**6)
     converted_first = sample_clip(path, 1, BIG).frames
     difference = np.abs(shrunk_first.astype(int) - converted_first.astype(int))
     assert converted_first.std() > 30  # a picture, not a flat frame
