@@ -154,6 +154,7 @@ class _Clip:
         self.ctx = ctx
         self.deadline = deadline
         self.skip_nonref = skip_nonref
+        self.aspect = _pixel_aspect(self.stream)
         self.start = self.stream.start_time or 0  # pts of the stream's first frame
         self.start_seconds = float(self.start * self.stream.time_base)
         self.seconds_per_tick = float(self.stream.time_base)  # floats: Fractions cost µs a packet
@@ -234,9 +235,9 @@ class _Clip:
         for i in targets:
             picked[i] = shown
             if shown.model is None:
-                shown.model = pictures.model_square(shown.frame)
+                shown.model = pictures.model_square(shown.frame, self.aspect)
             if i % WINDOW_FRAMES == WINDOW_FRAMES // 2 and shown.thumb is None:
-                shown.thumb = pictures.thumbnail(shown.frame)
+                shown.thumb = pictures.thumbnail(shown.frame, self.aspect)
 
     # -- seeking -------------------------------------------------------------------------------
 
@@ -407,6 +408,15 @@ class _Clip:
         return i < len(self.wanted) and self.wanted[i] < end
 
     # -- conversion ----------------------------------------------------------------------------
+
+
+def _pixel_aspect(stream: av.video.stream.VideoStream) -> float:
+    """A stored pixel's width over its height (an anamorphic 16:9 DVD's is 64:45), as the
+    container says, else the bitstream; 1 when neither does (or says something absurd)."""
+    for ratio in (stream.sample_aspect_ratio, stream.codec_context.sample_aspect_ratio):
+        if ratio and 0.1 < ratio < 10:
+            return float(ratio)
+    return 1.0
 
 
 def _resumed(first: tuple, rest: Iterator) -> Iterator:

@@ -41,31 +41,37 @@ def to_model_input(frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def thumbnail(frame: VideoFrame) -> np.ndarray:
-    """Frame → 8-bit RGB (as _rgb), upright, THUMB_HEIGHT px high. swscale converts at
-    full size (its fast path) and OpenCV resizes: cheaper than swscale both."""
+def thumbnail(frame: VideoFrame, aspect: float = 1.0) -> np.ndarray:
+    """Frame → 8-bit RGB (as _rgb), upright, THUMB_HEIGHT px high and as wide as it is shown
+    (`aspect`: a stored pixel's width over its height). swscale converts at full size (its fast
+    path) and OpenCV resizes: cheaper than swscale both."""
     rgb = _upright(_rgb(frame), frame)
     h, w = rgb.shape[:2]
-    width = max(1, round(w * THUMB_HEIGHT / h))
+    if _turns(frame) % 2:  # on its side: the stored pixel's height is now its width
+        aspect = 1 / aspect
+    width = max(1, round(w * aspect * THUMB_HEIGHT / h))
     interpolation = cv2.INTER_AREA if h > THUMB_HEIGHT else cv2.INTER_LINEAR
     return cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=interpolation)
 
 
-def model_square(frame: VideoFrame) -> np.ndarray:
-    """Frame → its centre square, uint8 [224, 224, 3] RGB (as _rgb), upright. A large 4:2:0
-    frame (most video from 1080p up) or an HDR one is cropped and shrunk plane by plane and
-    only then converted: 0.6 ms a 1080p frame and 1.4 ms a 2160p one, against 0.9 and 3.9 ms
-    converting all its pixels first, and HDR tone-mapped at 224 px, not 4K. Smaller frames
-    and other formats (4:2:2, GIF) are converted first: cheaper there."""
+def model_square(frame: VideoFrame, aspect: float = 1.0) -> np.ndarray:
+    """Frame → the square at its centre as it is shown, uint8 [224, 224, 3] RGB (as _rgb),
+    upright. `aspect` is a stored pixel's width over its height: an anamorphic DVD's 16:9
+    (64:45) or HDV's 1440×1080 (4:3) is a narrower stored rectangle, stretched back. A large
+    4:2:0 frame (most video from 1080p up) or an HDR one is cropped and shrunk plane by plane
+    and only then converted: 0.6 ms a 1080p frame and 1.4 ms a 2160p one, against 0.9 and
+    3.9 ms converting all its pixels first, and HDR tone-mapped at 224 px, not 4K. Smaller
+    frames and other formats (4:2:2, GIF) are converted first: cheaper there."""
     layout = FULL_CHROMA.get(frame.format.name)
-    side = min(frame.height, frame.width) & ~1  # even: the chroma planes' square is half
-    top, left = (frame.height - side) // 4 * 2, (frame.width - side) // 4 * 2
-    if layout is None or (side < SHRINK_FIRST_SIDE and not _wide(frame)):
-        return _upright(_shrink(_rgb(frame)[top:top + side, left:left + side]), frame)
+    rows = min(frame.height, round(frame.width * aspect)) & ~1  # even: chroma is half of it
+    columns = min(frame.width, round(rows / aspect)) & ~1
+    top, left = (frame.height - rows) // 4 * 2, (frame.width - columns) // 4 * 2
+    if layout is None or (rows * columns < SHRINK_FIRST_SIDE ** 2 and not _wide(frame)):
+        return _upright(_shrink(_rgb(frame)[top:top + rows, left:left + columns]), frame)
     small = VideoFrame(FRAME_SIZE, FRAME_SIZE, layout)
     for plane, into, d in zip(frame.planes, small.planes, (1, 2, 2)):  # Y, U, V (half size)
-        rows = _rows(plane, layout)[top // d:(top + side) // d, left // d:(left + side) // d]
-        _rows(into, layout)[:, :FRAME_SIZE] = _shrink(rows)
+        stored = _rows(plane, layout)[top // d:(top + rows) // d, left // d:(left + columns) // d]
+        _rows(into, layout)[:, :FRAME_SIZE] = _shrink(stored)
     small.colorspace, small.color_range = frame.colorspace, frame.color_range
     small.color_trc, small.color_primaries = frame.color_trc, frame.color_primaries
     return _upright(_rgb(small), frame)  # turning the square only
@@ -104,20 +110,24 @@ def _rows(plane: av.video.plane.VideoPlane, layout: str) -> np.ndarray:
     return np.frombuffer(plane, dtype).reshape(-1, plane.line_size // dtype().itemsize)
 
 
-def _shrink(square: np.ndarray) -> np.ndarray:
-    """A square image (or plane) → FRAME_SIZE px a side, as a mipmap: exact halvings take
-    OpenCV's 2×2 box fast path until the rest is under 2×, which bilinear covers without
-    aliasing to speak of (0.44 ms a 720p frame; one INTER_AREA at a non-integer ratio costs
-    2 ms; issue 8's benchmark measures it)."""
-    side = square.shape[0]
-    while side // 2 >= FRAME_SIZE:
-        side //= 2
-        square = cv2.resize(square[:2 * side, :2 * side], (side, side),
-                            interpolation=cv2.INTER_AREA)
-    return cv2.resize(square, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_LINEAR)
+def _shrink(image: np.ndarray) -> np.ndarray:
+    """An image (or plane) → FRAME_SIZE px square, as a mipmap: exact halvings take OpenCV's
+    2×2 box fast path until the rest is under 2×, which bilinear covers without aliasing to
+    speak of (0.44 ms a 720p frame; one INTER_AREA at a non-integer ratio costs 2 ms; issue 8's
+    benchmark measures it)."""
+    h, w = image.shape[:2]
+    while min(h, w) // 2 >= FRAME_SIZE:
+        h, w = h // 2, w // 2
+        image = cv2.resize(image[:2 * h, :2 * w], (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (FRAME_SIZE, FRAME_SIZE), interpolation=cv2.INTER_LINEAR)
 
 
 def _upright(rgb: np.ndarray, frame: VideoFrame) -> np.ndarray:
-    """Turned as the frame's display matrix says (counter-clockwise quarter turns)."""
-    turns = round(frame.rotation / 90) % 4
+    """Turned as the frame's display matrix says."""
+    turns = _turns(frame)
     return cv2.rotate(rgb, TURNS[turns]) if turns else rgb
+
+
+def _turns(frame: VideoFrame) -> int:
+    """Counter-clockwise quarter turns its display matrix asks for."""
+    return round(frame.rotation / 90) % 4

@@ -1,7 +1,7 @@
 """The kinds of clip cameras, TV recorders and downloads make (issue 13), each made here with
 ffmpeg: AV1 in MP4 and WebM, 10-bit (HEVC Main 10, VP9 profile 2, AV1), HDR10 and HLG, interlaced
-MPEG-2 576i top field first and 480i bottom field first, interlaced H.264 1080i in MPEG-TS, and
-a clip whose frame rate changes mid-clip. Each is sampled from the pictures it holds, at the
+MPEG-2 576i top field first and 480i bottom field first, interlaced H.264 1080i in MPEG-TS,
+anamorphic DVD and HDV, and a clip whose frame rate changes mid-clip. Each is sampled from the pictures it holds, at the
 right frames, with its true duration, and tagged with its colour by the test model."""
 
 from __future__ import annotations
@@ -121,6 +121,30 @@ def test_hdr_clips_are_tone_mapped_to_what_a_screen_shows(kinds, name):
         assert 120 <= grey.mean() <= 175 and np.ptp(grey) <= 12, (name, grey)
         assert highlight.min() >= 245, (name, highlight)
         assert red[0] >= 180 and max(red[1:]) <= 60, (name, red)
+
+
+# stored size, pixel aspect, shown size, container and codec: a 16:9 DVD and HDV's 1440×1080
+ANAMORPHIC = {"dvd-16x9.mpg": ((720, 576), "64/45", (1024, 576), ["-c:v", "mpeg2video"]),
+              "hdv.mts": ((1440, 1080), "4/3", (1920, 1080),
+                          ["-c:v", "libx264", "-preset", "ultrafast"])}
+
+
+@pytest.mark.parametrize("name", ANAMORPHIC)
+def test_anamorphic_clips_are_seen_as_shown_not_as_stored(tmp_path, name):
+    # a white square as shown, half the picture's height, stored squeezed into narrower pixels:
+    # the model must see a square (as stored it would be 0.7 or 0.75 as wide as high)
+    (w, h), aspect, (shown_w, _), codec = ANAMORPHIC[name]
+    box = h // 2
+    path = tmp_path / name
+    ffmpeg("-f", "lavfi", "-i", f"color=black:s={shown_w}x{h}:r=25:d=2,drawbox=x=(iw-{box})/2:"
+           f"y=(ih-{box})/2:w={box}:h={box}:color=white:t=fill,scale={w}:{h},setsar={aspect}",
+           *codec, str(path))
+    s = sample_clip(path, 8, BIG)
+    white = s.frames[0, 0].mean(axis=2) > 128
+    middle = white.shape[0] // 2
+    assert white[middle].sum() == pytest.approx(112, abs=6), name  # wide ...
+    assert white[:, middle].sum() == pytest.approx(112, abs=6), name  # ... as it is high
+    assert s.thumbnails.shape[1:] == (180, 320, 3)  # 16:9 as shown
 
 
 @pytest.mark.parametrize("name", INTERLACED)
