@@ -162,6 +162,7 @@ class _Clip:
         self.seekable = container.format.name != "gif"
         self.sought = -math.inf  # the last target seeked for
         self.deinterlacer: av.filter.Graph | None = None
+        self.deinterlaced: tuple = ()  # the size and format the deinterlacer was built for
         self.interlaced = False  # a frame said so: its neighbours are decoded too
         self.wanted: list[float] = []  # sample times, sorted
 
@@ -185,7 +186,7 @@ class _Clip:
         # one copy into the clip's array (uint8 [n, 32, 224, 224, 3]), not one per window too
         clip = np.stack(frames).reshape(len(windows), WINDOW_FRAMES, *frames[0].shape)
         return Sampled(duration if duration > 0 else last_time, tuple(windows), clip,
-                       np.stack(thumbs))
+                       np.stack([pictures.fit(t, thumbs[0].shape[1]) for t in thumbs]))
 
     def _duration(self) -> float:
         """Seconds, from the stream's header, else the container's; 0 when neither knows."""
@@ -338,8 +339,14 @@ class _Clip:
             yield from self._pull()
 
     def _deinterlaced(self, frame: VideoFrame) -> Iterator[tuple[float, VideoFrame]]:
+        shape = (frame.width, frame.height, frame.format.name)
+        if self.deinterlacer is not None and shape != self.deinterlaced:
+            # the picture changed size (a TV recording across programmes): a graph of its own
+            self.deinterlacer.push(None)
+            yield from self._pull()
+            self.deinterlacer = None
         if self.deinterlacer is None and frame.interlaced_frame:
-            self.interlaced = True
+            self.interlaced, self.deinterlaced = True, shape
             self.deinterlacer = graph = av.filter.Graph()
             source = graph.add_buffer(width=frame.width, height=frame.height,
                                       format=frame.format, time_base=self.stream.time_base)

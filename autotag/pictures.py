@@ -54,6 +54,21 @@ def thumbnail(frame: VideoFrame, aspect: float = 1.0) -> np.ndarray:
     return cv2.resize(rgb, (width, THUMB_HEIGHT), interpolation=interpolation)
 
 
+def fit(thumb: np.ndarray, width: int) -> np.ndarray:
+    """A thumbnail `width` px wide, its picture scaled to fit and centred on black: a clip
+    whose picture changes size (a TV recording across programmes) has one width of them."""
+    if thumb.shape[1] == width:
+        return thumb
+    h, w = thumb.shape[:2]
+    scale = min(1.0, width / w)
+    inner = cv2.resize(thumb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA)
+    out = np.zeros((h, width, 3), np.uint8)
+    top, left = (h - inner.shape[0]) // 2, (width - inner.shape[1]) // 2
+    out[top:top + inner.shape[0], left:left + inner.shape[1]] = inner
+    return out
+
+
 def model_square(frame: VideoFrame, aspect: float = 1.0) -> np.ndarray:
     """Frame → the square at its centre as it is shown, uint8 [224, 224, 3] RGB (as _rgb),
     upright. `aspect` is a stored pixel's width over its height: an anamorphic DVD's 16:9

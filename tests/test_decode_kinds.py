@@ -1,7 +1,8 @@
 """The kinds of clip cameras, TV recorders and downloads make (issue 13), each made here with
 ffmpeg: AV1 in MP4 and WebM, 10-bit (HEVC Main 10, VP9 profile 2, AV1), HDR10 and HLG, interlaced
 MPEG-2 576i top field first and 480i bottom field first, interlaced H.264 1080i in MPEG-TS,
-anamorphic DVD and HDV, and a clip whose frame rate changes mid-clip. Each is sampled from the pictures it holds, at the
+anamorphic DVD and HDV, a recording whose picture changes size, and a clip whose frame rate
+changes mid-clip. Each is sampled from the pictures it holds, at the
 right frames, with its true duration, and tagged with its colour by the test model."""
 
 from __future__ import annotations
@@ -164,6 +165,24 @@ def test_interlaced_clips_are_deinterlaced_first_field_first(kinds, name):
             # a bar where the first field has it (woven fields would show two faint bars, the
             # wrong field order the second field's place)
             assert at is not None and abs(at - first) < 2 < abs(at - second), (t, at, first)
+
+
+def test_an_interlaced_recording_whose_picture_changes_size_is_sampled_across_the_change(
+        tmp_path):
+    # a TV recording across programmes: 576i red for 4 s, then 1080i blue for 4 s, one stream
+    parts = [write_interlaced(tmp_path / "sd.ts", RED, (720, 576), "50", True,
+                              ["-c:v", "mpeg2video", "-q:v", "2"], seconds=4),
+             write_interlaced(tmp_path / "hd.ts", BLUE, (1920, 1080), "50", True,
+                              ["-c:v", "mpeg2video", "-q:v", "2"], seconds=4)]
+    listing = tmp_path / "parts.txt"
+    listing.write_text("".join(f"file '{p}'\n" for p in parts))
+    path = tmp_path / "recording.ts"
+    ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(path))
+    s = sample_clip(path, 8, BIG)
+    assert s.duration == pytest.approx(8, abs=0.2)
+    assert [colour(w[0]) for w in s.frames] == ["red", "red", "blue"]
+    assert all(bar_position(w[0]) is not None for w in s.frames)  # deinterlaced both sides
+    assert s.thumbnails.shape[:3] == (3, 180, 225)  # one width: the 16:9 one letterboxed
 
 
 def test_a_variable_frame_rate_clip_is_sampled_at_the_frames_on_screen(kinds):
