@@ -91,3 +91,24 @@ def test_standin_model_has_the_hub_interface_and_the_cost_of_s3dg():
     out = module.video(np.zeros((1, 8, 32, 32, 3), np.float32))
     assert out["video_embedding"].shape == (1, 512) and out["mixed_5c"].shape == (1, 1024)
     assert module.text(np.array(["riding a bike", ""]))["text_embedding"].shape == (2, 512)
+
+
+def test_decoding_alone_reports_cpu_a_window_on_every_set(tmp_path, capsys):
+    from benchmarks import decoding
+    from tests.clips import RED, write_video
+
+    assert decoding.main(["--clips", str(tmp_path), "--repeat", "1"]) == 2  # not built yet
+    for name in decoding.SETS:
+        (tmp_path / "sets" / name).mkdir(parents=True)
+        write_video(tmp_path / "sets" / name / "a.mp4", [(RED, 4)])
+    (tmp_path / "sources").mkdir()
+    short, long = decoding.LONG
+    write_video(tmp_path / "sources" / short, [(RED, 4)])
+    write_video(tmp_path / "sources" / long, [(RED, 40)])
+    capsys.readouterr()
+    assert decoding.main(["--clips", str(tmp_path), "--repeat", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in decoding.SETS:  # 4 s: 2 windows
+        assert any(line.startswith(f"{name}: ") and " ms CPU a window " in line
+                   and line.endswith(", 2 windows)") for line in lines), lines
+    assert any(line.startswith("10-minute vs 10-second 1080p, 2 windows: ") for line in lines)
