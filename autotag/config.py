@@ -62,7 +62,7 @@ class TaggingConfig:
 @dataclass(frozen=True)
 class SamplingConfig:
     max_windows: int = 8  # windows per clip, spread over its whole length
-    max_pixels: int = 8_294_400  # frames larger than this (3840×2160) are refused
+    max_pixels: int = 20_000_000  # larger frames (past 6K, 6144×3240) are refused: 8K's are
     decode_workers: int = 2  # threads decoding clips while the model runs
     decode_timeout: float = 120.0  # seconds one clip may take to decode before it is failed
     skip_nonref_frames: bool = True  # frames no sample shows and nothing refers to: not decoded

@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts",
     ".mts", ".m2ts", ".3gp", ".ogv", ".gif",
+    # camcorders, DVDs and broadcast: DV tape, VOB, JVC/Panasonic MOD/TOD, MXF
+    ".dv", ".vob", ".mod", ".tod", ".mxf",
+    # older downloads: ASF, Flash's F4V, DivX, RealVideo, 3GPP2
+    ".asf", ".f4v", ".divx", ".rm", ".rmvb", ".3g2",
 })
 # autotag's own outputs and temp files, wherever they are: never inputs (no feedback loop).
 OWN_SUFFIXES = (".autotag.json", ".autotag.tmp")
@@ -84,8 +88,13 @@ def find_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     for root in roots:
-        if root.is_file():
-            if is_clip_name(root.name, patterns) and _first(root, seen_files):
+        if root.is_file():  # named on the command line: a name it does not take is said
+            if is_ignored_name(root.name, patterns):
+                continue
+            if Path(root.name).suffix.lower() not in VIDEO_EXTENSIONS:
+                on_error(root, f"{Path(root.name).suffix or 'no extension'} is not a video "
+                               "extension autotag tags (the README lists them)")
+            elif _first(root, seen_files):
                 yield root
             continue
         yield from _walk(root, patterns, excluded, seen_dirs, seen_files, on_error)

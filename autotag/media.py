@@ -33,6 +33,7 @@ from av.video.frame import VideoFrame
 
 from autotag import pictures
 from autotag.clip import Window
+from autotag.files import show
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ DEINTERLACER = ("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
 # A window reached by seeking starts at the keyframe before it when that is at most this earlier:
 # no frame before its first sample is decoded (a 10-minute clip costs what its windows hold).
 KEYFRAME_PULL = 10.0  # s
+# A stream whose frames end this much (or a frame) before its header's duration was cut short.
+TRUNCATED_SLACK = 1.0  # s
 SEEK_AHEAD = 1.5 / WINDOW_FPS  # s; a target nearer than this to the last frame is decoded on to
 TICK_SLACK = 1e-5  # s: ten ticks, more than rounding to the grid makes of a frame's length
 
@@ -75,10 +78,11 @@ class Sampled:
     thumbnails: uint8 [n_windows, THUMB_HEIGHT, w, 3] RGB, each window's middle frame uncropped.
     """
 
-    duration: float  # seconds
+    duration: float  # seconds: as far as frames decoded, when short of the header's
     windows: tuple[Window, ...]
     frames: np.ndarray
     thumbnails: np.ndarray
+    damage: str | None = None  # what of a damaged or truncated file could not be decoded
 
 
 def window_starts(duration: float, max_windows: int) -> list[float]:
@@ -113,9 +117,12 @@ def sample_clip(path: Path, max_windows: int, max_pixels: int,
         raise DecodeError(f"not a video FFmpeg can read ({_reason(exc)})") from None
     try:
         with container:
-            return _Clip(container, max_pixels, deadline, skip_nonref).sample(max_windows)
+            sampled = _Clip(container, max_pixels, deadline, skip_nonref).sample(max_windows)
     except av.FFmpegError as exc:  # what decoding packet by packet does not absorb
         raise DecodeError(f"the file could not be read ({_reason(exc)})") from None
+    if sampled.damage:
+        log.warning("%s: %s; tagged from what decoded", show(path), sampled.damage)
+    return sampled
 
 
 def _reason(exc: av.FFmpegError) -> str:
@@ -145,6 +152,9 @@ class _Clip:
                    if not s.disposition & av.stream.Disposition.attached_pic]  # not cover art
         if not streams or streams[0].codec_context is None or streams[0].time_base is None:
             raise DecodeError("no video stream FFmpeg can decode")
+        if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+            kind = container.format.name.removesuffix("_pipe").replace("image2", "picture")
+            raise DecodeError(f"a still image ({kind}), not a video")
         self.container, self.stream = container, streams[0]
         ctx = self.stream.codec_context
         if ctx.width * ctx.height > max_pixels:
@@ -161,6 +171,10 @@ class _Clip:
         # GIF frames are drawn over the ones before: read through, never seeked into
         self.seekable = container.format.name != "gif"
         self.sought = -math.inf  # the last target seeked for
+        self.ran_out = False  # frames ended before the last sample time: a truncated file?
+        self.damaged = 0  # frames the decoder flagged or packets it refused, once in step
+        self.in_step = False  # a clean frame came since the start or the last seek: before it,
+        # a seek's leading frames may miss their references and TS packets be cut (no damage)
         self.deinterlacer: av.filter.Graph | None = None
         self.deinterlaced: tuple = ()  # the size and format the deinterlacer was built for
         self.interlaced = False  # a frame said so: its neighbours are decoded too
@@ -174,6 +188,16 @@ class _Clip:
         if not picked:
             raise DecodeError(f"no frame could be decoded from the {self.ctx.name} video "
                               "(truncated or corrupt file)")
+        damage = []
+        rate = self.stream.guessed_rate or self.stream.average_rate
+        decoded_to = last_time + (1 / float(rate) if rate else 0.0)  # the last frame's end
+        if self.ran_out and duration - decoded_to > max(TRUNCATED_SLACK, decoded_to - last_time):
+            damage.append(f"its frames end at {decoded_to:.1f} s of the {duration:.1f} s its "
+                          "header says (cut short)")
+            duration = decoded_to
+        if self.damaged:
+            damage.append(f"{self.damaged} damaged frame{'s' * (self.damaged > 1)} concealed "
+                          "by the decoder")
         frames, thumbs, windows = [], [], []
         for w, start in enumerate(starts):
             if w and start > last_time:  # a truncated file: keep the windows that decoded
@@ -186,7 +210,8 @@ class _Clip:
         # one copy into the clip's array (uint8 [n, 32, 224, 224, 3]), not one per window too
         clip = np.stack(frames).reshape(len(windows), WINDOW_FRAMES, *frames[0].shape)
         return Sampled(duration if duration > 0 else last_time, tuple(windows), clip,
-                       np.stack([pictures.fit(t, thumbs[0].shape[1]) for t in thumbs]))
+                       np.stack([pictures.fit(t, thumbs[0].shape[1]) for t in thumbs]),
+                       "; ".join(damage) or None)
 
     def _duration(self) -> float:
         """Seconds, from the stream's header, else the container's; 0 when neither knows."""
@@ -213,7 +238,8 @@ class _Clip:
                 frames.close()
                 frames, current = seeked, None  # nothing before a seek shows after it
             item = next(frames, None)
-            if item is None:
+            if item is None:  # the stream ended with targets after its last frame
+                self.ran_out = True
                 break
             last_time, frame = item
             shown = _Shown(frame)
@@ -306,7 +332,7 @@ class _Clip:
                     self.seekable = False
                     return None
                 continue
-            self.deinterlacer = None  # its neighbouring frames are from before the seek
+            self.deinterlacer, self.in_step = None, False  # what came before the seek is gone
             frames = self._frames()
             first = next(frames, None)
             if first is not None and (first[0] <= target + TICK_SLACK or aim == 0.0):
@@ -331,8 +357,13 @@ class _Clip:
                 decoded = self.ctx.decode(packet)
             except av.FFmpegError as exc:
                 log.debug("skipping a packet at %s: %s", packet.pts, _reason(exc))
+                self.damaged += self.in_step
                 continue
             for frame in decoded:
+                if frame.is_corrupt:
+                    self.damaged += self.in_step
+                else:
+                    self.in_step = True
                 yield from self._deinterlaced(frame)
         if self.deinterlacer is not None:
             self.deinterlacer.push(None)  # its last frame waits for a next one: flush it

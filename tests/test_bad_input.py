@@ -74,6 +74,9 @@ def build_corpus(folder: Path) -> tuple[list[Path], list[Path]]:
                str(bad[-1]))
         bad.append(folder / "8K frames.mp4")  # refused before a frame is decoded
         write_8k(bad[-1])
+        bad.append(folder / "a photo.mp4")  # a JPEG with a video's name: not a video
+        ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x48", "-frames:v", "1", "-f", "mjpeg",
+               str(bad[-1]))
         good.append(folder / "hour long.mp4")  # sampled at bounded cost
         ffmpeg("-f", "lavfi", "-i", "color=c=red:s=32x32:r=1:d=3600", "-c:v", "libx264",
                "-g", "300", "-pix_fmt", "yuv420p", str(good[-1]))

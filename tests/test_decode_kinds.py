@@ -197,6 +197,13 @@ def test_a_variable_frame_rate_clip_is_sampled_at_the_frames_on_screen(kinds):
             assert frame_number(frame) == n, (window.start + i / 10, n)
 
 
+def test_no_kind_is_taken_for_damaged_or_truncated(kinds):
+    # seeks into MPEG-TS/PS land mid-packet and open GOPs lose their leading frames' references:
+    # none of that is damage
+    assert {name: sample_clip(path, 8, BIG).damage for name, path in kinds.items()} == \
+        dict.fromkeys(kinds)
+
+
 def test_each_kind_is_tagged_with_its_colour_by_the_model(kinds, embedder):
     words = ["red", "green", "blue"]
     text = embedder.embed_text(words)

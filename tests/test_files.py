@@ -12,6 +12,7 @@ from autotag.files import find_clips, is_clip_name
 
 @pytest.mark.parametrize("name, wanted", [
     ("a.mp4", True), ("A.MP4", True), ("b.GiF", True), ("c.webm", True), ("d.txt", False),
+    ("tape.dv", True), ("VTS_01_1.VOB", True), ("MOV001.MOD", True), ("cam.mxf", True),
     (".hidden.mp4", False), ("x.mp4.part", False), ("x.mp4.crdownload", False),
     ("x.mp4~", False), ("._x.mp4", False), ("x.mp4.autotag.json", False),
     (".x.mp4.123.autotag.tmp", False), ("x.tmp", False),
@@ -22,6 +23,17 @@ def test_clip_names(name, wanted):
 
 def test_user_patterns():
     assert not is_clip_name("draft-1.mp4", ["draft-*"])
+
+
+def test_a_named_file_is_taken_by_its_extension_and_refused_in_one_line_otherwise(tmp_path):
+    clip, photo, output = tmp_path / "a.mxf", tmp_path / "b.jpg", tmp_path / "a.mxf.autotag.json"
+    for path in (clip, photo, output):
+        path.write_bytes(b"x")
+    errors: list[tuple[Path, str]] = []
+    found = list(find_clips([clip, photo, output], on_error=lambda p, r: errors.append((p, r))))
+    assert found == [clip]  # autotag's own output, named too (a shell's *), is skipped quietly
+    assert errors == [(photo, ".jpg is not a video extension autotag tags (the README lists "
+                              "them)")]
 
 
 def touch(path: Path) -> Path:

@@ -176,12 +176,45 @@ def test_a_ten_minute_clip_is_sampled_across_its_length(tmp_path):
     assert [colour(w[0]) for w in s.frames] == ["red"] * 4 + ["blue"] * 4
 
 
+@needs_ffmpeg
+def test_a_truncated_clip_is_tagged_for_what_it_holds_and_said_to_be_cut_short(tmp_path, caplog):
+    whole = tmp_path / "whole.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=10:d=30", "-c:v", "libx264", "-g", "20",
+           "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(whole))
+    cut = tmp_path / "cut.mp4"  # a download that stopped halfway: the header says 30 s
+    data = whole.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    s = sample_clip(cut, 8, BIG)
+    assert 10 < s.duration < 20  # what its frames hold, not the header's 30 s
+    assert s.windows[-1].end <= s.duration + 0.01
+    assert "cut short" in s.damage
+    assert f"{cut}: its frames end at " in caplog.text  # one line naming the file
+
+
+@needs_ffmpeg
+def test_a_clip_damaged_in_the_middle_is_tagged_and_said_to_be_damaged(tmp_path, caplog):
+    whole = tmp_path / "whole.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=6", "-c:v", "libx264", "-g", "50",
+           "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(whole))
+    data = bytearray(whole.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 40_000] = bytes(40_000)  # 40 kB of zeros over the middle
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    s = sample_clip(damaged, 8, BIG)
+    assert s.duration == pytest.approx(6, abs=0.1) and len(s.windows) == 2
+    assert "damaged frame" in s.damage
+    assert f"{damaged}: " in caplog.text and "damaged frame" in caplog.text
+    assert sample_clip(whole, 8, BIG).damage is None
+
+
 # -- real clips nobody here made ----------------------------------------------------------------
 
 @needs_ffmpeg
 @pytest.mark.parametrize("name", ["original.mp4", *CODECS])
 def test_real_clips_decode_in_every_container_and_codec(real_clips, name):
     s = sample_clip(real_clips[name], 8, BIG)
+    assert s.damage is None  # whole files: no false alarm, after seeks too
     assert s.duration > 0.5
     assert s.frames.shape[1:] == (WINDOW_FRAMES, FRAME_SIZE, FRAME_SIZE, 3)
     assert s.frames.std() > 5  # real pictures, not black frames
