@@ -172,6 +172,7 @@ class _Clip:
         self.seekable = container.format.name != "gif"
         self.sought = -math.inf  # the last target seeked for
         self.ran_out = False  # frames ended before the last sample time: a truncated file?
+        self.read_failed = False  # reading the file stopped on an error
         self.damaged = 0  # frames the decoder flagged or packets it refused, once in step
         self.in_step = False  # a clean frame came since the start or the last seek: before it,
         # a seek's leading frames may miss their references and TS packets be cut (no damage)
@@ -192,8 +193,9 @@ class _Clip:
         rate = self.stream.guessed_rate or self.stream.average_rate
         decoded_to = last_time + (1 / float(rate) if rate else 0.0)  # the last frame's end
         if self.ran_out and duration - decoded_to > max(TRUNCATED_SLACK, decoded_to - last_time):
-            damage.append(f"its frames end at {decoded_to:.1f} s of the {duration:.1f} s its "
-                          "header says (cut short)")
+            if self.stream.duration or self.read_failed:  # not a container's longer audio
+                damage.append(f"its frames end at {decoded_to:.1f} s of the {duration:.1f} s "
+                              "its header says (cut short)")
             duration = decoded_to
         if self.damaged:
             damage.append(f"{self.damaged} damaged frame{'s' * (self.damaged > 1)} concealed "
@@ -426,6 +428,7 @@ class _Clip:
         except (av.FFmpegError, IndexError) as exc:  # IndexError: PyAV 18's demux, flushing
             # at the end, trips on a stream that appeared mid-file (MPEG-TS/PS may add some)
             log.debug("reading stopped: %s", exc)
+            self.read_failed = True
             yield av.Packet()  # flushes the decoder: the frames it holds still come out
 
     def _shown(self, t: float, times: list[float]) -> bool:
