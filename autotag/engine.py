@@ -192,12 +192,13 @@ class _Run:
         workers = self.config.sampling.decode_workers
         self.max_decoded = workers  # decoded clips waiting for the model: bounds memory
         self.cond = threading.Condition()
-        self.ready: collections.deque[_Job | Outcome] = collections.deque()
+        # decoded jobs, and outcomes with whether this run holds their path's claim
+        self.ready: collections.deque[_Job | tuple[Outcome, bool]] = collections.deque()
         self.decoded = 0  # _Jobs in `ready`
         self.waiting = 0  # workers waiting for the source to give a path
         self.live = workers
         self.halt = False  # the model loop ended: workers stop
-        self.held: set[Path] = set()  # paths this run claimed and has no outcome out for yet
+        self.held: set[Path] = set()  # paths this run claimed whose outcome is not handled yet
         self.source_lock = threading.Lock()  # next(source) may block (the daemon's queue)
         self.threads = [threading.Thread(target=self._worker, name=f"autotag-decode-{i}",
                                          daemon=True) for i in range(workers)]
@@ -222,10 +223,10 @@ class _Run:
                     idle = not items and self.waiting == self.live
                     ended = not items and not self.live
                 for item in items:
-                    if isinstance(item, Outcome):
-                        yield item
-                    else:
+                    if isinstance(item, _Job):
                         pending.extend((item, i) for i in range(len(item.sampled.windows)))
+                    else:
+                        yield from self._hand_out(*item)
                 del items
                 while len(pending) >= batch_size:
                     batch, pending = pending[:batch_size], pending[batch_size:]
@@ -265,11 +266,21 @@ class _Run:
             self.on_windows(embedded)
         for job in dict.fromkeys(job for job, _ in items):
             if job.done == len(job.sampled.windows):
-                yield self._finish(job)
+                yield from self._hand_out(self._finish(job), owned=True)
+
+    def _hand_out(self, outcome: Outcome, owned: bool) -> Iterator[Outcome]:
+        """Yield one outcome; the run's claim on its path (owned) ends only when the consumer
+        asks for the next one, so after it has written the clip's outputs and store record.
+        Released at the yield, a second request for the path (a rename's moved and closed
+        events) found neither a claim nor a sidecar yet, and the clip was tagged twice."""
+        try:
+            yield outcome
+        finally:
+            if owned:
+                self._release(outcome.path)
 
     def _finish(self, job: _Job) -> Outcome:
         source = job.source
-        self._release(source.path)
         if job.failed:
             return Outcome(source.path, FAILED, reason=job.failed, size=source.size,
                            mtime=source.mtime)
@@ -281,6 +292,8 @@ class _Run:
         try:
             while (path := self._next_path()) is not None:
                 item = self._prepare(path)
+                if item is None:
+                    return  # the run halted while the path waited its turn
                 with self.cond:
                     if isinstance(item, _Job):
                         self.cond.wait_for(lambda: self.decoded < self.max_decoded or self.halt)
@@ -308,26 +321,48 @@ class _Run:
             with self.cond:
                 self.waiting -= 1
 
-    def _prepare(self, path: Path) -> _Job | Outcome:
-        """Stat, check, hash and decode one clip: a decoded job, or the clip's outcome."""
-        if not self.engine.claim(path):
-            return Outcome(path, SKIPPED, reason="already being processed")
-        with self.cond:
-            self.held.add(path)
+    def _prepare(self, path: Path) -> _Job | tuple[Outcome, bool] | None:
+        """Claim, stat, check, hash and decode one clip: a decoded job, or the clip's outcome
+        (with whether this run holds its claim); None when the run halted meanwhile."""
+        claimed = self._claim(path)
+        if claimed is None:
+            return None
+        if not claimed:
+            return Outcome(path, SKIPPED, reason="already being processed"), False
         try:
             item = self._prepare_claimed(path)
         except Exception as exc:  # noqa: BLE001 - one clip's fault must not end the run
             log.debug("preparing %s", path, exc_info=True)
             item = Outcome(path, FAILED, reason=f"internal error: {type(exc).__name__}: {exc}")
-        if isinstance(item, Outcome):
-            self._release(path)
-        return item
+        return item if isinstance(item, _Job) else (item, True)
+
+    def _claim(self, path: Path) -> bool | None:
+        """Claim `path` for this run. A path this run is on already waits its turn, until its
+        outcome is handled, and is then looked at afresh (up to date, most often; or a newer
+        version): every request gets an outcome, and no two overlap. The waiting worker counts
+        as waiting, so the model loop runs a partial batch that may hold the path's own
+        windows. False: another run holds it; None: this run halted while it waited."""
+        with self.cond:
+            if path in self.held:
+                self.waiting += 1
+                self.cond.notify_all()
+                try:
+                    self.cond.wait_for(lambda: path not in self.held or self.halt)
+                finally:
+                    self.waiting -= 1
+                if self.halt:
+                    return None
+            if not self.engine.claim(path):
+                return False
+            self.held.add(path)
+            return True
 
     def _release(self, path: Path) -> None:
-        """This run is done with `path` (its outcome is out): another may claim it."""
+        """This run is done with `path` (its outcome is handled): another may claim it."""
         with self.cond:
             self.held.discard(path)
-        self.engine.release(path)
+            self.engine.release(path)
+            self.cond.notify_all()
 
     def _prepare_claimed(self, path: Path) -> _Job | Outcome:
         planned = self.engine.plan(path, fresh=self.fresh, force=self.force,

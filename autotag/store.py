@@ -83,34 +83,62 @@ class StoreError(Exception):
     """The state store cannot be opened; one line with the fix."""
 
 
+# sqlite3's codes for a file that is not SQLite or whose pages are damaged (a truncated copy,
+# a disk fault): nothing to fix by moving state.path, and the store can be rebuilt
+DAMAGED = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """The one line for a damaged store: what it is and how to get a working one back. It
+    holds nothing the clips do not (sidecars stay; embeddings are computed again)."""
+    return (f"the state store {path} is damaged ({exc}); move it aside (mv '{path}' "
+            f"'{path}.damaged', with its -wal file if there is one) and run autotag again: "
+            "it rebuilds the store from your clips")
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[sqlite3.Connection] = []  # every thread's, for close()
+        self._generation = 0  # bumped by close(): a thread's older connection is closed
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._db() as db:
                 if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                     db.executescript(_SCHEMA)  # once: a store that is only read stays untouched
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.DatabaseError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in DAMAGED:  # primary code
+                raise StoreError(damaged(path, exc)) from None
+            raise StoreError(f"cannot open the state store {path}: {exc}; set state.path to a "
+                             "writable location") from None
+        except OSError as exc:
             raise StoreError(f"cannot open the state store {path}: {exc}; set state.path to a "
                              "writable location") from None
 
     def _db(self) -> sqlite3.Connection:
+        """This thread's connection (sqlite3 objects are used by the thread that made them)."""
         db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT)
+        if db is None or self._local.generation != self._generation:
+            # check_same_thread off only so that close() may close it from another thread
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints
-            self._local.db = db
+            self._local.db, self._local.generation = db, self._generation
+            with self._lock:
+                self._open.append(db)
         return db
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
+        """Close every thread's connection (the engine's workers open theirs): the last one
+        closed checkpoints the WAL into the store file, so nothing of it waits in `-wal`."""
+        with self._lock:
+            connections, self._open = self._open, []
+            self._generation += 1
+        for db in connections:
             db.close()
-            self._local.db = None
 
     # -- files ------------------------------------------------------------------------------
 
@@ -145,6 +173,16 @@ class Store:
             (attempts,) = db.execute("SELECT attempts FROM files WHERE path = ?",
                                      (str(path),)).fetchone()
         return attempts
+
+    def is_tagged(self, path: Path, size: int, mtime: float, model: str,
+                  vocabulary: str) -> bool:
+        """This version of the file was tagged with this model and vocabulary, and its
+        embeddings for the model are here: what "up to date" needs of the store."""
+        return self._db().execute(
+            "SELECT 1 FROM files f JOIN clips c ON c.sha256 = f.sha256 AND c.model = f.model "
+            "WHERE f.path = ? AND f.size = ? AND f.mtime = ? AND f.status = 'tagged' "
+            "AND f.model = ? AND f.vocabulary = ?",
+            (str(path), size, mtime, model, vocabulary)).fetchone() is not None
 
     def forget(self, path: Path) -> None:
         with self._db() as db:

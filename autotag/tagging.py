@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from autotag.clip import Embedded, Tag, Tagged
 from autotag.config import Config
 from autotag.engine import EMBEDDED, FAILED, SKIPPED, STORED, Outcome
-from autotag.outputs import OutputSet, read_sidecar, sidecar_path
+from autotag.outputs import OutputSet, own_outputs, read_sidecar, sidecar_path
 from autotag.scoring import tag_scores, window_scores
 from autotag.store import Store
 from autotag.vocabulary import Vocabulary
@@ -48,6 +49,9 @@ class Tagger:
         self.outputs = outputs
         self.store = store
         self.model = model
+        # finish() and forget() of one path never interleave: a clip moved away while its
+        # outputs were being written is cleaned up by one of them, whichever comes second
+        self._lock = threading.Lock()
 
     def tag(self, clip: Embedded) -> Tagged:
         scores = window_scores(clip.embeddings, self.vocabulary.vectors)
@@ -56,9 +60,16 @@ class Tagger:
         return Tagged(clip, self.model, self.vocabulary.fingerprint, tags, ranking)
 
     def finish(self, clip: Embedded, status: str, windows: int = 0) -> ClipResult:
-        """Tag, write every output, record it; a failed output fails the clip (others written)."""
-        tagged, errors = self.outputs.write_all(self.tag(clip))
+        """Tag, write every output, record it; a failed output fails the clip (others written).
+        A clip moved away or deleted since it was read gets no outputs (they would outlive it)."""
+        with self._lock:
+            return self._finish(clip, status, windows)
+
+    def _finish(self, clip: Embedded, status: str, windows: int) -> ClipResult:
         path = clip.source.path
+        if not path.exists():
+            return ClipResult(path, "skipped", "moved or deleted before its tags were written")
+        tagged, errors = self.outputs.write_all(self.tag(clip))
         if errors:
             reason = "; ".join(errors)
             attempts = self.store.record_failure(path, clip.source.size, clip.source.mtime,
@@ -89,23 +100,55 @@ class Tagger:
     def results(self, outcomes: Iterable[Outcome]) -> Iterator[ClipResult]:
         return (self.result(outcome) for outcome in outcomes)
 
+    def forget(self, path: Path) -> list[Path] | None:
+        """A clip was deleted or moved away: its own outputs (the JSON sidecar, the preview)
+        go with it and the store forgets the path (its embeddings stay: a clip moved elsewhere
+        is tagged from them). Returns the outputs removed; None when the store did not know the
+        path (nothing was tagged under it, or it was forgotten already)."""
+        with self._lock:
+            if self.store.file(path) is None:
+                return None
+            removed = [p for p in own_outputs(path, self.config.outputs) if _unlink(p)]
+            self.store.forget(path)
+            return removed
+
     def is_up_to_date(self, path: Path, st: os.stat_result) -> bool:
         return up_to_date(path, st, self.config, self.store, self.model,
                           self.vocabulary.fingerprint)
 
+    def not_in_store(self, path: Path) -> bool:
+        """The clip has a sidecar but the store has no record of its path (the store was
+        deleted, damaged and moved aside, or this is a new machine): it is embedded again."""
+        return (self.config.outputs.sidecars and self.store.file(path) is None
+                and sidecar_path(path, self.config.outputs).exists())
+
 
 def up_to_date(path: Path, st: os.stat_result, config: Config, store: Store, model: str,
                vocabulary: str) -> bool:
-    """The sidecar (or, without sidecars, the store) says this version of the file is tagged
-    already with this model and vocabulary, and the store does not record it as failed. Needs
-    no model: fingerprints are hashes of names."""
-    record = store.file(path)
-    if record and record.status == "failed" and record.matches(st.st_size, st.st_mtime):
-        return False  # its sidecar may be written while another output failed (a bad XMP)
+    """This version of the file is tagged already with this model and vocabulary: the store
+    says so and holds its embeddings for this model, and so does its sidecar (when sidecars
+    are written). One truth: a sidecar the store does not back (a lost or rebuilt store) is
+    not done, or search, retag and the web app would never see the clip. Needs no model:
+    fingerprints are hashes of names."""
+    if not store.is_tagged(path, st.st_size, st.st_mtime, model, vocabulary):
+        return False
     if config.outputs.sidecars:
         sidecar = read_sidecar(sidecar_path(path, config.outputs)) or {}
         source = sidecar.get("source") or {}
         return (source.get("size") == st.st_size and source.get("mtime") == st.st_mtime
                 and sidecar.get("model") == model and sidecar.get("vocabulary") == vocabulary)
-    return bool(record and record.status == "tagged" and record.matches(st.st_size, st.st_mtime)
-                and record.model == model and record.vocabulary == vocabulary)
+    return True
+
+
+def not_in_store_message(count: int, config: Config) -> str:
+    """Said once per run: clips tagged by their sidecars that the store does not know."""
+    return (f"{count} clip{'s' if count != 1 else ''} not in the state store "
+            f"({config.state.store_path}): embedding them again")
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True

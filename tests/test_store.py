@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from autotag import cli
 from autotag.clip import Embedded, SourceInfo, Window
+from autotag.config import load_config
 from autotag.store import Store
+from tests.clips import GREEN, RED, write_video
+from tests.helpers import sidecar, write_config
 
 
 def embedded(path: Path, sha: str = "ab" * 32, windows: int = 3) -> Embedded:
@@ -62,3 +68,60 @@ def test_clip_index_joins_files_and_embeddings(tmp_path):
     np.testing.assert_allclose(matrix[1], clips["b.mp4"].embeddings.mean(axis=0), rtol=1e-6)
     records, matrix = store.clip_index("other")
     assert records == [] and matrix.shape[0] == 0
+
+
+# -- one truth for "done": a lost or damaged store is rebuilt from the clips -------------------
+
+def damage(store: Path, how: str) -> None:
+    if how == "deleted":
+        for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
+            path.unlink(missing_ok=True)
+    elif how == "garbage":
+        store.write_bytes(b"not a database, a file someone wrote over it\n" * 200)
+    else:  # truncated: a copy cut short, a disk that filled up
+        store.write_bytes(store.read_bytes()[:store.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("how", ["deleted", "garbage", "truncated"])
+def test_a_lost_or_damaged_store_is_rebuilt_by_the_command_its_error_names(
+        tmp_path, model_dir, run_once, capsys, how):
+    """Before: with the store gone every clip was "up to date" by its sidecar, and search said
+    to run 'autotag --once DIR', which changed nothing; a damaged one said to set state.path."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "red.mp4", [(RED, 4)])
+    write_video(clips / "green.mp4", [(GREEN, 4)])
+    config = write_config(tmp_path, model_dir)
+    assert run_once(config, clips) == 0
+    before = {p.name: sidecar(p) for p in clips.glob("*.mp4")}
+    store = load_config(config).state.store_path
+    damage(store, how)
+    capsys.readouterr()
+    if how != "deleted":
+        for args in (["--once", "--config", str(config), str(clips)],
+                     ["search", "--config", str(config), "red"]):
+            assert cli.main(args) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+            assert f"the state store {store} is damaged" in err and "move it aside" in err, err
+            assert "writable location" not in err
+        store.rename(f"{store}.damaged")  # what the line says to do
+    assert run_once(config, clips) == 0
+    err = capsys.readouterr().err
+    assert err.count("not in the state store") == 1, err
+    assert f"2 clips not in the state store ({store}): embedding them again" in err
+    assert "2 tagged" in err and "up to date" in err  # both embedded again, none skipped
+    hits = json.loads(search_hits(config, capsys))
+    assert sorted(Path(h["path"]).name for h in hits) == ["green.mp4", "red.mp4"]
+    assert Path(hits[0]["path"]).name == "red.mp4"
+    after = {p.name: sidecar(p) for p in clips.glob("*.mp4")}
+    assert {n: s["tags"] for n, s in after.items()} == {n: s["tags"] for n, s in before.items()}
+    # and now the store and the sidecars agree: a third run has nothing to do
+    assert run_once(config, clips) == 0
+    assert "not in the state store" not in capsys.readouterr().err
+
+
+def search_hits(config: Path, capsys) -> str:
+    capsys.readouterr()
+    assert cli.main(["search", "--config", str(config), "--json", "red"]) == 0
+    return capsys.readouterr().out

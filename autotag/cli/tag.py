@@ -62,6 +62,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     from autotag.model import ModelError
+    from autotag.tagging import not_in_store_message
 
     clips, unreadable = walk(config, dirs)
     if not clips:
@@ -70,6 +71,9 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     # library (every clip up to date) is instant
     app = open_app(config, ctx, lazy=True)
     try:
+        lost = sum(map(app.tagger.not_in_store, clips))
+        if lost:
+            log.warning(not_in_store_message(lost, config))
         with Reporter(len(clips)) as reporter:
             for result in app.tag(clips, force=force, on_windows=reporter.windows):
                 reporter.result(result)

@@ -24,14 +24,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from autotag.config import Config, OutputsConfig
+from autotag.config import Config
 from autotag.daemon.notify import Notifier, watchdog_interval
 from autotag.daemon.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
 from autotag.files import absolute, show
-from autotag.outputs.preview import preview_name
-from autotag.outputs.sidecar import sidecar_path
 from autotag.store import FileRecord
-from autotag.tagging import ClipResult
+from autotag.tagging import ClipResult, not_in_store_message
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +40,6 @@ MAX_RETRIES = 3  # decode failures right after a file looked stable: retried wit
 
 class DaemonError(Exception):
     """The daemon cannot start; one line naming the fix (exit code 2)."""
-
-
-def own_outputs(clip: Path, outputs: OutputsConfig) -> list[Path]:
-    """The files autotag alone writes for a clip (never XMP or NFO, which users edit too)."""
-    found = [sidecar_path(clip, outputs)] if outputs.sidecars else []
-    if outputs.previews:
-        found.append(outputs.previews / preview_name(clip))
-    return found
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        path.unlink()
-    except OSError:
-        return False
-    return True
 
 
 def acquire_lock(state_path: Path):
@@ -154,6 +136,7 @@ class Daemon:
         self._watcher: Watcher | None = None
         self._worker: threading.Thread | None = None
         self._run_stop = threading.Event()
+        self._not_in_store = 0  # clips with a sidecar the store does not know, per catch-up scan
 
     # -- control (signal handlers and tests) ------------------------------------------------
 
@@ -268,11 +251,16 @@ class Daemon:
                                 known=self._known, gone=self._gone, changed=self.inbox.wake)
         for path in carried:  # files the old watcher was waiting on, retries included
             self._watcher.retry_later(path, self.config.watch.stability_seconds)
-        self._watcher.start()
+        self._not_in_store = 0
+        self._watcher.start()  # its catch-up scan asks _known of every clip
+        if self._not_in_store:
+            log.warning(not_in_store_message(self._not_in_store, self.config))
 
     def _known(self, path: Path, st: os.stat_result) -> bool:
         """This version of the file was tagged with the current vocabulary, or failed for good."""
         record = self._app.store.file(path) if self._app is not None else None
+        if record is None and self._app is not None and self._app.tagger.not_in_store(path):
+            self._not_in_store += 1
         if record is None or not record.matches(st.st_size, st.st_mtime):
             return False
         return record.status == "failed" or (
@@ -280,16 +268,13 @@ class Daemon:
             and record.vocabulary == self._app.vocabulary.fingerprint)
 
     def _gone(self, path: Path) -> None:
-        """A clip was deleted or moved away: its own outputs (the JSON sidecar, the preview) go
-        with it and the store forgets the path (its embeddings stay: a clip moved elsewhere is
-        tagged from them). XMP and NFO sidecars hold users' data and are never removed."""
+        """A clip was deleted or moved away: the tagging step forgets it (Tagger.forget).
+        XMP and NFO sidecars hold users' data and are never removed."""
         app = self._app
-        if app is None or app.store.file(path) is None:
-            return
-        removed = [p for p in own_outputs(path, app.config.outputs) if _unlink(p)]
-        app.store.forget(path)
-        log.info("%s is gone; removed %s", show(path),
-                 ", ".join(map(show, removed)) if removed else "nothing (no output left)")
+        removed = app.tagger.forget(path) if app is not None else None
+        if removed is not None:  # None: never tagged under this path, or forgotten already
+            log.info("%s is gone; removed %s", show(path),
+                     ", ".join(map(show, removed)) if removed else "nothing (no output left)")
 
     def _start_worker(self) -> None:
         self._run_stop = threading.Event()

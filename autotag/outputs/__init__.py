@@ -13,18 +13,27 @@ from pathlib import Path
 from typing import Protocol
 
 from autotag.clip import Tagged
-from autotag.config import Config
+from autotag.config import Config, OutputsConfig
 from autotag.outputs.base import OutputError
 from autotag.outputs.hook import Hook
 from autotag.outputs.log import MatchLog
 from autotag.outputs.nfo import Nfo
-from autotag.outputs.preview import Preview
+from autotag.outputs.preview import Preview, preview_name
 from autotag.outputs.sidecar import Sidecar, read_sidecar, sidecar_path
 from autotag.outputs.xmp import Xmp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Output", "OutputError", "OutputSet", "build_outputs", "read_sidecar", "sidecar_path"]
+__all__ = ["Output", "OutputError", "OutputSet", "build_outputs", "own_outputs", "read_sidecar",
+           "sidecar_path"]
+
+
+def own_outputs(clip: Path, outputs: OutputsConfig) -> list[Path]:
+    """The files autotag alone writes for a clip (never XMP or NFO, which users edit too)."""
+    found = [sidecar_path(clip, outputs)] if outputs.sidecars else []
+    if outputs.previews:
+        found.append(outputs.previews / preview_name(clip))
+    return found
 
 
 class Output(Protocol):
