@@ -74,6 +74,7 @@ class FileRecord:
     last_error: str | None
     model: str | None
     vocabulary: str | None
+    updated: float = 0.0  # time.time() of the last tag or failure (0: not read)
 
     def matches(self, size: int, mtime: float) -> bool:
         return self.size == size and self.mtime == mtime
@@ -144,8 +145,8 @@ class Store:
 
     def file(self, path: Path) -> FileRecord | None:
         row = self._db().execute(
-            "SELECT path, size, mtime, sha256, status, attempts, last_error, model, vocabulary "
-            "FROM files WHERE path = ?", (str(path),)).fetchone()
+            "SELECT path, size, mtime, sha256, status, attempts, last_error, model, vocabulary, "
+            "updated FROM files WHERE path = ?", (str(path),)).fetchone()
         return FileRecord(Path(row[0]), *row[1:]) if row else None
 
     def record_tagged(self, source: SourceInfo, model: str, vocabulary: str) -> None:

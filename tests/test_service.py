@@ -135,6 +135,24 @@ def test_a_retry_pending_at_a_reload_still_happens(setup, embedder):
     assert [r.attempts for r in run.results] == list(range(1, MAX_RETRIES + 2))
 
 
+def test_a_request_queued_before_a_failure_does_not_spend_a_retry(setup, embedder):
+    """The same version asked for twice (a duplicate event, already queued) while its first
+    attempt fails: the second waits its turn, then must not be a second attempt at once; the
+    retries keep their backoff and their number."""
+    root, config = setup
+    with Running(config, root, embedder) as run:
+        bad = root / "bad.mp4"
+        bad.write_text("not a video")
+        wait_for(lambda: len(run.results) >= 1)  # attempt 1 failed; a retry is scheduled
+        run.daemon.inbox.put_nowait(bad)  # the duplicate
+        wait_for(lambda: run.daemon.counts["failed"] == 1)  # the last attempt, then failed
+        assert run.daemon.wait_idle(DEADLINE)
+    failed = [r for r in run.results if r.status == "failed"]
+    assert [r.attempts for r in failed] == list(range(1, MAX_RETRIES + 2))
+    skipped = [r.reason for r in run.results if r.status == "skipped"]
+    assert len(skipped) == 1 and skipped[0].startswith("failed before"), skipped
+
+
 def test_second_daemon_on_the_same_store_is_refused(tmp_path):
     state = tmp_path / "state.sqlite3"
     held = acquire_lock(state)

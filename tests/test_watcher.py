@@ -79,6 +79,25 @@ def test_a_pause_longer_than_the_delay_is_caught_by_the_size_check(tmp_path):
     assert tracker.ready() == [path]
 
 
+def test_an_event_during_a_retrys_backoff_does_not_cut_it_short(tmp_path):
+    """A failed decode is retried after its backoff; an event on the unchanged file meanwhile
+    (the same event twice, a rescan) must not make the retry due sooner."""
+    now = [0.0]
+    tracker = StabilityTracker(0.1, clock=lambda: now[0])
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(b"x" * 10)
+    tracker.touch(path, delay=2.0)  # the retry: due at 2.0
+    now[0] = 0.5
+    tracker.touch(path)  # an event: stable at 0.6, but the retry is due at 2.0
+    now[0] = 1.0
+    assert tracker.ready() == []
+    now[0] = 2.0
+    assert tracker.ready() == [path]
+    tracker.touch(path)  # a plain event after the retry was handed on: the usual delay
+    now[0] = 2.1
+    assert tracker.ready() == [path]
+
+
 def test_temp_name_renamed_into_place_is_handed_on_once_under_its_final_name(watched):
     root, out, watcher = watched
     temp = root / "clip.mp4.part"

@@ -300,7 +300,7 @@ class Daemon:
     def _work(self, app, stop: threading.Event) -> None:
         try:
             for result in app.tag(self.inbox.until(stop), stop=stop,
-                                  retry_failed=_may_retry):
+                                  retry_failed=self._may_retry):
                 self._result(result)
                 self.inbox.done()
         except Exception:  # noqa: BLE001 - a daemon that tags nothing must not look alive
@@ -312,7 +312,7 @@ class Daemon:
         self.heartbeat = time.monotonic()
         path = result.path
         if result.status == "failed" and result.retryable and 0 < result.attempts <= MAX_RETRIES:
-            delay = self.config.watch.stability_seconds * 2 ** result.attempts
+            delay = self._retry_delay(result.attempts)
             log.info("%s did not decode (%s); trying again in %.1f s", show(path),
                      result.reason, delay)
             if self._watcher is not None:
@@ -329,6 +329,19 @@ class Daemon:
                 self.on_result(result)
             except Exception:  # noqa: BLE001 - a listener's fault must not stop tagging
                 log.exception("a result listener failed")
+
+    def _retry_delay(self, attempts: int) -> float:
+        """Seconds before a version that failed `attempts` times is tried again (backoff)."""
+        return self.config.watch.stability_seconds * 2 ** attempts
+
+    def _may_retry(self, record: FileRecord) -> bool:
+        """A version that failed is tried again while it has retries left (the daemon schedules
+        them) and once its retry is due: a second request made before the failure (a
+        duplicate event queued meanwhile) must not spend a retry at once. After MAX_RETRIES
+        it waits for the file to change."""
+        if record.attempts > MAX_RETRIES:
+            return False
+        return time.time() - record.updated >= self._retry_delay(record.attempts) / 2
 
     # -- reload -----------------------------------------------------------------------------
 
@@ -359,9 +372,3 @@ class Daemon:
         self._start_watcher(carried)
         self._start_worker()
         self.notifier.ready(self._status())
-
-
-def _may_retry(record: FileRecord) -> bool:
-    """A version that failed is tried again while it has retries left (the daemon schedules
-    them); after MAX_RETRIES it waits for the file to change."""
-    return record.attempts <= MAX_RETRIES

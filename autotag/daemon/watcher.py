@@ -43,6 +43,7 @@ class _Pending:
     due: float  # monotonic time at which the file may be stable
     size: int
     mtime: float
+    retry: bool = False  # waiting for a retry's backoff, not only for the file to hold still
 
 
 class StabilityTracker:
@@ -55,15 +56,21 @@ class StabilityTracker:
         self._lock = threading.Lock()
 
     def touch(self, path: Path, delay: float | None = None) -> None:
-        """An event on `path` (re)starts its timer, from now, with its current size and mtime."""
+        """An event on `path` (re)starts its timer, from now, with its current size and mtime.
+        delay: a retry's backoff, which a later event does not cut short (one that changed
+        the file starts it over anyway, when its size or mtime is checked)."""
         try:
             st = path.stat()
         except OSError:
             self.forget(path)
             return
         with self._lock:
-            wait = self.delay if delay is None else delay
-            self._pending[path] = _Pending(self.clock() + wait, st.st_size, st.st_mtime)
+            due = self.clock() + (self.delay if delay is None else delay)
+            old = self._pending.get(path)
+            if delay is None and old is not None and old.retry:
+                due = max(due, old.due)
+            self._pending[path] = _Pending(due, st.st_size, st.st_mtime,
+                                           retry=delay is not None or bool(old and old.retry))
 
     def forget(self, path: Path) -> None:
         with self._lock:
