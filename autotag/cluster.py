@@ -59,7 +59,6 @@ EMBED_RETRIES = 2  # the same for an actor that dies during a clip (restarted fo
 MODEL_MEMORY = 1_500 * 2**20  # bytes
 GPU_ACTOR_CPUS = 1  # a GPU actor's CPU: feeding the GPU; the model runs on the GPU
 GPU_ACTOR_THREADS = 2  # TensorFlow intra-op threads in a GPU actor (model.threads overrides)
-INTER_OP_THREADS = 2  # TensorFlow inter-op threads (benchmarks' sweep: 2 as fast as any)
 # On a CPU node decoding costs about a quarter of the model's time (README, Performance:
 # 2.9 s of decoding for 9.1 s of model on 720p clips): the actor reserves the rest.
 DECODE_SHARE = 4
@@ -160,16 +159,13 @@ def _no_windows() -> dict:
 
 def load_embedder(model: ModelConfig, threads: int) -> Embedder:
     """The model inside an actor, on config's runtime (OpenVINO on a CPU node when it is
-    installed there, TensorFlow on a GPU node), with explicit thread counts for both (Ray sets
-    OMP_NUM_THREADS=1 in an actor, but TensorFlow and OpenVINO take every core unless told)."""
+    installed there, from the cached IR and with no TensorFlow in the actor; TensorFlow on a
+    GPU node), with explicit thread counts for both (Ray sets OMP_NUM_THREADS=1 in an actor,
+    but TensorFlow and OpenVINO take every core unless told: model.py caps both)."""
     import dataclasses
-
-    import tensorflow as tf
 
     from autotag.model import load_configured
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(threads, INTER_OP_THREADS))
     return load_configured(dataclasses.replace(model, threads=threads))
 
 

@@ -1,12 +1,14 @@
-"""Hub handle or SavedModel dir → loaded MIL-NCE → runtime (TensorFlow, or OpenVINO for the
-`video` signature) → float32 embeddings.
+"""Hub handle or SavedModel dir → runtime (OpenVINO from the cached IR, or TensorFlow) →
+float32 embeddings.
 
-TensorFlow is imported inside functions only (here, when the model loads and runs; and in a
-cluster actor that sets its threads), never when autotag is imported, so `import autotag` and
-`autotag --help` stay instant (rclip and whisper load their models lazily the same way); OpenVINO
-is imported only by autotag.runtimes.openvino, which `load_model` calls. TensorFlow always loads
-the model (hub handle, local directory, the hub cache) and embeds text; `runtime` decides where
-the video signature runs (issue 14).
+TensorFlow is a loader and a converter, not a resident (issue 19): importing it costs about
+570 MB that a process never gives back. On a CPU the video signature runs on OpenVINO from the
+IR cached on disk, compiled in this process without TensorFlow; converting that IR (once) and
+embedding text that is not cached run in a child process that exits when done
+(runtimes/child.py), so a steady daemon, `--once`, `search` with a cached query and `retag` never
+import TensorFlow. TensorFlow runs the model in this process only where it is the runtime (a GPU,
+`model.runtime: tensorflow`, a conversion that failed), and then with oneDNN on. Its one door is
+`tensorflow()`; nothing imports it when autotag is imported, so `--help` stays instant.
 
 The interface is the hub model's (https://tfhub.dev/deepmind/mil-nce/s3d/1):
     video: float32 [B, T, H, W, 3] in [0, 1] → video_embedding [B, 512], mixed_5c [B, 1024]
@@ -17,7 +19,9 @@ Scores are plain dot products of the two; the embeddings are not normalised.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import importlib.util
 import logging
 import os
 import sys
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 EMBED_DIM = 512  # both embeddings' width
 DEFAULT_BATCH_SIZE = ModelConfig.batch_size  # windows per call the OpenVINO model is compiled for
 OPENVINO_CACHE = "openvino"  # folder of converted models inside the hub cache
+INTER_OP_THREADS = 2  # TensorFlow inter-op threads when model.threads caps them (benchmarks)
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the NVIDIA driver sees
 
 
 class Embedder(Protocol):
@@ -123,6 +129,21 @@ class LazyEmbedder:
         """Where the video signature runs once loaded ("tensorflow" or "openvino"), else None."""
         return getattr(self._model, "runtime", "tensorflow") if self._model else None
 
+    @property
+    def last_used(self) -> float | None:
+        """time.monotonic() of the last video call, None when nothing can be unloaded."""
+        return getattr(self._model, "last_used", None)
+
+    @property
+    def resident(self) -> bool:
+        """The video model is in memory now (loaded, and not released by an idle unload)."""
+        return self._model is not None and getattr(self._model, "loaded", True)
+
+    def unload(self) -> bool:
+        """Release the compiled video model until the next call (OpenVINO only)."""
+        unload = getattr(self._model, "unload", None)
+        return bool(unload and unload())
+
     def _get(self) -> Embedder:
         if self._model is None:
             log.info("loading the model from %s", self.handle)
@@ -170,34 +191,57 @@ def native_stderr_quiet(quiet: bool | None = None) -> Iterator[None]:
         os.close(devnull)
 
 
+def tensorflow():
+    """The one door to TensorFlow: (tensorflow, tensorflow_hub), imported with oneDNN on.
+    TensorFlow's wheels turn oneDNN on by default only on CPUs with AVX-512 VNNI/BF16 or AMX;
+    on an AVX2 CPU it ran the stand-in 2.4x faster (issue 19: 0.75 → 1.8 windows/s on a Zen 3),
+    within float error. A TF_ENABLE_ONEDNN_OPTS the user set is left alone."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not for users
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    os.environ.setdefault("TFHUB_CACHE_DIR", str(hub_cache_dir()))
+    with native_stderr_quiet():
+        import tensorflow as tf
+        import tensorflow_hub as hub
+    return tf, hub
+
+
+def load_tensorflow_model(handle: str = HUB_HANDLE, threads: int = 0) -> HubEmbedder:
+    """The SavedModel loaded by TensorFlow, both signatures on it; ModelError with one line.
+    threads caps TensorFlow's threads (set before its runtime starts, or they cannot be)."""
+    tf, hub = tensorflow()
+    if threads:
+        with contextlib.suppress(RuntimeError):  # already started in this process: kept
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, INTER_OP_THREADS))
+    with native_stderr_quiet():
+        return _load(hub, handle)
+
+
 def load_model(handle: str = HUB_HANDLE, threads: int = 0, *, runtime: str = "tensorflow",
                batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "f32",
                cache_dir: Path | None = None) -> Embedder:
     """Load the model from a hub URL (downloaded once into `hub_cache_dir()`) or a local
     SavedModel directory, with its video signature on `runtime` ("auto", "tensorflow",
-    "openvino"; config's model.runtime). For OpenVINO it is converted for `batch_size` windows
-    per call (model.batch_size), or read from the conversion cache (`cache_dir`, default
-    `openvino_cache_dir()`); when that fails, one warning says why and TensorFlow runs it.
-    `threads` (model.threads) caps both runtimes' threads; `precision` (model.precision) is
-    OpenVINO's inference precision. Raises ModelError with one line
-    naming the fix. The result's `.runtime` says where the video signature runs.
+    "openvino"; config's model.runtime). On OpenVINO it runs the IR converted for
+    `batch_size` windows per call (model.batch_size), from the conversion cache (`cache_dir`,
+    default `openvino_cache_dir()`), converting it first in a child process when the cache
+    does not have it; when that fails, one warning says why and TensorFlow runs it. `threads`
+    (model.threads) caps both runtimes' threads; `precision` (model.precision) is OpenVINO's
+    inference precision, or int8 for the copy `autotag quantize` accepted. Raises ModelError
+    with one line naming the fix. The result's `.runtime` says where the video signature runs.
 
     runtime defaults to "tensorflow" so that `load_model(handle, threads)` behaves as before
     issue 14; the app passes config.model.runtime (default "auto")."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not for users
-    os.environ.setdefault("TFHUB_CACHE_DIR", str(hub_cache_dir()))
-    with native_stderr_quiet():
-        import tensorflow as tf
-        import tensorflow_hub as hub
-
-        if threads:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-        model = _load(hub, handle)
-        chosen = choose_runtime(runtime, tf)
-    if chosen != "openvino":
-        return model
-    return _on_openvino(model, threads, batch_size, precision,
-                        cache_dir or openvino_cache_dir())
+    chosen = choose_runtime(runtime)
+    if chosen == "openvino":
+        embedder = _on_openvino(handle, threads, batch_size, precision,
+                                cache_dir or openvino_cache_dir())
+        if embedder is not None:
+            return embedder
+    elif precision == "int8":
+        raise ModelError("model.precision int8 runs on OpenVINO; set model.runtime: auto (or "
+                         "openvino), or model.precision: f32")
+    return load_tensorflow_model(handle, threads)
 
 
 def load_configured(model: ModelConfig, cache_dir: Path | None = None) -> Embedder:
@@ -215,9 +259,10 @@ def prepare_runtime(model: ModelConfig, cache_dir: Path | None = None) -> Path |
     return getattr(embedder, "cache_path", None)
 
 
-def choose_runtime(runtime: str, tf=None) -> str:
+def choose_runtime(runtime: str) -> str:
     """"tensorflow" or "openvino" for a requested runtime. auto: OpenVINO when it is installed
-    and TensorFlow sees no GPU (a GPU runs the model faster than a CPU compiled for; issue 14)."""
+    and there is no GPU TensorFlow can use (a GPU runs the model faster than a CPU compiled for;
+    issue 14). Decided without importing TensorFlow."""
     from autotag.runtimes import openvino
 
     if runtime == "tensorflow":
@@ -231,25 +276,54 @@ def choose_runtime(runtime: str, tf=None) -> str:
         raise ModelError(f"unknown model.runtime {runtime!r}; use auto, tensorflow or openvino")
     if not openvino.installed():
         return "tensorflow"
-    if tf is None:
-        import tensorflow as tf
-    return "tensorflow" if tf.config.list_physical_devices("GPU") else "openvino"
+    return "tensorflow" if gpu_for_tensorflow() else "openvino"
 
 
-def _on_openvino(model: HubEmbedder, threads: int, batch_size: int, precision: str,
-                 cache_dir: Path) -> Embedder:
-    """The model with its video signature compiled by OpenVINO, or `model` itself (TensorFlow)
-    after one warning line saying why, when conversion or compilation fails."""
-    from autotag.runtimes import openvino
-
+def gpu_for_tensorflow() -> bool:
+    """An NVIDIA GPU that TensorFlow can use: the driver lists one, and TensorFlow's CUDA
+    libraries are installed (tensorflow[and-cuda]'s nvidia-* wheels). Asking TensorFlow itself
+    costs its 570 MB import; a CPU-only TensorFlow with a GPU beside it runs on the CPU, where
+    OpenVINO is faster."""
     try:
-        video = openvino.compile_video(model.video_fn, model.fingerprint, batch_size, threads,
-                                       cache_dir, precision, quiet=native_stderr_quiet)
+        if not any(NVIDIA_GPUS.iterdir()):
+            return False
+        return importlib.util.find_spec("nvidia.cudnn") is not None
+    except (OSError, ImportError, ValueError):
+        return False
+
+
+def _on_openvino(handle: str, threads: int, batch_size: int, precision: str,
+                 cache_dir: Path) -> Embedder | None:
+    """The model with its video signature compiled by OpenVINO and its text signature in a
+    child process; None after one warning line saying why, when conversion or compilation
+    fails (TensorFlow runs it). ModelError when the model itself cannot be loaded, or int8 is
+    asked for without an accepted INT8 copy."""
+    from autotag.runtimes import child, openvino
+
+    env = {"TFHUB_CACHE_DIR": str(hub_cache_dir())}  # the child finds the model where we do
+    model_fingerprint = fingerprint(handle)
+    try:
+        video = openvino.compile_video(
+            lambda folder: child.convert(handle, batch_size, folder, threads, env),
+            model_fingerprint, batch_size, threads, cache_dir, precision,
+            quiet=native_stderr_quiet)
+    except openvino.NotQuantized as exc:
+        raise ModelError(str(exc)) from None
+    except child.ChildError as exc:
+        if exc.code != child.EXIT_CONVERSION:
+            raise ModelError(str(exc)) from None
+        reason = str(exc)
     except Exception as exc:  # noqa: BLE001 - any failure here has the same remedy: TensorFlow
-        log.warning("OpenVINO cannot run the video model (%s); running it on TensorFlow",
-                    _one_line(exc))
-        return model
-    return openvino.OpenVinoEmbedder(model, video)
+        reason = _one_line(exc)
+    else:
+        return openvino.OpenVinoEmbedder(
+            video, child.ChildText(handle, threads, env), model_fingerprint, handle,
+            tensorflow=functools.cache(lambda: load_tensorflow_model(handle, threads)))
+    if precision == "int8":
+        raise ModelError(f"the INT8 model cannot run on OpenVINO ({reason}); run 'autotag "
+                         "quantize' again, or set model.precision: f32")
+    log.warning("OpenVINO cannot run the video model (%s); running it on TensorFlow", reason)
+    return None
 
 
 def _load(hub, handle: str) -> HubEmbedder:
@@ -277,8 +351,7 @@ def _load(hub, handle: str) -> HubEmbedder:
 
 def fetch_model(handle: str = HUB_HANDLE) -> Path:
     """Download the model into the persistent cache and return the SavedModel directory."""
-    os.environ.setdefault("TFHUB_CACHE_DIR", str(hub_cache_dir()))
-    import tensorflow_hub as hub
+    _, hub = tensorflow()
 
     try:
         return Path(hub.resolve(handle))
@@ -298,5 +371,6 @@ def _reason(exc: BaseException) -> str:
 
 
 __all__ = ["EMBED_DIM", "Embedder", "HubEmbedder", "LazyEmbedder", "ModelError", "choose_runtime",
-           "fetch_model", "fingerprint", "hub_cache_dir", "load_configured", "load_model",
-           "openvino_cache_dir", "prepare_runtime"]
+           "fetch_model", "fingerprint", "gpu_for_tensorflow", "hub_cache_dir",
+           "load_configured", "load_model", "load_tensorflow_model", "openvino_cache_dir",
+           "prepare_runtime", "tensorflow"]

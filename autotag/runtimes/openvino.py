@@ -1,16 +1,21 @@
-"""Loaded `video` signature → ov.convert_model at [batch, 32, 224, 224, 3] → IR cached on disk
-→ compiled for the CPU → float32 [B, 512] video embeddings; text stays on TensorFlow.
+"""IR cached on disk (converted once, in a child process) → compiled for the CPU → float32
+[B, 512] video embeddings; released when idle, compiled again on the next call.
 
 OpenVINO is imported here only, inside functions: `import autotag` and `--help` import neither it
 nor TensorFlow. The converted model (OpenVINO IR: video.xml + video.bin) is cached per model
 fingerprint, OpenVINO version and batch size, written whole or not at all (a temp folder renamed
 into place, with a manifest of the files' hashes), so a later start in any process skips the
-conversion, and a damaged copy is noticed and rebuilt.
+conversion, and a damaged copy is noticed and rebuilt. The conversion itself needs TensorFlow to
+read the SavedModel: `convert_signature` runs in runtimes/tfworker.py's child process, so this
+process never imports it (issue 19). An INT8 copy made by `autotag quantize` sits in the IR
+folder's `int8/`, with the report that accepted it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import hashlib
 import importlib.util
 import json
@@ -20,8 +25,8 @@ import re
 import secrets
 import shutil
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +50,31 @@ FORMAT_VERSION = 1  # bump when the conversion changes: older cached copies are 
 VIDEO_OUTPUT = "video_embedding"
 MANIFEST = "manifest.json"
 FILES = ("video.xml", "video.bin")
+INT8 = "int8"  # model.precision whose weights are a quantized copy, not a compile option
+INT8_FOLDER = "int8"  # inside the f32 IR's folder: the quantized IR, its manifest, its report
+REPORT = "report.json"  # the quantization's validation report; {"accepted": true, ...}
 
 
 class ConversionError(Exception):
     """The video signature could not be converted or compiled; one line saying why."""
+
+
+class NotQuantized(Exception):
+    """model.precision is int8 but no accepted INT8 model is cached; one line naming the fix."""
+
+
+def int8_dir(f32_dir: Path) -> Path:
+    """Where `autotag quantize` keeps the INT8 model of the f32 IR in `f32_dir`."""
+    return f32_dir / INT8_FOLDER
+
+
+def accepted_int8(f32_dir: Path) -> bool:
+    """An INT8 model is there, whole, and its validation report accepted it."""
+    folder = int8_dir(f32_dir)
+    with contextlib.suppress(OSError, ValueError):
+        report = json.loads((folder / REPORT).read_text())
+        return isinstance(report, dict) and report.get("accepted") is True and _intact(folder)
+    return False
 
 
 def installed() -> bool:
@@ -81,23 +107,62 @@ def cache_key(fingerprint: str, batch_size: int) -> str:
     return f"{fingerprint}-b{batch_size}-ov{ov_version}-f{FORMAT_VERSION}"
 
 
-@dataclass
 class CompiledVideo:
-    """The video signature compiled for one batch size; a shorter batch is padded and sliced."""
+    """The video signature compiled for one batch size; a shorter batch is padded and sliced.
+    `unload()` releases the compiled model (its weights and buffers: most of the process's
+    memory); the next call compiles it again from the same IR, which costs the cached load
+    time and no conversion."""
 
-    compiled: object  # openvino.CompiledModel
-    batch_size: int
-    path: Path  # the cached IR folder it was compiled from
-    converted: bool  # True when this process converted it (False: read from the cache)
-    seconds: float  # conversion (if any) + compilation
-    _request: object = field(init=False, repr=False)
+    def __init__(self, compile_ir, batch_size: int, path: Path, converted: bool,
+                 seconds: float, compiled=None) -> None:
+        self._compile_ir = compile_ir  # () → openvino.CompiledModel, from `path`
+        self.batch_size = batch_size
+        self.path = path  # the cached IR folder it was compiled from
+        self.converted = converted  # True when this process converted it (False: the cache)
+        self.seconds = seconds  # conversion (if any) + compilation
+        self._lock = threading.Lock()  # a call and an unload never overlap
+        self._request = None
+        self._output = None
+        self.last_used = time.monotonic()
+        if compiled is not None:  # compiled already by the caller, as it checked the IR
+            self._request = compiled.create_infer_request()
+            self._output = compiled.output(VIDEO_OUTPUT)
 
-    def __post_init__(self) -> None:
-        self._request = self.compiled.create_infer_request()
-        self._output = self.compiled.output(VIDEO_OUTPUT)
+    @property
+    def loaded(self) -> bool:
+        return self._request is not None
+
+    def _load(self) -> None:
+        if self._request is None:
+            compiled = self._compile_ir()
+            self._request = compiled.create_infer_request()
+            self._output = compiled.output(VIDEO_OUTPUT)
+            self.last_used = time.monotonic()
+
+    def unload(self) -> bool:
+        """Release the compiled model; False when it was not loaded."""
+        with self._lock:
+            if self._request is None:
+                return False
+            self._request = self._output = None
+        gc.collect()
+        _trim_heap()
+        return True
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """float32 [B, 32, 224, 224, 3] → float32 [B, 512], any B (run batch_size at a time)."""
+        with self._lock:
+            if self._request is None:
+                started = time.perf_counter()
+                self._load()
+                log.info("video model loaded again from %s in %.1f s", self.path,
+                         time.perf_counter() - started)
+            try:
+                return self._infer(frames)
+            finally:
+                self.last_used = time.monotonic()
+
+    def _infer(self, frames: np.ndarray) -> np.ndarray:
         out = []
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start:start + self.batch_size]
@@ -115,45 +180,72 @@ class CompiledVideo:
         return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
 
-def compile_video(video_fn, fingerprint: str, batch_size: int, threads: int, cache_root: Path,
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system: glibc keeps them for reuse otherwise, and an
+    unloaded model would still count in the process's resident memory."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def compile_video(convert, fingerprint: str, batch_size: int, threads: int, cache_root: Path,
                   precision: str = PRECISION,
                   quiet=contextlib.nullcontext) -> CompiledVideo:
-    """The video signature compiled for the CPU, converted first unless the cache has it.
-    A damaged cached copy is converted again. `quiet`: a context manager that hides native
-    libraries' chatter on stderr (model.py's) while OpenVINO works; our log lines stay outside
-    it. Raises ConversionError (one line)."""
+    """The video signature compiled for the CPU, converted first unless the cache has it:
+    convert(folder) writes the IR into `folder` (the child process, runtimes/child.py). A
+    damaged cached copy is converted again. precision int8 compiles the accepted INT8 copy
+    (NotQuantized without one). `quiet`: a context manager that hides native libraries'
+    chatter on stderr (model.py's) while OpenVINO works; our log lines stay outside it.
+    Raises ConversionError (one line)."""
     with quiet():
         ov = import_openvino()
 
     started = time.perf_counter()
     path = cache_root / cache_key(fingerprint, batch_size)
-    config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": precision}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
     converted = False
     compiled = None
     if _intact(path):
         try:
-            compiled = _compile(ov, path, config, quiet)
+            compiled = _compile(ov, path, precision, threads, quiet)
         except ConversionError as exc:  # whole, but not for this OpenVINO: convert again
+            if precision == INT8:
+                raise
             log.info("%s; converting it again", exc)
     elif path.exists():
         log.info("the converted video model in %s is damaged or incomplete; converting it "
                  "again", path)
     if compiled is None:
-        log.info("converting the video model for OpenVINO (once; cached in %s)", path)
-        with quiet():
-            _convert(video_fn, batch_size, path)
+        if precision == INT8:
+            raise NotQuantized(not_quantized(path))
+        log.info("converting the video model for OpenVINO (once, in a child process; cached in "
+                 "%s)", path)
+        convert(path)
         converted = True
-        compiled = _compile(ov, path, config, quiet)
-    video = CompiledVideo(compiled, batch_size, path, converted, time.perf_counter() - started)
+        compiled = _compile(ov, path, precision, threads, quiet)
+    video = CompiledVideo(lambda: _compile(ov, path, precision, threads, quiet), batch_size,
+                          path, converted, time.perf_counter() - started, compiled)
     log.info("video model on OpenVINO %s (%s, batch %d, %s): %s in %.1f s", version(), DEVICE,
              batch_size, precision,
              "converted and compiled" if converted else "compiled from the cache", video.seconds)
     return video
 
 
-def _compile(ov, path: Path, config: dict, quiet) -> object:
+def not_quantized(path: Path) -> str:
+    return ("model.precision is int8 but no INT8 model that passed its validation is cached "
+            f"for this model and batch size (in {int8_dir(path)}); run 'autotag quantize' "
+            "(pip install 'autotag[int8]'), or set model.precision: f32")
+
+
+def _compile(ov, path: Path, precision: str, threads: int, quiet) -> object:
+    """The IR in `path` (its INT8 copy for precision int8) compiled for the CPU."""
+    if precision == INT8:
+        if not accepted_int8(path):
+            raise NotQuantized(not_quantized(path))
+        path = int8_dir(path)
+    # an INT8 model's quantized layers run in int8 whatever the hint; the rest stay f32
+    config = {"PERFORMANCE_HINT": PERFORMANCE_HINT,
+              "INFERENCE_PRECISION_HINT": PRECISION if precision == INT8 else precision}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
     core = ov.Core()
     try:
         with quiet():
@@ -163,8 +255,9 @@ def _compile(ov, path: Path, config: dict, quiet) -> object:
             from None
 
 
-def _convert(video_fn, batch_size: int, path: Path) -> None:
-    """Convert and save the IR into a temp folder beside `path`, then rename it into place."""
+def convert_signature(video_fn, batch_size: int, path: Path) -> None:
+    """Convert and save the IR into a temp folder beside `path`, then rename it into place.
+    Needs the TensorFlow signature: runs in the converting child (runtimes/tfworker.py)."""
     ov = import_openvino()
 
     try:
@@ -242,21 +335,21 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-@dataclass
 class OpenVinoEmbedder:
-    """MIL-NCE with its video signature on OpenVINO and its text signature on TensorFlow."""
+    """MIL-NCE with its video signature on OpenVINO and its text signature wherever `text`
+    runs it (a child process with TensorFlow: runtimes/child.py), so this process holds no
+    TensorFlow. Windows of another shape than the model's (only tests make them) load
+    TensorFlow in this process for them: `tensorflow()` gives that model."""
 
-    tensorflow: object  # model.HubEmbedder: the loader, the text side, other window shapes
-    video: CompiledVideo
-    runtime: str = "openvino"
+    runtime = "openvino"
 
-    @property
-    def fingerprint(self) -> str:  # the same as TensorFlow's: stored embeddings stay valid
-        return self.tensorflow.fingerprint
-
-    @property
-    def handle(self) -> str:
-        return self.tensorflow.handle
+    def __init__(self, video: CompiledVideo, text, fingerprint: str, handle: str,
+                 tensorflow=None) -> None:
+        self.video = video
+        self.text = text  # has embed_text(texts) → float32 [N, 512]
+        self.fingerprint = fingerprint  # TensorFlow's own: stored embeddings stay valid
+        self.handle = handle
+        self._tensorflow = tensorflow  # () → model.HubEmbedder, loaded on demand
 
     @property
     def converted(self) -> bool:
@@ -267,12 +360,25 @@ class OpenVinoEmbedder:
     def cache_path(self) -> Path:
         return self.video.path
 
+    @property
+    def loaded(self) -> bool:
+        """The compiled video model is in memory (False after an idle unload)."""
+        return self.video.loaded
+
+    @property
+    def last_used(self) -> float:
+        """time.monotonic() of the last video call (or of loading)."""
+        return self.video.last_used
+
+    def unload(self) -> bool:
+        """Release the compiled video model until the next call; False when it was not loaded."""
+        return self.video.unload()
+
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
-        """float32 [B, 32, 224, 224, 3] in [0, 1] → float32 [B, 512]; a window of another shape
-        (only tests make them) runs on TensorFlow, which takes any."""
+        """float32 [B, 32, 224, 224, 3] in [0, 1] → float32 [B, 512]."""
         if tuple(frames.shape[1:]) != WINDOW_SHAPE:
-            return self.tensorflow.embed_video(frames)
+            return self._tensorflow().embed_video(frames)
         return self.video(frames)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
-        return self.tensorflow.embed_text(texts)
+        return self.text.embed_text(texts)
