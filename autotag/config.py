@@ -20,10 +20,11 @@ import yaml
 
 HUB_HANDLE = "https://tfhub.dev/deepmind/mil-nce/s3d/1"
 CONFIG_NAME = "config.yaml"
-# Where the video signature runs (issue 14). auto: OpenVINO when installed and TensorFlow sees no
-# GPU, else TensorFlow. TensorFlow loads the model and embeds text whatever this says.
+# Where the video signature runs (issue 14). auto: OpenVINO unless there is a GPU TensorFlow can
+# use. On OpenVINO, TensorFlow only converts the model and embeds new text, in a child process.
 RUNTIMES = ("auto", "tensorflow", "openvino")
-PRECISIONS = ("f32", "bf16")  # model.precision: OpenVINO's inference precision
+# model.precision: OpenVINO's inference precision, or int8: the copy `autotag quantize` accepted
+PRECISIONS = ("f32", "bf16", "int8")
 
 
 class ConfigError(Exception):
@@ -41,6 +42,9 @@ class ModelConfig:
     # OpenVINO's arithmetic: f32 gives TensorFlow's embeddings to float error; bf16 runs about
     # twice as fast on CPUs with AVX-512 BF16 or AMX, scores within about 0.4% (issue 14)
     precision: str = "f32"
+    # an idle daemon releases the compiled video model after this long with nothing embedded
+    # and loads it again (from the cached IR) for the next clip; 0 never. 300: Immich's model TTL
+    idle_unload_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,8 @@ HIERARCHY_SEPARATORS = frozenset("|/")
 _POSITIVE = {"model.batch_size", "tagging.top_k", "tagging.temperature", "sampling.max_windows",
              "sampling.max_pixels", "sampling.decode_workers", "sampling.decode_timeout",
              "watch.polling_seconds", "hooks.timeout"}
-_NON_NEGATIVE = {"model.threads", "watch.stability_seconds", "watch.rescan_seconds"}
+_NON_NEGATIVE = {"model.threads", "model.idle_unload_seconds", "watch.stability_seconds",
+                 "watch.rescan_seconds"}
 # Keys whose value must be one of a few words.
 _CHOICES = {"model.runtime": RUNTIMES, "model.precision": PRECISIONS}
 

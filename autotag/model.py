@@ -137,7 +137,7 @@ class LazyEmbedder:
     @property
     def resident(self) -> bool:
         """The video model is in memory now (loaded, and not released by an idle unload)."""
-        return self._model is not None and getattr(self._model, "loaded", True)
+        return self._model is not None and getattr(self._model, "resident", True)
 
     def unload(self) -> bool:
         """Release the compiled video model until the next call (OpenVINO only)."""

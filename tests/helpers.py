@@ -4,6 +4,10 @@ embedder, sidecar reading, a daemon running in a thread."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -130,3 +134,36 @@ def tagged(clip: Path, *labels: str) -> Tagged:
     return Tagged(embedded, "model", "vocab", tags, tags)
 
 
+
+
+class DaemonProcess:
+    """`autotag --debug --config CONFIG DIR` in a subprocess, as users run it, its stderr
+    collected by a reader thread it owns. command: what runs instead of `-m autotag` (a script
+    that reports on the process after `cli.main` returns)."""
+
+    def __init__(self, config: Path, root: Path, command: list[str] = ("-m", "autotag"),
+                 env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, *command, "--debug", "--config", str(config), str(root)],
+            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, name="daemon-stderr")
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.reader.join(timeout=60)

@@ -16,18 +16,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.clips import write_video
+from tests.helpers import DaemonProcess
 
-REPO = Path(__file__).resolve().parents[1]
 CLIPS = int(os.environ.get("SOAK_CLIPS", "1000"))
 SHORT_CLIPS = 300
 BURSTS = 10
@@ -44,37 +40,7 @@ def proc_status(pid: int) -> dict[str, float]:
             "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": int(fields["Threads"])}
 
 
-class Daemon:
-    """`autotag DIR` in a subprocess, its stderr collected by a reader thread it owns."""
-
-    def __init__(self, config: Path, root: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "autotag", "--debug", "--config", str(config), str(root)],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, name="soak-stderr")
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    def count(self, text: str) -> int:
-        return sum(text in line for line in list(self.lines))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.reader.join(timeout=60)
-
-
-def wait_for(condition, what: str, daemon: Daemon, deadline: float = DEADLINE) -> None:
+def wait_for(condition, what: str, daemon: DaemonProcess, deadline: float = DEADLINE) -> None:
     end = time.monotonic() + deadline
     while not condition():
         assert daemon.proc.poll() is None, f"the daemon died:\n{''.join(daemon.lines[-30:])}"
@@ -118,7 +84,7 @@ def soak(tmp_path: Path, model_dir: Path, clips: int) -> None:
         "watch: {stability_seconds: 0.3, rescan_seconds: 2}\n"
         f"outputs: {{log: '{log}', previews: '{tmp_path / 'previews'}'}}\n")
     started = time.monotonic()
-    daemon = Daemon(config, inbox)
+    daemon = DaemonProcess(config, inbox)
     alive: set[Path] = set()
     figures = []
     try:

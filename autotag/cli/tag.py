@@ -32,10 +32,11 @@ def build() -> argparse.ArgumentParser:
               "       %(prog)s {" + ",".join(SUBCOMMANDS) + "} ...",
         description="Tag video clips and GIFs by the activities in them (MIL-NCE). Without "
                     "--once, watch the folders and tag each new clip once it is complete.",
-        epilog="The video model runs on OpenVINO when it is installed (model.runtime: auto; pip "
-               "install 'autotag[openvino]', about 180 MB; the first start converts the model "
-               "in a few seconds, cached for later starts and made by 'autotag fetch-model'), "
-               "else on TensorFlow. Other commands: " + ", ".join(SUBCOMMANDS)
+        epilog="On a CPU the video model runs on OpenVINO (model.runtime: auto); the first "
+               "start converts it in a few seconds, in a child process, cached for later "
+               "starts ('autotag fetch-model' does it ahead), and TensorFlow is started only "
+               "for that and for new text. With an NVIDIA GPU it runs on TensorFlow. Other "
+               "commands: " + ", ".join(SUBCOMMANDS)
                + " (autotag COMMAND --help).")
     parser.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                         help="folders (or files) to tag; watch mode adds watch.paths")

@@ -62,6 +62,17 @@ def acquire_lock(state_path: Path):
     return handle
 
 
+def _resident_memory() -> str:
+    """This process's resident memory, from /proc (for the log line of an idle release)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return f"{int(line.split()[1]) // 1024} MB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return "unknown"
+
+
 class _Inbox:
     """Stable paths from the watcher → the engine, and how many paths the engine has been
     given and not finished: with the watcher's pending count, what "idle" means."""
@@ -137,6 +148,7 @@ class Daemon:
         self._worker: threading.Thread | None = None
         self._run_stop = threading.Event()
         self._not_in_store = 0  # clips with a sidecar the store does not know, per catch-up scan
+        self._unload_scheduled = False  # the main loop waits for the model's idle release
 
     # -- control (signal handlers and tests) ------------------------------------------------
 
@@ -190,8 +202,12 @@ class Daemon:
             else None
         warned = 0.0
         while not self._stop.is_set():
-            self._wake.wait(timeout)
+            unload = self._unload_in()
+            self._unload_scheduled = unload is not None
+            waits = [t for t in (timeout, unload) if t is not None]
+            self._wake.wait(min(waits) if waits else None)
             self._wake.clear()
+            self._unload_if_idle()
             if self._reload.is_set():
                 self._reloading = True
                 self._reload.clear()
@@ -210,6 +226,28 @@ class Daemon:
                 warned = now
                 log.warning("backlog: %d clips waiting to be tagged", backlog)
 
+    def _unload_in(self) -> float | None:
+        """Seconds until the video model may be released as idle; None: nothing to release
+        (model.idle_unload_seconds is 0, it is released already, or it cannot be)."""
+        seconds = self.config.model.idle_unload_seconds
+        embedder = self._app.embedder if self._app is not None else None
+        last_used = getattr(embedder, "last_used", None)
+        if not seconds or last_used is None or not getattr(embedder, "resident", False):
+            return None
+        return max(0.0, last_used + seconds - time.monotonic())
+
+    def _unload_if_idle(self) -> None:
+        """Release the compiled video model once nothing was embedded for idle_unload_seconds
+        and nothing waits to be tagged; the next clip loads it again from the cached IR."""
+        due = self._unload_in()
+        if due is None or due > 0 or self.inbox.paths or self.inbox.outstanding:
+            return
+        if self._app.embedder.unload():
+            log.info("released the video model after %.0f s idle (resident memory now %s); it "
+                     "loads again from the cache when a clip arrives",
+                     self.config.model.idle_unload_seconds, _resident_memory())
+            self.notifier.status(self._status())
+
     def _healthy(self, interval: float) -> bool:
         """The worker lives, and made progress lately or waits for work with nothing queued."""
         alive = self._worker is not None and self._worker.is_alive()
@@ -218,8 +256,12 @@ class Daemon:
 
     def _status(self) -> str:
         backlog = self._watcher.backlog if self._watcher else 0
+        embedder = self._app.embedder if self._app is not None else None
+        released = ("; video model released (idle)"
+                    if getattr(embedder, "last_used", None) is not None
+                    and not getattr(embedder, "resident", True) else "")
         return (f"{self.counts['tagged'] + self.counts['reused']} tagged, "
-                f"{self.counts['failed']} failed, {backlog} waiting")
+                f"{self.counts['failed']} failed, {backlog} waiting{released}")
 
     def _shutdown(self) -> bool:
         """Stop watching and tagging; False when the batch in flight did not finish in time."""
@@ -310,6 +352,8 @@ class Daemon:
 
     def _result(self, result: ClipResult) -> None:
         self.heartbeat = time.monotonic()
+        if not self._unload_scheduled and self.config.model.idle_unload_seconds:
+            self._wake.set()  # the model may be back in memory: the main loop times its release
         path = result.path
         if result.status == "failed" and result.retryable and 0 < result.attempts <= MAX_RETRIES:
             delay = self._retry_delay(result.attempts)

@@ -361,7 +361,7 @@ class OpenVinoEmbedder:
         return self.video.path
 
     @property
-    def loaded(self) -> bool:
+    def resident(self) -> bool:
         """The compiled video model is in memory (False after an idle unload)."""
         return self.video.loaded
 
