@@ -96,7 +96,7 @@ def time_retag(folder: Path, store: Store, files: int) -> tuple[float, float]:
     tagger = Tagger(config, vocabulary, build_outputs(config), store, MODEL)
     records = [r for r in stored_clips(store, MODEL) if r.mtime][:files]
     started = time.perf_counter()
-    results = retag(tagger, store, records)
+    results = list(retag(tagger, store, records))  # a generator: the work is in consuming it
     per_clip = (time.perf_counter() - started) / len(records)
     assert {r.status for r in results} == {"reused"}, {r.reason for r in results}
     sidecars = [Path(f"{r.path}.autotag.json") for r in records]
