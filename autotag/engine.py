@@ -78,8 +78,10 @@ class Outcome:
 class Engine:
     """Embeds clips with `embedder`, reusing and saving embeddings in `store`.
 
-    A path is processed by one run at a time (the daemon may queue it twice). Each app has its
-    engine: a reload builds a new one.
+    A path is processed by one run at a time, and its claim lasts until its outcome has been
+    handled (the consumer asked for the next one): the daemon may queue a path twice, and the
+    second request then finds the outputs and store record of the first (issue 23). Each app
+    has its engine: a reload builds a new one.
     """
 
     def __init__(self, config: Config, embedder: Embedder, store: Store) -> None:

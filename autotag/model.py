@@ -155,7 +155,30 @@ class LazyEmbedder:
         return self._get().embed_video(frames)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Text before any video: on OpenVINO the text side is a child process anyway, so a
+        search for a new query (or retag with a new prompt) compiles no video model for it."""
+        if self._model is None and choose_runtime(self.requested_runtime) == "openvino":
+            return TextInChild(self.handle, self.threads).embed_text(texts)
         return self._get().embed_text(texts)
+
+
+class TextInChild:
+    """The text signature in a TensorFlow child process (runtimes/child.py), its failures as
+    ModelError: what OpenVINO's embedder embeds text with."""
+
+    def __init__(self, handle: str, threads: int = 0) -> None:
+        from autotag.runtimes import child
+
+        # the child finds the model where this process does
+        self._child = child.ChildText(handle, threads, {"TFHUB_CACHE_DIR": str(hub_cache_dir())})
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        from autotag.runtimes import child
+
+        try:
+            return self._child.embed_text(texts)
+        except child.ChildError as exc:
+            raise ModelError(str(exc)) from None
 
 
 def fingerprint(handle: str) -> str:
@@ -317,7 +340,7 @@ def _on_openvino(handle: str, threads: int, batch_size: int, precision: str,
         reason = _one_line(exc)
     else:
         return openvino.OpenVinoEmbedder(
-            video, child.ChildText(handle, threads, env), model_fingerprint, handle,
+            video, TextInChild(handle, threads), model_fingerprint, handle,
             tensorflow=functools.cache(lambda: load_tensorflow_model(handle, threads)))
     if precision == "int8":
         raise ModelError(f"the INT8 model cannot run on OpenVINO ({reason}); run 'autotag "
