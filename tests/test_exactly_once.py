@@ -193,3 +193,24 @@ def test_a_clip_moved_away_while_its_outputs_are_written_takes_them_with_it(
     assert not Path(f"{clip}.autotag.json").exists()
     assert not list((tmp_path / "previews").iterdir())
     assert record is None
+
+
+def test_reloads_in_a_burst_of_arrivals_tag_each_clip_once(tmp_path, model_dir, embedder):
+    """SIGHUP three times while 12 clips arrive: each reload stops the tagging loop, carries
+    the watcher's pending paths over and rescans; every clip is still logged once."""
+    from tests.clips import BLUE
+    from tests.helpers import Running, wait_for, write_daemon_config
+
+    root = tmp_path / "inbox"
+    root.mkdir()
+    config = write_daemon_config(tmp_path, model_dir)
+    colours = (RED, GREEN, BLUE)
+    with Running(config, root, embedder) as run:
+        for i in range(12):
+            write_video(root / f"clip{i:02d}.mp4", [(colours[i % 3], 1 + i % 2)])
+            if i % 4 == 3:
+                run.daemon.request_reload()
+        wait_for(lambda: len({line["path"] for line in log_lines(config)}) == 12, DEADLINE * 2)
+        assert run.daemon.wait_idle(DEADLINE)
+    paths = [line["path"] for line in log_lines(config)]
+    assert sorted(paths) == sorted(str(root / f"clip{i:02d}.mp4") for i in range(12))
