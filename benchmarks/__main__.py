@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks import measure, report, suite
+from benchmarks import measure, report, runtimes, suite
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -72,14 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
     overrides = {"model": {"batch_size": s.batch_size, "threads": s.threads,
                            "runtime": suite.concrete_runtime(s.runtime)}}
+    say = lambda m: print(f"[{time.perf_counter() - started:5.0f} s] {m}", flush=True)  # noqa: E731
     try:
-        results = suite.run(s, measure.Workspace(scratch, handle, overrides),
-                            say=lambda m: print(f"[{time.perf_counter() - started:5.0f} s] {m}",
-                                                flush=True))
+        results = suite.run(s, measure.Workspace(scratch, handle, overrides), say=say)
+        # the runtimes side by side on this CPU (issue 19): its own workspace and caches
+        table = runtimes.render(runtimes.run(
+            measure.Workspace(scratch / "runtimes", handle,
+                              {"model": {"batch_size": runtimes.BATCH}}), None, say=say), None)
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    text = report.render(results)
+    text = report.render(results) + "\n" + table
     path = report.write(results, text, RESULTS)
     print(f"written to {path} in {time.perf_counter() - started:.0f} s")
     return 0

@@ -112,3 +112,22 @@ def test_decoding_alone_reports_cpu_a_window_on_every_set(tmp_path, capsys):
         assert any(line.startswith(f"{name}: ") and " ms CPU a window " in line
                    and line.endswith(", 2 windows)") for line in lines), lines
     assert any(line.startswith("10-minute vs 10-second 1080p, 2 windows: ") for line in lines)
+
+
+def test_the_runtimes_table_names_the_cpu_and_every_runtime():
+    """benchmarks.runtimes (issue 19): its table from figures, the CPU and its flags first."""
+    from benchmarks import runtimes
+
+    name, flags = runtimes.cpu()
+    assert name and isinstance(flags, set)
+    figures = runtimes.Figures(f"{name}; flags: avx2", daemon={"steady": 600.0,
+                                                                "released": 150.0})
+    figures.rows = [runtimes.Row("TensorFlow, oneDNN off", 0.7, 0.6, 1800.0),
+                    runtimes.Row("OpenVINO f32 (the default now)", 1.9, 1.7, 700.0),
+                    runtimes.Row("OpenVINO INT8 (model.precision: int8)", note="refused: why")]
+    figures.quantize = {"accepted": False, "reason": "why", "examples": [1, 2]}
+    text = runtimes.render(figures, None)
+    assert f"CPU: {name}; flags: avx2" in text
+    assert "| OpenVINO f32 (the default now) | 1.90 | 1.70 | 700 MB  |" in text
+    assert "refused: why" in text and "| now, released | 150 MB |" in text
+    assert '"accepted": false' in text and "examples" not in text
