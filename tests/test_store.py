@@ -125,3 +125,28 @@ def search_hits(config: Path, capsys) -> str:
     capsys.readouterr()
     assert cli.main(["search", "--config", str(config), "--json", "red"]) == 0
     return capsys.readouterr().out
+
+
+def test_a_daemon_started_without_its_store_embeds_the_tagged_clips_again(tmp_path, model_dir,
+                                                                          embedder, caplog):
+    from tests.helpers import Running, log_lines, wait_for, write_daemon_config
+
+    root = tmp_path / "inbox"
+    root.mkdir()
+    config = write_daemon_config(tmp_path, model_dir)
+    with Running(config, root, embedder):
+        write_video(root / "red.mp4", [(RED, 2)])
+        wait_for(lambda: len(log_lines(config)) == 1)
+    damage(load_config(config).state.store_path, "deleted")
+    caplog.set_level("INFO", "autotag")
+    with Running(config, root, embedder) as run:
+        wait_for(lambda: len(run.results) == 1)
+        assert run.daemon.wait_idle(30)
+    assert [r.status for r in run.results] == ["tagged"]  # embedded again: the store knows it
+    assert caplog.text.count("not in the state store") == 1
+    assert "1 clip not in the state store" in caplog.text
+    store = Store(load_config(config).state.store_path)
+    try:
+        assert store.file(root / "red.mp4").status == "tagged"
+    finally:
+        store.close()
