@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -257,3 +258,21 @@ def test_a_tagging_loop_that_dies_stops_the_daemon_with_exit_1(setup, embedder):
     write_video(root / "red.mp4", [(RED, 2)])
     run.thread.join(DEADLINE)  # it stops on its own: a daemon that tags nothing is not alive
     assert not run.thread.is_alive() and run.code == 1
+
+
+def test_a_notify_socket_nobody_reads_never_stalls_the_daemon(tmp_path):
+    """A datagram socket holds a few messages (net.unix.max_dgram_qlen); sd_notify to a full
+    one must not block the main loop (it did: the benchmark's listener stopped reading)."""
+    path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    notifier = Notifier(str(path))
+    sender = threading.Thread(target=lambda: [notifier.status(f"{i} tagged") for i in range(200)],
+                              name="test-notify")
+    sender.start()
+    sender.join(5)
+    stalled = sender.is_alive()
+    listener.close()  # a sender blocked on the full socket gets ECONNREFUSED and ends
+    sender.join(DEADLINE)
+    notifier.close()
+    assert not stalled

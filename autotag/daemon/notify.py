@@ -30,8 +30,8 @@ class Notifier:
     def send(self, *fields: str) -> None:
         if self._sock is None:
             return
-        try:
-            self._sock.sendto("\n".join(fields).encode(), self.address)
+        try:  # never blocks: a listener that stopped reading must not stall the daemon
+            self._sock.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, self.address)
         except OSError as exc:  # systemd gone or socket full: the daemon carries on
             log.debug("sd_notify failed: %s", exc)
 

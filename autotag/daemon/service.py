@@ -148,7 +148,6 @@ class Daemon:
         self._worker: threading.Thread | None = None
         self._run_stop = threading.Event()
         self._not_in_store = 0  # clips with a sidecar the store does not know, per catch-up scan
-        self._unload_scheduled = False  # the main loop waits for the model's idle release
 
     # -- control (signal handlers and tests) ------------------------------------------------
 
@@ -203,7 +202,6 @@ class Daemon:
         warned = 0.0
         while not self._stop.is_set():
             unload = self._unload_in()
-            self._unload_scheduled = unload is not None
             waits = [t for t in (timeout, unload) if t is not None]
             self._wake.wait(min(waits) if waits else None)
             self._wake.clear()
@@ -234,13 +232,15 @@ class Daemon:
         last_used = getattr(embedder, "last_used", None)
         if not seconds or last_used is None or not getattr(embedder, "resident", False):
             return None
+        if self.inbox.paths or self.inbox.outstanding:
+            return None  # busy: the next result wakes the main loop (_result) to look again
         return max(0.0, last_used + seconds - time.monotonic())
 
     def _unload_if_idle(self) -> None:
         """Release the compiled video model once nothing was embedded for idle_unload_seconds
         and nothing waits to be tagged; the next clip loads it again from the cached IR."""
         due = self._unload_in()
-        if due is None or due > 0 or self.inbox.paths or self.inbox.outstanding:
+        if due is None or due > 0:
             return
         if self._app.embedder.unload():
             log.info("released the video model after %.0f s idle (resident memory now %s); it "
@@ -345,6 +345,8 @@ class Daemon:
                                   retry_failed=self._may_retry):
                 self._result(result)
                 self.inbox.done()
+                if self.config.model.idle_unload_seconds:
+                    self._wake.set()  # the main loop times the model's idle release anew
         except Exception:  # noqa: BLE001 - a daemon that tags nothing must not look alive
             log.exception("the tagging loop failed; stopping (exit code 1)")
             self._worker_failed = True
@@ -352,8 +354,6 @@ class Daemon:
 
     def _result(self, result: ClipResult) -> None:
         self.heartbeat = time.monotonic()
-        if not self._unload_scheduled and self.config.model.idle_unload_seconds:
-            self._wake.set()  # the model may be back in memory: the main loop times its release
         path = result.path
         if result.status == "failed" and result.retryable and 0 < result.attempts <= MAX_RETRIES:
             delay = self._retry_delay(result.attempts)
