@@ -170,7 +170,8 @@ def daemon(ws, cache: Path, clips: list[Path], checkout: Path | None = None,
     out = {}
     with open(folder / "output.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "autotag", "--config", str(config),
-                                 str(watched)], stdout=log, stderr=subprocess.STDOUT, env=env)
+                                 str(watched)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=folder)  # not ours: `-m` puts the cwd first on sys.path
         try:
             measure._wait_ready(sock, proc)
             for clip in clips:

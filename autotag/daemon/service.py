@@ -62,6 +62,23 @@ def acquire_lock(state_path: Path):
     return handle
 
 
+MMAP_THRESHOLD = 1 << 20  # bytes; glibc's mallopt(M_MMAP_THRESHOLD): 1 MB, and no longer dynamic
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def _big_buffers_from_mmap() -> None:
+    """Buffers of 1 MB and more (a window's frames: 4.8 MB as uint8, 19 MB as float32) come
+    from mmap and go back to the system when freed. glibc's default threshold grows to 32 MB
+    after the first such free, and then they came from the heap, which a daemon that runs all
+    year fragments (an idle release kept ~10 MB more: benchmarks.runtimes)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        pass
+
+
 def _resident_memory() -> str:
     """This process's resident memory, from /proc (for the log line of an idle release)."""
     try:
@@ -176,6 +193,7 @@ class Daemon:
 
     def run(self) -> int:
         lock = acquire_lock(self.config.state.store_path)
+        _big_buffers_from_mmap()
         try:
             self._install_signals()
             self._app = self.open_app(self.config, None)
