@@ -34,12 +34,10 @@ def main(argv: list[str]) -> int:
             buffer = io.BytesIO()
             np.save(buffer, model.embed_text(texts), allow_pickle=False)
             sys.stdout.buffer.write(buffer.getvalue())
-    except ModelError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_MODEL
-    except ConversionError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_CONVERSION
+    except (ModelError, ConversionError) as exc:
+        # the protocol with the parent: the last line on stderr says why (child.run reads it)
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_MODEL if isinstance(exc, ModelError) else EXIT_CONVERSION
     return 0
 
 
