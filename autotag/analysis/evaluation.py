@@ -225,5 +225,17 @@ def _set_result(name: str, prompts: tuple[tuple[str, ...], ...], scores: np.ndar
                      unknown_prompts((p for per_tag in prompts for p in per_tag), table))
 
 
+def agreement(a: Evaluation, b: Evaluation) -> dict[str, float]:
+    """Two evaluations of the same folder (f32 and INT8 embeddings) → the share of clips whose
+    top-1 tag is the same, and whose given tags are the same; clips matched by content."""
+    rows = {c.sha256: i for i, c in enumerate(b.labelled.clips)}
+    pairs = [(i, rows[c.sha256]) for i, c in enumerate(a.labelled.clips) if c.sha256 in rows]
+    if not pairs:
+        return {"clips": 0, "top1": float("nan"), "given": float("nan")}
+    top1 = [a.scores[i].argmax() == b.scores[j].argmax() for i, j in pairs]
+    given = [np.array_equal(a.given[i], b.given[j]) for i, j in pairs]
+    return {"clips": len(pairs), "top1": float(np.mean(top1)), "given": float(np.mean(given))}
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None or np.isnan(value) else round(float(value), 4)

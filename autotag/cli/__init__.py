@@ -14,7 +14,17 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from autotag.cli import backfill, calibrate, evaluate, fetch_model, init, retag, search, tag
+from autotag.cli import (
+    backfill,
+    calibrate,
+    evaluate,
+    fetch_model,
+    init,
+    quantize,
+    retag,
+    search,
+    tag,
+)
 from autotag.cli.common import EXIT_USAGE, SUBCOMMANDS, Context, UsageError, setup_logging
 from autotag.model import Embedder
 
@@ -28,6 +38,7 @@ COMMANDS = {
     "eval": evaluate,
     "calibrate": calibrate,
     "backfill": backfill,
+    "quantize": quantize,
 }
 assert tuple(COMMANDS)[1:] == SUBCOMMANDS
 

@@ -19,7 +19,8 @@ from autotag.model import Embedder
 log = logging.getLogger("autotag")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SUBCOMMANDS = ("init", "fetch-model", "search", "retag", "eval", "calibrate", "backfill")
+SUBCOMMANDS = ("init", "fetch-model", "search", "retag", "eval", "calibrate", "backfill",
+               "quantize")
 
 
 class UsageError(Exception):

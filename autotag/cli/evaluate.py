@@ -1,13 +1,17 @@
 """`autotag eval DIR`: how well the vocabulary tags a labelled folder; tables, JSON, HTML report.
 
 argv → config → app (cli.common.open_app) → analysis.labelled → analysis.evaluation → printed
-(rich tables or JSON) and, with --report, analysis.report's HTML page.
+(rich tables or JSON) and, with --report, analysis.report's HTML page. With --precision int8:
+the f32 and INT8 models (both OpenVINO) → the folder embedded by each, apart → two evaluations
+→ printed side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import tempfile
 from pathlib import Path
 
 from autotag.cli.common import (
@@ -20,7 +24,7 @@ from autotag.cli.common import (
     open_app,
     startup_error,
 )
-from autotag.cli.labelled import check_folder, embed_labelled, print_json
+from autotag.cli.labelled import check_folder, embed_labelled, print_json, progress
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,10 @@ def build() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--report", type=Path, metavar="FILE",
                         help="also write a self-contained HTML report to FILE")
+    parser.add_argument("--precision", choices=["int8"],
+                        help="int8: embed the folder with f32 and with the INT8 model 'autotag "
+                             "quantize' made, and show the two side by side (mAP, top-1, "
+                             "per-tag AP); both embed afresh, sharing no stored embeddings")
     parser.add_argument("--template", action="append", metavar="TEXT",
                         help="a prompt template for the 'templates' prompt set, {} standing for "
                              "the tag's name (repeat for several; default: {}, 'a person {}', "
@@ -67,6 +75,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except EvalError as exc:
         raise UsageError(str(exc)) from None
     check_folder(args.dir, config.labels)
+    if args.precision == "int8":
+        if args.report is not None:
+            raise UsageError("--report shows one model; leave out --precision int8 (or set "
+                             "model.precision: int8 to report on the INT8 model alone)")
+        return run_side_by_side(args, ctx, config, templates)
     # lazy: a re-run whose clips and prompts are all stored or cached never loads the model
     app = open_app(config, ctx, lazy=True)
     try:
@@ -85,6 +98,114 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     finally:
         app.close()
     return EXIT_FAILED if labelled.failed else EXIT_OK
+
+
+def run_side_by_side(args: argparse.Namespace, ctx: Context, config, templates) -> int:
+    """`eval --precision int8`: the folder embedded by f32 and by INT8 (both on OpenVINO), each
+    through an engine and state store of its own, evaluated alike, printed side by side."""
+    from autotag.analysis.evaluation import agreement, embed_prompts, evaluate, prompt_sets
+    from autotag.config import default_cache_dir
+    from autotag.model import ModelError, load_configured
+
+    config = dataclasses.replace(config, model=dataclasses.replace(
+        config.model, runtime="openvino", precision="f32"))
+    try:  # both models before anything is embedded: a missing INT8 model costs no wait
+        f32 = ctx.embedder or load_configured(config.model)
+        int8 = load_int8(config, f32)
+    except ModelError as exc:
+        raise startup_error(exc, config) from None
+    app = open_app(config, Context(f32))
+    try:
+        table = embed_prompts(prompt_sets(config.vocabulary, templates), app.embedder,
+                              default_cache_dir())
+        evaluations = {}
+        for name, embedder in (("f32", app.embedder), ("int8", int8)):
+            labelled = embed_apart(config, embedder, args.dir, name, not args.json)
+            evaluations[name] = evaluate(labelled, config.vocabulary, table, config.tagging,
+                                         templates)
+    except ModelError as exc:
+        raise startup_error(exc, config) from None
+    finally:
+        app.close()
+    agree = agreement(evaluations["f32"], evaluations["int8"])
+    if args.json:
+        print_json({name: ev.to_json() for name, ev in evaluations.items()}
+                   | {"agreement": agree})
+    else:
+        print_side_by_side(evaluations["f32"], evaluations["int8"], agree)
+    failed = any(ev.labelled.failed for ev in evaluations.values())
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def load_int8(config, f32):
+    """The INT8 model beside the f32 one's cached IR (the same cache folder and batch size);
+    ModelError from the loader when there is no accepted one."""
+    from autotag.model import load_model
+
+    f32_dir = getattr(f32, "cache_path", None)
+    if f32_dir is None:
+        raise UsageError("--precision int8 compares OpenVINO's INT8 and f32 models, and the "
+                         "video model is not running on OpenVINO (see the warning above)")
+    batch_size = getattr(getattr(f32, "video", None), "batch_size", config.model.batch_size)
+    return load_model(config.model.handle, config.model.threads, runtime="openvino",
+                      batch_size=batch_size, precision="int8", cache_dir=Path(f32_dir).parent)
+
+
+def embed_apart(config, embedder, root: Path, name: str, show_progress: bool):
+    """The labelled folder embedded by `embedder` through an engine whose state store lives in
+    a temp folder: stored embeddings are keyed by the model's fingerprint, which f32 and INT8
+    share, so neither may reuse the other's, nor leave its own in the user's store."""
+    from autotag.analysis.labelled import EvalError, load_labelled
+    from autotag.engine import Engine
+    from autotag.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="autotag-eval-") as folder:
+        store = Store(Path(folder) / "state.sqlite3")
+        try:
+            with progress(f"embedding ({name})", enabled=show_progress) as on_progress:
+                return load_labelled(root, Engine(config, embedder, store), on_progress)
+        except EvalError as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            store.close()
+
+
+def print_side_by_side(f32, int8, agree: dict, console=None) -> None:
+    """Summary and per-tag figures of f32 and INT8 in adjacent columns."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from autotag.analysis.report import number, percent
+
+    console = console or Console()
+    lab = f32.labelled
+    console.print(f"{lab.root}: {len(lab.clips)} clips, {len(f32.tags)} tags; INT8 gives "
+                  f"{percent(agree['top1'])} of clips f32's top-1 tag and "
+                  f"{percent(agree['given'])} f32's tags", highlight=False)
+    summary = Table(title="f32 and INT8 side by side", title_justify="left")
+    for name, justify in (("", "left"), ("f32", "right"), ("int8", "right")):
+        summary.add_column(name, justify=justify)
+    summary.add_row("top-1", percent(f32.top1), percent(int8.top1))
+    summary.add_row(f"top-{f32.k}", percent(f32.topk), percent(int8.topk))
+    summary.add_row("mAP", number(f32.map), number(int8.map), style="bold")
+    console.print(summary)
+
+    tags = Table(title="per tag (configured prompts)", title_justify="left")
+    for name in ("tag", "clips", "AP f32", "AP int8", "precision f32", "precision int8",
+                 "recall f32", "recall int8"):
+        tags.add_column(name, justify="left" if name == "tag" else "right")
+    others = {t.label: t for t in int8.tags}
+    for t in f32.tags:
+        o = others.get(t.label)
+        if o is None:
+            continue
+        tags.add_row(t.label, str(t.clips), number(t.ap), number(o.ap), percent(t.precision),
+                     percent(o.precision), percent(t.recall), percent(o.recall),
+                     style="red" if o.ap < t.ap - 0.05 else None)
+    console.print(tags)
+    failed = len(lab.failed) + len(int8.labelled.failed)
+    if failed:
+        console.print(f"[red]{failed} clip(s) could not be used (see above)[/]")
 
 
 def write_report(evaluation, path: Path, thumbnails) -> None:
