@@ -167,3 +167,15 @@ class DaemonProcess:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.reader.join(timeout=60)
+
+
+def tags_of(config: Path, embedder, paths: list[Path]) -> dict[str, tuple]:
+    """Tag `paths` with `embedder` under `config` (all must be tagged): clip name → its tags.
+    What tests comparing two runtimes or precisions on the same clips both need."""
+    app = open_app(load_config(config), embedder)
+    try:
+        results = list(app.tag(paths))
+    finally:
+        app.close()
+    assert [r.status for r in results] == ["tagged"] * len(paths)
+    return {r.path.name: r.tags for r in results}

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from autotag import cli
-from autotag.app import open_app
 from autotag.config import ConfigError, load_config, parse_config
 from autotag.model import LazyEmbedder, choose_runtime, load_model, prepare_runtime
 from autotag.runtimes import openvino as openvino_runtime
 from tests.clips import BLUE, GREEN, RED, write_gif, write_video
+from tests.helpers import tags_of
 
 # the test extra installs OpenVINO, so CI runs all of this; looked up, not imported (autotag
 # imports it itself, without its converter's telemetry)
@@ -103,14 +103,7 @@ def test_tags_identical_on_generated_clips(runtimes, tmp_path):
              write_video(clips / "flashing.mp4", [(BLUE, 5, True)])]
     tags = {}
     for name, embedder in (("tensorflow", on_tf), ("openvino", on_ov)):
-        config = load_config(write_config(tmp_path / name, model, name))
-        app = open_app(config, embedder)
-        try:
-            results = list(app.tag(paths))
-        finally:
-            app.close()
-        assert [r.status for r in results] == ["tagged"] * len(paths)
-        tags[name] = {r.path.name: r.tags for r in results}
+        tags[name] = tags_of(write_config(tmp_path / name, model, name), embedder, paths)
     for clip, tf_tags in tags["tensorflow"].items():
         ov_tags = tags["openvino"][clip]
         assert [t.label for t in ov_tags] == [t.label for t in tf_tags], clip

@@ -22,14 +22,12 @@ import numpy as np
 import pytest
 
 from autotag import cli
-from autotag.app import open_app
 from autotag.clip import Window
-from autotag.config import load_config
 from autotag.model import load_model
 from autotag.runtimes import openvino
 from autotag.runtimes import quantize as q
 from tests.clips import BLUE, GREEN, RED, write_video
-from tests.helpers import REPO
+from tests.helpers import REPO, tags_of
 
 pytestmark = pytest.mark.skipif(not openvino.installed(), reason="OpenVINO not installed")
 
@@ -160,13 +158,7 @@ def test_int8_tags_equal_f32_tags_on_the_test_clips(quantized, f32, model_dir, c
     paths = sorted(clips.iterdir())
     tags = {}
     for name, embedder in (("f32", f32), ("int8", int8)):
-        app = open_app(load_config(write_config(tmp_path / name, model_dir, name)), embedder)
-        try:
-            results = list(app.tag(paths))
-        finally:
-            app.close()
-        assert [r.status for r in results] == ["tagged"] * len(paths)
-        tags[name] = {r.path.name: r.tags for r in results}
+        tags[name] = tags_of(write_config(tmp_path / name, model_dir, name), embedder, paths)
     for clip, f32_tags in tags["f32"].items():
         int8_tags = tags["int8"][clip]
         assert [t.label for t in int8_tags] == [t.label for t in f32_tags], clip

@@ -42,6 +42,11 @@ DEVICE = "CPU"
 # split into requests in flight) was as fast within 3% on the stand-in on 2 cores (issue 14:
 # 6.0-6.2 vs 5.8-6.1 windows/s, f32) and holds a second stream's activations, so LATENCY it is.
 PERFORMANCE_HINT = "LATENCY"
+# OpenVINO pins its inference threads to cores by default; autotag's decoding threads share those
+# cores (and a NAS runs other services), and unpinned it ran the stand-in faster on a 2-core Zen 3
+# (issue 19, three interleaved pairs: --once 1.50/1.38/1.39 vs 1.34/1.28/1.44 windows/s pinned;
+# the model alone 1.66/1.81/1.55 vs 1.58/1.48/1.38)
+CPU_PINNING = False
 # f32: the same embeddings as TensorFlow's to float error. OpenVINO's default on a CPU with
 # AVX-512 BF16 or AMX is bf16, about twice as fast, but 0.4% of the largest value off on the
 # stand-in (cosine 0.99999), over the 0.1% issue 14 allows; model.precision: bf16 opts in.
@@ -235,17 +240,23 @@ def not_quantized(path: Path) -> str:
             "(pip install 'autotag[int8]'), or set model.precision: f32")
 
 
+def compile_config(precision: str, threads: int) -> dict:
+    """OpenVINO's CPU settings for the video model (the runtime's and the quantizer's check)."""
+    # an INT8 model's quantized layers run in int8 whatever the hint; the rest stay f32
+    config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "ENABLE_CPU_PINNING": CPU_PINNING,
+              "INFERENCE_PRECISION_HINT": PRECISION if precision == INT8 else precision}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
+
+
 def _compile(ov, path: Path, precision: str, threads: int, quiet) -> object:
     """The IR in `path` (its INT8 copy for precision int8) compiled for the CPU."""
     if precision == INT8:
         if not accepted_int8(path):
             raise NotQuantized(not_quantized(path))
         path = int8_dir(path)
-    # an INT8 model's quantized layers run in int8 whatever the hint; the rest stay f32
-    config = {"PERFORMANCE_HINT": PERFORMANCE_HINT,
-              "INFERENCE_PRECISION_HINT": PRECISION if precision == INT8 else precision}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
+    config = compile_config(precision, threads)
     core = ov.Core()
     try:
         with quiet():

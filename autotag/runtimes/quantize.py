@@ -298,13 +298,10 @@ class Compiled:
 
 
 def compile_for_validation(path: Path, threads: int) -> Compiled:
-    """The IR in `path` compiled as the runtime compiles it: LATENCY, f32 for what stays in
-    floating point, model.threads."""
+    """The IR in `path` compiled as the runtime compiles it (openvino.compile_config: LATENCY,
+    unpinned, f32 for what stays in floating point, model.threads)."""
     ov = openvino.import_openvino()
-    config = {"PERFORMANCE_HINT": openvino.PERFORMANCE_HINT,
-              "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
+    config = openvino.compile_config(INFERENCE_PRECISION, threads)
     core = ov.Core()
     model = core.read_model(path / openvino.FILES[0])
     return Compiled(core.compile_model(model, openvino.DEVICE, config), batch_size_of(model))
