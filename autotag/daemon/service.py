@@ -251,7 +251,7 @@ class Daemon:
         if not seconds or last_used is None or not getattr(embedder, "resident", False):
             return None
         if self.inbox.paths or self.inbox.outstanding:
-            return None  # busy: the next result wakes the main loop (_result) to look again
+            return None  # busy: each result wakes the main loop (_work) to look again
         return max(0.0, last_used + seconds - time.monotonic())
 
     def _unload_if_idle(self) -> None:
