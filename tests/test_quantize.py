@@ -110,7 +110,7 @@ def quantized(home, f32, clips, model_dir, tmp_path_factory):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(["quantize", "--config", str(config), "--windows", str(WINDOWS)],
                         embedder=f32)
-    report = json.loads((q.int8_dir(f32.cache_path) / q.REPORT).read_text())
+    report = json.loads((openvino.int8_dir(f32.cache_path) / q.REPORT).read_text())
     return code, out.getvalue(), err.getvalue(), report
 
 
@@ -141,7 +141,7 @@ def test_quantize_accepts_the_test_model_and_keeps_the_report_beside_the_ir(quan
     assert [a["ranges"] for a in report["attempts"]] == list(q.RANGES)
     assert report["ranges"] == "full" and report["attempts"][0]["accepted"] is False
     # the INT8 model is whole, beside the f32 IR, and the loader's check accepts it
-    folder = q.int8_dir(f32.cache_path)
+    folder = openvino.int8_dir(f32.cache_path)
     assert folder == f32.cache_path / "int8"
     assert {p.name for p in folder.iterdir()} == {"video.xml", "video.bin", "manifest.json",
                                                   "report.json"}
@@ -189,7 +189,7 @@ def test_refused_below_the_bar_then_precision_int8_is_a_config_error(f32, clips,
     assert report["accepted"] is False and "cosine" in report["reason"]
     assert report["mean_cosine"] > 0.99  # the figures are still there to read
     assert [a["accepted"] for a in report["attempts"]] == [False, False]
-    folder = q.int8_dir(cache / f32.cache_path.name)
+    folder = openvino.int8_dir(cache / f32.cache_path.name)
     assert {p.name for p in folder.iterdir()} == {"report.json"}  # no model that could run
     assert json.loads((folder / "report.json").read_text()) == report
     refusal = [line for line in err.splitlines() if "INT8 refused" in line]

@@ -3,7 +3,7 @@ one part → validated on the other against f32 (cosine, tags, speed) → report
 
 `autotag quantize` (issue 19): post-training quantization on the user's own windows, accepted
 only when the held-out windows say the INT8 model tags as the f32 one does. The INT8 model and
-its report live in `int8_dir(F)` beside the cached f32 IR F (runtimes/openvino.py), written
+its report live in `openvino.int8_dir(F)` beside the cached f32 IR F, written
 whole or not at all: a temp folder beside it, renamed into place. A refused model keeps only
 its report there (no model files), so `model.precision: int8` can never run it; the loader
 compiles `F/int8/video.xml` only when the folder is intact and its report says accepted.
@@ -91,12 +91,6 @@ OnClip = Callable[[Path, int, int], None]  # (clip, windows so far, windows want
 
 class QuantizeError(Exception):
     """Quantization cannot be done; one line naming the fix (a usage error, exit 2)."""
-
-
-def int8_dir(f32_dir: Path) -> Path:
-    """Where the INT8 model of the f32 IR in `f32_dir` lives: the runtime's own answer (the
-    loader and this module must agree)."""
-    return openvino.int8_dir(f32_dir)
 
 
 def import_nncf():
@@ -506,7 +500,7 @@ class Report:
 def read_report(f32_dir: Path) -> dict | None:
     """The report.json of the INT8 model beside `f32_dir`, or None."""
     with contextlib.suppress(OSError, ValueError):
-        return json.loads((int8_dir(f32_dir) / REPORT).read_text())
+        return json.loads((openvino.int8_dir(f32_dir) / REPORT).read_text())
     return None
 
 
@@ -519,7 +513,7 @@ def quantize(f32_dir: Path, split: Split, vocabulary: Vocabulary, tagging: Taggi
         raise QuantizeError(f"the converted video model in {f32_dir} is damaged or missing; "
                             "run autotag once with model.runtime: openvino to convert it again")
     started = time.perf_counter()
-    target = int8_dir(f32_dir)
+    target = openvino.int8_dir(f32_dir)
     temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
         temp.mkdir(parents=True)
@@ -585,7 +579,7 @@ def _report(f32_dir: Path, temp: Path, attempts: tuple[Attempt, ...], batch_size
             split: Split, vocabulary: Vocabulary, model: str, started: float) -> Report:
     weights = temp / openvino.FILES[1]
     return Report(
-        attempts=attempts, path=int8_dir(f32_dir), model=model, batch_size=batch_size,
+        attempts=attempts, path=openvino.int8_dir(f32_dir), model=model, batch_size=batch_size,
         vocabulary=vocabulary.fingerprint, tags=len(vocabulary.labels), split=split.by,
         calibration_windows=Split.count(split.calibration),
         calibration_clips=len({c.path for c in split.calibration}),
