@@ -123,6 +123,18 @@ class StateConfig:
         return self.path or default_state_path()
 
 
+DEFAULT_LISTEN = "127.0.0.1:8765"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    # the web app's address; None: the daemon does not serve (autotag serve uses DEFAULT_LISTEN)
+    listen: str | None = None
+    token_file: Path | None = None  # a file holding the access token; needed off loopback
+    hosts: tuple[str, ...] = ()  # Host names the app answers to besides loopback and IPs
+    root_path: str | None = None  # the path prefix a reverse proxy serves the app under, e.g. /autotag
+
+
 @dataclass(frozen=True)
 class Config:
     vocabulary: tuple[VocabEntry, ...]
@@ -133,6 +145,7 @@ class Config:
     hooks: HooksConfig = field(default_factory=HooksConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     source: Path | None = None  # the file this was read from
 
     @property
@@ -238,7 +251,27 @@ def _validated(raw: dict, base: Path, source: Path | None) -> Config:
     config = Config(source=source, **values)
     _check_thresholds(config)
     _check_runtime(config.model)
+    _check_serve(config.serve)
     return config
+
+
+def parse_listen(value: str, key: str = "serve.listen") -> tuple[str, int]:
+    """'HOST:PORT' ('[::1]:8765' for IPv6) → (host, port); ConfigError naming the key."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"'{key}' must be HOST:PORT, e.g. {DEFAULT_LISTEN} (or [::1]:8765), "
+                          f"got {value!r}")
+    return host, int(port)
+
+
+def _check_serve(serve: ServeConfig) -> None:
+    if serve.listen is not None:
+        parse_listen(serve.listen)
+    if serve.root_path and (not serve.root_path.startswith("/") or serve.root_path == "/"
+                            or serve.root_path.endswith("/") or "//" in serve.root_path):
+        raise ConfigError(f"'serve.root_path' must be a path like /autotag (a leading slash, no "
+                          f"trailing one), got {serve.root_path!r}")
 
 
 def _check_runtime(model: ModelConfig) -> None:
@@ -400,4 +433,4 @@ def _kind(value: Any) -> str:
 
 
 _TYPES = {c.__name__: c for c in (ModelConfig, TaggingConfig, SamplingConfig, OutputsConfig,
-                                  HooksConfig, WatchConfig, StateConfig)}
+                                  HooksConfig, WatchConfig, StateConfig, ServeConfig)}

@@ -1,7 +1,14 @@
 """The SQLite state: which file versions were seen, what became of them, and their embeddings.
 
-    files: path → size, mtime, sha256, status (tagged | failed), attempts, last error,
-           model and vocabulary fingerprints of the tags last written
+    files: id, path → size, mtime, sha256, status (tagged | failed), attempts, last error,
+           model and vocabulary fingerprints of the tags last written. The id is what the web
+           app addresses a clip by (never a path in a URL): it stays while the path is known
+           (re-tagging keeps it) and is never given to another file (AUTOINCREMENT)
+    changes: seq → file id, one row per insert, update or delete of a file or of its content's
+             embeddings (triggers), so a reader in any process (the web app's index) follows
+             the store by asking for what changed since the last seq it saw
+    roots: the folders (or files) autotag was pointed at; the web app serves only files
+           whose real path lies inside one of them
     clips: (sha256, model) → duration, windows, window embeddings, clip embedding
     thumbs: sha256 → a JPEG strip of the clip's thumbnails (previews and contact sheets without
             decoding)
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -28,12 +36,14 @@ from autotag.clip import Embedded, SourceInfo, Window
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: files.id, changes, roots
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another's lock
+CHANGES_KEPT = 100_000  # rows of the change feed kept; a reader further behind reloads all
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
     size INTEGER NOT NULL,
     mtime REAL NOT NULL,
     sha256 TEXT,
@@ -60,6 +70,36 @@ CREATE TABLE IF NOT EXISTS thumbs (
     count INTEGER NOT NULL,          -- tiles in the strip, side by side, equal widths
     jpeg BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS roots (
+    path TEXT PRIMARY KEY,           -- real path (symlinks resolved)
+    added REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS files_inserted AFTER INSERT ON files
+    BEGIN INSERT INTO changes (file_id) VALUES (NEW.id); END;
+CREATE TRIGGER IF NOT EXISTS files_updated AFTER UPDATE ON files
+    BEGIN INSERT INTO changes (file_id) VALUES (NEW.id); END;
+CREATE TRIGGER IF NOT EXISTS files_deleted AFTER DELETE ON files
+    BEGIN INSERT INTO changes (file_id) VALUES (OLD.id); END;
+CREATE TRIGGER IF NOT EXISTS clips_saved AFTER INSERT ON clips
+    BEGIN INSERT INTO changes (file_id) SELECT id FROM files WHERE sha256 = NEW.sha256; END;
+CREATE TRIGGER IF NOT EXISTS changes_trimmed AFTER INSERT ON changes
+    BEGIN DELETE FROM changes WHERE seq <= NEW.seq - {CHANGES_KEPT}; END;
+"""
+
+# version 1 → 2: files gains its id (SQLite's rowid, which upserts kept, so no id changes)
+_MIGRATE_1 = """
+ALTER TABLE files RENAME TO files_v1;
+DROP INDEX IF EXISTS files_sha256;
+""" + _SCHEMA.split("CREATE TABLE IF NOT EXISTS clips")[0] + """
+INSERT INTO files (id, path, size, mtime, sha256, status, attempts, last_error, model,
+                   vocabulary, updated)
+    SELECT rowid, path, size, mtime, sha256, status, attempts, last_error, model, vocabulary,
+           updated FROM files_v1;
+DROP TABLE files_v1;
 """
 
 
@@ -75,6 +115,7 @@ class FileRecord:
     model: str | None
     vocabulary: str | None
     updated: float = 0.0  # time.time() of the last tag or failure (0: not read)
+    id: int = 0  # the store's id of this path (0: not read)
 
     def matches(self, size: int, mtime: float) -> bool:
         return self.size == size and self.mtime == mtime
@@ -97,6 +138,18 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> str:
             "it rebuilds the store from your clips")
 
 
+def _statements(script: str) -> list[str]:
+    """A script → its statements (a trigger's body holds ';'), to run inside one transaction
+    (executescript would commit first)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -106,10 +159,7 @@ class Store:
         self._generation = 0  # bumped by close(): a thread's older connection is closed
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with self._db() as db:
-                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                    db.executescript(_SCHEMA)  # once: a store that is only read stays untouched
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._upgrade(self._db())
         except sqlite3.DatabaseError as exc:
             if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in DAMAGED:  # primary code
                 raise StoreError(damaged(path, exc)) from None
@@ -118,6 +168,30 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot open the state store {path}: {exc}; set state.path to a "
                              "writable location") from None
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """Create or migrate the schema, once: a store that is only read stays untouched."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the state store {self.path} was written by a newer autotag "
+                             f"(schema {version}); upgrade autotag or set state.path to "
+                             "another file")
+        db.execute("BEGIN IMMEDIATE")  # one migrating process; another waits, then sees it
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:
+                for statement in _statements(_MIGRATE_1):
+                    db.execute(statement)
+            if version < SCHEMA_VERSION:
+                for statement in _statements(_SCHEMA):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _db(self) -> sqlite3.Connection:
         """This thread's connection (sqlite3 objects are used by the thread that made them)."""
@@ -145,9 +219,24 @@ class Store:
 
     def file(self, path: Path) -> FileRecord | None:
         row = self._db().execute(
-            "SELECT path, size, mtime, sha256, status, attempts, last_error, model, vocabulary, "
-            "updated FROM files WHERE path = ?", (str(path),)).fetchone()
-        return FileRecord(Path(row[0]), *row[1:]) if row else None
+            f"SELECT {_RECORD} FROM files WHERE path = ?", (str(path),)).fetchone()
+        return _record(row) if row else None
+
+    def file_by_id(self, file_id: int) -> FileRecord | None:
+        row = self._db().execute(f"SELECT {_RECORD} FROM files WHERE id = ?",
+                                 (file_id,)).fetchone()
+        return _record(row) if row else None
+
+    def recent(self, status: str, limit: int) -> list[FileRecord]:
+        """The files most recently tagged (or failed), newest first."""
+        rows = self._db().execute(
+            f"SELECT {_RECORD} FROM files WHERE status = ? ORDER BY updated DESC LIMIT ?",
+            (status, limit)).fetchall()
+        return [_record(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Files by status: {'tagged': n, 'failed': m}."""
+        return dict(self._db().execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
 
     def record_tagged(self, source: SourceInfo, model: str, vocabulary: str) -> None:
         with self._db() as db:
@@ -190,11 +279,41 @@ class Store:
             db.execute("DELETE FROM files WHERE path = ?", (str(path),))
 
     def files(self, status: str | None = None) -> list[FileRecord]:
-        query = ("SELECT path, size, mtime, sha256, status, attempts, last_error, model, "
-                 "vocabulary FROM files")
+        query = f"SELECT {_RECORD} FROM files"
         rows = self._db().execute(query + (" WHERE status = ?" if status else "") + " ORDER BY path",
                                   (status,) if status else ()).fetchall()
-        return [FileRecord(Path(r[0]), *r[1:]) for r in rows]
+        return [_record(r) for r in rows]
+
+    # -- roots and the change feed ------------------------------------------------------------
+
+    def record_roots(self, paths: list[Path]) -> None:
+        """Remember the folders (or files) autotag was pointed at, by real path: the web app
+        serves only clips inside them (a symlink out of them is not followed)."""
+        now = time.time()
+        with self._db() as db:
+            db.executemany("INSERT INTO roots (path, added) VALUES (?, ?) ON CONFLICT(path) "
+                           "DO NOTHING", [(os.path.realpath(p), now) for p in paths])
+
+    def roots(self) -> list[Path]:
+        return [Path(r[0]) for r in self._db().execute("SELECT path FROM roots ORDER BY path")]
+
+    def last_change(self) -> int:
+        """The change feed's latest seq (0: nothing changed since the store was made)."""
+        return self._db().execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
+
+    def changed_since(self, seq: int) -> tuple[int, set[int] | None]:
+        """(latest seq, ids of the files changed after seq), or (latest, None) when the feed no
+        longer reaches back to seq (trimmed; a reader must then reload everything)."""
+        db = self._db()
+        oldest, latest = db.execute(
+            "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM changes").fetchone()
+        if latest <= seq:
+            return latest, set()
+        if oldest > seq + 1:
+            return latest, None
+        ids = {r[0] for r in db.execute(
+            "SELECT DISTINCT file_id FROM changes WHERE seq > ? AND seq <= ?", (seq, latest))}
+        return latest, ids
 
     # -- embeddings -------------------------------------------------------------------------
 
@@ -245,14 +364,38 @@ class Store:
         embedding: float32 [n, dim] (row i for record i). One query and no window embeddings:
         what search ranks by (100,000 clips: 200 MB) and the list retag walks."""
         rows = self._db().execute(
-            "SELECT f.path, f.size, f.mtime, f.sha256, f.status, f.attempts, f.last_error, "
-            "f.model, f.vocabulary, c.clip_embedding, c.dim FROM files f JOIN clips c ON "
+            f"SELECT {_RECORD_F}, c.clip_embedding, c.dim FROM files f JOIN clips c ON "
             "c.sha256 = f.sha256 AND c.model = ? WHERE f.status = 'tagged' ORDER BY f.path",
             (model,)).fetchall()
-        records = [FileRecord(Path(r[0]), *r[1:9]) for r in rows]
-        dim = rows[0][10] if rows else 0
-        matrix = np.frombuffer(b"".join(r[9] for r in rows), dtype=np.float32)
-        return records, matrix.reshape(len(rows), dim)
+        return _records_and_matrix(rows)
+
+    def clip_index_of(self, model: str, ids: set[int]) -> tuple[list[FileRecord], np.ndarray]:
+        """clip_index for these file ids only (those still tagged with stored embeddings)."""
+        rows: list = []
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), 500):  # SQLite's bound-parameter limit
+            chunk = ordered[start:start + 500]
+            rows += self._db().execute(
+                f"SELECT {_RECORD_F}, c.clip_embedding, c.dim FROM files f JOIN clips c ON "
+                "c.sha256 = f.sha256 AND c.model = ? WHERE f.status = 'tagged' AND f.id IN "
+                f"({','.join('?' * len(chunk))})", (model, *chunk)).fetchall()
+        return _records_and_matrix(rows)
+
+
+_RECORD = "path, size, mtime, sha256, status, attempts, last_error, model, vocabulary, updated, id"
+_RECORD_F = ", ".join("f." + c for c in _RECORD.split(", "))
+
+
+def _record(row) -> FileRecord:
+    return FileRecord(Path(row[0]), *row[1:11])
+
+
+def _records_and_matrix(rows: list) -> tuple[list[FileRecord], np.ndarray]:
+    """Rows of _RECORD_F + (clip_embedding, dim) → records and float32 [n, dim]."""
+    records = [_record(r) for r in rows]
+    dim = rows[0][12] if rows else 0
+    matrix = np.frombuffer(b"".join(r[11] for r in rows), dtype=np.float32)
+    return records, matrix.reshape(len(rows), dim)
 
 
 THUMB_STRIP_HEIGHT = 120  # px; stored thumbnails are scaled to this to keep the store small

@@ -23,6 +23,7 @@ from autotag.cli import (
     quantize,
     retag,
     search,
+    serve,
     tag,
 )
 from autotag.cli.common import EXIT_USAGE, SUBCOMMANDS, Context, UsageError, setup_logging
@@ -39,6 +40,7 @@ COMMANDS = {
     "calibrate": calibrate,
     "backfill": backfill,
     "quantize": quantize,
+    "serve": serve,
 }
 assert tuple(COMMANDS)[1:] == SUBCOMMANDS
 

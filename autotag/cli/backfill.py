@@ -62,6 +62,7 @@ def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
     if not clips:
         return EXIT_FAILED if unreadable else EXIT_OK
     app = open_app(config, ctx, lazy=True)
+    app.store.record_roots([d.absolute() for d in args.dirs])  # what the web app may serve
     started: list[bool] = []  # Ray is started (or joined) only if a clip needs decoding
     timing = cluster.Timing()
     try:

@@ -20,7 +20,7 @@ from autotag.cli.common import (
     startup_error,
     walk,
 )
-from autotag.files import show
+from autotag.files import absolute, show
 
 log = logging.getLogger("autotag")
 
@@ -72,6 +72,7 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     # library (every clip up to date) is instant
     app = open_app(config, ctx, lazy=True)
     try:
+        app.store.record_roots([absolute(d) for d in dirs])  # what the web app may serve
         lost = sum(map(app.tagger.not_in_store, clips))
         if lost:
             log.warning(not_in_store_message(lost, config))

@@ -306,6 +306,7 @@ class Daemon:
         return list(dict.fromkeys([*self.dirs, *self.config.watch.paths]))
 
     def _start_watcher(self, carried: list[Path] = ()) -> None:
+        self._app.store.record_roots(self._roots())  # what the web app may serve
         self._watcher = Watcher(self._roots(), self.config.watch, self.inbox,
                                 self.config.outputs.own_folders,
                                 known=self._known, gone=self._gone, changed=self.inbox.wake)

@@ -1,0 +1,54 @@
+"""Daemon state → a small JSON file beside the store → the web app's status page and /metrics.
+
+The daemon writes it (atomically) when something changes: it starts watching, a clip's result
+arrives, the model is released, it reloads or stops. `autotag serve` in another process reads it;
+a daemon serving the app itself hands its live snapshot over without the file. A file whose
+process is gone says so ("not running"), whatever it last said.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from autotag.atomic import AtomicWriteError, write_atomic
+
+STATUS_SUFFIX = ".status.json"
+
+
+def status_path(store_path: Path) -> Path:
+    return store_path.with_name(store_path.name + STATUS_SUFFIX)
+
+
+def write_status(path: Path, status: dict) -> None:
+    try:
+        write_atomic(path, json.dumps(status, indent=1).encode())
+    except (AtomicWriteError, OSError):
+        pass  # the status page is a view; tagging must not stop for it
+
+
+def read_status(path: Path) -> dict:
+    """The daemon's last status, with state 'not running' when no daemon wrote it or its
+    process has ended."""
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"state": "not running"}
+    if not isinstance(status, dict):
+        return {"state": "not running"}
+    if status.get("state") != "stopped" and not _alive(status.get("pid")):
+        status["state"] = "not running"
+    return status
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: it exists
+    return True

@@ -1,0 +1,258 @@
+"""Store's clip embeddings → one in-memory matrix, kept current by the store's change feed → ranked
+rows, filtered by folder and tag.
+
+What `autotag serve` (and the daemon serving it) searches. It is loaded once (100,000 clips:
+200 MB of float32 [n, 512], a few seconds) and then follows the store: before each query it asks
+for the files changed since the last change it applied (one indexed SQLite query when nothing
+changed) and loads only those, so clips the daemon tags, moves or forgets, in this process or
+another, are found, moved or gone at the next query. A rebuild from the store is always right:
+the store is the truth; this is a cache of it.
+
+A clip's given tags are computed here from its clip embedding (the mean of its windows, so
+vector · clip embedding is the tag's clip score, as tagging computes it) with the current
+vocabulary and thresholds: the tag counts and a tag's clips need no sidecar read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autotag.config import TaggingConfig
+from autotag.search import CANDIDATE_SLACK, Hit, search
+from autotag.store import FileRecord, Store
+from autotag.vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
+
+GROWTH = 1.5  # the matrix grows by this factor when full (amortised appends)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which clips a query ranks: inside one of these folders, and given all of these tags."""
+
+    folders: tuple[Path, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+class _View:
+    """The rows a Filter keeps, in the shape search.search ranks (len, ranked, records)."""
+
+    def __init__(self, matrix: np.ndarray, records: list[FileRecord],
+                 keep: np.ndarray | None) -> None:
+        self.matrix, self.records, self.keep = matrix, records, keep
+        self._count = len(records) if keep is None else int(keep.sum())
+
+    def __len__(self) -> int:
+        return self._count
+
+    def ranked(self, query: np.ndarray, top: int) -> list[tuple[int, float]]:
+        if not self._count:
+            return []
+        scores = self.matrix @ query.astype(np.float32)
+        if self.keep is not None:
+            scores[~self.keep] = -np.inf
+        k = min(self._count, top + CANDIDATE_SLACK)
+        rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        rows = rows[np.argsort(-scores[rows], kind="stable")]
+        return [(int(i), float(scores[i])) for i in rows if np.isfinite(scores[i])][:k]
+
+    def all_ranked(self, query: np.ndarray) -> list[tuple[int, float]]:
+        return self.ranked(query, self._count)
+
+
+class LiveIndex:
+    """The clip embeddings of every file tagged with `model`, by store id, kept current."""
+
+    def __init__(self, store: Store, model: str, vocabulary: Vocabulary,
+                 tagging: TaggingConfig) -> None:
+        self.store, self.model = store, model
+        self.vocabulary, self.tagging = vocabulary, tagging
+        self._lock = threading.RLock()  # queries and refreshes come from the server's threads
+        self._seq = -1
+        self._version = 0  # bumped by every applied change: the caches below are per version
+        self._given: tuple[int, np.ndarray] | None = None
+        self._folders: dict[tuple, tuple[int, np.ndarray]] = {}
+        self._reload()
+
+    # -- following the store ------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        started = time.monotonic()
+        seq = self.store.last_change()  # before reading: a change made meanwhile is re-applied
+        records, matrix = self.store.clip_index(self.model)
+        dim = matrix.shape[1] if len(records) else 0
+        self._records: list[FileRecord] = records
+        self._matrix = np.array(matrix, dtype=np.float32, copy=True) if dim else \
+            np.zeros((0, 0), np.float32)
+        self._row = {r.id: i for i, r in enumerate(records)}
+        self._seq = seq
+        self._version += 1
+        log.info("search index: %d clips loaded in %.2f s", len(records),
+                 time.monotonic() - started)
+
+    def refresh(self) -> None:
+        """Apply what changed in the store since the last refresh (any process's writes)."""
+        with self._lock:
+            latest, ids = self.store.changed_since(self._seq)
+            if ids is None:
+                self._reload()
+            elif ids:
+                self._apply(ids)
+                self._seq = latest
+            else:
+                self._seq = latest
+
+    def _apply(self, ids: set[int]) -> None:
+        records, matrix = self.store.clip_index_of(self.model, ids)
+        current = {r.id: (r, matrix[i]) for i, r in enumerate(records)}
+        for file_id in ids:
+            if file_id in current:
+                self._put(*current[file_id])
+            else:
+                self._drop(file_id)  # forgotten, failed, moved away, or another model's
+        self._version += 1
+
+    def _put(self, record: FileRecord, vector: np.ndarray) -> None:
+        row = self._row.get(record.id)
+        if row is None:
+            row = len(self._records)
+            self._ensure(row + 1, len(vector))
+            self._records.append(record)
+            self._row[record.id] = row
+        else:
+            self._records[row] = record
+        self._matrix[row] = vector
+
+    def _drop(self, file_id: int) -> None:
+        """Remove a row by moving the last one into its place."""
+        row = self._row.pop(file_id, None)
+        if row is None:
+            return
+        last = len(self._records) - 1
+        if row != last:
+            moved = self._records[last]
+            self._records[row] = moved
+            self._matrix[row] = self._matrix[last]
+            self._row[moved.id] = row
+        self._records.pop()
+
+    def _ensure(self, rows: int, dim: int) -> None:
+        if self._matrix.shape[1] != dim:  # the first clip of an empty index
+            self._matrix = np.zeros((max(rows, 16), dim), np.float32)
+        elif rows > len(self._matrix):
+            grown = np.zeros((max(rows, int(len(self._matrix) * GROWTH) + 16), dim), np.float32)
+            grown[:len(self._matrix)] = self._matrix
+            self._matrix = grown
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def record(self, file_id: int) -> FileRecord | None:
+        with self._lock:
+            row = self._row.get(file_id)
+            return self._records[row] if row is not None else None
+
+    def search(self, query: np.ndarray, top: int, where: Filter = Filter()
+               ) -> tuple[list[Hit], int]:
+        """The best `top` fresh clips for query (float32 [512]) that pass the filter, each with
+        the segment where it matches best (search.search), and how many better ones were stale."""
+        self.refresh()
+        with self._lock:
+            view = _View(self._matrix[:len(self._records)], self._records, self._keep(where))
+            return search(view, self.store, self.model, query, top, self.tagging.min_score)
+
+    def given(self) -> np.ndarray:
+        """bool [n_clips, n_tags]: clip i is given tag k (its clip score reaches the tag's
+        threshold and is among its top_k), as tagging decides from the same scores."""
+        self.refresh()
+        with self._lock:
+            if self._given is None or self._given[0] != self._version:
+                self._given = (self._version, self._compute_given())
+            return self._given[1]
+
+    def _compute_given(self) -> np.ndarray:
+        labels = self.vocabulary.labels
+        n = len(self._records)
+        if not n or not len(labels):
+            return np.zeros((n, len(labels)), bool)
+        scores = self._matrix[:n] @ self.vocabulary.vectors.T.astype(np.float32)
+        thresholds = np.array([self.tagging.thresholds.get(t, self.tagging.min_score)
+                               for t in labels], np.float32)
+        above = scores >= thresholds
+        # top_k of the tags that pass, by score: rank among the passing ones
+        masked = np.where(above, scores, -np.inf)
+        order = np.argsort(-masked, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(len(labels))[None, :].repeat(n, 0), axis=1)
+        return above & (rank < self.tagging.top_k)
+
+    def tag_counts(self) -> dict[str, int]:
+        counts = self.given().sum(axis=0)
+        return {label: int(c) for label, c in zip(self.vocabulary.labels, counts, strict=True)}
+
+    def tag_clips(self, label: str, top: int) -> list[tuple[FileRecord, float]]:
+        """The clips given this tag, best clip score first."""
+        k = self.vocabulary.labels.index(label)
+        given = self.given()
+        with self._lock:
+            rows = np.flatnonzero(given[:, k]) if len(given) else np.zeros(0, int)
+            if not len(rows):
+                return []
+            scores = self._matrix[rows] @ self.vocabulary.vectors[k].astype(np.float32)
+            order = np.argsort(-scores, kind="stable")[:top]
+            return [(self._records[rows[i]], float(scores[i])) for i in order]
+
+    def recent(self, top: int) -> list[FileRecord]:
+        """The clips tagged most recently, newest first."""
+        self.refresh()
+        with self._lock:
+            return sorted(self._records, key=lambda r: r.updated, reverse=True)[:top]
+
+    def folders(self, limit: int = 200) -> list[tuple[str, int]]:
+        """The folders holding clips, with their clip counts, most clips first."""
+        self.refresh()
+        with self._lock:
+            counts: dict[str, int] = {}
+            for r in self._records:
+                parent = os.path.dirname(str(r.path))
+                counts[parent] = counts.get(parent, 0) + 1
+            return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+    def _keep(self, where: Filter) -> np.ndarray | None:
+        """bool [n] of the rows the filter keeps (None: all), cached per version."""
+        if not where.folders and not where.tags:
+            return None
+        keep = np.ones(len(self._records), bool)
+        if where.folders:
+            keep &= self._under(where.folders)
+        if where.tags:
+            labels = self.vocabulary.labels
+            given = self.given()
+            for tag in where.tags:
+                if tag not in labels:
+                    return np.zeros(len(self._records), bool)
+                keep &= given[:, labels.index(tag)]
+        return keep
+
+    def _under(self, folders: Sequence[Path]) -> np.ndarray:
+        key = tuple(sorted(map(str, folders)))
+        cached = self._folders.get(key)
+        if cached is None or cached[0] != self._version:
+            prefixes = tuple(k.rstrip("/") + "/" for k in key)
+            mask = np.fromiter((str(r.path).startswith(prefixes) for r in self._records), bool,
+                               count=len(self._records))
+            if len(self._folders) > 32:
+                self._folders.clear()
+            cached = self._folders[key] = (self._version, mask)
+        return cached[1]

@@ -1,0 +1,42 @@
+// autotag's one script: start playback at the matching moment and seek from the timeline.
+// The pages work without it (a media fragment #t= starts the video where the match is).
+"use strict";
+(function () {
+  const player = document.getElementById("player");
+  if (!player || player.tagName !== "VIDEO") return;
+  // a preview starts at the segment itself: its time 0 is the clip's data-offset
+  const offset = parseFloat(player.dataset.offset || "0");
+  const start = parseFloat(player.dataset.start || "0");
+  function seek(clipTime) {
+    const t = Math.max(0, clipTime - offset);
+    player.currentTime = t;
+    player.play().catch(function () { /* autoplay refused: the user presses play */ });
+  }
+  if (player.readyState >= 1) {
+    if (Math.abs(player.currentTime - start) > 0.5) player.currentTime = start;
+  } else {
+    player.addEventListener("loadedmetadata", function () {
+      if (Math.abs(player.currentTime - start) > 0.5) player.currentTime = start;
+    }, { once: true });
+  }
+  document.querySelectorAll(".seek").forEach(function (link) {
+    link.addEventListener("click", function (event) {
+      event.preventDefault();
+      seek(parseFloat(link.dataset.time));
+    });
+  });
+  // a click on the plot seeks to the time under the pointer
+  const plot = document.querySelector(".plot");
+  const svg = plot && plot.querySelector("svg");
+  if (svg && svg.dataset.x0 !== undefined) {
+    svg.addEventListener("click", function (event) {
+      const box = svg.getBoundingClientRect();
+      const view = svg.viewBox.baseVal;
+      const x = (event.clientX - box.left) * view.width / box.width;
+      const x0 = parseFloat(svg.dataset.x0), x1 = parseFloat(svg.dataset.x1);
+      const duration = parseFloat(plot.dataset.duration);
+      if (x < x0 || x > x1) return;
+      seek((x - x0) / (x1 - x0) * duration);
+    });
+  }
+})();
