@@ -259,7 +259,7 @@ def parse_listen(value: str, key: str = "serve.listen") -> tuple[str, int]:
     """'HOST:PORT' ('[::1]:8765' for IPv6) → (host, port); ConfigError naming the key."""
     host, sep, port = value.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: the OS picks
         raise ConfigError(f"'{key}' must be HOST:PORT, e.g. {DEFAULT_LISTEN} (or [::1]:8765), "
                           f"got {value!r}")
     return host, int(port)

@@ -36,12 +36,13 @@ def build() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from autotag.config import ConfigError
     from autotag.web.app import create_app, open_library
-    from autotag.web.server import address, serve_forever, token_for
+    from autotag.web.server import address, check_bind, serve_forever, token_for
 
     config = load_config(args)
     try:
         host, port = address(config, args.listen)
         token = token_for(config, host)
+        check_bind(host, port, "--listen" if args.listen else "serve.listen (or --listen)")
     except ConfigError as exc:
         raise startup_error(exc, config) from None
     app = open_app(config, ctx, lazy=True)  # the text model only for a new query

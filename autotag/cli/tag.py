@@ -89,6 +89,7 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
 
 def watch(args: argparse.Namespace, config, ctx: Context) -> int:
     from autotag.app import open_app as factory
+    from autotag.config import ConfigError
     from autotag.daemon.service import Daemon, DaemonError
     from autotag.model import ModelError
     from autotag.store import StoreError
@@ -106,5 +107,5 @@ def watch(args: argparse.Namespace, config, ctx: Context) -> int:
                     reload_config=lambda: load_config(args))
     try:
         return daemon.run()
-    except (DaemonError, ModelError, StoreError) as exc:
+    except (DaemonError, ModelError, StoreError, ConfigError) as exc:
         raise startup_error(exc, config) from None

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 8.0  # s to finish the batch in flight on SIGTERM (systemd's default is 90)
 STATUS_SECONDS = 5.0  # how often STATUS= and the backlog are reported under systemd
+RECENT_RESULTS = 10  # the last results the status page shows
 MAX_RETRIES = 3  # decode failures right after a file looked stable: retried with backoff
 
 
@@ -165,6 +166,11 @@ class Daemon:
         self._worker: threading.Thread | None = None
         self._run_stop = threading.Event()
         self._not_in_store = 0  # clips with a sidecar the store does not know, per catch-up scan
+        self.windows = 0  # windows the video model embedded since start, for /metrics
+        self.started = time.time()
+        self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_RESULTS)
+        self._web = None  # the web app's server, when serve.listen is set
+        self._web_app = None
 
     # -- control (signal handlers and tests) ------------------------------------------------
 
@@ -192,15 +198,18 @@ class Daemon:
     # -- life -------------------------------------------------------------------------------
 
     def run(self) -> int:
+        web = self._web_address()  # before the model loads: a bad address fails at once
         lock = acquire_lock(self.config.state.store_path)
         _big_buffers_from_mmap()
         try:
             self._install_signals()
             self._app = self.open_app(self.config, None)
+            self._start_web(web)
             self._start_watcher()
             self._start_worker()
             self.notifier.ready(self._status())
             self.ready.set()
+            self._write_status()
             self.inbox.wake()
             log.info("watching %s (config: %s)", ", ".join(map(str, self._roots())),
                      self.config.source or "defaults")
@@ -265,6 +274,7 @@ class Daemon:
                      "loads again from the cache when a clip arrives",
                      self.config.model.idle_unload_seconds, _resident_memory())
             self.notifier.status(self._status())
+            self._write_status()
 
     def _healthy(self, interval: float) -> bool:
         """The worker lives, and made progress lately or waits for work with nothing queued."""
@@ -282,16 +292,80 @@ class Daemon:
                 f"{self.counts['failed']} failed, {backlog} waiting{released}")
 
     def _shutdown(self) -> bool:
-        """Stop watching and tagging; False when the batch in flight did not finish in time."""
+        """Stop serving, watching and tagging; False when the batch in flight did not finish
+        in time."""
         self.notifier.stopping()
+        if self._web is not None:
+            self._web.stop()
         if self._watcher:
             self._watcher.stop()
         clean = self._stop_worker(STOP_TIMEOUT)
+        self._stopped = True
+        self._write_status()
         if self._app is not None and clean:
             self._app.close()
         log.info("stopped: %s", self._status())
         self.notifier.close()
         return clean
+
+    # -- the web app and the status it shows -----------------------------------------------------
+
+    @property
+    def web_port(self) -> int | None:
+        """The port the web app listens on (None: not serving)."""
+        return self._web.port_bound if self._web is not None else None
+
+    def _web_address(self) -> tuple[str, int, str | None] | None:
+        """(host, port, token) the web app is to serve on, None when serve.listen is not set;
+        ConfigError (exit 2) if it may not (off loopback without a token) or cannot listen."""
+        if not self.config.serve.listen:
+            return None
+        from autotag.web.server import address, check_bind, token_for
+
+        host, port = address(self.config)
+        token = token_for(self.config, host)
+        check_bind(host, port)
+        return host, port, token
+
+    def _start_web(self, web: tuple[str, int, str | None] | None) -> None:
+        """The web app in a thread of this process, over this app's store, vocabulary and
+        model, with this daemon's live status."""
+        if web is None:
+            return
+        from autotag.web.app import create_app, open_library
+        from autotag.web.server import WebServer
+
+        host, port, token = web
+        self._web_app = create_app(open_library(self._app, status=self.status_snapshot), token)
+        self._web = WebServer(self._web_app, host, port)
+        self._web.start()
+        shown = f"[{host}]" if ":" in host else host
+        log.info("serving the web app at http://%s:%d%s/", shown, self._web.port_bound,
+                 self.config.serve.root_path or "")
+
+    def status_snapshot(self) -> dict:
+        """What the daemon is doing, for the web app's status page and /metrics."""
+        watcher, embedder = self._watcher, getattr(self._app, "embedder", None)
+        state = ("stopped" if getattr(self, "_stopped", False) else
+                 "reloading" if self._reloading or self._reload.is_set() else
+                 "watching" if self.ready.is_set() else "starting")
+        return {
+            "state": state, "pid": os.getpid(), "started": self.started, "updated": time.time(),
+            "folders": [str(p) for p in self._roots()],
+            "queue": watcher.backlog if watcher is not None else 0,
+            "in_progress": self.inbox.outstanding, "counts": dict(self.counts),
+            "windows": self.windows,
+            "model": {"resident": bool(getattr(embedder, "resident", embedder is not None))},
+            "recent": list(self.recent),
+        }
+
+    def _write_status(self) -> None:
+        from autotag.daemon.status import status_path, write_status
+
+        write_status(status_path(self.config.state.store_path), self.status_snapshot())
+
+    def _count_windows(self, count: int) -> None:
+        self.windows += count
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -361,7 +435,7 @@ class Daemon:
     def _work(self, app, stop: threading.Event) -> None:
         try:
             for result in app.tag(self.inbox.until(stop), stop=stop,
-                                  retry_failed=self._may_retry):
+                                  retry_failed=self._may_retry, on_windows=self._count_windows):
                 self._result(result)
                 self.inbox.done()
                 if self.config.model.idle_unload_seconds:
@@ -387,6 +461,11 @@ class Daemon:
             elif result.status in ("tagged", "reused"):
                 tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
                 log.info("%s %s: %s", result.status, show(path), tags)  # reused: no model
+            if result.status in ("tagged", "reused", "failed"):
+                self.recent.appendleft({"path": str(path), "status": result.status,
+                                        "tags": [t.label for t in result.tags],
+                                        "reason": result.reason, "when": time.time()})
+                self._write_status()
         if self.on_result is not None:
             try:
                 self.on_result(result)
@@ -428,6 +507,10 @@ class Daemon:
         # taken after the join: a clip in flight may have scheduled its retry meanwhile
         carried = old_watcher.pending() if old_watcher is not None else []
         self._app, self.config = new, config
+        if self._web_app is not None:  # the pages read the new store, vocabulary, thresholds
+            from autotag.web.app import open_library
+
+            self._web_app.state.library = open_library(new, status=self.status_snapshot)
         old.close()
         if self._app.vocabulary.fingerprint != old.vocabulary.fingerprint:
             log.info("the vocabulary changed; re-tagging the watched clips from their stored "
@@ -435,3 +518,4 @@ class Daemon:
         self._start_watcher(carried)
         self._start_worker()
         self.notifier.ready(self._status())
+        self._write_status()

@@ -16,6 +16,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,6 +34,7 @@ from autotag.files import show
 from autotag.media import DEINTERLACER, IO_TIMEOUT
 
 log = logging.getLogger(__name__)
+_threads = threading.local()  # swscale's tone-mapping converters: each thread has its own
 
 PREVIEW_MAX_SECONDS = 12.0  # a preview is at most this long
 PREVIEW_MIN_SECONDS = 1.0  # s; a span shorter than this (or past the clip's end) is widened
@@ -41,8 +43,8 @@ PREVIEW_FPS = 12  # frames per second of a preview
 PREVIEW_BITRATE = 600_000  # bit/s: plenty for 360 px at 12 fps
 PREVIEW_GOP = 2 * PREVIEW_FPS  # frames between keyframes: a browser seeks within 2 s
 ROUND_TO = 0.1  # s; start and end are rounded to this, so a cache name is stable
-# libvpx in realtime mode at its fastest speed: a 10 s 1080p segment in about a second on 2
-# cores, where decoding the source costs more than encoding (libvpx's "Realtime" guide).
+# libvpx in realtime mode at its fastest speed. A 10 s 1080p30 H.264 segment takes ~1.7 s on
+# 2 cores, most of it decoding the source; VP9 at 360 px and 12 fps costs ~4 ms a frame.
 ENCODERS = (
     ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "lag-in-frames": "0"}),
     ("libvpx", {"deadline": "realtime", "cpu-used": "16", "lag-in-frames": "0"}),  # VP8
@@ -54,6 +56,7 @@ SEEK_RETRIES = (0.0, 1.0, 3.0, 7.0)
 KEY = re.compile(r"[0-9a-f]{64}")  # a sha256 in hex: nothing a path can be made of
 TEMP_SUFFIX = ".tmp"
 STALE_TEMP = 3600.0  # s; a temp file this old was left by a crash
+TONE_MAPPERS = 4  # per thread: HDR preview sizes kept converters for (see _tone_mapper)
 
 # What Chromium and Firefox both play natively, conservatively (MDN's "Media container
 # formats" and "Web video codec guide"): format name (as FFmpeg's demuxer says) → codecs.
@@ -121,7 +124,7 @@ def playability(path: Path) -> Playability:
             return _not(depth)
         for track in container.streams.audio:
             name = track.codec_context.name if track.codec_context else "unknown"
-            if name not in audio:  # Chromium and Firefox refuse the whole file, not the track
+            if name not in audio:  # whether the video would then play alone differs
                 name = "PCM" if name.startswith("pcm_") else AUDIO.get(name, name.upper())
                 return _not(f"{name} audio in {_container_name(container)}")
         if _interlaced(container, stream):
@@ -375,7 +378,7 @@ def _pick(frames: Iterator[tuple[float, VideoFrame]], times: list[float]
     k = 0
     for t, frame in frames:
         while k < len(times) and times[k] < t - 1e-6:
-            yield current or frame
+            yield current if current is not None else frame
             k += 1
         if k == len(times):
             return
@@ -401,8 +404,12 @@ class _Frames:
             return self._decoded()
         for back in SEEK_RETRIES:
             aim = max(0.0, start - back)
-            self.container.seek(self.first + int(aim / self.stream.time_base),
-                                stream=self.stream, backward=True)
+            try:
+                self.container.seek(self.first + int(aim / self.stream.time_base),
+                                    stream=self.stream, backward=True)
+            except av.FFmpegError as exc:  # not seekable: nothing moved, decode on from here
+                log.debug("seeking failed (%s): decoding from the start", _why(exc))
+                return self._decoded()
             self.deinterlacer = None
             frames = self._decoded()
             head = next(frames, None)
@@ -504,9 +511,10 @@ class _Writer:
         self.frames += 1
 
     def _picture(self, frame: VideoFrame) -> VideoFrame:
-        if _wide(frame):
-            rgb = self.scaler.reformat(frame, *self.size, format="rgb24", threads=1,
-                                       interpolation="AREA", **pictures.TO_SDR)
+        if _wide(frame):  # shrunk first, then tone-mapped: 8 ms a frame, not 47 at 1080p
+            small = self.scaler.reformat(frame, *self.size, threads=1, interpolation="AREA")
+            key = (*self.size, small.format.name, small.color_trc, small.color_primaries)
+            rgb = _tone_mapper(key).reformat(small, format="rgb24", threads=1, **pictures.TO_SDR)
             out = self.to_yuv.reformat(rgb, format="yuv420p", threads=1,
                                        dst_colorspace=Colorspace.ITU709,
                                        dst_color_range=ColorRange.MPEG)
@@ -542,6 +550,19 @@ class _Writer:
             if frame.color_trc != UNSPECIFIED:
                 ctx.color_trc = frame.color_trc
         self.stream = stream
+
+
+def _tone_mapper(key: tuple) -> VideoReformatter:
+    """This thread's tone-mapping converter for frames like these, kept (the TONE_MAPPERS last
+    used): swscale takes seconds to build one (its tables), then milliseconds a frame."""
+    kept = _threads.__dict__.setdefault("tone_mappers", OrderedDict())
+    if key in kept:
+        kept.move_to_end(key)
+    else:
+        kept[key] = VideoReformatter()
+        if len(kept) > TONE_MAPPERS:
+            kept.popitem(last=False)
+    return kept[key]
 
 
 def _turned(frame: VideoFrame, turns: int) -> VideoFrame:

@@ -8,8 +8,10 @@ them only in the main thread): the daemon's own SIGTERM handler stops it with th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import stat
 import threading
 from collections.abc import Callable
@@ -29,6 +31,23 @@ def address(config: Config, listen: str | None = None) -> tuple[str, int]:
     if listen is not None:
         return parse_listen(listen, "--listen")
     return parse_listen(config.serve.listen or DEFAULT_LISTEN)
+
+
+def check_bind(host: str, port: int, key: str = "serve.listen") -> None:
+    """ConfigError, one line with the reason, if host:port cannot be listened on (in use, not an
+    address of this machine): found before uvicorn, which would log it in two lines."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, where = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(where)
+    except OSError as exc:
+        raise ConfigError(f"the web app cannot listen on {host}:{port} "
+                          f"({getattr(exc, 'strerror', None) or exc}); set {key} "
+                          "to another address or port") from None
 
 
 def token_for(config: Config, host: str) -> str | None:
@@ -67,13 +86,26 @@ def _uvicorn_config(app, host: str, port: int, *, main_thread: bool):
 
 def serve_forever(app, host: str, port: int, on_started: Callable[[], None] | None = None
                   ) -> bool:
-    """Run the app until SIGINT/SIGTERM (uvicorn's handlers). False if it could not bind."""
+    """Run the app until SIGINT or SIGTERM, then finish open requests and return (exit 0, as
+    systemd expects of a clean stop: uvicorn's own handlers re-raise the signal, which ends
+    the process with it). False if it could not bind."""
     import uvicorn
 
     server = uvicorn.Server(_uvicorn_config(app, host, port, main_thread=True))
+    server.capture_signals = contextlib.nullcontext  # ours, below, stop it
     if on_started is not None:
         _when_started(server, on_started)
-    server.run()
+
+    def stop(*_: object) -> None:
+        server.should_exit = True
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's answer to an address it cannot bind (it logged why)
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return server.started
 
 
