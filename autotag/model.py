@@ -106,8 +106,13 @@ class LazyEmbedder:
     usually cached on disk (vocabulary.TextCache), so a warm cache never loads TensorFlow."""
 
     def __init__(self, handle: str = HUB_HANDLE, threads: int = 0, runtime: str = "tensorflow",
-                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "f32") -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "f32",
+                 text_idle: float = 0.0) -> None:
         self.handle = handle
+        # > 0: the text child stays between calls until this many seconds pass without one
+        # (the web app's queries); 0: a child per call (a new prompt now and then)
+        self.text_idle = text_idle
+        self._text: TextInChild | None = None
         self.threads = threads
         self.requested_runtime = runtime  # the loaded model's .runtime says what runs
         self.batch_size = batch_size
@@ -116,9 +121,10 @@ class LazyEmbedder:
         self._model: Embedder | None = None
 
     @classmethod
-    def from_config(cls, model: ModelConfig) -> LazyEmbedder:
+    def from_config(cls, model: ModelConfig, text_idle: float = 0.0) -> LazyEmbedder:
         """From config's model section (handle, threads, runtime, batch_size)."""
-        return cls(model.handle, model.threads, model.runtime, model.batch_size, model.precision)
+        return cls(model.handle, model.threads, model.runtime, model.batch_size, model.precision,
+                   text_idle)
 
     @property
     def loaded(self) -> bool:
@@ -158,19 +164,28 @@ class LazyEmbedder:
         """Text before any video: on OpenVINO the text side is a child process anyway, so a
         search for a new query (or retag with a new prompt) compiles no video model for it."""
         if self._model is None and choose_runtime(self.requested_runtime) == "openvino":
-            return TextInChild(self.handle, self.threads).embed_text(texts)
+            if self._text is None:
+                self._text = TextInChild(self.handle, self.threads, self.text_idle)
+            return self._text.embed_text(texts)
         return self._get().embed_text(texts)
+
+    def close(self) -> None:
+        """End a resident text child now (it would end itself once idle)."""
+        if self._text is not None:
+            self._text.close()
 
 
 class TextInChild:
     """The text signature in a TensorFlow child process (runtimes/child.py), its failures as
     ModelError: what OpenVINO's embedder embeds text with."""
 
-    def __init__(self, handle: str, threads: int = 0) -> None:
+    def __init__(self, handle: str, threads: int = 0, idle: float = 0.0) -> None:
         from autotag.runtimes import child
 
         # the child finds the model where this process does
-        self._child = child.ChildText(handle, threads, {"TFHUB_CACHE_DIR": str(hub_cache_dir())})
+        env = {"TFHUB_CACHE_DIR": str(hub_cache_dir())}
+        self._child = (child.ResidentText(handle, threads, env, idle) if idle > 0
+                       else child.ChildText(handle, threads, env))
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         from autotag.runtimes import child
@@ -179,6 +194,11 @@ class TextInChild:
             return self._child.embed_text(texts)
         except child.ChildError as exc:
             raise ModelError(str(exc)) from None
+
+    def close(self) -> None:
+        close = getattr(self._child, "close", None)
+        if close is not None:
+            close()
 
 
 def fingerprint(handle: str) -> str:

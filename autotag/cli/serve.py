@@ -55,10 +55,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         def started() -> None:
             log.info("serving %d clips at http://%s:%d%s/ (Ctrl-C stops)", len(library.index),
                      shown, port, root)
-        if not serve_forever(web, host, port, started):
-            log.error("cannot listen on %s:%d (in use, or not an address of this machine); "
-                      "choose another with --listen", shown, port)
-            return EXIT_USAGE
+        try:
+            if not serve_forever(web, host, port, started):
+                log.error("cannot listen on %s:%d (in use, or not an address of this machine); "
+                          "choose another with --listen", shown, port)
+                return EXIT_USAGE
+        finally:
+            library.close()
     finally:
         app.close()
     return EXIT_OK

@@ -297,6 +297,7 @@ class Daemon:
         self.notifier.stopping()
         if self._web is not None:
             self._web.stop()
+            self._web_app.state.library.close()
         if self._watcher:
             self._watcher.stop()
         clean = self._stop_worker(STOP_TIMEOUT)
@@ -510,7 +511,9 @@ class Daemon:
         if self._web_app is not None:  # the pages read the new store, vocabulary, thresholds
             from autotag.web.app import open_library
 
+            previous = self._web_app.state.library
             self._web_app.state.library = open_library(new, status=self.status_snapshot)
+            previous.close()
         old.close()
         if self._app.vocabulary.fingerprint != old.vocabulary.fingerprint:
             log.info("the vocabulary changed; re-tagging the watched clips from their stored "

@@ -1,9 +1,11 @@
-"""argv (convert | text) → TensorFlow loads the model → IR in a folder, or text embeddings on
-stdout → exit. The child's side of runtimes/child.py: the only process that imports TensorFlow
-when the video model runs on OpenVINO, and it exits when its one job is done.
+"""argv (convert | text | text-server) → TensorFlow loads the model → IR in a folder, or text
+embeddings on stdout → exit. The child's side of runtimes/child.py: the only process that
+imports TensorFlow when the video model runs on OpenVINO, and it exits when its job is done
+(text-server: when its parent stops asking for `--idle` seconds).
 
     python -m autotag.runtimes.tfworker convert HANDLE BATCH FOLDER [--threads N]
     python -m autotag.runtimes.tfworker text HANDLE [--threads N]   (JSON texts on stdin)
+    python -m autotag.runtimes.tfworker text-server HANDLE [--idle S] [--threads N]
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import sys
 from pathlib import Path
 
@@ -29,6 +32,9 @@ def main(argv: list[str]) -> int:
         model = load_tensorflow_model(handle, threads)
         if command == "convert":
             convert_signature(model.video_fn, int(argv[2]), Path(argv[3]))
+        elif command == "text-server":
+            idle = float(argv[argv.index("--idle") + 1]) if "--idle" in argv else 300.0
+            return text_server(model, idle)
         else:
             texts = json.loads(sys.stdin.buffer.read())
             buffer = io.BytesIO()
@@ -39,6 +45,30 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"{exc}\n")
         return EXIT_MODEL if isinstance(exc, ModelError) else EXIT_CONVERSION
     return 0
+
+
+def text_server(model, idle: float) -> int:
+    """Answer framed text requests on stdin (child.ResidentText's protocol) until stdin ends or
+    `idle` seconds pass without one; exit 0."""
+    from autotag.runtimes.child import FAILED, FRAME, OK
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        ready, _, _ = select.select([stdin], [], [], idle)
+        if not ready:
+            return 0  # idle: the parent starts another child when it needs one
+        head = stdin.read(FRAME.size)
+        if len(head) != FRAME.size:
+            return 0  # the parent closed our stdin (or ended)
+        texts = json.loads(stdin.read(FRAME.unpack(head)[0]))
+        try:
+            buffer = io.BytesIO()
+            np.save(buffer, model.embed_text(texts), allow_pickle=False)
+            status, body = OK, buffer.getvalue()
+        except Exception as exc:  # noqa: BLE001 - the parent gets the one line, we go on
+            status, body = FAILED, str(exc).encode()
+        stdout.write(status + FRAME.pack(len(body)) + body)
+        stdout.flush()
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ class Library:
     previews: PreviewCache
     cache_dir: Path | None
     status: Callable[[], dict]  # the daemon's status: live, or read from its status file
+    queries: Embedder | None = None  # what embeds query text (default: embedder)
     search_latency: metrics.Histogram = field(default_factory=metrics.Histogram)
     _queries: OrderedDict = field(default_factory=OrderedDict)
     _thumbs: OrderedDict = field(default_factory=OrderedDict)
@@ -100,7 +101,7 @@ class Library:
             if key in self._queries:
                 self._queries.move_to_end(key)
                 return self._queries[key]
-        found = embed_query(key, self.embedder, self.cache_dir)
+        found = embed_query(key, self.queries or self.embedder, self.cache_dir)
         with self._lock:
             self._queries[key] = found
             while len(self._queries) > QUERY_CACHE:
@@ -163,6 +164,12 @@ class Library:
 
     def threshold(self, label: str) -> float:
         return self.config.tagging.thresholds.get(label, self.config.tagging.min_score)
+
+    def close(self) -> None:
+        """End the query text child, if one runs (the store is the app's to close)."""
+        close = getattr(self.queries, "close", None)
+        if close is not None:
+            close()
 
 
 def _regular(st: os.stat_result) -> bool:
@@ -701,4 +708,21 @@ def open_library(app, status: Callable[[], dict] | None = None,
         status = functools.partial(read_status, where)
     index = LiveIndex(app.store, app.embedder.fingerprint, app.vocabulary, config.tagging)
     return Library(config, app.store, app.vocabulary, app.embedder, index,
-                   PreviewCache(cache / "web-previews"), cache, status)
+                   PreviewCache(cache / "web-previews"), cache, status,
+                   queries=_query_embedder(app.embedder, config))
+
+
+def _query_embedder(embedder: Embedder, config: Config) -> Embedder:
+    """Queries need the text model only. On OpenVINO that is a TensorFlow child process; for
+    the web app it stays between queries (a new query would wait seconds for TensorFlow to
+    start each time) and ends itself after model.idle_unload_seconds without one. An embedder
+    whose text side is in this process (TensorFlow, a test's) embeds them itself."""
+    from autotag.model import LazyEmbedder
+
+    idle = config.model.idle_unload_seconds or 365 * 86400.0  # 0: never released
+    if isinstance(embedder, LazyEmbedder):
+        embedder.text_idle = embedder.text_idle or idle
+        return embedder
+    if getattr(embedder, "runtime", None) == "openvino":
+        return LazyEmbedder.from_config(config.model, text_idle=idle)
+    return embedder
