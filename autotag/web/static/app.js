@@ -28,12 +28,13 @@
   // a click on the plot seeks to the time under the pointer
   const plot = document.querySelector(".plot");
   const svg = plot && plot.querySelector("svg");
-  if (svg && svg.dataset.x0 !== undefined) {
+  const area = svg && svg.querySelector("rect.plot-area");
+  if (area) {
     svg.addEventListener("click", function (event) {
       const box = svg.getBoundingClientRect();
       const view = svg.viewBox.baseVal;
       const x = (event.clientX - box.left) * view.width / box.width;
-      const x0 = parseFloat(svg.dataset.x0), x1 = parseFloat(svg.dataset.x1);
+      const x0 = area.x.baseVal.value, x1 = x0 + area.width.baseVal.value;
       const duration = parseFloat(plot.dataset.duration);
       if (x < x0 || x > x1) return;
       seek((x - x0) / (x1 - x0) * duration);
