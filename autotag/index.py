@@ -15,6 +15,8 @@ vocabulary and thresholds: the tag counts and a tag's clips need no sidecar read
 
 from __future__ import annotations
 
+import collections
+import heapq
 import logging
 import os
 import threading
@@ -81,6 +83,7 @@ class LiveIndex:
         self._version = 0  # bumped by every applied change: the caches below are per version
         self._given: tuple[int, np.ndarray] | None = None
         self._folders: dict[tuple, tuple[int, np.ndarray]] = {}
+        self._folder_counts: tuple[int, list[tuple[str, int]]] | None = None
         self._reload()
 
     # -- following the store ------------------------------------------------------------------
@@ -217,17 +220,18 @@ class LiveIndex:
         """The clips tagged most recently, newest first."""
         self.refresh()
         with self._lock:
-            return sorted(self._records, key=lambda r: r.updated, reverse=True)[:top]
+            return heapq.nlargest(top, self._records, key=lambda r: r.updated)
 
     def folders(self, limit: int = 200) -> list[tuple[str, int]]:
-        """The folders holding clips, with their clip counts, most clips first."""
+        """The folders holding clips, with their clip counts, most clips first (cached per
+        version: every search page lists them)."""
         self.refresh()
         with self._lock:
-            counts: dict[str, int] = {}
-            for r in self._records:
-                parent = os.path.dirname(str(r.path))
-                counts[parent] = counts.get(parent, 0) + 1
-            return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+            if self._folder_counts is None or self._folder_counts[0] != self._version:
+                counts = collections.Counter(os.path.dirname(str(r.path)) for r in self._records)
+                self._folder_counts = (self._version, sorted(
+                    counts.items(), key=lambda kv: (-kv[1], kv[0])))
+            return self._folder_counts[1][:limit]
 
     def _keep(self, where: Filter) -> np.ndarray | None:
         """bool [n] of the rows the filter keeps (None: all), cached per version."""
