@@ -452,3 +452,27 @@ def test_the_store_never_changes_a_clip(made, embedder):
     after = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in before}
     assert after == before
     assert os.listdir(made["clips"] / "sub")  # nothing moved away
+
+
+def test_an_index_further_behind_than_the_change_feed_reaches_reloads_everything(served,
+                                                                                  monkeypatch):
+    client, app, library = served
+    index, store = library.index, app.store
+    index.refresh()
+    behind = index._seq
+    reloads = []
+    original = index._reload
+    monkeypatch.setattr(index, "_reload", lambda: (reloads.append(1), original()))
+    try:
+        store.record_failure(Path("/nowhere/a.mp4"), 1, 1.0, "test")
+        with store._db() as db:
+            db.execute("DELETE FROM changes")  # trimmed past what the index saw
+        store.record_failure(Path("/nowhere/b.mp4"), 1, 1.0, "test")
+        assert store.changed_since(behind)[1] is None
+        assert "red.webm" in ids(client, "red")
+        assert reloads == [1]
+        index.refresh()
+        assert reloads == [1]  # caught up: no reload for nothing
+    finally:
+        store.forget(Path("/nowhere/a.mp4"))
+        store.forget(Path("/nowhere/b.mp4"))
