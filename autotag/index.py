@@ -94,8 +94,7 @@ class LiveIndex:
         records, matrix = self.store.clip_index(self.model)
         dim = matrix.shape[1] if len(records) else 0
         self._records: list[FileRecord] = records
-        self._matrix = np.array(matrix, dtype=np.float32, copy=True) if dim else \
-            np.zeros((0, 0), np.float32)
+        self._matrix = matrix if dim else np.zeros((0, 0), np.float32)  # writable, ours
         self._row = {r.id: i for i, r in enumerate(records)}
         self._seq = seq
         self._version += 1

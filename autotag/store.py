@@ -394,7 +394,8 @@ def _records_and_matrix(rows: list) -> tuple[list[FileRecord], np.ndarray]:
     """Rows of _RECORD_F + (clip_embedding, dim) → records and float32 [n, dim]."""
     records = [_record(r) for r in rows]
     dim = rows[0][12] if rows else 0
-    matrix = np.frombuffer(b"".join(r[11] for r in rows), dtype=np.float32)
+    # a bytearray: one copy of the blobs, and an array the live index may write rows of
+    matrix = np.frombuffer(bytearray().join(r[11] for r in rows), dtype=np.float32)
     return records, matrix.reshape(len(rows), dim)
 
 
