@@ -7,6 +7,9 @@
     changes: seq → file id, one row per insert, update or delete of a file or of its content's
              embeddings (triggers), so a reader in any process (the web app's index) follows
              the store by asking for what changed since the last seq it saw
+    vectors: (sha256, model) → the clip embedding alone, a copy of clips.clip_embedding kept by
+             a trigger: a scan for search reads 2 KB a clip here, where in clips it would walk
+             past each clip's window embeddings (16 KB of overflow pages) to reach it
     roots: the folders (or files) autotag was pointed at; the web app serves only files
            whose real path lies inside one of them
     clips: (sha256, model) → duration, windows, window embeddings, clip embedding
@@ -36,7 +39,7 @@ from autotag.clip import Embedded, SourceInfo, Window
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: files.id, changes, roots
+SCHEMA_VERSION = 3  # 2: files.id, changes, roots; 3: vectors
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another's lock
 CHANGES_KEPT = 100_000  # rows of the change feed kept; a reader further behind reloads all
 
@@ -70,6 +73,18 @@ CREATE TABLE IF NOT EXISTS thumbs (
     count INTEGER NOT NULL,          -- tiles in the strip, side by side, equal widths
     jpeg BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vectors (
+    sha256 TEXT NOT NULL,
+    model TEXT NOT NULL,
+    vector BLOB NOT NULL,            -- float32 [dim]: clips.clip_embedding
+    dim INTEGER NOT NULL,
+    PRIMARY KEY (sha256, model)
+);
+CREATE TRIGGER IF NOT EXISTS clips_vector AFTER INSERT ON clips
+    BEGIN INSERT OR REPLACE INTO vectors (sha256, model, vector, dim)
+          VALUES (NEW.sha256, NEW.model, NEW.clip_embedding, NEW.dim); END;
+CREATE TRIGGER IF NOT EXISTS clips_vector_gone AFTER DELETE ON clips
+    BEGIN DELETE FROM vectors WHERE sha256 = OLD.sha256 AND model = OLD.model; END;
 CREATE TABLE IF NOT EXISTS roots (
     path TEXT PRIMARY KEY,           -- real path (symlinks resolved)
     added REAL NOT NULL
@@ -100,6 +115,10 @@ INSERT INTO files (id, path, size, mtime, sha256, status, attempts, last_error, 
     SELECT rowid, path, size, mtime, sha256, status, attempts, last_error, model, vocabulary,
            updated FROM files_v1;
 DROP TABLE files_v1;
+"""
+_MIGRATE_VECTORS = """
+INSERT OR REPLACE INTO vectors (sha256, model, vector, dim)
+    SELECT sha256, model, clip_embedding, dim FROM clips;
 """
 
 
@@ -187,6 +206,11 @@ class Store:
             if version < SCHEMA_VERSION:
                 for statement in _statements(_SCHEMA):
                     db.execute(statement)
+            if 0 < version < 3:  # reads every clip's row once: a minute for 100,000 clips
+                log.info("upgrading the state store %s to schema %d (once)", self.path,
+                         SCHEMA_VERSION)
+                db.execute(_MIGRATE_VECTORS)
+            if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
@@ -361,13 +385,21 @@ class Store:
 
     def clip_index(self, model: str) -> tuple[list[FileRecord], np.ndarray]:
         """Every file tagged with this model whose embeddings are stored, by path, with its clip
-        embedding: float32 [n, dim] (row i for record i). One query and no window embeddings:
-        what search ranks by (100,000 clips: 200 MB) and the list retag walks."""
-        rows = self._db().execute(
-            f"SELECT {_RECORD_F}, c.clip_embedding, c.dim FROM files f JOIN clips c ON "
-            "c.sha256 = f.sha256 AND c.model = ? WHERE f.status = 'tagged' ORDER BY f.path",
-            (model,)).fetchall()
-        return _records_and_matrix(rows)
+        embedding: float32 [n, dim] (row i for record i). No window embeddings: what search
+        ranks by (100,000 clips: 200 MB) and the list retag walks. Two sequential scans joined
+        here: SQLite's join looks each file's vector up by index, 100,000 random reads."""
+        db = self._db()
+        vectors = dict(db.execute("SELECT sha256, vector FROM vectors WHERE model = ?",
+                                  (model,)))
+        rows = [r for r in db.execute(f"SELECT {_RECORD} FROM files WHERE status = 'tagged'")
+                if r[3] in vectors]
+        rows.sort(key=lambda r: r[0])
+        records = [_record(r) for r in rows]
+        blobs = [vectors[r[3]] for r in rows]
+        dim = len(blobs[0]) // 4 if blobs else 0  # float32
+        # a bytearray: one copy of the blobs, and an array the live index may write rows of
+        matrix = np.frombuffer(bytearray().join(blobs), dtype=np.float32)
+        return records, matrix.reshape(len(rows), dim)
 
     def clip_index_of(self, model: str, ids: set[int]) -> tuple[list[FileRecord], np.ndarray]:
         """clip_index for these file ids only (those still tagged with stored embeddings)."""
@@ -376,8 +408,8 @@ class Store:
         for start in range(0, len(ordered), 500):  # SQLite's bound-parameter limit
             chunk = ordered[start:start + 500]
             rows += self._db().execute(
-                f"SELECT {_RECORD_F}, c.clip_embedding, c.dim FROM files f JOIN clips c ON "
-                "c.sha256 = f.sha256 AND c.model = ? WHERE f.status = 'tagged' AND f.id IN "
+                f"SELECT {_RECORD_F}, v.vector, v.dim FROM files f JOIN vectors v ON "
+                "v.sha256 = f.sha256 AND v.model = ? WHERE f.status = 'tagged' AND f.id IN "
                 f"({','.join('?' * len(chunk))})", (model, *chunk)).fetchall()
         return _records_and_matrix(rows)
 
@@ -391,7 +423,7 @@ def _record(row) -> FileRecord:
 
 
 def _records_and_matrix(rows: list) -> tuple[list[FileRecord], np.ndarray]:
-    """Rows of _RECORD_F + (clip_embedding, dim) → records and float32 [n, dim]."""
+    """Rows of _RECORD_F + (vector, dim) → records and float32 [n, dim]."""
     records = [_record(r) for r in rows]
     dim = rows[0][12] if rows else 0
     # a bytearray: one copy of the blobs, and an array the live index may write rows of

@@ -392,7 +392,7 @@ def test_the_index_follows_clips_tagged_moved_and_forgotten_after_it_loaded(made
         store.close()
 
 
-def test_a_version_1_store_is_migrated_keeping_every_id(tmp_path):
+def test_a_version_1_store_is_upgraded_keeping_every_id_and_every_clip_vector(tmp_path):
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
     db.executescript("""
@@ -408,6 +408,7 @@ def test_a_version_1_store_is_migrated_keeping_every_id(tmp_path):
         INSERT INTO files VALUES ('/b.mp4', 2, 2.0, NULL, 'failed', 3, 'bad', NULL, NULL, 6.0);
         DELETE FROM files WHERE path = '/a.mp4';
         INSERT INTO files VALUES ('/c.mp4', 3, 3.0, 'cc', 'tagged', 0, NULL, 'm', 'v', 7.0);
+        INSERT INTO clips VALUES ('cc', 'm', 3.2, '[[0, 3.2]]', zeroblob(8), X'0000803F00000040', 2);
         PRAGMA user_version = 1;
     """)
     before = dict(db.execute("SELECT path, rowid FROM files"))
@@ -415,6 +416,8 @@ def test_a_version_1_store_is_migrated_keeping_every_id(tmp_path):
     store = Store(path)
     assert {str(r.path): r.id for r in store.files()} == before == {"/b.mp4": 2, "/c.mp4": 3}
     assert store.file(Path("/b.mp4")).last_error == "bad"
+    records, matrix = store.clip_index("m")  # from the vectors table the upgrade filled
+    assert [str(r.path) for r in records] == ["/c.mp4"] and matrix.tolist() == [[1.0, 2.0]]
     seq = store.last_change()
     store.record_failure(Path("/d.mp4"), 4, 4.0, "broken")
     latest, changed = store.changed_since(seq)
