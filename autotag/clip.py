@@ -57,14 +57,18 @@ class Tag:
     score: float
     confidence: float
     segments: tuple[Segment, ...] = ()
+    review: str | None = None  # "confirmed" or "rejected" when a person said so
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "label": self.label,
             "score": round(self.score, 4),
             "confidence": round(self.confidence, 4),
             "segments": [s.to_json() for s in self.segments],
         }
+        if self.review:
+            data["review"] = self.review
+        return data
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ the store is the truth; this is a cache of it.
 
 A clip's given tags are computed here from its clip embedding (the mean of its windows, so
 vector · clip embedding is the tag's clip score, as tagging computes it) with the current
-vocabulary and thresholds: the tag counts and a tag's clips need no sidecar read.
+vocabulary and thresholds, and its reviews winning: the tag counts and a tag's clips need no
+sidecar read.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class LiveIndex:
         self._records: list[FileRecord] = records
         self._matrix = matrix if dim else np.zeros((0, 0), np.float32)  # writable, ours
         self._row = {r.id: i for i, r in enumerate(records)}
+        self._reviews = self.store.all_reviews()  # sha256 → {label: verdict}
         self._seq = seq
         self._version += 1
         log.info("search index: %d clips loaded in %.2f s", len(records),
@@ -116,6 +118,12 @@ class LiveIndex:
     def _apply(self, ids: set[int]) -> None:
         records, matrix = self.store.clip_index_of(self.model, ids)
         current = {r.id: (r, matrix[i]) for i, r in enumerate(records)}
+        for record in records:  # a review changed, or a clip (re)tagged: its reviews again
+            found = self.store.reviews(record.sha256)
+            if found:
+                self._reviews[record.sha256] = found
+            else:
+                self._reviews.pop(record.sha256, None)
         for file_id in ids:
             if file_id in current:
                 self._put(*current[file_id])
@@ -197,7 +205,14 @@ class LiveIndex:
         order = np.argsort(-masked, axis=1, kind="stable")
         rank = np.empty_like(order)
         np.put_along_axis(rank, order, np.arange(len(labels))[None, :].repeat(n, 0), axis=1)
-        return above & (rank < self.tagging.top_k)
+        given = above & (rank < self.tagging.top_k)
+        if self._reviews:  # reviews win, as in tagging (scoring.reviewed)
+            column = {label: k for k, label in enumerate(labels)}
+            for row, record in enumerate(self._records):
+                for label, verdict in self._reviews.get(record.sha256, {}).items():
+                    if label in column:
+                        given[row, column[label]] = verdict == "confirmed"
+        return given
 
     def tag_counts(self) -> dict[str, int]:
         counts = self.given().sum(axis=0)

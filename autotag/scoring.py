@@ -11,6 +11,7 @@ something happens is told by the segments, not the clip score.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,6 +52,21 @@ def tag_scores(scores: np.ndarray, windows: Sequence[Window], labels: Sequence[s
     given = [t for t in ranking
              if t.score >= tagging.thresholds.get(t.label, tagging.min_score)][:tagging.top_k]
     return tuple(given), tuple(ranking)
+
+
+def reviewed(given: Sequence[Tag], ranking: Sequence[Tag], reviews: dict[str, str]
+             ) -> tuple[tuple[Tag, ...], tuple[Tag, ...]]:
+    """Reviews win: a rejected tag is never given, a confirmed one always is (below its
+    threshold, past top_k). Both lists, best first, with each reviewed tag marked."""
+    if not reviews:
+        return tuple(given), tuple(ranking)
+    marked = tuple(dataclasses.replace(t, review=reviews[t.label]) if t.label in reviews else t
+                   for t in ranking)
+    by_label = {t.label: t for t in marked}
+    kept = [by_label[t.label] for t in given if reviews.get(t.label) != "rejected"]
+    confirmed = [t for t in marked if t.review == "confirmed" and t not in kept]
+    out = sorted(kept + confirmed, key=lambda t: -t.score)
+    return tuple(out), marked
 
 
 def segments(column: np.ndarray, windows: Sequence[Window], threshold: float

@@ -10,6 +10,8 @@
     vectors: (sha256, model) → the clip embedding alone, a copy of clips.clip_embedding kept by
              a trigger: a scan for search reads 2 KB a clip here, where in clips it would walk
              past each clip's window embeddings (16 KB of overflow pages) to reach it
+    reviews: (sha256, label) → confirmed | rejected: a person's word on a tag, by content (it
+             follows renames and copies) and by label (it outlives a vocabulary change)
     roots: the folders (or files) autotag was pointed at; the web app serves only files
            whose real path lies inside one of them
     clips: (sha256, model) → duration, windows, window embeddings, clip embedding
@@ -39,7 +41,7 @@ from autotag.clip import Embedded, SourceInfo, Window
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: files.id, changes, roots; 3: vectors
+SCHEMA_VERSION = 4  # 2: files.id, changes, roots; 3: vectors; 4: reviews
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another's lock
 CHANGES_KEPT = 100_000  # rows of the change feed kept; a reader further behind reloads all
 
@@ -85,6 +87,19 @@ CREATE TRIGGER IF NOT EXISTS clips_vector AFTER INSERT ON clips
           VALUES (NEW.sha256, NEW.model, NEW.clip_embedding, NEW.dim); END;
 CREATE TRIGGER IF NOT EXISTS clips_vector_gone AFTER DELETE ON clips
     BEGIN DELETE FROM vectors WHERE sha256 = OLD.sha256 AND model = OLD.model; END;
+CREATE TABLE IF NOT EXISTS reviews (
+    sha256 TEXT NOT NULL,
+    label TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('confirmed', 'rejected')),
+    updated REAL NOT NULL,
+    PRIMARY KEY (sha256, label)
+);
+CREATE TRIGGER IF NOT EXISTS reviews_added AFTER INSERT ON reviews
+    BEGIN INSERT INTO changes (file_id) SELECT id FROM files WHERE sha256 = NEW.sha256; END;
+CREATE TRIGGER IF NOT EXISTS reviews_changed AFTER UPDATE ON reviews
+    BEGIN INSERT INTO changes (file_id) SELECT id FROM files WHERE sha256 = NEW.sha256; END;
+CREATE TRIGGER IF NOT EXISTS reviews_removed AFTER DELETE ON reviews
+    BEGIN INSERT INTO changes (file_id) SELECT id FROM files WHERE sha256 = OLD.sha256; END;
 CREATE TABLE IF NOT EXISTS roots (
     path TEXT PRIMARY KEY,           -- real path (symlinks resolved)
     added REAL NOT NULL
@@ -306,6 +321,42 @@ class Store:
         query = f"SELECT {_RECORD} FROM files"
         rows = self._db().execute(query + (" WHERE status = ?" if status else "") + " ORDER BY path",
                                   (status,) if status else ()).fetchall()
+        return [_record(r) for r in rows]
+
+    # -- reviews ----------------------------------------------------------------------------------
+
+    def set_reviews(self, sha256: str, verdicts: dict[str, str | None]) -> None:
+        """label → 'confirmed', 'rejected' or None (the review undone), for this content."""
+        now = time.time()
+        with self._db() as db:
+            for label, verdict in verdicts.items():
+                if verdict is None:
+                    db.execute("DELETE FROM reviews WHERE sha256 = ? AND label = ?",
+                               (sha256, label))
+                else:
+                    db.execute("INSERT INTO reviews (sha256, label, verdict, updated) VALUES "
+                               "(?, ?, ?, ?) ON CONFLICT(sha256, label) DO UPDATE SET "
+                               "verdict = excluded.verdict, updated = excluded.updated "
+                               "WHERE verdict != excluded.verdict",
+                               (sha256, label, verdict, now))
+
+    def reviews(self, sha256: str) -> dict[str, str]:
+        """label → verdict of this content's reviews."""
+        return dict(self._db().execute("SELECT label, verdict FROM reviews WHERE sha256 = ?",
+                                       (sha256,)))
+
+    def all_reviews(self) -> dict[str, dict[str, str]]:
+        """sha256 → {label: verdict}, every review in the store."""
+        found: dict[str, dict[str, str]] = {}
+        for sha256, label, verdict in self._db().execute(
+                "SELECT sha256, label, verdict FROM reviews"):
+            found.setdefault(sha256, {})[label] = verdict
+        return found
+
+    def files_with(self, sha256: str) -> list[FileRecord]:
+        """Every tagged path of this content (a clip and its copies)."""
+        rows = self._db().execute(f"SELECT {_RECORD} FROM files WHERE sha256 = ? AND "
+                                  "status = 'tagged' ORDER BY path", (sha256,)).fetchall()
         return [_record(r) for r in rows]
 
     # -- roots and the change feed ------------------------------------------------------------

@@ -19,7 +19,7 @@ from autotag.clip import Embedded, Tag, Tagged
 from autotag.config import Config
 from autotag.engine import EMBEDDED, FAILED, SKIPPED, STORED, Outcome
 from autotag.outputs import OutputSet, own_outputs, read_sidecar, sidecar_path
-from autotag.scoring import tag_scores, window_scores
+from autotag.scoring import reviewed, tag_scores, window_scores
 from autotag.store import Store
 from autotag.vocabulary import Vocabulary
 
@@ -54,9 +54,12 @@ class Tagger:
         self._lock = threading.Lock()
 
     def tag(self, clip: Embedded) -> Tagged:
+        """Scores → tags, then the reviews of this content win (scoring.reviewed)."""
         scores = window_scores(clip.embeddings, self.vocabulary.vectors)
         tags, ranking = tag_scores(scores, clip.windows, self.vocabulary.labels,
                                    self.config.tagging)
+        reviews = self.store.reviews(clip.source.sha256) if clip.source.sha256 else {}
+        tags, ranking = reviewed(tags, ranking, reviews)
         return Tagged(clip, self.model, self.vocabulary.fingerprint, tags, ranking)
 
     def finish(self, clip: Embedded, status: str, windows: int = 0) -> ClipResult:

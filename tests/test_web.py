@@ -479,3 +479,33 @@ def test_an_index_further_behind_than_the_change_feed_reaches_reloads_everything
     finally:
         store.forget(Path("/nowhere/a.mp4"))
         store.forget(Path("/nowhere/b.mp4"))
+
+
+def test_a_review_from_the_api_or_the_page_rewrites_the_sidecar_and_the_page(made, embedder):
+    from tests.helpers import sidecar
+
+    app, client = serve(made, embedder)
+    clip = made["clips"] / "red.webm"
+    try:
+        red = ids(client, "red")["red.webm"]
+        csrf = client.get("/api/session").json()["csrf"]
+        refused = client.post(f"/api/clips/{red}/reviews", json={"reject": ["red"]})
+        assert refused.status_code == 403  # no Origin, no CSRF token: not from our page
+        done = client.post(f"/api/clips/{red}/reviews", json={"reject": ["red"]},
+                           headers={"Origin": LOCAL, "X-CSRF-Token": csrf})
+        assert done.status_code == 200 and done.json()["tags"] == []
+        assert sidecar(clip)["reviews"]["rejected"] == ["red"]
+        assert client.get("/api/tags").json()[0] == {**client.get("/api/tags").json()[0],
+                                                     "label": "red", "count": 1}
+        page = client.get(f"/clips/{red}")
+        assert 'class="badge rejected"' in page.text
+        undo = client.post(f"/clips/{red}/reviews", data={
+            "csrf": csrf, "label": "red", "verdict": "clear"}, headers={"Origin": LOCAL},
+            follow_redirects=False)
+        assert undo.status_code == 303 and undo.headers["location"].endswith("#tags")
+        assert [t["label"] for t in sidecar(clip)["tags"]] == ["red"]
+        bad = client.post(f"/api/clips/{red}/reviews", json={"reject": ["purple"]},
+                          headers={"Origin": LOCAL, "X-CSRF-Token": csrf})
+        assert bad.status_code == 400 and "purple" in bad.json()["error"]
+    finally:
+        app.close()

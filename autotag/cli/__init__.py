@@ -22,6 +22,7 @@ from autotag.cli import (
     init,
     quantize,
     retag,
+    review,
     search,
     serve,
     tag,
@@ -41,6 +42,7 @@ COMMANDS = {
     "backfill": backfill,
     "quantize": quantize,
     "serve": serve,
+    "review": review,
 }
 assert tuple(COMMANDS)[1:] == SUBCOMMANDS
 

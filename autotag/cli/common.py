@@ -20,7 +20,7 @@ log = logging.getLogger("autotag")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SUBCOMMANDS = ("init", "fetch-model", "search", "retag", "eval", "calibrate", "backfill",
-               "quantize", "serve")
+               "quantize", "serve", "review")
 
 
 class UsageError(Exception):

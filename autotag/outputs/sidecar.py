@@ -16,7 +16,7 @@ from autotag.clip import Tagged
 from autotag.config import OutputsConfig
 from autotag.outputs.base import OutputError, write_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: reviews, and a tag's review
 SUFFIX = ".autotag.json"
 
 
@@ -63,6 +63,8 @@ def sidecar_json(tagged: Tagged) -> dict:
         "tags": [t.to_json() for t in tagged.tags],
         "top": tagged.top.label if tagged.top else None,
         "ranking": [t.to_json() for t in tagged.ranking],
+        "reviews": {verdict: sorted(t.label for t in tagged.ranking if t.review == verdict)
+                    for verdict in ("confirmed", "rejected")},
         "preview": tagged.outputs.get("preview"),
         "outputs": dict(tagged.outputs),
         "tagged_at": datetime.now(UTC).isoformat(timespec="seconds"),

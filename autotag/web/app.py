@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, quote, urlencode
 import cv2
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
@@ -48,8 +49,10 @@ from autotag.outputs.nfo import nfo_path
 from autotag.outputs.preview import preview_name
 from autotag.outputs.sidecar import sidecar_path
 from autotag.outputs.xmp import xmp_path
-from autotag.scoring import segments, tag_scores, window_scores
+from autotag.reviews import ReviewError, Verdicts, review
+from autotag.scoring import reviewed, segments, tag_scores, window_scores
 from autotag.store import FileRecord, Store
+from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt
 from autotag.web import metrics
 from autotag.web.plot import Series, score_plot
@@ -82,6 +85,7 @@ class Library:
     cache_dir: Path | None
     status: Callable[[], dict]  # the daemon's status: live, or read from its status file
     queries: Embedder | None = None  # what embeds query text (default: embedder)
+    tagger: Tagger | None = None  # rewrites a clip's outputs after a review
     search_latency: metrics.Histogram = field(default_factory=metrics.Histogram)
     _queries: OrderedDict = field(default_factory=OrderedDict)
     _thumbs: OrderedDict = field(default_factory=OrderedDict)
@@ -278,6 +282,7 @@ def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
     labels = lib.vocabulary.labels
     scores = window_scores(clip.embeddings, lib.vocabulary.vectors)
     given, ranking = tag_scores(scores, clip.windows, labels, lib.config.tagging)
+    given, ranking = reviewed(given, ranking, lib.store.reviews(record.sha256))
     given_labels = {t.label for t in given}
     series = [Series(t.label, scores[:, labels.index(t.label)], lib.threshold(t.label),
                      [(s.start, s.end) for s in t.segments] if t.label in given_labels else (),
@@ -464,6 +469,49 @@ def api_thumbnail(request: Request) -> Response:
                     headers={"cache-control": "private, max-age=86400"})
 
 
+def apply_review(lib: Library, file_id: int, verdicts) -> None:
+    """Store a review and rewrite the clip's outputs (reviews.review); 400 for a bad one."""
+    record = lib.clip(file_id)
+    try:
+        results = review(lib.tagger, lib.store, record, verdicts)
+    except ReviewError as exc:
+        raise HTTPException(400, str(exc)) from None
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise HTTPException(500, f"the review is kept, but {failed[0].path} could not be "
+                                 f"rewritten: {failed[0].reason}")
+
+
+async def api_review(request: Request) -> Response:
+    """POST {"confirm": [TAG], "reject": [TAG], "clear": [TAG]} → the clip as GET gives it."""
+    try:
+        body = await request.json()
+        verdicts = Verdicts(*(tuple(str(t) for t in body.get(key, []))
+                              for key in ("confirm", "reject", "clear")))
+    except (ValueError, AttributeError, TypeError):
+        raise HTTPException(400, 'send JSON: {"confirm": [TAG], "reject": [TAG], '
+                                 '"clear": [TAG]}') from None
+    lib, file_id = _lib(request), request.path_params["id"]
+    await run_in_threadpool(apply_review, lib, file_id, verdicts)
+    detail = await run_in_threadpool(clip_detail, request, lib, file_id)
+    detail.pop("plot")
+    return JSONResponse(detail)
+
+
+async def page_review(request: Request) -> Response:
+    """The clip page's buttons: a form with label and verdict (confirm, reject, clear)."""
+    form = await _form(request)
+    label, verdict = form.get("label", ""), form.get("verdict", "")
+    if verdict not in ("confirm", "reject", "clear"):
+        raise HTTPException(400, "verdict must be confirm, reject or clear")
+    verdicts = Verdicts(**{verdict: (label,)})
+    file_id = request.path_params["id"]
+    await run_in_threadpool(apply_review, _lib(request), file_id, verdicts)
+    back = {k: form[k] for k in ("q", "t") if form.get(k)}
+    return RedirectResponse(f"{_base(request)}/clips/{file_id}"
+                            + (f"?{urlencode(back)}" if back else "") + "#tags", 303)
+
+
 def api_tags(request: Request) -> Response:
     lib = _lib(request)
     counts = lib.index.tag_counts()
@@ -646,6 +694,8 @@ def create_app(library: Library, token: str | None = None) -> Starlette:
         Route("/api/clips/{id:int}/media", api_media),
         Route("/api/clips/{id:int}/preview", api_preview),
         Route("/api/clips/{id:int}/thumbnail", api_thumbnail),
+        Route("/api/clips/{id:int}/reviews", api_review, methods=["POST"]),
+        Route("/clips/{id:int}/reviews", page_review, methods=["POST"]),
         Route("/api/tags", api_tags),
         Route("/api/status", api_status),
         Route("/api/session", api_session),
@@ -709,7 +759,7 @@ def open_library(app, status: Callable[[], dict] | None = None,
     index = LiveIndex(app.store, app.embedder.fingerprint, app.vocabulary, config.tagging)
     return Library(config, app.store, app.vocabulary, app.embedder, index,
                    PreviewCache(cache / "web-previews"), cache, status,
-                   queries=_query_embedder(app.embedder, config))
+                   queries=_query_embedder(app.embedder, config), tagger=app.tagger)
 
 
 def _query_embedder(embedder: Embedder, config: Config) -> Embedder:

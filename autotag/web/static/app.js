@@ -2,6 +2,16 @@
 // The pages work without it (a media fragment #t= starts the video where the match is).
 "use strict";
 (function () {
+  // keys on a focused tag row: c confirm, r reject, u undo (the row's own buttons, submitted)
+  document.querySelectorAll("tr[data-label]").forEach(function (row) {
+    row.addEventListener("keydown", function (event) {
+      const verdict = {c: "confirm", r: "reject", u: "clear"}[event.key];
+      const button = verdict && row.querySelector('button[data-verdict="' + verdict + '"]');
+      if (button) { event.preventDefault(); button.click(); }
+    });
+  });
+})();
+(function () {
   const player = document.getElementById("player");
   if (!player || player.tagName !== "VIDEO") return;
   // a preview starts at the segment itself: its time 0 is the clip's data-offset
