@@ -40,7 +40,7 @@ class Verdicts:
                               f"{', '.join(sorted(known))})")
         twice = {t for t in named if named.count(t) > 1}
         if twice:
-            raise ReviewError(f"{sorted(twice)[0]!r} is named twice; confirm, reject or clear "
+            raise ReviewError(f"{min(twice)!r} is named twice; confirm, reject or clear "
                               "it once")
         if not named:
             raise ReviewError("name a tag to confirm, reject or clear")

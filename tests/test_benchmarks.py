@@ -131,3 +131,33 @@ def test_the_runtimes_table_names_the_cpu_and_every_runtime():
     assert "| OpenVINO f32 (the default now) | 1.90 | 1.70 | 700 MB  |" in text
     assert "refused: why" in text and "| now, released | 150 MB |" in text
     assert '"accepted": false' in text and "examples" not in text
+
+
+def test_the_serve_benchmark_writes_latency_page_load_memory_and_the_command_time(model_dir,
+                                                                                   tmp_path):
+    """benchmarks.serve on a tiny store, without a browser or another checkout: every figure
+    is in its JSON and plausible (the model's fingerprint only: nothing loads it)."""
+    import json
+
+    from autotag.store import SCHEMA_VERSION
+    from benchmarks import serve
+
+    results = tmp_path / "results"
+    assert serve.main(["--clips", "300", "--queries", "5", "--no-browser", "--model",
+                       str(model_dir), "--cache", str(tmp_path / "cache"),
+                       "--results", str(results)]) == 0
+    (path,) = results.glob("serve-*.json")
+    r = json.loads(path.read_text())
+    s = r["server"]
+    for name in ("api_search", "page_search"):
+        assert s[name]["n"] == 5 and 0 < s[name]["p50_ms"] <= s[name]["p95_ms"] < 10_000
+    page = s["first_page"]
+    assert 0 < page["html_ms"] <= page["total_ms"] < 30_000 and len(page["assets"]) == 2
+    assert 20 < s["loaded"]["rss_mb"] <= s["after_queries"]["hwm_mb"] < 4_000
+    assert not s["tensorflow_loaded"] and "browser" not in s
+    command = r["command"]["after"]
+    assert len(command["runs_s"]) == serve.CLI_RUNS and 0 < command["median_s"] < 60
+    assert 0 < command["python_start_s"] < command["median_s"] and command["imports_s"] > 0
+    assert list(r["command"]) == ["after"] and r["build"]["after"]["schema"] == SCHEMA_VERSION
+    assert r["machine"]["cpu"] and r["machine"]["flags"]
+    assert "| search, /api/search top 24 (p50 / p95 of 5) |" in path.with_suffix(".md").read_text()
