@@ -44,6 +44,7 @@ class Filter:
 
     folders: tuple[Path, ...] = ()
     tags: tuple[str, ...] = ()
+    exclude: tuple[int, ...] = ()  # file ids left out ("more like this" leaves its own clip)
 
 
 class _View:
@@ -249,9 +250,12 @@ class LiveIndex:
 
     def _keep(self, where: Filter) -> np.ndarray | None:
         """bool [n] of the rows the filter keeps (None: all), cached per version."""
-        if not where.folders and not where.tags:
+        if not where.folders and not where.tags and not where.exclude:
             return None
         keep = np.ones(len(self._records), bool)
+        for file_id in where.exclude:
+            if file_id in self._row:
+                keep[self._row[file_id]] = False
         if where.folders:
             keep &= self._under(where.folders)
         if where.tags:

@@ -70,6 +70,10 @@ class Index:
     def __len__(self) -> int:
         return len(self.records)
 
+    def without(self, path: Path) -> Index:
+        keep = [i for i, r in enumerate(self.records) if r.path != path]
+        return Index([self.records[i] for i in keep], self.matrix[keep])
+
     def ranked(self, query: np.ndarray, top: int) -> list[tuple[int, float]]:
         """(row, score) of the best `top` + CANDIDATE_SLACK clips for query (float32 [512]),
         best first: argpartition, then a sort of the few that are left."""
@@ -83,6 +87,35 @@ class Index:
 
     def all_ranked(self, query: np.ndarray) -> list[tuple[int, float]]:
         return self.ranked(query, len(self))
+
+
+LIKE_MATCH_FACTOR = 2.0  # a "more like this" query scores its own clip this × min_score
+
+
+def like_vector(store: Store, model: str, record: FileRecord, at: float | None,
+                min_score: float) -> np.ndarray | None:
+    """A stored clip's embedding as a query ("more like this"): its clip embedding, or with
+    `at` (seconds) the window around that moment, float32 [512]; None when not stored.
+
+    A video embedding against video embeddings scores on another scale than text does, so the
+    vector is scaled to score itself LIKE_MATCH_FACTOR × min_score: the clip itself (and its
+    copies) is a strong match, and a clip scoring min_score is half as alike, which is where
+    segments and the threshold scale of the results sit for a text query."""
+    source = SourceInfo(record.path, record.size, record.mtime, record.sha256)
+    clip = store.load_embedded(source, model, thumbnails=False)
+    if clip is None:
+        return None
+    if at is None:
+        vector = clip.clip_embedding
+    else:
+        row = min(range(len(clip.windows)), key=lambda i: abs(
+            (clip.windows[i].start + clip.windows[i].end) / 2 - at))
+        vector = clip.embeddings[row]
+    vector = np.asarray(vector, np.float32)
+    self_score = float(vector @ vector)
+    if self_score <= 0:
+        return None
+    return vector * np.float32(LIKE_MATCH_FACTOR * min_score / self_score)
 
 
 def is_under(path: Path, folders: Sequence[Path]) -> bool:

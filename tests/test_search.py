@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -194,3 +195,22 @@ def test_ranking_matches_a_full_sort_and_skips_stale_clips(tmp_path):
         assert left_out == 40
     finally:
         store.close()
+
+
+def test_more_like_this_ranks_the_same_content_first_then_by_the_moment(indexed, capsys):
+    clips, config = indexed
+    shutil.copy2(clips / "sub" / "green.mp4", clips / "green copy.mp4")
+    assert cli.main(["--once", "--config", str(config), str(clips)]) in (0, 1)  # the copy
+    like = search_json(config, capsys, "--like", str(clips / "sub" / "green.mp4"))
+    names = [Path(h["path"]).name for h in like]
+    assert names[0] == "green copy.mp4" and "green.mp4" not in names  # itself left out
+    assert like[0]["score"] == pytest.approx(6.0, abs=0.05)  # 2 × min_score: the same content
+    late = str(clips / "late red.mp4")
+    red_moment = search_json(config, capsys, "--like", f"{late}@25")
+    assert Path(red_moment[0]["path"]).name == "red.mp4"
+    green_moment = search_json(config, capsys, "--like", f"{late}@3")
+    assert Path(green_moment[0]["path"]).name in ("green.mp4", "green copy.mp4")
+    capsys.readouterr()
+    assert cli.main(["search", "--config", str(config), "--like", "nowhere.mp4"]) == 2
+    assert "not a clip autotag tagged" in capsys.readouterr().err
+    assert cli.main(["search", "--config", str(config), "--like", late, "red"]) == 2

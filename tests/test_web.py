@@ -509,3 +509,16 @@ def test_a_review_from_the_api_or_the_page_rewrites_the_sidecar_and_the_page(mad
         assert bad.status_code == 400 and "purple" in bad.json()["error"]
     finally:
         app.close()
+
+
+def test_more_like_this_from_the_api_leaves_the_clip_itself_out(served):
+    client, _, _ = served
+    red = ids(client, "red")["red.webm"]
+    like = client.get("/api/search", params={"like": red}).json()
+    assert like[0]["name"] == "late red.webm" and red not in {h["id"] for h in like}
+    late = ids(client, "red")["late red.webm"]
+    early = client.get("/api/search", params={"like": late, "at": 3}).json()
+    assert early[0]["name"] == "green.mp4"  # the green moment of late red
+    page = client.get("/", params={"like": late, "at": 3})
+    assert "clips like late red.webm" in page.text
+    assert client.get("/api/search", params={"like": 999999}).status_code == 404

@@ -28,8 +28,11 @@ def build() -> argparse.ArgumentParser:
         description="Rank the clips autotag has tagged by how well they match free text, from "
                     "their stored embeddings: nothing is decoded. Clips gone or changed since "
                     "they were tagged are left out. Exit 1 when nothing is found.")
-    parser.add_argument("query", nargs="+", metavar="QUERY",
+    parser.add_argument("query", nargs="*", metavar="QUERY",
                         help="what happens in the clips, e.g. someone skateboarding")
+    parser.add_argument("--like", metavar="CLIP[@SECONDS]",
+                        help="more like this: rank by a tagged clip's own embedding (or the "
+                             "moment at SECONDS), from the store, instead of by text")
     parser.add_argument("--top", type=int, default=10, metavar="N",
                         help="how many clips to show (default: 10)")
     parser.add_argument("--under", type=Path, action="append", default=[], metavar="DIR",
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     if args.top < 1:
         raise UsageError("--top must be at least 1")
+    if bool(args.query) == bool(args.like):
+        raise UsageError("give a query (what happens in the clips) or --like CLIP, not both")
     if args.sheet:
         _check_sheet(args.sheet)
     config = load_config(args)
@@ -63,14 +68,18 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             log.warning("no clip tagged with this model is stored%s; tag a folder with "
                         "'autotag --once DIR' first", where)
             return EXIT_FAILED
-        try:
-            query, known = embed_query(" ".join(args.query), embedder, default_cache_dir())
-        except ModelError as exc:
-            raise startup_error(exc, config) from None
-        if not known:  # it would score every clip 0: a ranking that means nothing
-            log.warning("the model knows none of the words of %r; rephrase it in plain English "
-                        "words", " ".join(args.query))
-            return EXIT_FAILED
+        if args.like:
+            query, own = _like(args.like, store, embedder.fingerprint, config)
+            index = index.without(own)  # the clip itself; its copies stay (the same content)
+        else:
+            try:
+                query, known = embed_query(" ".join(args.query), embedder, default_cache_dir())
+            except ModelError as exc:
+                raise startup_error(exc, config) from None
+            if not known:  # it would score every clip 0: a ranking that means nothing
+                log.warning("the model knows none of the words of %r; rephrase it in plain "
+                            "English words", " ".join(args.query))
+                return EXIT_FAILED
         hits, stale = search(index, store, embedder.fingerprint, query, args.top,
                              config.tagging.min_score)
         if stale:
@@ -82,6 +91,29 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         store.close()
     _print_hits(hits, args.json)
     return EXIT_OK if hits else EXIT_FAILED
+
+
+def _like(value: str, store, model: str, config):
+    """--like CLIP[@SECONDS] → (query vector, the clip's path); UsageError naming the fix."""
+    from autotag.search import like_vector
+
+    name, at = value, None
+    head, sep, tail = value.rpartition("@")
+    if sep and not Path(value).exists():
+        try:
+            name, at = head, float(tail)
+        except ValueError:
+            pass
+    path = absolute(Path(name))
+    record = store.file(path)
+    if record is None or record.status != "tagged":
+        raise UsageError(f"--like {show(path)}: not a clip autotag tagged; tag it with "
+                         "'autotag --once' first")
+    vector = like_vector(store, model, record, at, config.tagging.min_score)
+    if vector is None:
+        raise UsageError(f"--like {show(path)}: its embeddings for this model are not stored; "
+                         "run 'autotag --once --force' on it")
+    return vector, path
 
 
 def _check_sheet(path: Path) -> None:

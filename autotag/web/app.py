@@ -13,6 +13,7 @@ pointed at (store roots, serve.hosts aside), is served.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -51,6 +52,7 @@ from autotag.outputs.sidecar import sidecar_path
 from autotag.outputs.xmp import xmp_path
 from autotag.reviews import ReviewError, Verdicts, review
 from autotag.scoring import reviewed, segments, tag_scores, window_scores
+from autotag.search import like_vector
 from autotag.store import FileRecord, Store
 from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt
@@ -230,14 +232,19 @@ def run_search(request: Request, lib: Library) -> tuple[list[dict], str | None]:
     none to show for a reason the user can act on."""
     query = request.query_params.get("q", "").strip()[:MAX_QUERY]
     where, top = _filter(request, lib), _top(request)
-    if not query:
+    like = _like(request, lib)
+    if not query and like is None:
         if where.tags:  # a tag's clips, best first
             return _tag_hits(request, lib, where, top), None
         return [], None
     started = time.perf_counter()
-    vector, known = lib.query_vector(query)
-    if not known:
-        return [], f"the model knows none of the words of “{query}”; try plain English words"
+    if like is not None:  # more like this: the clip's own embedding, from the store
+        vector, own = like
+        where = dataclasses.replace(where, exclude=(own,))
+    else:
+        vector, known = lib.query_vector(query)
+        if not known:
+            return [], f"the model knows none of the words of “{query}”; try plain English words"
     hits, _stale = lib.index.search(vector, top, where)  # stale: gone or changed clips
     lib.search_latency.observe(time.perf_counter() - started)
     out = [_hit_json(request, lib, h.record, h.score, h.segment.to_json(), h.best_window, query)
@@ -246,6 +253,24 @@ def run_search(request: Request, lib: Library) -> tuple[list[dict], str | None]:
         return [], "no clip matches" + (" with these filters" if where.tags or where.folders
                                         else "; tag a folder first (autotag --once DIR)")
     return out, None
+
+
+def _like(request: Request, lib: Library) -> tuple[np.ndarray, int] | None:
+    """?like=ID[&at=SECONDS] → (query vector, the clip's id), None without like; 400/404."""
+    raw = request.query_params.get("like")
+    if not raw:
+        return None
+    try:
+        file_id = int(raw)
+        at = request.query_params.get("at")
+        at = float(at) if at else None
+    except ValueError:
+        raise HTTPException(400, "like is a clip id, at is seconds") from None
+    record = lib.clip(file_id)
+    vector = like_vector(lib.store, lib.model, record, at, lib.config.tagging.min_score)
+    if vector is None:
+        raise HTTPException(404, "this clip's embeddings are not stored for the current model")
+    return vector, file_id
 
 
 def _tag_hits(request: Request, lib: Library, where: Filter, top: int) -> list[dict]:
@@ -412,8 +437,8 @@ def status_json(lib: Library) -> dict:
 
 def api_search(request: Request) -> Response:
     lib = _lib(request)
-    if not request.query_params.get("q", "").strip() and not request.query_params.get("tag"):
-        raise HTTPException(400, "give q=TEXT (or tag=LABEL)")
+    if not any(request.query_params.get(k, "").strip() for k in ("q", "tag", "like")):
+        raise HTTPException(400, "give q=TEXT (or tag=LABEL, or like=ID for more like a clip)")
     hits, message = run_search(request, lib)
     return JSONResponse(hits, headers={"x-autotag-message": quote(message)} if message else None)
 
@@ -583,10 +608,16 @@ def page_search(request: Request) -> Response:
     lib = _lib(request)
     hits, message = run_search(request, lib)
     query = request.query_params.get("q", "").strip()[:MAX_QUERY]
-    recent = [] if query or request.query_params.get("tag") else [
+    like = request.query_params.get("like")
+    like_name = None
+    if like and like.isdigit():
+        found = lib.store.file_by_id(int(like))
+        like_name = found.path.name if found else None
+    recent = [] if query or like or request.query_params.get("tag") else [
         _hit_json(request, lib, r, 0.0, None, 0) for r in lib.index.recent(RECENT)]
     return _render(request, "search.html", {
         "query": query, "hits": hits, "message": message, "recent": recent,
+        "like": like_name, "like_at": request.query_params.get("at"),
         "tags": request.query_params.getlist("tag"),
         "folders": request.query_params.getlist("folder"),
         "folder_choices": lib.index.folders(), "threshold": lib.config.tagging.min_score,

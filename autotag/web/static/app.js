@@ -22,6 +22,13 @@
     player.currentTime = t;
     player.play().catch(function () { /* autoplay refused: the user presses play */ });
   }
+  // "More like this moment" follows the playhead
+  const moment = document.getElementById("like-moment");
+  if (moment) {
+    player.addEventListener("timeupdate", function () {
+      moment.href = moment.dataset.base.replace(/&amp;/g, "&") + (offset + player.currentTime).toFixed(1);
+    });
+  }
   if (player.readyState >= 1) {
     if (Math.abs(player.currentTime - start) > 0.5) player.currentTime = start;
   } else {
