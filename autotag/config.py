@@ -49,10 +49,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class VocabEntry:
-    """A tag and the prompts whose text embeddings are averaged for it (a prompt ensemble)."""
+    """A tag: the prompts whose text embeddings are averaged for it (a prompt ensemble), and
+    the example clips whose stored embeddings make a vector for it (issue 21; vocabulary.py
+    says how the two are combined). At least one of the two is non-empty."""
 
     label: str
     prompts: tuple[str, ...]
+    examples: tuple[Path, ...] = ()  # example clips, resolved; each an existing file
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ def _validated(raw: dict, base: Path, source: Path | None) -> Config:
         if f.name == "source":
             continue
         if f.name == "vocabulary":
-            values[f.name] = _vocabulary(raw[f.name])
+            values[f.name] = _vocabulary(raw[f.name], base)
         else:  # every section, so that its default paths resolve against base too
             values[f.name] = _section(f.name, f.type, raw.get(f.name), base)
     _reject_unknown("", raw, {f.name for f in dataclasses.fields(Config) if f.name != "source"})
@@ -378,7 +381,11 @@ def _path(key: str, value: str, base: Path) -> Path:
         raise ConfigError(f"'{key}': {value!r} is not a usable path ({exc}); fix it") from None
 
 
-def _vocabulary(raw: Any) -> tuple[VocabEntry, ...]:
+# The keys of a tag's mapping form: '- cooking: {prompts: [...], examples: [clip.mp4, ...]}'.
+ENTRY_KEYS = ("prompts", "examples")
+
+
+def _vocabulary(raw: Any, base: Path) -> tuple[VocabEntry, ...]:
     if not isinstance(raw, list) or not raw:
         raise ConfigError("'vocabulary' must be a non-empty list of tags, e.g. "
                           "'vocabulary: [skiing, {biking: [riding a bike, mountain biking]}]'")
@@ -388,19 +395,13 @@ def _vocabulary(raw: Any) -> tuple[VocabEntry, ...]:
         if isinstance(item, str) and item.strip():
             entries.append(VocabEntry(item.strip(), (item.strip(),)))
         elif isinstance(item, dict) and len(item) == 1:
-            ((label, prompts),) = item.items()
+            ((label, value),) = item.items()
             if not isinstance(label, str) or not label.strip():
                 raise ConfigError(f"'{key}' needs a tag name as its key")
-            if isinstance(prompts, str):
-                prompts = [prompts]
-            if (not isinstance(prompts, list) or not prompts
-                    or not all(isinstance(p, str) and p.strip() for p in prompts)):
-                raise ConfigError(f"'{key}' ({label!r}) must map to a non-empty list of prompt "
-                                  "strings, e.g. 'biking: [riding a bike, mountain biking]'")
-            entries.append(VocabEntry(label.strip(), tuple(p.strip() for p in prompts)))
+            entries.append(_entry(key, label.strip(), value, base))
         else:
-            raise ConfigError(f"'{key}' must be a tag name or 'tag: [prompt, ...]', "
-                              f"got {_kind(item)}")
+            raise ConfigError(f"'{key}' must be a tag name, 'tag: [prompt, ...]' or "
+                              f"'tag: {{examples: [clip, ...]}}', got {_kind(item)}")
     seen: set[str] = set()
     for entry in entries:
         if not all(x.isprintable() for x in (entry.label, *entry.prompts)):
@@ -417,6 +418,54 @@ def _vocabulary(raw: Any) -> tuple[VocabEntry, ...]:
                               "merge its prompts into one entry")
         seen.add(folded)
     return tuple(entries)
+
+
+def _entry(key: str, label: str, value: Any, base: Path) -> VocabEntry:
+    """'tag: prompts' (a string or a list) or 'tag: {prompts: ..., examples: ...}'."""
+    if not isinstance(value, dict):
+        return VocabEntry(label, _prompts(key, label, value))
+    unknown = [k for k in value if k not in ENTRY_KEYS]
+    if unknown:
+        raise ConfigError(f"'{key}' ({label!r}): unknown key {str(unknown[0])!r}; a tag's "
+                          f"mapping holds {' and/or '.join(ENTRY_KEYS)}")
+    prompts = _prompts(key, label, value["prompts"]) if "prompts" in value else ()
+    examples = _examples(key, label, value.get("examples"), base)
+    if not prompts and not examples:
+        raise ConfigError(f"'{key}' ({label!r}) needs prompts or examples, e.g. "
+                          f"'{label}: {{examples: [clips/one.mp4, clips/two.mp4]}}'")
+    return VocabEntry(label, prompts, examples)
+
+
+def _prompts(key: str, label: str, prompts: Any) -> tuple[str, ...]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if (not isinstance(prompts, list) or not prompts
+            or not all(isinstance(p, str) and p.strip() for p in prompts)):
+        raise ConfigError(f"'{key}' ({label!r}) must map to a non-empty list of prompt "
+                          "strings, e.g. 'biking: [riding a bike, mountain biking]'")
+    return tuple(p.strip() for p in prompts)
+
+
+def _examples(key: str, label: str, examples: Any, base: Path) -> tuple[Path, ...]:
+    """Example clips: paths resolved against the config's folder; each must be a file now
+    (a typo would otherwise surface as a tag that never matches)."""
+    if examples is None:
+        return ()
+    if isinstance(examples, str):
+        examples = [examples]
+    if not isinstance(examples, list) or not all(isinstance(e, str) and e.strip()
+                                                 for e in examples):
+        raise ConfigError(f"'{key}' ({label!r}): examples must be a list of clip paths, e.g. "
+                          f"'examples: [clips/one.mp4, clips/two.mp4]'")
+    paths = []
+    for j, example in enumerate(examples):
+        path = _path(f"{key}.examples[{j}]", example.strip(), base)
+        if not path.is_file():
+            raise ConfigError(f"'{key}' ({label!r}): example {example.strip()!r} is not a file "
+                              f"({path}); fix the path (relative paths resolve against the "
+                              "config file's folder) or remove it")
+        paths.append(path)
+    return tuple(paths)
 
 
 def _check_thresholds(config: Config) -> None:

@@ -321,10 +321,12 @@ def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
             spans = segments(column, clip.windows, lib.config.tagging.min_score)
             best = int(np.argmax(column))
             span = next(s for s in spans if s.start <= clip.windows[best].start <= s.end)
+            threshold = lib.config.tagging.min_score
             match = {"query": query, "score": round(float(column.mean()), 4),
-                     "segment": span.to_json()}
-            series.insert(0, Series(f"“{query}”", column, lib.config.tagging.min_score,
-                                    [(s.start, s.end) for s in spans], True))
+                     "segment": span.to_json(), "threshold": threshold}
+            series.insert(0, Series(f"“{query}”", column, threshold,
+                                    [(s.start, s.end) for s in spans if s.score >= threshold],
+                                    True))
     start = _start(request, match, given)
     base = _base(request)
     detail = {
@@ -419,7 +421,8 @@ def status_json(lib: Library) -> dict:
     model = lib.config.model
     return {
         "daemon": daemon,
-        "model": {"handle": model.handle, "fingerprint": lib.model, "runtime": model.runtime,
+        "model": {"handle": model.handle, "fingerprint": lib.model,
+                  "runtime": getattr(lib.embedder, "runtime", None) or model.runtime,
                   "precision": model.precision,
                   "resident": bool(getattr(lib.embedder, "resident", True))},
         "store": {"path": str(lib.store.path), "bytes": store_bytes,

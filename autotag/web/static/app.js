@@ -18,7 +18,13 @@
   const offset = parseFloat(player.dataset.offset || "0");
   const start = parseFloat(player.dataset.start || "0");
   function seek(clipTime) {
-    const t = Math.max(0, clipTime - offset);
+    const t = clipTime - offset;
+    if (player.classList.contains("preview") && (t < 0 || t > player.duration)) {
+      const url = new URL(location.href);  // outside this preview: a preview from there
+      url.searchParams.set("t", clipTime.toFixed(1));
+      location.assign(url);
+      return;
+    }
     player.currentTime = t;
     player.play().catch(function () { /* autoplay refused: the user presses play */ });
   }
