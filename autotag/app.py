@@ -1,4 +1,5 @@
-"""Config → model → vocabulary → store → outputs → engine + tagger: the composition root.
+"""Config → model → store → engine → vocabulary (prompts, examples) → outputs → tagger: the
+composition root.
 
 The one factory every command and the daemon build their collaborators with; it accepts an
 embedder, so tests (and a reload that keeps the model) hand in theirs.
@@ -19,7 +20,7 @@ from autotag.model import Embedder, LazyEmbedder, load_configured
 from autotag.outputs import build_outputs
 from autotag.store import Store
 from autotag.tagging import ClipResult, Tagger
-from autotag.vocabulary import Vocabulary, build_vocabulary
+from autotag.vocabulary import Vocabulary, build_vocabulary, example_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,24 @@ def with_model(config: Config, handle: str | None) -> Config:
 def open_app(config: Config, embedder: Embedder | None = None, *, lazy: bool = False,
              cache_dir: Path | None = None) -> App:
     """Load the model (unless given; lazy: on its first call, so a run with nothing to embed
-    and a warm text cache never loads it), embed the vocabulary, open the store, choose
-    outputs. Raises ModelError or StoreError with their one line."""
+    and a warm text cache never loads it), open the store, embed the vocabulary (its example
+    clips through the engine: from the store, or embedded once and stored), choose outputs.
+    Raises ModelError, StoreError or vocabulary.ExampleError with their one line."""
     if embedder is None:
         if lazy:
             embedder = LazyEmbedder.from_config(config.model)
         else:
             log.info("loading the model from %s", config.model.handle)
             embedder = load_configured(config.model)
-    vocabulary = build_vocabulary(config.vocabulary, embedder, cache_dir or default_cache_dir())
+    # the store and engine before the vocabulary: example tags are made of stored embeddings
     store = Store(config.state.store_path)
+    try:
+        engine = Engine(config, embedder, store)
+        vocabulary = build_vocabulary(config.vocabulary, embedder,
+                                      cache_dir or default_cache_dir(),
+                                      example_embeddings(config.vocabulary, engine))
+    except BaseException:
+        store.close()
+        raise
     tagger = Tagger(config, vocabulary, build_outputs(config), store, embedder.fingerprint)
-    return App(config, embedder, vocabulary, store, Engine(config, embedder, store), tagger)
+    return App(config, embedder, vocabulary, store, engine, tagger)

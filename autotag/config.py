@@ -471,7 +471,7 @@ def _examples(key: str, label: str, examples: Any, base: Path) -> tuple[Path, ..
 def _check_thresholds(config: Config) -> None:
     unknown = set(config.tagging.thresholds) - set(config.labels)
     if unknown:
-        raise ConfigError(f"'tagging.thresholds' names {sorted(unknown)[0]!r}, which is not in "
+        raise ConfigError(f"'tagging.thresholds' names {min(unknown)!r}, which is not in "
                           "the vocabulary; remove it or add the tag")
 
 

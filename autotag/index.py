@@ -85,7 +85,6 @@ class LiveIndex:
         self._version = 0  # bumped by every applied change: the caches below are per version
         self._given: tuple[int, np.ndarray] | None = None
         self._folders: dict[tuple, tuple[int, np.ndarray]] = {}
-        self._folder_counts: tuple[int, list[tuple[str, int]]] | None = None
         self._reload()
 
     # -- following the store ------------------------------------------------------------------
@@ -98,6 +97,7 @@ class LiveIndex:
         self._records: list[FileRecord] = records
         self._matrix = matrix if dim else np.zeros((0, 0), np.float32)  # writable, ours
         self._row = {r.id: i for i, r in enumerate(records)}
+        self._folder_counts = collections.Counter(os.path.dirname(str(r.path)) for r in records)
         self._reviews = self.store.all_reviews()  # sha256 → {label: verdict}
         self._seq = seq
         self._version += 1
@@ -140,7 +140,9 @@ class LiveIndex:
             self._records.append(record)
             self._row[record.id] = row
         else:
+            self._folder_counts[os.path.dirname(str(self._records[row].path))] -= 1
             self._records[row] = record
+        self._folder_counts[os.path.dirname(str(record.path))] += 1
         self._matrix[row] = vector
 
     def _drop(self, file_id: int) -> None:
@@ -148,6 +150,7 @@ class LiveIndex:
         row = self._row.pop(file_id, None)
         if row is None:
             return
+        self._folder_counts[os.path.dirname(str(self._records[row].path))] -= 1
         last = len(self._records) - 1
         if row != last:
             moved = self._records[last]
@@ -238,15 +241,12 @@ class LiveIndex:
             return heapq.nlargest(top, self._records, key=lambda r: r.updated)
 
     def folders(self, limit: int = 200) -> list[tuple[str, int]]:
-        """The folders holding clips, with their clip counts, most clips first (cached per
-        version: every search page lists them)."""
+        """The folders holding clips, with their clip counts, most clips first (counted at load
+        and kept by each change: every search page lists them)."""
         self.refresh()
         with self._lock:
-            if self._folder_counts is None or self._folder_counts[0] != self._version:
-                counts = collections.Counter(os.path.dirname(str(r.path)) for r in self._records)
-                self._folder_counts = (self._version, sorted(
-                    counts.items(), key=lambda kv: (-kv[1], kv[0])))
-            return self._folder_counts[1][:limit]
+            return heapq.nsmallest(limit, ((f, n) for f, n in self._folder_counts.items() if n),
+                                   key=lambda kv: (-kv[1], kv[0]))
 
     def _keep(self, where: Filter) -> np.ndarray | None:
         """bool [n] of the rows the filter keeps (None: all), cached per version."""

@@ -25,7 +25,7 @@ import numpy as np
 from autotag.clip import Segment, SourceInfo
 from autotag.outputs.preview import ascii_text, label_box
 from autotag.scoring import segments, window_scores
-from autotag.store import FileRecord, Store
+from autotag.store import FileRecord, Store, record_of
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +52,44 @@ class Hit:
                 "segment": self.segment.to_json()}
 
 
+class _Records(Sequence):
+    """Store rows that become FileRecords when read: a search reads a few dozen of them."""
+
+    def __init__(self, rows: list[tuple]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return record_of(self.rows[i])
+
+
 @dataclass(frozen=True)
 class Index:
     """The clips search ranks: records[i] has clip embedding matrix[i] (float32 [n, 512])."""
 
-    records: list[FileRecord]
+    records: Sequence[FileRecord]
     matrix: np.ndarray
 
     @classmethod
     def load(cls, store: Store, model: str, under: Sequence[Path] = ()) -> Index:
-        records, matrix = store.clip_index(model)
+        rows, matrix = store.clip_rows(model)
         if under:
-            keep = [i for i, r in enumerate(records) if is_under(r.path, under)]
-            records, matrix = [records[i] for i in keep], matrix[keep]
-        return cls(records, matrix)
+            prefixes = tuple(str(f).rstrip("/") + "/" for f in under)
+            folders = {str(f) for f in under}
+            keep = [i for i, r in enumerate(rows) if r[0].startswith(prefixes) or r[0] in folders]
+            rows, matrix = [rows[i] for i in keep], matrix[keep]
+        return cls(_Records(rows), matrix)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def without(self, path: Path) -> Index:
+        rows = self.records.rows if isinstance(self.records, _Records) else None
+        if rows is not None:
+            keep = [i for i, r in enumerate(rows) if r[0] != str(path)]
+            return Index(_Records([rows[i] for i in keep]), self.matrix[keep])
         keep = [i for i, r in enumerate(self.records) if r.path != path]
         return Index([self.records[i] for i in keep], self.matrix[keep])
 

@@ -1,9 +1,30 @@
-"""Config vocabulary → prompts → text embeddings (cached on disk per model) → one vector per tag.
+"""Config vocabulary → one vector per tag, float32 [n_tags, 512]:
+
+    prompts  → text embeddings (cached on disk per model) → their mean ──────────────┐
+    examples → the engine: stored clip embeddings (or embedded once, then stored)     ├→ mean
+             → their centroid c, scaled: MATCH_SCORE · c / (c · c) ───────────────────┘
 
 A tag with several prompts is a prompt ensemble: its vector is the mean of its prompts' text
 embeddings, so its score is the mean of the prompts' scores (CLIP's prompt ensembling).
 Embeddings are cached per model fingerprint and prompt, so a restart, or adding one tag,
 embeds only what is new.
+
+Tags from examples (issue 21). A tag may name example clips instead of, or beside, prompts.
+MIL-NCE's text·video scores are raw dot products (matches about 4..9, the rest below 0), and
+tagging.min_score (3.0) is on that scale; a video·video dot product is not (the test model
+scores a blue clip 150 against another blue one, where the text "blue" scores it 9.9). So an
+example tag's vector is the centroid c of its examples' clip embeddings (each example weighs
+the same, whatever its length), scaled so that the examples' own mean score, the mean of
+vector · example, is MATCH_SCORE:
+
+    vector = MATCH_SCORE · c / (c · c)      (vector · c = MATCH_SCORE, for one example too)
+
+A clip then scores MATCH_SCORE times its projection onto c relative to the examples' own: a
+clip like the examples scores about MATCH_SCORE, one halfway there min_score, an unrelated
+one about 0 or below, as with a text tag. A tag with prompts and examples averages its text
+vector and its example vector: its score is the mean of the two scores. The fingerprint holds
+each example's content hash and a digest of its stored embeddings, so new examples (or the
+same clips embedded again) re-tag every clip, from stored embeddings.
 """
 
 from __future__ import annotations
@@ -12,23 +33,37 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autotag.atomic import write_atomic
-from autotag.config import VocabEntry
-from autotag.model import Embedder
+from autotag.config import ConfigError, VocabEntry
+from autotag.engine import EMBEDDED, STORED
+from autotag.model import Embedder, ModelError
+
+if TYPE_CHECKING:
+    from autotag.engine import Engine
 
 log = logging.getLogger(__name__)
 
 TEXT_BATCH = 256  # prompts per text-signature call
+# The raw score an example tag's own examples get, on average: twice tagging.min_score's
+# default (3.0), a good text match (MIL-NCE scores matches about 4..9)
+MATCH_SCORE = 6.0
+# The example rule, in the fingerprint: a new rule or MATCH_SCORE re-tags every clip
+EXAMPLE_RULE = f"centroid-scaled-to-{MATCH_SCORE:g}"
+# Examples whose centroid is this small against their own size (c·c / mean e·e) cancel out:
+# nothing in common to find (and the vector would divide by nearly zero)
+MIN_COHERENCE = 1e-6
 
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """The tags and their text vectors.
+    """The tags and their vectors.
 
     vectors: float32 [n_tags, 512], row i for entries[i].
     unknown: prompts the model knows no word of (they embed like the empty string).
@@ -44,10 +79,51 @@ class Vocabulary:
         return tuple(e.label for e in self.entries)
 
 
-def vocabulary_fingerprint(entries: tuple[VocabEntry, ...], model_fingerprint: str) -> str:
-    """Changes when a tag, a prompt or the model changes: what makes stored tags stale."""
-    spec = json.dumps([model_fingerprint, [[e.label, list(e.prompts)] for e in entries]])
+@dataclass(frozen=True)
+class Example:
+    """One example clip as its tag uses it."""
+
+    path: Path
+    sha256: str  # its content: what the fingerprint names
+    embedding: np.ndarray  # float32 [512]: its clip embedding (the mean of its windows)
+
+
+class ExampleError(ConfigError, ModelError):
+    """An example clip cannot make its tag's vector (it does not decode; the examples cancel
+    out): one line naming the tag, the clip and the fix. A configuration problem found when
+    the app is built, so it is caught where a model that cannot load is (exit 2; a reload
+    keeps the running configuration)."""
+
+
+def vocabulary_fingerprint(entries: tuple[VocabEntry, ...], model_fingerprint: str,
+                           examples: Mapping[Path, Example] | None = None) -> str:
+    """Changes when a tag, a prompt, an example's content or the model changes: what makes
+    stored tags stale. A vocabulary of prompts only hashes as it did before examples existed.
+    examples: every entry's examples (example_embeddings), needed when any entry has some."""
+    spec = json.dumps([model_fingerprint, [_entry_spec(e, examples or {}) for e in entries]])
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def _entry_spec(entry: VocabEntry, examples: Mapping[Path, Example]) -> list:
+    spec: list = [entry.label, list(entry.prompts)]
+    if entry.examples:  # content, not paths: a renamed example changes nothing
+        spec.append([EXAMPLE_RULE, sorted(_example_key(_example(entry, path, examples))
+                                          for path in entry.examples)])
+    return spec
+
+
+def _example_key(example: Example) -> str:
+    """Its content hash and a digest of its stored embedding (`--force` may re-embed it)."""
+    embedding = np.ascontiguousarray(example.embedding, dtype=np.float32)
+    return f"{example.sha256}:{hashlib.sha256(embedding.tobytes()).hexdigest()[:16]}"
+
+
+def _example(entry: VocabEntry, path: Path, examples: Mapping[Path, Example]) -> Example:
+    try:
+        return examples[path]
+    except KeyError:  # a caller's mistake, not the user's
+        raise ValueError(f"the tag {entry.label!r} has the example {path}, whose embedding was "
+                         "not given; pass example_embeddings(...) as examples") from None
 
 
 def normalise_prompt(prompt: str) -> str:
@@ -56,8 +132,12 @@ def normalise_prompt(prompt: str) -> str:
 
 
 def build_vocabulary(entries: tuple[VocabEntry, ...], embedder: Embedder,
-                     cache_dir: Path | None) -> Vocabulary:
-    """Embed every prompt (from the cache where possible) and average each tag's prompts."""
+                     cache_dir: Path | None,
+                     examples: Mapping[Path, Example] | None = None) -> Vocabulary:
+    """Embed every prompt (from the cache where possible), average each tag's prompts, and
+    combine them with its examples' vector (examples: example_embeddings' answer; needed when
+    an entry has examples). Raises ExampleError for examples that cancel out."""
+    examples = examples or {}
     prompts = sorted({normalise_prompt(p) for e in entries for p in e.prompts} | {""})
     table = embed_texts(prompts, embedder, text_cache(cache_dir, embedder))
     empty = table[""]
@@ -65,10 +145,69 @@ def build_vocabulary(entries: tuple[VocabEntry, ...], embedder: Embedder,
     for prompt in unknown:
         log.warning("prompt %r: the model knows none of its words, so it scores like an empty "
                     "string; rephrase it in plain English words", prompt)
-    vectors = np.stack([np.mean([table[normalise_prompt(p)] for p in e.prompts], axis=0)
-                        for e in entries]).astype(np.float32)
-    return Vocabulary(entries, vectors, vocabulary_fingerprint(entries, embedder.fingerprint),
-                      unknown)
+    vectors = np.stack([tag_vector(e, table, examples) for e in entries]).astype(np.float32)
+    return Vocabulary(entries, vectors,
+                      vocabulary_fingerprint(entries, embedder.fingerprint, examples), unknown)
+
+
+def tag_vector(entry: VocabEntry, table: Mapping[str, np.ndarray],
+               examples: Mapping[Path, Example]) -> np.ndarray:
+    """One tag's vector, float32 [512]: the mean of its prompts' text embeddings (table: the
+    normalised prompt's), its examples' vector (example_vector), or the mean of the two."""
+    parts = []
+    if entry.prompts:
+        parts.append(np.mean([table[normalise_prompt(p)] for p in entry.prompts], axis=0))
+    if entry.examples:
+        embeddings = np.stack([_example(entry, p, examples).embedding for p in entry.examples])
+        vector = example_vector(embeddings)
+        if vector is None:
+            raise ExampleError(f"vocabulary: the examples of the tag {entry.label!r} cancel "
+                               "out (their embeddings have nothing in common, or the model "
+                               "sees nothing in them); choose clips that show the same thing")
+        parts.append(vector)
+    return np.mean(parts, axis=0).astype(np.float32)
+
+
+def example_vector(embeddings: np.ndarray) -> np.ndarray | None:
+    """Examples' clip embeddings float32 [n, 512] → the tag's vector float32 [512], scaled so
+    that the examples' mean score is MATCH_SCORE: MATCH_SCORE · c / (c · c), c their centroid.
+    None when the centroid is (nearly) zero against the examples' own size."""
+    embeddings = np.asarray(embeddings, np.float64)
+    centroid = embeddings.mean(axis=0)
+    power = float(centroid @ centroid)
+    own = float(np.mean(np.sum(embeddings * embeddings, axis=1)))
+    if not power > MIN_COHERENCE * own or not np.isfinite(power):
+        return None
+    return (MATCH_SCORE * centroid / power).astype(np.float32)
+
+
+def example_embeddings(entries: tuple[VocabEntry, ...], engine: Engine) -> dict[Path, Example]:
+    """Every entry's example clips → their clip embeddings, from the engine: the store's when
+    it holds this content for this model (no decoding), else decoded and embedded once and
+    saved to the store by the engine (not tagged: no sidecar, no files record; an example
+    inside a tagged folder is tagged there, from these stored embeddings). Raises
+    ExampleError naming the first example that cannot be used; ModelError propagates."""
+    paths = list(dict.fromkeys(p for e in entries for p in e.examples))
+    if not paths:
+        return {}
+    found: dict[Path, Example] = {}
+    embedded = 0
+    outcomes = engine.embed(paths)  # no `fresh`: an example is never "up to date", it is read
+    try:
+        for outcome in outcomes:
+            if outcome.status not in (EMBEDDED, STORED) or outcome.clip is None:
+                label = next(e.label for e in entries if outcome.path in e.examples)
+                raise ExampleError(f"vocabulary: the tag {label!r} cannot use its example "
+                                   f"{outcome.path}: {outcome.reason}; fix or replace the clip, "
+                                   "or remove it from the tag's examples")
+            clip = outcome.clip
+            found[outcome.path] = Example(outcome.path, clip.source.sha256, clip.clip_embedding)
+            embedded += outcome.status == EMBEDDED
+    finally:
+        outcomes.close()
+    log.info("example clips: %d from the state store, %d embedded now (and stored)",
+             len(found) - embedded, embedded)
+    return found
 
 
 def embed_query(query: str, embedder: Embedder, cache_dir: Path | None

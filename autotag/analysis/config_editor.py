@@ -1,12 +1,12 @@
 """Config file text + thresholds and temperature → the same text with its `tagging:` section edited
 → checked → replaced atomically.
 
-A textual edit of the `tagging:` block (the `thresholds:` and `temperature:` entries are replaced
-or inserted; every other line stays byte for byte, comments included), then checked: the edited
-YAML must load to exactly the old config with those two keys changed, and pass parse_config,
-before it replaces the file atomically (atomic.py). Anything unexpected (anchors, a multi-line
-flow mapping, ...) raises CannotEdit, and the command prints the lines to paste instead
-(`snippet`).
+A textual edit of the `tagging:` block (the `thresholds:` and `temperature:` entries, or only
+`thresholds:`, are replaced or inserted; every other line stays byte for byte, comments
+included), then checked: the edited YAML must load to exactly the old config with those keys
+changed, and pass parse_config, before it replaces the file atomically (atomic.py). Anything
+unexpected (anchors, a multi-line flow mapping, ...) raises CannotEdit, and the command prints
+the lines to paste instead (`snippet`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,16 @@ class CannotEdit(Exception):
 _HEADER = re.compile(r"tagging[ \t]*:(?=[ \t]|\r?$|\n)")
 
 
-def snippet(thresholds: dict[str, float], temperature: float, indent: str = "  ") -> str:
-    """The lines of `tagging:` that calibrate sets, for pasting."""
-    return "".join(_entry_lines(indent, {"temperature": temperature, "thresholds": thresholds}))
+def snippet(thresholds: dict[str, float], temperature: float | None, indent: str = "  ") -> str:
+    """The lines of `tagging:` that calibrate sets, for pasting (temperature None: left out,
+    as calibrate --from-reviews leaves it)."""
+    return "".join(_entry_lines(indent, _values(thresholds, temperature)))
+
+
+def _values(thresholds: dict[str, float], temperature: float | None) -> dict[str, object]:
+    """The tagging: keys to set: thresholds, and the temperature unless it is None."""
+    values: dict[str, object] = {} if temperature is None else {"temperature": temperature}
+    return {**values, "thresholds": thresholds}
 
 
 Comment = tuple[int, str] | None  # a line's trailing comment: (its column, '# ...')
@@ -171,9 +178,9 @@ def _key_spans(body: list[str], child: int) -> dict[str, tuple[int, int]]:
     return spans
 
 
-def edited_config(path: Path, thresholds: dict[str, float], temperature: float) -> str:
-    """The config file's text with the calibration in; checked that nothing else changed and
-    that it is valid. Raises CannotEdit."""
+def edited_config(path: Path, thresholds: dict[str, float], temperature: float | None) -> str:
+    """The config file's text with the calibration in (temperature None: only the thresholds);
+    checked that nothing else changed and that it is valid. Raises CannotEdit."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -182,7 +189,7 @@ def edited_config(path: Path, thresholds: dict[str, float], temperature: float) 
         before = yaml.safe_load(text) or {}
     except yaml.YAMLError:
         raise CannotEdit("it is not valid YAML") from None
-    values = {"temperature": temperature, "thresholds": thresholds}
+    values = _values(thresholds, temperature)
     new = set_tagging(text, values)
     expected = copy.deepcopy(before)
     if not isinstance(expected.get("tagging") or {}, dict):
@@ -208,3 +215,10 @@ def write_config(path: Path, text: str) -> None:
     mode = target.stat().st_mode & 0o7777
     write_atomic(target, text.encode("utf-8"))
     os.chmod(target, mode)
+
+
+def write_tagging(path: Path, thresholds: dict[str, float], temperature: float | None = None
+                  ) -> None:
+    """edited_config, then write_config: what `calibrate --write` and the web app call.
+    Raises CannotEdit or OSError (the file is then as it was; `snippet` gives the lines)."""
+    write_config(path, edited_config(path, thresholds, temperature))
