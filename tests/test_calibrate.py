@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 import shutil
 
 import numpy as np
@@ -19,6 +20,7 @@ from autotag.analysis.config_editor import CannotEdit, edited_config, set_taggin
 from autotag.analysis.metrics import clip_scores, given_tags
 from autotag.config import load_config
 from autotag.vocabulary import build_vocabulary
+from tests.clips import BLUE, GREEN, RED, write_gif, write_video
 from tests.labelled import CONFIG, build_labelled, embed_labelled, write_config
 
 
@@ -33,7 +35,9 @@ def test_thresholds_reach_the_target_precision_on_the_calibration_set(labelled, 
     root, config_path = labelled
     config = load_config(config_path)
     data, scores = scored(root, config, embedder, tmp_path / "cache")
-    result = calibrate(data, scores, config, target=0.9)
+    # minimum=1: the rule itself, on clips too few for the CLI's guard (MIN_REVIEWS; its own
+    # test is in test_calibrate_reviews.py)
+    result = calibrate(data, scores, config, target=0.9, minimum=1)
     # each threshold lies between the lowest score that keeps precision >= 0.9 and the next
     # lower score: red (10.0 | purple 7.1), green (10.0 | sky.gif -1.1), sea (20 | sky.gif 10.2),
     # sky (sky.gif 5.1 | purple 0.9)
@@ -86,9 +90,31 @@ def diff_lines(old: str, new: str) -> tuple[list[str], list[str]]:
     return removed, added
 
 
+def build_labelled_x5(root):
+    """tests/labelled.py's layout with each clip five times over, as distinct content of the
+    same colour (and so the same scores): every tag has MIN_REVIEWS clips and more of other
+    tags, and each point of each precision-recall curve, so each threshold, is the same."""
+    build_labelled(root)
+    for i in range(1, 5):
+        seconds = 2 + 0.1 * i  # another length: another file, the same mean colour
+        write_video(root / "red" / f"red{i}.mp4", [(RED, seconds)])
+        write_gif(root / "red" / f"darkred{i}.gif", [((150, 0, 0), seconds)])
+        write_video(root / "Green" / f"green{i}.mp4", [(GREEN, seconds)])
+        write_video(root / "sea" / f"blue{i}.mp4", [(BLUE, seconds)])
+        write_gif(root / "sea" / f"purple{i}.gif", [((255, 0, 150), seconds)])
+        write_gif(root / "sky" / f"sky{i}.gif", [((100, 150, 255), seconds)])
+        os.symlink(f"../sea/blue{i}.mp4", root / "sky" / f"blue{i}.mp4")
+    return root
+
+
+@pytest.fixture
+def labelled_x5(tmp_path, model_dir):
+    return build_labelled_x5(tmp_path / "labelled"), write_config(tmp_path, model_dir)
+
+
 def test_cli_calibrate_write_keeps_the_rest_of_the_config_and_tagging_uses_it(
-        labelled, embedder, tmp_path, capsys):
-    root, config_path = labelled
+        labelled_x5, embedder, tmp_path, capsys):
+    root, config_path = labelled_x5
     before_text = config_path.read_text()
     before = load_config(config_path)
     assert cli.main(["calibrate", "--config", str(config_path), str(root)],
@@ -129,7 +155,7 @@ def test_cli_calibrate_write_keeps_the_rest_of_the_config_and_tagging_uses_it(
 def test_calibrate_write_refuses_a_layout_it_cannot_edit_and_says_what_to_paste(
         tmp_path, model_dir, capsys):
     """The model loads from the config's model.handle, as users run it (no embedder passed)."""
-    root = build_labelled(tmp_path / "labelled")
+    root = build_labelled_x5(tmp_path / "labelled")
     text = CONFIG.replace("tagging:\n", "tagging: &tagging\n")
     config_path = write_config(tmp_path, model_dir, text)
     before = config_path.read_text()
@@ -191,3 +217,15 @@ def test_a_tag_whose_target_is_out_of_reach_keeps_its_threshold(tmp_path):
     calibration = Calibration(0.9, tags, 2.0, 1.0, 0.5, 6)
     assert calibration.thresholds == {"red": 8.5}
     assert merged_thresholds(config, calibration) == {"red": 8.5, "green": 1.0}
+
+
+def test_the_editor_can_leave_the_temperature_alone(tmp_path, model_dir):
+    """calibrate --from-reviews sets thresholds only: the temperature line stays as it was."""
+    path = write_config(tmp_path, model_dir)
+    before = path.read_text()
+    text = edited_config(path, {"red": 5.5}, None)
+    removed, added = diff_lines(before, text)
+    assert [line.split("#")[0].strip() for line in removed] == ["thresholds: {}"]
+    assert added == ["  thresholds:                # per-tag min_score (autotag calibrate)",
+                     "    red: 5.5"]
+    assert snippet({"red": 5.5}, None) == "  thresholds:\n    red: 5.5\n"

@@ -48,6 +48,11 @@ def test_the_daemon_serves_what_it_tags_in_the_same_process(tmp_path, model_dir,
         metrics = get(port, "/metrics")
         assert "autotag_daemon_up 1" in metrics and "autotag_clips_tagged_total 2" in metrics
         assert "autotag_windows_embedded_total 0" not in metrics
+        config.write_text(config.read_text().replace("vocabulary: [red, green]",
+                                                     "vocabulary: [red, green, sea]"))
+        running.daemon.request_reload()  # the pages follow the new vocabulary
+        wait_for(lambda: [t["label"] for t in get(port, "/api/tags")] == ["red", "green", "sea"])
+        assert running.daemon.wait_idle(30)
         (root / "red one.mp4").unlink()  # the watcher forgets it; the index follows
         wait_for(lambda: get(port, "/api/search?q=red")[0]["path"] != str(root / "red one.mp4"))
     with pytest.raises(urllib.error.URLError):
