@@ -6,7 +6,8 @@ them better. One module per concern, each importing only those before it:
     labelled.py       a folder with one subfolder per tag → `Labelled` (embedded by the engine)
     metrics.py        pure numpy: ranking, top-k accuracy, PR curve, AP, given tags, confusions
     evaluation.py     prompt sets → `evaluate` → `Evaluation` (the figures `autotag eval` shows)
-    calibration.py    per-tag thresholds for a target precision, the softmax temperature
+    calibration.py    per-tag thresholds for a target precision (from a labelled folder or
+                      from reviews, with the library's gains and losses), the temperature
     config_editor.py  the comment-keeping edit of the config's `tagging:` section
     report.py         an `Evaluation` → one self-contained HTML page
 

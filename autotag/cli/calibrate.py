@@ -212,9 +212,11 @@ def print_proposal(proposal, console=None) -> None:
                       "'autotag review CLIP --confirm TAG --reject TAG' (or on a clip's page "
                       "in the web app)", highlight=False, soft_wrap=True)
         return
-    table = Table(title=f"thresholds from reviews for {100 * proposal.target:g}% precision "
-                        f"({proposal.reviewed} reviewed clips; gains and losses over "
-                        f"{proposal.clips} clips)", title_justify="left")
+    # a line, not the table's title: a title wraps at the table's width
+    console.print(f"thresholds for {100 * proposal.target:g}% precision from "
+                  f"{proposal.reviewed} reviewed clips; the clips of {proposal.clips} that "
+                  "gain or lose each tag:", highlight=False, soft_wrap=True)
+    table = Table()
     # precision and recall on the reviewed clips are in --json: 80 columns hold no more
     for name in ("tag", "confirmed", "rejected", "now", "new", "gains", "losses"):
         table.add_column(name, justify="left" if name == "tag" else "right")

@@ -46,9 +46,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except ConfigError as exc:
         raise startup_error(exc, config) from None
     app = open_app(config, ctx, lazy=True)  # the text model only for a new query
+    opened = [app]  # every app opened, closed at the end (a reload opens another)
     try:
         library = open_library(app)
-        web = create_app(library, token)
+        web = create_app(library, token, reload=lambda: _reload(args, ctx, web, opened))
         shown = f"[{host}]" if ":" in host else host
         root = config.serve.root_path or ""
 
@@ -61,7 +62,32 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                           "choose another with --listen", shown, port)
                 return EXIT_USAGE
         finally:
-            library.close()
+            web.state.library.close()
     finally:
-        app.close()
+        for each in opened:
+            each.close()
     return EXIT_OK
+
+
+def _reload(args: argparse.Namespace, ctx: Context, web, opened: list) -> None:
+    """The app edited the config (calibrated thresholds): read it again here, and tell a
+    running daemon of the same store to (SIGHUP), so both tag and show by the new one."""
+    import os
+    import signal
+
+    from autotag.daemon.status import read_status, status_path
+    from autotag.web.app import open_library
+
+    config = load_config(args)
+    app = open_app(config, ctx, lazy=True)
+    opened.append(app)
+    previous, web.state.library = web.state.library, open_library(app)
+    previous.close()
+    daemon = read_status(status_path(config.state.store_path))
+    if daemon.get("state") in ("watching", "reloading") and isinstance(daemon.get("pid"), int):
+        try:
+            os.kill(daemon["pid"], signal.SIGHUP)
+            log.info("asked the daemon (pid %d) to reload the configuration", daemon["pid"])
+        except OSError as exc:
+            log.warning("could not ask the daemon (pid %d) to reload: %s; send it SIGHUP "
+                        "(systemctl reload autotag)", daemon["pid"], exc.strerror)

@@ -337,7 +337,8 @@ class Daemon:
         from autotag.web.server import WebServer
 
         host, port, token = web
-        self._web_app = create_app(open_library(self._app, status=self.status_snapshot), token)
+        self._web_app = create_app(open_library(self._app, status=self.status_snapshot), token,
+                                   reload=self.request_reload)
         self._web = WebServer(self._web_app, host, port)
         self._web.start()
         shown = f"[{host}]" if ":" in host else host

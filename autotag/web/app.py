@@ -710,9 +710,11 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
                    exc.status_code)
 
 
-def create_app(library: Library, token: str | None = None) -> Starlette:
+def create_app(library: Library, token: str | None = None,
+               reload: Callable[[], None] | None = None) -> Starlette:
     """The ASGI app: routes wrapped in Security. library may be replaced later (a daemon's
-    reload) through app.state.library."""
+    reload) through app.state.library. reload(): what applies a config the app just edited
+    (calibrated thresholds): the daemon's SIGHUP path, or autotag serve's own."""
     routes = [
         Route("/", page_search, name="search"),
         Route("/clips/{id:int}", page_clip, name="clip"),
@@ -738,6 +740,7 @@ def create_app(library: Library, token: str | None = None) -> Starlette:
     inner = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     inner.state.library = library
     inner.state.templates = _templates()
+    inner.state.reload = reload
 
     async def unauthorized(scope, receive, send) -> None:
         request = Request({**scope, "app": inner}, receive)
