@@ -522,3 +522,48 @@ def test_more_like_this_from_the_api_leaves_the_clip_itself_out(served):
     page = client.get("/", params={"like": late, "at": 3})
     assert "clips like late red.webm" in page.text
     assert client.get("/api/search", params={"like": 999999}).status_code == 404
+
+
+def test_the_calibrate_page_shows_gains_and_losses_then_writes_the_thresholds(
+        tmp_path, model_dir, embedder, run_once):
+    from autotag.reviews import Verdicts, review
+    from tests.clips import GREEN
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for n in range(12):  # red for n of 12 seconds: the red clip score spreads
+        write_video(clips / f"shade{n:02d}.mp4", [(RED, n + 0.5), (GREEN, 12 - n)])
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {{handle: '{model_dir}'}}\nvocabulary: [red, green]\n"
+                      f"state: {{path: '{tmp_path / 'state.sqlite3'}'}}\n"
+                      "tagging: {min_score: 3.0}\noutputs: {log: null, previews: null}\n")
+    assert run_once(config, clips) == 0
+    app = open_app(load_config(config), embedder)
+    reloads = []
+    client = TestClient(create_app(open_library(app), reload=lambda: reloads.append(1)),
+                        base_url=LOCAL)
+    try:
+        page = client.get("/calibrate")
+        assert page.status_code == 200 and "No threshold would change" in page.text
+        for n in range(12):  # the person: red from 7 s of 12 on, not below 5 s
+            record = app.store.file(clips / f"shade{n:02d}.mp4")
+            if n >= 7 or n <= 4:
+                review(app.tagger, app.store, record,
+                       Verdicts(confirm=("red",)) if n >= 7 else Verdicts(reject=("red",)))
+        page = client.get("/calibrate")
+        assert "Write these thresholds" in page.text
+        version = re.search(r'name="version" value="([0-9a-f]+)"', page.text)[1]
+        csrf = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text)[1]
+        assert client.post("/calibrate", data={"csrf": csrf, "version": "stale"},
+                           headers={"Origin": LOCAL}).status_code == 409
+        done = client.post("/calibrate", data={"csrf": csrf, "version": version},
+                           headers={"Origin": LOCAL}, follow_redirects=False)
+        assert done.status_code == 303 and reloads == [1]
+        from tests.helpers import sidecar
+
+        written = load_config(config).tagging.thresholds["red"]
+        red = {n: next(t["score"] for t in sidecar(clips / f"shade{n:02d}.mp4")["ranking"]
+                       if t["label"] == "red") for n in range(12)}
+        assert max(red[n] for n in range(5)) < written <= min(red[n] for n in range(7, 12))
+    finally:
+        app.close()

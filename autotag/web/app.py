@@ -540,6 +540,59 @@ async def page_review(request: Request) -> Response:
                             + (f"?{urlencode(back)}" if back else "") + "#tags", 303)
 
 
+def _proposal(lib: Library):
+    from autotag.analysis.calibration import from_reviews
+
+    return from_reviews(lib.store, lib.model, lib.vocabulary, lib.config.tagging)
+
+
+def _config_version(lib: Library) -> str:
+    """A digest of the config file: the form that writes thresholds must have been shown
+    the file as it is now (another edit in between is not overwritten blindly)."""
+    import hashlib
+
+    source = lib.config.source
+    try:
+        return hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source else ""
+    except OSError:
+        return ""
+
+
+def page_calibrate(request: Request) -> Response:
+    lib = _lib(request)
+    return _render(request, "calibrate.html", {
+        "proposal": _proposal(lib), "version": _config_version(lib),
+        "config": lib.config.source, "written": request.query_params.get("written")})
+
+
+async def calibrate_write(request: Request) -> Response:
+    """Write the thresholds the reviews ask for into the config (the config editor, as
+    `autotag calibrate --from-reviews` does), then reload so tagging and pages use them."""
+    from autotag.analysis.config_editor import CannotEdit, write_tagging
+
+    form = await _form(request)
+    lib = _lib(request)
+    if lib.config.source is None:
+        raise HTTPException(409, "autotag runs on its defaults, with no config file to write")
+    if form.get("version") != _config_version(lib):
+        raise HTTPException(409, "the config file changed since this page was shown; reload "
+                                 "the page and look again")
+    proposal = await run_in_threadpool(_proposal, lib)
+    if not proposal.changed:
+        return RedirectResponse(f"{_base(request)}/calibrate?written=0", 303)
+    try:
+        await run_in_threadpool(write_tagging, lib.config.source, proposal.merged)
+    except (CannotEdit, OSError) as exc:
+        raise HTTPException(409, f"cannot edit {lib.config.source}: {exc}") from None
+    log.info("calibrated from reviews in the web app: %s", ", ".join(
+        f"{t.label} {t.old:g} → {t.new:g}" for t in proposal.tags
+        if t.new is not None and t.new != t.old))
+    reload = request.app.state.reload
+    if reload is not None:
+        await run_in_threadpool(reload)
+    return RedirectResponse(f"{_base(request)}/calibrate?written=1", 303)
+
+
 def api_tags(request: Request) -> Response:
     lib = _lib(request)
     counts = lib.index.tag_counts()
@@ -720,6 +773,8 @@ def create_app(library: Library, token: str | None = None,
         Route("/clips/{id:int}", page_clip, name="clip"),
         Route("/tags", page_tags, name="tags"),
         Route("/status", page_status, name="status"),
+        Route("/calibrate", page_calibrate, methods=["GET"]),
+        Route("/calibrate", calibrate_write, methods=["POST"]),
         Route("/login", page_login, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
