@@ -42,6 +42,9 @@ def build_library(folder: Path, model_dir: Path, embedder, extra: str = "") -> d
         "gif": write_gif(clips / "spin.gif", [(BLUE, 2)]),
     }
     config = write_config(folder, model_dir, extra)
+    config.write_text(config.read_text().replace(  # XMP too: a review must leave it at once
+        "outputs: {log: matches.jsonl, previews: previews}",
+        "outputs: {log: matches.jsonl, previews: previews, xmp: true}"))
     env = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "XDG_DATA_HOME")}
     assert cli.main(["--once", "--config", str(config), str(clips)], embedder=embedder) == 0, env
     made["config"] = config

@@ -8,6 +8,7 @@ One library, one server (and one with a token) and one browser for the whole mod
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -460,6 +461,34 @@ def test_with_a_token_the_login_form_refuses_a_wrong_one_and_the_right_one_lets_
 
 
 # -- the Content-Security-Policy --------------------------------------------------------------
+
+def test_rejecting_a_tag_on_its_page_takes_it_off_the_page_the_sidecar_and_the_xmp(
+        site, visit, made):
+    clip = made["clips"] / "red.webm"
+    xmp = made["clips"] / "red.webm.xmp"
+    sidecar = Path(f"{clip}.autotag.json")
+    assert "Activity|red" in xmp.read_text()
+    page = visit.page
+    open_card(page, search(page, site.url, "red"), "red.webm")
+    row = page.locator('tr[data-label="red"]')
+    assert "given" in row.get_attribute("class")
+    with page.expect_navigation():
+        row.get_by_role("button", name="Reject red").click()
+    row = page.locator('tr[data-label="red"]')
+    assert "rejected" in row.get_attribute("class") and "not-given" in row.get_attribute("class")
+    assert row.locator(".badge").inner_text() == "rejected"
+    visit.shot("clip-red-rejected")
+    data = json.loads(sidecar.read_text())
+    assert data["tags"] == [] and data["reviews"]["rejected"] == ["red"]
+    assert "Activity|red" not in xmp.read_text()
+    row.focus()
+    with page.expect_navigation():
+        page.keyboard.press("u")  # undo, from the keyboard
+    assert "given" in page.locator('tr[data-label="red"]').get_attribute("class").split()
+    assert [t["label"] for t in json.loads(sidecar.read_text())["tags"]] == ["red"]
+    assert "Activity|red" in xmp.read_text()
+    assert not visit.problems()
+
 
 def test_no_page_breaks_the_content_security_policy_or_throws(site, visit):
     """Every test asserts visit.problems() on the pages it visits; this one visits the rest
