@@ -567,3 +567,49 @@ def test_the_calibrate_page_shows_gains_and_losses_then_writes_the_thresholds(
         assert max(red[n] for n in range(5)) < written <= min(red[n] for n in range(7, 12))
     finally:
         app.close()
+
+
+def test_a_tag_taught_from_selected_clips_is_added_to_the_config_and_finds_a_third(
+        tmp_path, model_dir, embedder, run_once):
+    from tests.clips import BLUE
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name, colour in (("sky one", BLUE), ("sky two", BLUE), ("sky three", BLUE),
+                         ("fire", RED)):
+        write_video(clips / f"{name}.mp4", [(colour, 3)])
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {{handle: '{model_dir}'}}\n# my tags\nvocabulary:\n  - red\n"
+                      f"  - green\nstate: {{path: '{tmp_path / 'state.sqlite3'}'}}\n"
+                      "outputs: {log: null, previews: null}\n")
+    assert run_once(config, clips) == 0
+    opened = [open_app(load_config(config), embedder)]
+
+    def reload():  # what autotag serve does: the config again, a new library
+        opened.append(open_app(load_config(config), embedder))
+        web.state.library = open_library(opened[-1])
+
+    web = create_app(open_library(opened[0]), reload=reload)
+    client = TestClient(web, base_url=LOCAL)
+    try:
+        found = ids(client, "blue")
+        page = client.get("/", params={"q": "blue"})
+        assert f'name="clip" value="{found["sky one.mp4"]}"' in page.text
+        csrf = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text)[1]
+        body = {"csrf": csrf, "label": "sky",
+                "clip": [found["sky one.mp4"], found["sky two.mp4"]]}
+        taught = client.post("/tags", data=body, headers={"Origin": LOCAL},
+                             follow_redirects=False)
+        assert taught.status_code == 303, taught.text
+        text = config.read_text()
+        assert "# my tags" in text and "  - sky: {examples: [" in text  # an edit, not a rewrite
+        assert [e.label for e in load_config(config).vocabulary] == ["red", "green", "sky"]
+        tags = {t["label"]: t["count"] for t in client.get("/api/tags").json()}
+        assert tags["sky"] == 3  # the two examples and the third blue clip; not the red one
+        sky = [h["name"] for h in client.get("/api/search", params={"tag": "sky"}).json()]
+        assert "sky three.mp4" in sky and "fire.mp4" not in sky
+        again = client.post("/tags", data=body, headers={"Origin": LOCAL})
+        assert again.status_code == 409 and "already" in again.text
+    finally:
+        for app in opened:
+            app.close()

@@ -222,3 +222,55 @@ def write_tagging(path: Path, thresholds: dict[str, float], temperature: float |
     """edited_config, then write_config: what `calibrate --write` and the web app call.
     Raises CannotEdit or OSError (the file is then as it was; `snippet` gives the lines)."""
     write_config(path, edited_config(path, thresholds, temperature))
+
+
+_VOCABULARY = re.compile(r"vocabulary[ \t]*:(?=[ \t]|\r?$|\n)")
+
+
+def added_tag(path: Path, label: str, examples: list[Path]) -> str:
+    """The config file's text with one more vocabulary entry, `- LABEL: {examples: [...]}`
+    (a tag from example clips; the web app's "teach a tag"), appended to a block-style
+    `vocabulary:` list; checked that nothing else changed and that it is valid. Raises
+    CannotEdit (a flow-style list, `vocabulary: [a, b]`, is not edited: `snippet_tag`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        before = yaml.safe_load(text) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CannotEdit(f"it cannot be read as YAML ({exc})") from None
+    entries = before.get("vocabulary")
+    if not isinstance(entries, list):
+        raise CannotEdit("its vocabulary: is not a list")
+    if any(label == (e if isinstance(e, str) else next(iter(e), None)) for e in entries
+           if isinstance(e, (str, dict))):
+        raise CannotEdit(f"it has a tag {label!r} already")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    header = next((i for i, line in enumerate(lines) if _VOCABULARY.match(line)), None)
+    if header is None or lines[header].split(":", 1)[1].split("#")[0].strip():
+        raise CannotEdit("its vocabulary: is not a block list (one '- tag' per line)")
+    last = header
+    for i in range(header + 1, len(lines)):
+        if _is_content(lines[i]) and _indent(lines[i]) == 0 and not lines[i].lstrip().startswith("-"):
+            break
+        if _is_content(lines[i]):
+            last = i
+    item = next((line for line in lines[header + 1:last + 1] if line.lstrip().startswith("-")),
+                "  - x\n")
+    indent = " " * _indent(item)
+    lines.insert(last + 1, indent + snippet_tag(label, examples))
+    new = "".join(lines)
+    expected = copy.deepcopy(before)
+    expected["vocabulary"] = [*entries, {label: {"examples": [str(p) for p in examples]}}]
+    if yaml.safe_load(new) != expected:
+        raise CannotEdit("the edit would change more than the vocabulary's new entry")
+    try:
+        parse_config(new, base=path.resolve().parent, source=path)
+    except ConfigError as exc:
+        raise CannotEdit(f"the result would not be a valid config: {exc}") from None
+    return new
+
+
+def snippet_tag(label: str, examples: list[Path]) -> str:
+    """`- LABEL: {examples: [...]}` as one YAML line, for the config or for pasting."""
+    return f"- {_scalar(label)}: {_scalar({'examples': [str(p) for p in examples]})}\n"

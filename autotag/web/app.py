@@ -593,6 +593,40 @@ async def calibrate_write(request: Request) -> Response:
     return RedirectResponse(f"{_base(request)}/calibrate?written=1", 303)
 
 
+async def teach_tag(request: Request) -> Response:
+    """The search page's "teach a tag from the selected clips": a vocabulary entry
+    `- LABEL: {examples: [...]}` added to the config with the config editor, then a reload
+    (the tag's vector comes from the clips' stored embeddings)."""
+    from autotag.analysis.config_editor import CannotEdit, added_tag, snippet_tag, write_config
+
+    form = await _form_lists(request)
+    lib = _lib(request)
+    label = (form.get("label") or [""])[0].strip()
+    if not label or len(label) > 60 or any(c in label for c in "\n\r:#{}[],&*!|>'\"%@`"):
+        raise HTTPException(400, "name the tag in a few plain words (no punctuation)")
+    try:
+        ids = sorted({int(v) for v in form.get("clip", [])})
+    except ValueError:
+        raise HTTPException(400, "clips are given by id") from None
+    if not ids:
+        raise HTTPException(400, "select the clips that show it first")
+    examples = [lib.clip(i).path for i in ids]
+    if lib.config.source is None:
+        raise HTTPException(409, "autotag runs on its defaults, with no config file to write")
+    try:
+        text = await run_in_threadpool(added_tag, lib.config.source, label, examples)
+        await run_in_threadpool(write_config, lib.config.source, text)
+    except (CannotEdit, OSError) as exc:
+        raise HTTPException(409, f"cannot add the tag to {lib.config.source} ({exc}); add this "
+                                 f"line to its vocabulary: {snippet_tag(label, examples)}") \
+            from None
+    log.info("taught the tag %r from %d example clip(s) in the web app", label, len(examples))
+    reload = request.app.state.reload
+    if reload is not None:
+        await run_in_threadpool(reload)
+    return RedirectResponse(f"{_base(request)}/?{urlencode({'tag': label})}", 303)
+
+
 def api_tags(request: Request) -> Response:
     lib = _lib(request)
     counts = lib.index.tag_counts()
@@ -729,11 +763,15 @@ async def login(request: Request) -> Response:
 
 async def _form(request: Request) -> dict[str, str]:
     """An urlencoded form's fields (the only kind the pages send; parsed with the standard
-    library rather than python-multipart)."""
+    library rather than python-multipart), each field's first value."""
+    return {k: v[0] for k, v in (await _form_lists(request)).items()}
+
+
+async def _form_lists(request: Request) -> dict[str, list[str]]:
     body = await request.body()
     if len(body) > MAX_FORM:
         raise HTTPException(413, "the form is too large")
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+    return parse_qs(body.decode("utf-8", "replace"))
 
 
 async def logout(request: Request) -> Response:
@@ -771,7 +809,8 @@ def create_app(library: Library, token: str | None = None,
     routes = [
         Route("/", page_search, name="search"),
         Route("/clips/{id:int}", page_clip, name="clip"),
-        Route("/tags", page_tags, name="tags"),
+        Route("/tags", page_tags, name="tags", methods=["GET"]),
+        Route("/tags", teach_tag, methods=["POST"]),
         Route("/status", page_status, name="status"),
         Route("/calibrate", page_calibrate, methods=["GET"]),
         Route("/calibrate", calibrate_write, methods=["POST"]),
