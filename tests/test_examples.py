@@ -3,6 +3,8 @@ tags, re-tags, reloads and ranks like a text tag."""
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -262,3 +264,25 @@ def test_the_index_ranks_an_example_tags_clips_like_any_tags(library, embedder, 
         assert record.path == clips / "blue.mp4" and clip_score > MIN_SCORE
     finally:
         app.close()
+
+
+def test_eval_scores_an_example_tag_with_the_vector_tagging_uses(tmp_path, model_dir, embedder,
+                                                                  capsys):
+    from autotag import cli
+    from tests.clips import BLUE, RED, write_video
+
+    root = tmp_path / "labelled"
+    for name in ("red", "bluish"):
+        (root / name).mkdir(parents=True)
+    write_video(root / "red" / "a.mp4", [(RED, 2)])
+    write_video(root / "bluish" / "b.mp4", [(BLUE, 2)])
+    example = write_video(tmp_path / "example.mp4", [(BLUE, 3)])
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: {{handle: '{model_dir}'}}\n"
+                      f"vocabulary: [red, {{bluish: {{examples: ['{example}']}}}}]\n"
+                      f"state: {{path: '{tmp_path / 'state.sqlite3'}'}}\n")
+    assert cli.main(["eval", "--config", str(config), "--json", str(root)],
+                    embedder=embedder) == 0
+    result = json.loads(capsys.readouterr().out)
+    configured = next(s for s in result["prompt_sets"] if s["name"] == "configured")
+    assert configured["top1"] == 1.0, configured

@@ -185,16 +185,21 @@ class Evaluation:
 # -- the evaluation -------------------------------------------------------------------------------
 
 def evaluate(labelled: Labelled, entries: Sequence[VocabEntry], table: dict[str, np.ndarray],
-             tagging: TaggingConfig, templates: Sequence[str] = DEFAULT_TEMPLATES) -> Evaluation:
+             tagging: TaggingConfig, templates: Sequence[str] = DEFAULT_TEMPLATES,
+             vectors: np.ndarray | None = None) -> Evaluation:
     """Score the labelled clips with each prompt set; `table` holds every prompt's embedding
-    (embed_prompts)."""
+    (embed_prompts). vectors: the vocabulary's own (float32 [n_tags, 512], app.vocabulary):
+    the configured set is then what tagging uses, example tags included, which have no
+    prompts to average."""
     labels = labelled.labels
     truth = labelled.truth
     k = min(TOP_K, len(labels))
     sets = prompt_sets(entries, templates)
     results, scores = [], {}
     for name in PROMPT_SETS:
-        scores[name] = clip_scores(labelled.embeddings, set_vectors(sets[name], table))
+        tag_vectors = vectors if name == "configured" and vectors is not None else \
+            set_vectors(sets[name], table)
+        scores[name] = clip_scores(labelled.embeddings, tag_vectors)
         results.append(_set_result(name, sets[name], scores[name], truth, labels, k, table))
     configured = scores["configured"]
     given = given_tags(configured, labels, tagging)

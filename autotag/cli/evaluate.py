@@ -86,7 +86,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         labelled = embed_labelled(app, args.dir, show_progress=not args.json)
         table = embed_prompts(prompt_sets(config.vocabulary, templates), app.embedder,
                               default_cache_dir())
-        evaluation = evaluate(labelled, config.vocabulary, table, config.tagging, templates)
+        evaluation = evaluate(labelled, config.vocabulary, table, config.tagging, templates,
+                              app.vocabulary.vectors)
         if args.json:
             print_json(evaluation.to_json())
         else:
@@ -122,7 +123,7 @@ def run_side_by_side(args: argparse.Namespace, ctx: Context, config, templates) 
         for name, embedder in (("f32", app.embedder), ("int8", int8)):
             labelled = embed_apart(config, embedder, args.dir, name, not args.json)
             evaluations[name] = evaluate(labelled, config.vocabulary, table, config.tagging,
-                                         templates)
+                                         templates, app.vocabulary.vectors)
     except ModelError as exc:
         raise startup_error(exc, config) from None
     finally:
