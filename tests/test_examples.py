@@ -4,7 +4,6 @@ tags, re-tags, reloads and ranks like a text tag."""
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import numpy as np
