@@ -380,11 +380,7 @@ class _Clip:
             self.deinterlacer = None
         if self.deinterlacer is None and frame.interlaced_frame:
             self.interlaced, self.deinterlaced = True, shape
-            self.deinterlacer = graph = av.filter.Graph()
-            source = graph.add_buffer(width=frame.width, height=frame.height,
-                                      format=frame.format, time_base=self.stream.time_base)
-            graph.link_nodes(source, graph.add(*DEINTERLACER), graph.add("buffersink"))
-            graph.configure()
+            self.deinterlacer = deinterlacer(frame, self.stream.time_base)
         if self.deinterlacer is None:
             yield from _timed(frame, self.start_seconds, self.stream.time_base)
             return
@@ -392,11 +388,7 @@ class _Clip:
         yield from self._pull()
 
     def _pull(self) -> Iterator[tuple[float, VideoFrame]]:
-        while True:
-            try:
-                frame = self.deinterlacer.pull()
-            except (av.error.BlockingIOError, av.error.EOFError):
-                return
+        for frame in drained(self.deinterlacer):
             yield from _timed(frame, self.start_seconds, self.stream.time_base)
 
     def _packets(self) -> Iterator[av.Packet]:
@@ -463,6 +455,26 @@ def _pixel_aspect(stream: av.video.stream.VideoStream) -> float:
 def _resumed(first: tuple, rest: Iterator) -> Iterator:
     yield first
     yield from rest
+
+
+def deinterlacer(frame: VideoFrame, time_base: Fraction) -> av.filter.Graph:
+    """A configured DEINTERLACER (bwdif) graph for frames like this one: push frames in (None
+    at the end, to flush the one it holds back), take them out with drained()."""
+    graph = av.filter.Graph()
+    source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                              time_base=time_base)
+    graph.link_nodes(source, graph.add(*DEINTERLACER), graph.add("buffersink"))
+    graph.configure()
+    return graph
+
+
+def drained(graph: av.filter.Graph) -> Iterator[VideoFrame]:
+    """Every frame the graph has ready now."""
+    while True:
+        try:
+            yield graph.pull()
+        except (av.error.BlockingIOError, av.error.EOFError):
+            return
 
 
 def _timed(frame: VideoFrame, start: float,

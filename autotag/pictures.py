@@ -97,14 +97,15 @@ def _rgb(frame: VideoFrame) -> np.ndarray:
     wide-gamut or HDR frame (BT.2020, PQ, HLG) gamut- and tone-mapped to BT.709 SDR, as a
     screen shows it and the model saw video: as stored, PQ looks grey and flat."""
     wide = _wide(frame)
-    converter = _converter((frame.width, frame.height, frame.format.name, wide))
-    return converter.reformat(frame, format="rgb24", threads=1,
+    to_rgb = converter((frame.width, frame.height, frame.format.name, wide))
+    return to_rgb.reformat(frame, format="rgb24", threads=1,
                               **(TO_SDR if wide else {})).to_ndarray()
 
 
-def _converter(key: tuple) -> VideoReformatter:
-    """This thread's swscale converter for frames like these, kept across clips (the
-    CONVERTERS last used): building one that tone-maps takes swscale about a second."""
+def converter(key: tuple) -> VideoReformatter:
+    """This thread's swscale converter for frames like these (key: what makes them alike),
+    kept across clips (the CONVERTERS last used): building one that tone-maps takes swscale
+    about a second. The web app's previews keep theirs here too."""
     kept = _threads.__dict__.setdefault("converters", OrderedDict())
     if key in kept:
         kept.move_to_end(key)

@@ -16,7 +16,6 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,10 +30,9 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 
 from autotag import pictures
 from autotag.files import show
-from autotag.media import DEINTERLACER, IO_TIMEOUT
+from autotag.media import IO_TIMEOUT, deinterlacer, drained
 
 log = logging.getLogger(__name__)
-_threads = threading.local()  # swscale's tone-mapping converters: each thread has its own
 
 PREVIEW_MAX_SECONDS = 12.0  # a preview is at most this long
 PREVIEW_MIN_SECONDS = 1.0  # s; a span shorter than this (or past the clip's end) is widened
@@ -56,7 +54,6 @@ SEEK_RETRIES = (0.0, 1.0, 3.0, 7.0)
 KEY = re.compile(r"[0-9a-f]{64}")  # a sha256 in hex: nothing a path can be made of
 TEMP_SUFFIX = ".tmp"
 STALE_TEMP = 3600.0  # s; a temp file this old was left by a crash
-TONE_MAPPERS = 4  # per thread: HDR preview sizes kept converters for (see _tone_mapper)
 
 # What Chromium and Firefox both play natively, conservatively (MDN's "Media container
 # formats" and "Web video codec guide"): format name (as FFmpeg's demuxer says) → codecs.
@@ -440,11 +437,7 @@ class _Frames:
 
     def _deinterlaced(self, frame: VideoFrame) -> Iterator[tuple[float, VideoFrame]]:
         if self.deinterlacer is None and frame.interlaced_frame:
-            self.deinterlacer = graph = av.filter.Graph()
-            source = graph.add_buffer(width=frame.width, height=frame.height,
-                                      format=frame.format, time_base=self.stream.time_base)
-            graph.link_nodes(source, graph.add(*DEINTERLACER), graph.add("buffersink"))
-            graph.configure()
+            self.deinterlacer = deinterlacer(frame, self.stream.time_base)
         if self.deinterlacer is None:
             yield from self._timed(frame)
             return
@@ -452,11 +445,7 @@ class _Frames:
         yield from self._pull()
 
     def _pull(self) -> Iterator[tuple[float, VideoFrame]]:
-        while True:
-            try:
-                frame = self.deinterlacer.pull()
-            except (av.error.BlockingIOError, av.error.EOFError):
-                return
+        for frame in drained(self.deinterlacer):
             yield from self._timed(frame)
 
     def _timed(self, frame: VideoFrame) -> Iterator[tuple[float, VideoFrame]]:
@@ -514,7 +503,7 @@ class _Writer:
         if _wide(frame):  # shrunk first, then tone-mapped: 8 ms a frame, not 47 at 1080p
             small = self.scaler.reformat(frame, *self.size, threads=1, interpolation="AREA")
             key = (*self.size, small.format.name, small.color_trc, small.color_primaries)
-            rgb = _tone_mapper(key).reformat(small, format="rgb24", threads=1, **pictures.TO_SDR)
+            rgb = pictures.converter(("preview", *key)).reformat(small, format="rgb24", threads=1, **pictures.TO_SDR)
             out = self.to_yuv.reformat(rgb, format="yuv420p", threads=1,
                                        dst_colorspace=Colorspace.ITU709,
                                        dst_color_range=ColorRange.MPEG)
@@ -550,19 +539,6 @@ class _Writer:
             if frame.color_trc != UNSPECIFIED:
                 ctx.color_trc = frame.color_trc
         self.stream = stream
-
-
-def _tone_mapper(key: tuple) -> VideoReformatter:
-    """This thread's tone-mapping converter for frames like these, kept (the TONE_MAPPERS last
-    used): swscale takes seconds to build one (its tables), then milliseconds a frame."""
-    kept = _threads.__dict__.setdefault("tone_mappers", OrderedDict())
-    if key in kept:
-        kept.move_to_end(key)
-    else:
-        kept[key] = VideoReformatter()
-        if len(kept) > TONE_MAPPERS:
-            kept.popitem(last=False)
-    return kept[key]
 
 
 def _turned(frame: VideoFrame, turns: int) -> VideoFrame:
