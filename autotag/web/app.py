@@ -630,7 +630,8 @@ async def teach_tag(request: Request) -> Response:
 def api_tags(request: Request) -> Response:
     lib = _lib(request)
     counts = lib.index.tag_counts()
-    return JSONResponse([{"label": e.label, "prompts": list(e.prompts), "count": counts[e.label],
+    return JSONResponse([{"label": e.label, "prompts": list(e.prompts),
+                          "examples": [str(p) for p in e.examples], "count": counts[e.label],
                           "threshold": lib.threshold(e.label)} for e in lib.vocabulary.entries])
 
 
@@ -725,6 +726,7 @@ def page_tags(request: Request) -> Response:
     lib = _lib(request)
     counts = lib.index.tag_counts()
     rows = [{"label": e.label, "prompts": e.prompts, "count": counts[e.label],
+             "examples": [p.name for p in e.examples],
              "threshold": lib.threshold(e.label)} for e in lib.vocabulary.entries]
     return _render(request, "tags.html", {"tags": rows, "indexed": len(lib.index)})
 
