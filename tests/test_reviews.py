@@ -103,3 +103,11 @@ def test_a_review_holds_through_the_daemons_reload(tmp_path, model_dir, embedder
         assert running.results[-1].tags == () or "red" not in {
             t.label for t in running.results[-1].tags}
     assert labels(clip) == [] and sidecar(clip)["reviews"]["rejected"] == ["red"]
+
+
+def test_a_rejected_tag_stays_off_through_backfill(library, embedder):
+    config, clips, red, _ = library
+    assert review(config, embedder, red, "--reject", "red") == 0
+    moved = red.rename(clips / "moved red.mp4")  # stored content: backfill tags it without Ray
+    assert cli.main(["backfill", "--config", str(config), str(clips)], embedder=embedder) == 0
+    assert labels(moved) == [] and sidecar(moved)["reviews"]["rejected"] == ["red"]
