@@ -27,8 +27,10 @@ def _reason(exc: OSError, path: Path) -> str:
     return f"cannot write {path}: {exc.strerror or exc}"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically (same folder, so the rename cannot cross devices)."""
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically (same folder, so the rename cannot cross devices).
+    durable=False skips the fsync: for a file that only shows state (the daemon's status,
+    rewritten after every clip), where a crash may lose the last version but never half one."""
     # short, whatever the target's length: a 255-byte name must still get a temp file
     temp = path.with_name(f".{path.name[:24]}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
@@ -37,7 +39,8 @@ def write_atomic(path: Path, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temp, path)

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from autotag.analysis.calibration import given_reviewed, review_matrix
 from autotag.config import TaggingConfig
-from autotag.search import CANDIDATE_SLACK, Hit, search
+from autotag.search import Hit, Index, search
 from autotag.store import FileRecord, Store
 from autotag.vocabulary import Vocabulary
 
@@ -45,32 +46,6 @@ class Filter:
     folders: tuple[Path, ...] = ()
     tags: tuple[str, ...] = ()
     exclude: tuple[int, ...] = ()  # file ids left out ("more like this" leaves its own clip)
-
-
-class _View:
-    """The rows a Filter keeps, in the shape search.search ranks (len, ranked, records)."""
-
-    def __init__(self, matrix: np.ndarray, records: list[FileRecord],
-                 keep: np.ndarray | None) -> None:
-        self.matrix, self.records, self.keep = matrix, records, keep
-        self._count = len(records) if keep is None else int(keep.sum())
-
-    def __len__(self) -> int:
-        return self._count
-
-    def ranked(self, query: np.ndarray, top: int) -> list[tuple[int, float]]:
-        if not self._count:
-            return []
-        scores = self.matrix @ query.astype(np.float32)
-        if self.keep is not None:
-            scores[~self.keep] = -np.inf
-        k = min(self._count, top + CANDIDATE_SLACK)
-        rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        rows = rows[np.argsort(-scores[rows], kind="stable")]
-        return [(int(i), float(scores[i])) for i in rows if np.isfinite(scores[i])][:k]
-
-    def all_ranked(self, query: np.ndarray) -> list[tuple[int, float]]:
-        return self.ranked(query, self._count)
 
 
 class LiveIndex:
@@ -172,19 +147,16 @@ class LiveIndex:
     def __len__(self) -> int:
         return len(self._records)
 
-    def record(self, file_id: int) -> FileRecord | None:
-        with self._lock:
-            row = self._row.get(file_id)
-            return self._records[row] if row is not None else None
-
-    def search(self, query: np.ndarray, top: int, where: Filter = Filter()
-               ) -> tuple[list[Hit], int]:
+    def search(self, query: np.ndarray, top: int, where: Filter = Filter(),
+               threshold: float | None = None) -> tuple[list[Hit], int]:
         """The best `top` fresh clips for query (float32 [512]) that pass the filter, each with
-        the segment where it matches best (search.search), and how many better ones were stale."""
+        the segment where it matches best (search.search; its windows at `threshold`, default
+        min_score), and how many better ones were stale."""
         self.refresh()
         with self._lock:
-            view = _View(self._matrix[:len(self._records)], self._records, self._keep(where))
-            return search(view, self.store, self.model, query, top, self.tagging.min_score)
+            view = Index(self._records, self._matrix[:len(self._records)], self._keep(where))
+            return search(view, self.store, self.model, query, top,
+                          self.tagging.min_score if threshold is None else threshold)
 
     def given(self) -> np.ndarray:
         """bool [n_clips, n_tags]: clip i is given tag k (its clip score reaches the tag's
@@ -201,38 +173,12 @@ class LiveIndex:
         if not n or not len(labels):
             return np.zeros((n, len(labels)), bool)
         scores = self._matrix[:n] @ self.vocabulary.vectors.T.astype(np.float32)
-        thresholds = np.array([self.tagging.thresholds.get(t, self.tagging.min_score)
-                               for t in labels], np.float32)
-        above = scores >= thresholds
-        # top_k of the tags that pass, by score: rank among the passing ones
-        masked = np.where(above, scores, -np.inf)
-        order = np.argsort(-masked, axis=1, kind="stable")
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.arange(len(labels))[None, :].repeat(n, 0), axis=1)
-        given = above & (rank < self.tagging.top_k)
-        if self._reviews:  # reviews win, as in tagging (scoring.reviewed)
-            column = {label: k for k, label in enumerate(labels)}
-            for row, record in enumerate(self._records):
-                for label, verdict in self._reviews.get(record.sha256, {}).items():
-                    if label in column:
-                        given[row, column[label]] = verdict == "confirmed"
-        return given
+        verdicts = review_matrix([r.sha256 for r in self._records], self._reviews, labels)
+        return given_reviewed(scores, verdicts, labels, self.tagging)
 
     def tag_counts(self) -> dict[str, int]:
         counts = self.given().sum(axis=0)
         return {label: int(c) for label, c in zip(self.vocabulary.labels, counts, strict=True)}
-
-    def tag_clips(self, label: str, top: int) -> list[tuple[FileRecord, float]]:
-        """The clips given this tag, best clip score first."""
-        k = self.vocabulary.labels.index(label)
-        given = self.given()
-        with self._lock:
-            rows = np.flatnonzero(given[:, k]) if len(given) else np.zeros(0, int)
-            if not len(rows):
-                return []
-            scores = self._matrix[rows] @ self.vocabulary.vectors[k].astype(np.float32)
-            order = np.argsort(-scores, kind="stable")[:top]
-            return [(self._records[rows[i]], float(scores[i])) for i in order]
 
     def recent(self, top: int) -> list[FileRecord]:
         """The clips tagged most recently, newest first."""

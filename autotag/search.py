@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from autotag.clip import Segment, SourceInfo
+from autotag.clip import Embedded, Segment, SourceInfo
 from autotag.outputs.preview import ascii_text, label_box
 from autotag.scoring import segments, window_scores
 from autotag.store import FileRecord, Store, record_of
@@ -71,6 +71,7 @@ class Index:
 
     records: Sequence[FileRecord]
     matrix: np.ndarray
+    keep: np.ndarray | None = None  # bool [n]: the rows a filter keeps (None: every row)
 
     @classmethod
     def load(cls, store: Store, model: str, under: Sequence[Path] = ()) -> Index:
@@ -83,7 +84,7 @@ class Index:
         return cls(_Records(rows), matrix)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) if self.keep is None else int(self.keep.sum())
 
     def without(self, path: Path) -> Index:
         rows = self.records.rows if isinstance(self.records, _Records) else None
@@ -96,12 +97,15 @@ class Index:
     def ranked(self, query: np.ndarray, top: int) -> list[tuple[int, float]]:
         """(row, score) of the best `top` + CANDIDATE_SLACK clips for query (float32 [512]),
         best first: argpartition, then a sort of the few that are left."""
-        if not len(self):
+        count = len(self)
+        if not count:
             return []
         scores = self.matrix @ query.astype(np.float32)
-        k = min(len(scores), top + CANDIDATE_SLACK)
+        if self.keep is not None:
+            scores[~self.keep] = -np.inf  # ranked last, and cut below
+        k = min(count, top + CANDIDATE_SLACK)
         rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        rows = rows[np.argsort(-scores[rows], kind="stable")]
+        rows = rows[np.argsort(-scores[rows], kind="stable")][:k]
         return [(int(i), float(scores[i])) for i in rows]
 
     def all_ranked(self, query: np.ndarray) -> list[tuple[int, float]]:
@@ -184,11 +188,19 @@ def _hit(store: Store, model: str, record: FileRecord, score: float, query: np.n
     clip = store.load_embedded(source, model, thumbnails=False)  # the sheet reads its own
     if clip is None:  # removed between the index and now (another process's retag)
         return None
-    column = window_scores(clip.embeddings, query[None, :])[:, 0]
+    _, best_window, best = best_segment(clip, query, threshold)
+    return Hit(record, score, best, best_window)
+
+
+def best_segment(clip: Embedded, vector: np.ndarray, threshold: float
+                 ) -> tuple[np.ndarray, int, Segment]:
+    """One vector's window scores on a clip (float32 [n_windows]), its best window, and the
+    segment around that window (the run reaching `threshold`, or the window alone)."""
+    column = window_scores(clip.embeddings, vector[None, :])[:, 0]
     best_window = int(np.argmax(column))
     spans = segments(column, clip.windows, threshold)
-    best = next(s for s in spans if s.start <= clip.windows[best_window].start <= s.end)
-    return Hit(record, score, best, best_window)
+    start = clip.windows[best_window].start
+    return column, best_window, next(s for s in spans if s.start <= start <= s.end)
 
 
 # -- contact sheet ----------------------------------------------------------------------------

@@ -215,22 +215,26 @@ class Store:
         db.execute("BEGIN IMMEDIATE")  # one migrating process; another waits, then sees it
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 1:
-                for statement in _statements(_MIGRATE_1):
-                    db.execute(statement)
-            if version < SCHEMA_VERSION:
-                for statement in _statements(_SCHEMA):
-                    db.execute(statement)
-            if 0 < version < 3:  # reads every clip's row once: a minute for 100,000 clips
-                log.info("upgrading the state store %s to schema %d (once)", self.path,
-                         SCHEMA_VERSION)
-                db.execute(_MIGRATE_VECTORS)
-            if version < SCHEMA_VERSION:
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:  # else: done by the process we waited for
+                self._migrate(db, version)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """From schema `version` (0: a new store) to SCHEMA_VERSION, inside the caller's
+        transaction."""
+        if version == 1:
+            for statement in _statements(_MIGRATE_1):
+                db.execute(statement)
+        for statement in _statements(_SCHEMA):
+            db.execute(statement)
+        if 0 < version < 3:  # reads every clip's row once: a minute for 100,000 clips
+            log.info("upgrading the state store %s to schema %d (once)", self.path,
+                     SCHEMA_VERSION)
+            db.execute(_MIGRATE_VECTORS)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _db(self) -> sqlite3.Connection:
         """This thread's connection (sqlite3 objects are used by the thread that made them)."""
@@ -259,19 +263,19 @@ class Store:
     def file(self, path: Path) -> FileRecord | None:
         row = self._db().execute(
             f"SELECT {_RECORD} FROM files WHERE path = ?", (str(path),)).fetchone()
-        return _record(row) if row else None
+        return record_of(row) if row else None
 
     def file_by_id(self, file_id: int) -> FileRecord | None:
         row = self._db().execute(f"SELECT {_RECORD} FROM files WHERE id = ?",
                                  (file_id,)).fetchone()
-        return _record(row) if row else None
+        return record_of(row) if row else None
 
     def recent(self, status: str, limit: int) -> list[FileRecord]:
         """The files most recently tagged (or failed), newest first."""
         rows = self._db().execute(
             f"SELECT {_RECORD} FROM files WHERE status = ? ORDER BY updated DESC LIMIT ?",
             (status, limit)).fetchall()
-        return [_record(r) for r in rows]
+        return [record_of(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Files by status: {'tagged': n, 'failed': m}."""
@@ -321,7 +325,7 @@ class Store:
         query = f"SELECT {_RECORD} FROM files"
         rows = self._db().execute(query + (" WHERE status = ?" if status else "") + " ORDER BY path",
                                   (status,) if status else ()).fetchall()
-        return [_record(r) for r in rows]
+        return [record_of(r) for r in rows]
 
     # -- reviews ----------------------------------------------------------------------------------
 
@@ -357,7 +361,7 @@ class Store:
         """Every tagged path of this content (a clip and its copies)."""
         rows = self._db().execute(f"SELECT {_RECORD} FROM files WHERE sha256 = ? AND "
                                   "status = 'tagged' ORDER BY path", (sha256,)).fetchall()
-        return [_record(r) for r in rows]
+        return [record_of(r) for r in rows]
 
     # -- roots and the change feed ------------------------------------------------------------
 
@@ -440,7 +444,7 @@ class Store:
     def clip_index(self, model: str) -> tuple[list[FileRecord], np.ndarray]:
         """clip_rows, each row made a FileRecord."""
         rows, matrix = self.clip_rows(model)
-        return [_record(r) for r in rows], matrix
+        return [record_of(r) for r in rows], matrix
 
     def clip_rows(self, model: str) -> tuple[list[tuple], np.ndarray]:
         """Every file tagged with this model whose embeddings are stored, by path, with its clip
@@ -487,17 +491,13 @@ _RECORD_F = ", ".join("f." + c for c in _RECORD.split(", "))
 
 
 def record_of(row) -> FileRecord:
-    """A clip_rows row as a FileRecord."""
-    return _record(row)
-
-
-def _record(row) -> FileRecord:
+    """A row of _RECORD's columns (clip_rows gives them) as a FileRecord."""
     return FileRecord(Path(row[0]), *row[1:11])
 
 
 def _records_and_matrix(rows: list) -> tuple[list[FileRecord], np.ndarray]:
     """Rows of _RECORD_F + (vector, dim) → records and float32 [n, dim]."""
-    records = [_record(r) for r in rows]
+    records = [record_of(r) for r in rows]
     dim = rows[0][12] if rows else 0
     # a bytearray: one copy of the blobs, and an array the live index may write rows of
     matrix = np.frombuffer(bytearray().join(r[11] for r in rows), dtype=np.float32)

@@ -10,7 +10,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from autotag import cli
 from tests.clips import BLUE, GREEN, RED, ffmpeg, write_gif, write_video
@@ -50,3 +53,14 @@ def build_library(folder: Path, model_dir: Path, embedder, extra: str = "") -> d
     made["config"] = config
     made["clips"] = clips
     return made
+
+
+def module_library(tmp_path_factory, name: str, model_dir: Path, embedder
+                   ) -> Iterator[dict[str, Path]]:
+    """build_library in a folder of its own for a module's tests, with the caches and state
+    there too (the autouse per-test isolation does not reach a module-scoped fixture)."""
+    folder = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(folder / "xdg-cache"))
+        mp.setenv("XDG_DATA_HOME", str(folder / "xdg-data"))
+        yield build_library(folder, model_dir, embedder)

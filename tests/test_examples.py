@@ -12,7 +12,7 @@ import pytest
 from autotag import cli
 from autotag.app import open_app
 from autotag.config import ConfigError, VocabEntry, load_config, parse_config
-from autotag.index import LiveIndex
+from autotag.index import Filter, LiveIndex
 from autotag.vocabulary import (
     MATCH_SCORE,
     Example,
@@ -259,8 +259,9 @@ def test_the_index_ranks_an_example_tags_clips_like_any_tags(library, embedder, 
         index = LiveIndex(app.store, embedder.fingerprint, app.vocabulary,
                           app.config.tagging)
         assert index.tag_counts()[TAG] == 1
-        ((record, clip_score),) = index.tag_clips(TAG, 10)
-        assert record.path == clips / "blue.mp4" and clip_score > MIN_SCORE
+        vector = app.vocabulary.vectors[app.vocabulary.labels.index(TAG)]
+        (hit,), _ = index.search(vector, 10, Filter(tags=(TAG,)))
+        assert hit.record.path == clips / "blue.mp4" and hit.score > MIN_SCORE
     finally:
         app.close()
 

@@ -21,7 +21,7 @@ from autotag.app import open_app
 from autotag.config import load_config
 from autotag.web.app import create_app, open_library
 from autotag.web.server import WebServer
-from tests.library import build_library
+from tests.library import module_library
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -76,11 +76,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory, model_dir, embedder):
-    folder = tmp_path_factory.mktemp("web-browser")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(folder / "xdg-cache"))
-        mp.setenv("XDG_DATA_HOME", str(folder / "xdg-data"))
-        yield build_library(folder, model_dir, embedder)
+    yield from module_library(tmp_path_factory, "web-browser", model_dir, embedder)
 
 
 @pytest.fixture(scope="module")

@@ -170,6 +170,7 @@ class Daemon:
         self.started = time.time()
         self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_RESULTS)
         self._web = None  # the web app's server, when serve.listen is set
+        self._stopped = False  # shut down: the status says so
         self._web_app = None
 
     # -- control (signal handlers and tests) ------------------------------------------------
@@ -348,7 +349,7 @@ class Daemon:
     def status_snapshot(self) -> dict:
         """What the daemon is doing, for the web app's status page and /metrics."""
         watcher, embedder = self._watcher, getattr(self._app, "embedder", None)
-        state = ("stopped" if getattr(self, "_stopped", False) else
+        state = ("stopped" if self._stopped else
                  "reloading" if self._reloading or self._reload.is_set() else
                  "watching" if self.ready.is_set() else "starting")
         return {

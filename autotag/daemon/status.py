@@ -23,7 +23,7 @@ def status_path(store_path: Path) -> Path:
 
 def write_status(path: Path, status: dict) -> None:
     try:
-        write_atomic(path, json.dumps(status, indent=1).encode())
+        write_atomic(path, json.dumps(status, indent=1).encode(), durable=False)
     except (AtomicWriteError, OSError):
         pass  # the status page is a view; tagging must not stop for it
 

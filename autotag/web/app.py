@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import logging
 import os
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -51,8 +52,8 @@ from autotag.outputs.preview import preview_name
 from autotag.outputs.sidecar import sidecar_path
 from autotag.outputs.xmp import xmp_path
 from autotag.reviews import ReviewError, Verdicts, review
-from autotag.scoring import reviewed, segments, tag_scores, window_scores
-from autotag.search import like_vector
+from autotag.scoring import segments, window_scores
+from autotag.search import best_segment, like_vector
 from autotag.store import FileRecord, Store
 from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt
@@ -86,8 +87,8 @@ class Library:
     previews: PreviewCache
     cache_dir: Path | None
     status: Callable[[], dict]  # the daemon's status: live, or read from its status file
+    tagger: Tagger  # a clip's tags as its outputs have them; rewrites them after a review
     queries: Embedder | None = None  # what embeds query text (default: embedder)
-    tagger: Tagger | None = None  # rewrites a clip's outputs after a review
     search_latency: metrics.Histogram = field(default_factory=metrics.Histogram)
     _queries: OrderedDict = field(default_factory=OrderedDict)
     _thumbs: OrderedDict = field(default_factory=OrderedDict)
@@ -179,8 +180,6 @@ class Library:
 
 
 def _regular(st: os.stat_result) -> bool:
-    import stat
-
     return stat.S_ISREG(st.st_mode)
 
 
@@ -274,26 +273,13 @@ def _like(request: Request, lib: Library) -> tuple[np.ndarray, int] | None:
 
 
 def _tag_hits(request: Request, lib: Library, where: Filter, top: int) -> list[dict]:
+    """A tag's clips (and the other filters'), best first: ranked by the tag's own vector, so
+    the score is its clip score, with the segments at its threshold."""
     label = where.tags[0]
-    k = lib.vocabulary.labels.index(label)
-    out = []
-    for record, score in lib.index.tag_clips(label, top * 4):
-        if where.folders and not any(record.path.is_relative_to(f) for f in where.folders):
-            continue
-        if any(t != label for t in where.tags):
-            continue  # several tags: the search box ranks by text; keep this simple
-        clip = lib.store.load_embedded(SourceInfo(record.path, record.size, record.mtime,
-                                                  record.sha256), lib.model, thumbnails=False)
-        if clip is None:
-            continue
-        column = window_scores(clip.embeddings, lib.vocabulary.vectors[k:k + 1])[:, 0]
-        best = int(np.argmax(column))
-        spans = segments(column, clip.windows, lib.threshold(label))
-        span = next((s for s in spans if s.start <= clip.windows[best].start <= s.end), spans[0])
-        out.append(_hit_json(request, lib, record, score, span.to_json(), best))
-        if len(out) == top:
-            break
-    return out
+    vector = lib.vocabulary.vectors[lib.vocabulary.labels.index(label)]
+    hits, _stale = lib.index.search(vector, top, where, lib.threshold(label))
+    return [_hit_json(request, lib, h.record, h.score, h.segment.to_json(), h.best_window)
+            for h in hits]
 
 
 def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
@@ -305,9 +291,9 @@ def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
     if clip is None:
         raise HTTPException(404, "this clip's embeddings are not stored for the current model")
     labels = lib.vocabulary.labels
-    scores = window_scores(clip.embeddings, lib.vocabulary.vectors)
-    given, ranking = tag_scores(scores, clip.windows, labels, lib.config.tagging)
-    given, ranking = reviewed(given, ranking, lib.store.reviews(record.sha256))
+    scores = window_scores(clip.embeddings, lib.vocabulary.vectors)  # for the plot
+    tagged = lib.tagger.tag(clip)  # the tags its outputs have, reviews winning
+    given, ranking = tagged.tags, tagged.ranking
     given_labels = {t.label for t in given}
     series = [Series(t.label, scores[:, labels.index(t.label)], lib.threshold(t.label),
                      [(s.start, s.end) for s in t.segments] if t.label in given_labels else (),
@@ -317,11 +303,9 @@ def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
     if query:
         vector, known = lib.query_vector(query)
         if known:
-            column = window_scores(clip.embeddings, vector[None, :])[:, 0]
-            spans = segments(column, clip.windows, lib.config.tagging.min_score)
-            best = int(np.argmax(column))
-            span = next(s for s in spans if s.start <= clip.windows[best].start <= s.end)
             threshold = lib.config.tagging.min_score
+            column, _, span = best_segment(clip, vector, threshold)
+            spans = segments(column, clip.windows, threshold)
             match = {"query": query, "score": round(float(column.mean()), 4),
                      "segment": span.to_json(), "threshold": threshold}
             series.insert(0, Series(f"“{query}”", column, threshold,
@@ -891,8 +875,8 @@ def open_library(app, status: Callable[[], dict] | None = None,
         status = functools.partial(read_status, where)
     index = LiveIndex(app.store, app.embedder.fingerprint, app.vocabulary, config.tagging)
     return Library(config, app.store, app.vocabulary, app.embedder, index,
-                   PreviewCache(cache / "web-previews"), cache, status,
-                   queries=_query_embedder(app.embedder, config), tagger=app.tagger)
+                   PreviewCache(cache / "web-previews"), cache, status, app.tagger,
+                   queries=_query_embedder(app.embedder, config))
 
 
 def _query_embedder(embedder: Embedder, config: Config) -> Embedder:
