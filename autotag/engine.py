@@ -92,11 +92,12 @@ class Engine:
         self._in_flight: set[Path] = set()
         self._in_flight_lock = threading.Lock()
 
-    def embed(self, paths: Iterable[Path], *, fresh: Fresh | None = None, force: bool = False,
+    def embed(self, paths: Iterable[Path | Outcome], *, fresh: Fresh | None = None, force: bool = False,
               retry_failed: RetryFailed = True, stop: threading.Event | None = None,
               on_windows: Callable[[int], None] | None = None) -> Iterator[Outcome]:
         """One outcome per path of `paths` (consumed lazily: it may block, as the daemon's
-        queue does, and must end once `stop` is set).
+        queue does, and must end once `stop` is set). An Outcome among them is a path planned
+        already (the up-to-date pass, tagging.fresh_pass) and is handed on as it is.
 
         fresh(path, stat): this version needs no work (SKIPPED "up to date"); force: ignore
         `fresh` and stored embeddings, decode and embed again (sampling settings may have
@@ -309,7 +310,7 @@ class _Run:
                 self.live -= 1
                 self.cond.notify_all()
 
-    def _next_path(self) -> Path | None:
+    def _next_path(self) -> Path | Outcome | None:
         with self.cond:
             self.waiting += 1
             self.cond.notify_all()
@@ -318,14 +319,16 @@ class _Run:
                 if self.stop.is_set() or self.halt:
                     return None
                 path = next(self.source, None)
-                return None if path is None else Path(path)
+                return path if path is None or isinstance(path, Outcome) else Path(path)
         finally:
             with self.cond:
                 self.waiting -= 1
 
-    def _prepare(self, path: Path) -> _Job | tuple[Outcome, bool] | None:
+    def _prepare(self, path: Path | Outcome) -> _Job | tuple[Outcome, bool] | None:
         """Claim, stat, check, hash and decode one clip: a decoded job, or the clip's outcome
         (with whether this run holds its claim); None when the run halted meanwhile."""
+        if isinstance(path, Outcome):  # planned by the caller (up to date): nothing to claim
+            return path, False
         claimed = self._claim(path)
         if claimed is None:
             return None

@@ -9,9 +9,11 @@ The store's files table is written here only (what was tagged, what failed and h
 from __future__ import annotations
 
 import logging
+import itertools
 import os
+import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +22,12 @@ from autotag.config import Config
 from autotag.engine import EMBEDDED, FAILED, SKIPPED, STORED, Outcome
 from autotag.outputs import OutputSet, own_outputs, read_sidecar, sidecar_path
 from autotag.scoring import reviewed, tag_scores, window_scores
-from autotag.store import Store
+from autotag.store import Store, Version
 from autotag.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
+
+FRESH_BATCH = 500  # files stat'ed, then looked up in the store with one query (Store.versions)
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,18 @@ class Tagger:
             attempts = self.store.record_failure(path, clip.source.size, clip.source.mtime,
                                                  reason)
             return ClipResult(path, "failed", reason, windows=windows, attempts=attempts)
-        self.store.record_tagged(clip.source, self.model, self.vocabulary.fingerprint)
+        self.store.record_tagged(clip.source, self.model, self.vocabulary.fingerprint,
+                                 sidecar=self._sidecar_mtime(path))
         return ClipResult(path, status, tags=tagged.tags, windows=windows)
+
+    def _sidecar_mtime(self, path: Path) -> int | None:
+        """st_mtime_ns of the sidecar just written: the up-to-date rule stats it later."""
+        if not self.config.outputs.sidecars:
+            return None
+        try:
+            return os.stat(sidecar_path(path, self.config.outputs)).st_mtime_ns
+        except OSError:
+            return None
 
     def result(self, outcome: Outcome) -> ClipResult:
         """What tagging makes of one engine outcome (one clip's fault never raises)."""
@@ -119,11 +133,47 @@ class Tagger:
         return up_to_date(path, st, self.config, self.store, self.model,
                           self.vocabulary.fingerprint)
 
+    def fresh_many(self, items: list[tuple[Path, os.stat_result]]) -> list[bool]:
+        """is_up_to_date for many files, with one store query per LOOKUP_CHUNK of them (the
+        up-to-date pass over a large library). Agrees with is_up_to_date file by file."""
+        versions = self.store.versions([str(p) for p, _ in items])
+        marks: list[tuple[int, str]] = []
+        fresh = [_fresh(p, st, versions.get(str(p)), self.config, self.model,
+                        self.vocabulary.fingerprint, marks) for p, st in items]
+        self.store.note_sidecars(marks)
+        return fresh
+
     def not_in_store(self, path: Path) -> bool:
         """The clip has a sidecar but the store has no record of its path (the store was
         deleted, damaged and moved aside, or this is a new machine): it is embedded again."""
         return (self.config.outputs.sidecars and self.store.file(path) is None
                 and sidecar_path(path, self.config.outputs).exists())
+
+
+def fresh_pass(tagger: Tagger, paths: Iterable[Path], batch: int = FRESH_BATCH,
+               not_in_store: Callable[[Path], None] | None = None) -> Iterator[Path | Outcome]:
+    """The up-to-date pass, streamed: paths → the same paths in order, each one up to date
+    replaced by its SKIPPED outcome (Engine.embed hands those on). A stat per file and one
+    store query per `batch` (Tagger.fresh_many): no file is opened for an unchanged clip, and
+    nothing is kept beyond one batch. not_in_store(path): a clip with a sidecar the store does
+    not know (a lost store), as Tagger.not_in_store says."""
+    paths = iter(paths)
+    while chunk := list(itertools.islice(paths, batch)):  # itertools.batched: Python 3.12
+        items: list[tuple[Path, os.stat_result]] = []
+        for path in chunk:
+            try:
+                items.append((path, os.stat(path)))
+            except OSError:
+                items.append((path, None))  # the engine names the error
+        known = [(p, st) for p, st in items if st is not None and stat.S_ISREG(st.st_mode)]
+        fresh = dict(zip((p for p, _ in known), tagger.fresh_many(known), strict=True))
+        for path, _ in items:
+            if fresh.get(path):
+                yield Outcome(path, SKIPPED, reason="up to date")
+                continue
+            if not_in_store is not None and tagger.not_in_store(path):
+                not_in_store(path)
+            yield path
 
 
 def up_to_date(path: Path, st: os.stat_result, config: Config, store: Store, model: str,
@@ -132,15 +182,35 @@ def up_to_date(path: Path, st: os.stat_result, config: Config, store: Store, mod
     says so and holds its embeddings for this model, and so does its sidecar (when sidecars
     are written). One truth: a sidecar the store does not back (a lost or rebuilt store) is
     not done, or search, retag and the web app would never see the clip. Needs no model:
-    fingerprints are hashes of names."""
-    if not store.is_tagged(path, st.st_size, st.st_mtime, model, vocabulary):
+    fingerprints are hashes of names. The sidecar is stat'ed, not read, when its st_mtime_ns
+    is the one recorded with the store's record (schema 5): read only when it is not (a store
+    older than that, or a sidecar rewritten since by something else)."""
+    return _fresh(path, st, store.versions([str(path)]).get(str(path)), config, model,
+                  vocabulary, [])
+
+
+def _fresh(path: Path, st: os.stat_result, version: Version | None, config: Config,
+           model: str, vocabulary: str, marks: list[tuple[int, str]]) -> bool:
+    """up_to_date from the store's row; a sidecar that matched by reading is added to
+    `marks` as (st_mtime_ns, path), for the store to remember (Store.note_sidecars)."""
+    if version is None or not version.tagged(st.st_size, st.st_mtime, model, vocabulary):
         return False
-    if config.outputs.sidecars:
-        sidecar = read_sidecar(sidecar_path(path, config.outputs)) or {}
-        source = sidecar.get("source") or {}
-        return (source.get("size") == st.st_size and source.get("mtime") == st.st_mtime
-                and sidecar.get("model") == model and sidecar.get("vocabulary") == vocabulary)
-    return True
+    if not config.outputs.sidecars:
+        return True
+    where = sidecar_path(path, config.outputs)
+    try:
+        mtime_ns = os.stat(where).st_mtime_ns
+    except OSError:
+        return False
+    if version.sidecar == mtime_ns:
+        return True
+    sidecar = read_sidecar(where) or {}
+    source = sidecar.get("source") or {}
+    fresh = (source.get("size") == st.st_size and source.get("mtime") == st.st_mtime
+             and sidecar.get("model") == model and sidecar.get("vocabulary") == vocabulary)
+    if fresh:
+        marks.append((mtime_ns, str(path)))
+    return fresh
 
 
 def not_in_store_message(count: int, config: Config) -> str:

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,31 +123,46 @@ def open_store(config):
 
 
 def walk(config, dirs: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(the clips under `dirs`, paths that could not be read): `--once`'s and `backfill`'s one
-    walk, with the same extensions, ignore rules and exclusions (autotag's own output folders);
-    each unreadable path is named on stderr."""
-    from autotag.files import absolute, find_clips, show
+    """(the clips under `dirs`, paths that could not be read), as a list: see Walk."""
+    found = Walk(config, dirs)
+    return list(found), found.unreadable
 
-    exclude = config.outputs.own_folders
-    unreadable: list[Path] = []
 
-    def on_error(path: Path, reason: str) -> None:
-        log.error("skipping %s: %s", show(path), reason)
-        unreadable.append(path)
+class Walk:
+    """The clips under `dirs`, found as they are iterated (a million-clip archive is never a
+    list): `--once`'s and `backfill`'s one walk, with the same extensions, ignore rules and
+    exclusions (autotag's own output folders). Each unreadable path is named on stderr and kept
+    in `unreadable`; `found` counts the clips so far; an empty walk says so once it ends."""
 
-    clips = list(find_clips([absolute(d) for d in dirs], config.watch.ignore, exclude, on_error))
-    if not clips:
-        log.warning("no clips found under %s", ", ".join(show(d) for d in dirs))
-    return clips, unreadable
+    def __init__(self, config, dirs: list[Path]) -> None:
+        self.config = config
+        self.dirs = dirs
+        self.found = 0
+        self.unreadable: list[Path] = []
+
+    def __iter__(self) -> Iterator[Path]:
+        from autotag.files import absolute, find_clips, show
+
+        def on_error(path: Path, reason: str) -> None:
+            log.error("skipping %s: %s", show(path), reason)
+            self.unreadable.append(path)
+
+        for path in find_clips([absolute(d) for d in self.dirs], self.config.watch.ignore,
+                               self.config.outputs.own_folders, on_error):
+            self.found += 1
+            yield path
+        if not self.found:
+            log.warning("no clips found under %s", ", ".join(show(d) for d in self.dirs))
 
 
 # -- progress and summary ---------------------------------------------------------------------
 
 class Reporter:
     """Per-clip lines and, on a terminal, a rich progress bar (clips, windows/s, ETA); it keeps
-    counts, not results."""
+    counts, not results. total None: not known up front (a streamed walk), so the bar counts
+    clips done and found so far (`found`, a callable) instead of a fraction and an ETA."""
 
-    def __init__(self, total: int, verb: str = "tagging") -> None:
+    def __init__(self, total: int | None, verb: str = "tagging", found=None) -> None:
         self.total = total
         self.verb = verb
         self.progress = None
@@ -155,9 +171,12 @@ class Reporter:
         self.embedded_windows = 0  # windows through the model so far (the bar's rate)
         self.counts: Counter[str] = Counter()
         self.started = time.monotonic()
+        self.found = found  # () -> clips found so far, when total is None
 
     def __enter__(self) -> Reporter:
-        if interactive() and self.total:
+        if interactive() and self.total is None:
+            self._start_open_ended()
+        elif interactive() and self.total:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -173,6 +192,18 @@ class Reporter:
             self.task = self.progress.add_task(self.verb, total=self.total, rate="", failed="")
             self.progress.start()
         return self
+
+    def _start_open_ended(self) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(SpinnerColumn(), TextColumn(self.verb),
+                                 TextColumn("{task.completed} of {task.fields[found]} found"),
+                                 TextColumn("{task.fields[rate]}"),
+                                 TextColumn("{task.fields[failed]}", style="red"),
+                                 TimeElapsedColumn(), transient=True)
+        self.task = self.progress.add_task(self.verb, total=None, rate="", failed="",
+                                           found="?")
+        self.progress.start()
 
     def __exit__(self, *exc) -> None:
         if self.progress:
@@ -207,7 +238,8 @@ class Reporter:
             log.info("%s %s: %s", result.status, show(result.path), result.reason)
         if self.progress:
             failed = self.counts["failed"]
-            self.progress.update(self.task, failed=f"{failed} failed" if failed else "")
+            self.progress.update(self.task, failed=f"{failed} failed" if failed else "",
+                                 **({"found": self.found()} if self.found else {}))
             self._show_rate()
             self.progress.advance(self.task)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
+from collections import Counter
 from pathlib import Path
 
 from autotag import __version__
@@ -14,11 +16,11 @@ from autotag.cli.common import (
     Context,
     Reporter,
     UsageError,
+    Walk,
     add_common,
     load_config,
     open_app,
     startup_error,
-    walk,
 )
 from autotag.files import absolute, show
 
@@ -63,28 +65,34 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     from autotag.model import ModelError
-    from autotag.tagging import not_in_store_message
+    from autotag.tagging import fresh_pass, not_in_store_message
 
-    clips, unreadable = walk(config, dirs)
-    if not clips:
-        return EXIT_FAILED if unreadable else EXIT_OK
+    clips = Walk(config, dirs)  # streamed: the first clip is tagged while the walk goes on
+    found = iter(clips)
+    first = next(found, None)
+    if first is None:
+        return EXIT_FAILED if clips.unreadable else EXIT_OK
     # lazy: the video model loads at the first clip that needs it, so a re-run over a tagged
     # library (every clip up to date) is instant
     app = open_app(config, ctx, lazy=True)
+    lost: Counter[str] = Counter()  # clips with a sidecar the store does not know
     try:
         app.store.record_roots([absolute(d) for d in dirs])  # what the web app may serve
-        lost = sum(map(app.tagger.not_in_store, clips))
-        if lost:
-            log.warning(not_in_store_message(lost, config))
-        with Reporter(len(clips)) as reporter:
-            for result in app.tag(clips, force=force, on_windows=reporter.windows):
+        # the up-to-date pass: a stat and a batched store lookup per clip, no file opened
+        paths = itertools.chain([first], found)
+        if not force:
+            paths = fresh_pass(app.tagger, paths, not_in_store=lambda _: lost.update(["n"]))
+        with Reporter(None, found=lambda: clips.found) as reporter:
+            for result in app.tag(paths, force=force, on_windows=reporter.windows):
                 reporter.result(result)
     except ModelError as exc:
         raise startup_error(exc, config) from None
     finally:
         app.close()
+    if lost:
+        log.warning(not_in_store_message(lost["n"], config))
     reporter.summary()
-    return EXIT_FAILED if unreadable or reporter.counts["failed"] else EXIT_OK
+    return EXIT_FAILED if clips.unreadable or reporter.counts["failed"] else EXIT_OK
 
 
 def watch(args: argparse.Namespace, config, ctx: Context) -> int:
