@@ -1,15 +1,25 @@
 """Paths → plan (driver) → Ray Data: decode (CPU tasks) → embed (model actors) → driver: store, tags.
 
-The cluster backfill (issue 15). The driver plans every path with the engine's own `plan`
-(the up-to-date rule, failures, the content hash, stored embeddings: copies and renames are
-tagged on the driver without the cluster), then streams the clips left to decode through Ray
-Data, on a local Ray or a cluster:
+The cluster backfill (issues 15, 22). A planner thread on the driver walks and plans the paths
+as they are found, with the engine's own rules (Engine.plan_many: a stat, one store query per
+500 paths for the up-to-date rule and failures, stored embeddings: renames, and copies, which
+are the only files it hashes (a stored clip has their size), are tagged on the driver without
+the cluster); the clips left to decode stream through Ray Data, on a local Ray or a cluster,
+in chunks of growing size (8, 32, ... up to MAX_CHUNK clips), one dataset each:
 
-    from_items(planned sources)  one row and one block per clip, so a lost task loses one clip
-      └─► map_batches(decode_stage)    CPU tasks, engine.decode; windows uint8 [n, 32, 224, 224, 3]
+    from_items(a chunk of sources)  one row and one block per clip, so a lost task loses one clip
+      └─► map_batches(decode_stage)    CPU tasks: the content hash (the task reads the file
+                                       anyway), engine.decode; windows uint8 [n, 32, 224, 224, 3]
       └─► map_batches(EmbedActor)      actor pool, the model loaded once per actor; embed_windows
       └─► iter_rows() on the driver    float32 [n, 512] embeddings + duration, windows, thumbnails
       └─► engine.embedded → tagger.result   the one writer of the store, sidecars and outputs
+
+Why chunks: Ray Data's inputs are finite (from_items holds its list; a Datasource makes every
+read task when the dataset starts), and the driver must not hold a million-clip plan nor wait
+for the walk. A chunk costs a start of the model actors (seconds, from the cached model):
+chunks grow by CHUNK_GROWTH so the first clip reaches the model at once and a long run pays
+that start once per MAX_CHUNK clips. The driver holds at most a chunk being run and one being
+planned (PLAN_AHEAD), whatever the archive's size.
 
 A clip that cannot be decoded, or whose worker died (a crashed process, a lost node), is one
 FAILED outcome with its reason; nothing a clip does escapes its stage, and a task lost after
@@ -20,9 +30,12 @@ Ray is imported only inside the functions that need it (`pip install 'autotag[cl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -65,6 +78,13 @@ DECODE_SHARE = 4
 MIN_NODE_CPUS = 2  # nodes with fewer CPUs (a KubeRay head with num-cpus: 0) run no actor
 LOST = ("the Ray worker decoding or embedding it died, after {retries} retries (a crash, or "
         "its node was lost); see the Ray logs with --debug")
+FIRST_CHUNK = 8  # clips in the first dataset: the model starts on the first clips found
+CHUNK_GROWTH = 4  # each dataset holds this many times the clips of the one before ...
+MAX_CHUNK = 4_096  # ... up to this: the driver's plan in memory (a row is ~300 bytes)
+PLAN_AHEAD = MAX_CHUNK  # planned clips waiting for the next dataset; the planner waits past it
+FILL_SECONDS = 2.0  # a chunk starts with what is planned after this long (a slow walk)
+EVENTS = 64  # outcomes waiting for the tagging step (the driver's one writer)
+STOP_SECONDS = 5.0  # waited for each thread at the end (the Ray thread ends at its next row, or with Ray)
 RUN_CONTEXT = {  # ray.data.DataContext for a backfill
     "enable_progress_bars": False,  # ours is the Reporter's
     "max_errored_blocks": -1,  # a lost clip is reported by name (LOST), the others go on
@@ -133,9 +153,14 @@ def decode_stage(batch: dict[str, np.ndarray], sampling: SamplingConfig,
 
 
 def _decode_one(source: SourceInfo, sampling: SamplingConfig) -> dict:
+    """One clip: its content hash when the driver did not know it (planned with ""), then its
+    windows; the row says the hash, for the driver's store."""
     started = time.perf_counter()
     row = {**source_row(source), "error": "", "retryable": False, "decoder": _where()}
     try:
+        if not source.sha256:
+            source = dataclasses.replace(source, sha256=stages.hash_file(source.path))
+            row["sha256"] = source.sha256
         sampled = stages.decode(source, sampling)
     except (media.DecodeError, OSError) as exc:
         failed = stages.decode_failure(source, exc)
@@ -162,8 +187,6 @@ def load_embedder(model: ModelConfig, threads: int) -> Embedder:
     installed there, from the cached IR and with no TensorFlow in the actor; TensorFlow on a
     GPU node), with explicit thread counts for both (Ray sets OMP_NUM_THREADS=1 in an actor,
     but TensorFlow and OpenVINO take every core unless told: model.py caps both)."""
-    import dataclasses
-
     from autotag.model import load_configured
 
     return load_configured(dataclasses.replace(model, threads=threads))
@@ -273,27 +296,162 @@ def backfill(app: App, paths: Iterable[Path], *, force: bool = False, debug: boo
              before_cluster: Callable[[], None] = lambda: None,
              on_windows: Callable[[int], None] | None = None,
              timing: Timing | None = None) -> Iterator[ClipResult]:
-    """One result per path, as `--once` gives (the same up-to-date rule, failures retried):
-    the driver plans each path with Engine.plan (up to date, failed, or stored embeddings are
-    tagged here at once), then the rest is decoded and embedded on Ray (`run`) and tagged here
-    as each clip comes back. before_cluster(): connect to Ray, called only if a clip needs it.
+    """One result per path, as `--once` gives (the same up-to-date rule, failures retried),
+    streamed: a planner thread plans the paths as they are found (up to date, failed, or
+    stored embeddings are tagged here at once), a Ray thread runs the rest on Ray in chunks
+    (`run`) as they are planned, and each outcome is tagged here, on the calling thread, as it
+    comes. before_cluster(): connect to Ray, called (on this thread) only if a clip needs it.
     Raises ClusterError when the cluster part cannot start or go on."""
-    sources = []
-    for path in paths:
-        planned = app.engine.plan(path, fresh=app.tagger.is_up_to_date, force=force)
-        if isinstance(planned, Outcome):
-            yield app.tagger.result(planned)
-        else:
-            sources.append(planned)
-    if sources:
-        log.debug("%d clips to decode and embed on Ray", len(sources))
-        before_cluster()
-        yield from app.tagger.results(run(app.engine, sources, app.config, debug=debug,
-                                          on_windows=on_windows, timing=timing))
+    flow = _Flow(app, paths, force, debug, timing)
+    try:
+        yield from flow.results(before_cluster, on_windows)
+    finally:
+        flow.close()
+
+
+_END = object()  # the planner has planned every path
+
+
+class _Flow:
+    """One backfill's threads: the planner (walk → Engine.plan_many → sources, or outcomes
+    for the tagging step) and the Ray thread (sources → chunks → `run` → outcomes), both
+    stopped by `close`. Both queues are bounded: the walk waits for the cluster, never the
+    other way round, and the driver holds PLAN_AHEAD sources and one chunk at most."""
+
+    def __init__(self, app: App, paths: Iterable[Path], force: bool, debug: bool,
+                 timing: Timing | None) -> None:
+        self.app = app
+        self.paths = paths
+        self.force = force
+        self.debug = debug
+        self.timing = timing
+        self.stop = threading.Event()
+        self.events: queue.Queue = queue.Queue(EVENTS)  # (kind, value) for the calling thread
+        self.sources: queue.Queue = queue.Queue(PLAN_AHEAD)
+        self.sizes: np.ndarray | None = None  # of stored clips, read at the first new file
+        self.planner = threading.Thread(target=self._plan, name="autotag-backfill-plan",
+                                        daemon=True)
+        self.runner = threading.Thread(target=self._run, name="autotag-backfill-ray",
+                                       daemon=True)
+
+    def results(self, before_cluster: Callable[[], None],
+                on_windows: Callable[[int], None] | None) -> Iterator[ClipResult]:
+        self.planner.start()
+        planned = ran = False
+        # "cluster", if it comes, comes before "planned": then the Ray thread's "ran" ends it
+        while not (planned and (ran or not self._started)):
+            kind, value = self.events.get()
+            if kind == "outcome":
+                if on_windows and value.windows:
+                    on_windows(value.windows)
+                yield self.app.tagger.result(value)
+            elif kind == "cluster":  # the first clip to decode: Ray is joined here, once
+                log.debug("clips to decode and embed on Ray: joining it")
+                before_cluster()
+                self.runner.start()
+            elif kind == "planned":
+                planned = True
+            elif kind == "ran":
+                ran = True
+            else:  # "error": the planner's or the cluster's
+                raise value
+
+    @property
+    def _started(self) -> bool:
+        return self.runner.ident is not None
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in (self.planner, self.runner):
+            if thread.ident is not None:
+                thread.join(STOP_SECONDS)
+                if thread.is_alive():
+                    log.debug("%s still waits for Ray; it ends with Ray", thread.name)
+
+    # -- the planner thread -------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        engine, tagger = self.app.engine, self.app.tagger
+        asked = False
+        try:
+            for item in engine.plan_many(self.paths, fresh_many=tagger.fresh_many,
+                                         force=self.force, hash_if=self._maybe_copy):
+                if isinstance(item, Outcome):
+                    if not self._put(self.events, ("outcome", item)):
+                        return
+                    continue
+                if not asked:
+                    asked = True
+                    if not self._put(self.events, ("cluster", None)):
+                        return
+                if not self._put(self.sources, item):
+                    return
+            self._put(self.sources, _END)
+            self._put(self.events, ("planned", None))
+        except Exception as exc:  # noqa: BLE001 - handed to the calling thread, raised there
+            self._put(self.events, ("error", exc))
+
+    def _maybe_copy(self, size: int) -> bool:
+        """A file the store does not know is hashed on the driver only if stored content has
+        its size (a copy): anything else is hashed by its decode task, which reads it anyway."""
+        if self.sizes is None:
+            self.sizes = self.app.store.sizes(self.app.engine.model)
+        at = int(np.searchsorted(self.sizes, size))
+        return at < len(self.sizes) and int(self.sizes[at]) == size
+
+    def _put(self, where: queue.Queue, item) -> bool:
+        """Put, waiting for room; False once the flow is stopped."""
+        while not self.stop.is_set():
+            try:
+                where.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- the Ray thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        size, ended = FIRST_CHUNK, False
+        try:
+            while not ended and not self.stop.is_set():
+                chunk, ended = self._take(size)
+                if chunk:
+                    log.debug("a dataset of %d clips on Ray", len(chunk))
+                    for outcome_ in run(self.app.engine, chunk, self.app.config,
+                                        debug=self.debug, timing=self.timing):
+                        if not self._put(self.events, ("outcome", outcome_)):
+                            return  # closing run() stops its dataset
+                size = min(size * CHUNK_GROWTH, MAX_CHUNK)
+            self._put(self.events, ("ran", None))
+        except Exception as exc:  # noqa: BLE001 - ClusterError, or Ray's; raised by results
+            self._put(self.events, ("error", exc))
+
+    def _take(self, size: int) -> tuple[list[SourceInfo], bool]:
+        """The next chunk: up to `size` sources, started with what is planned FILL_SECONDS
+        after its first (a slow walk); True when the planner has ended."""
+        chunk: list[SourceInfo] = []
+        deadline = None
+        while len(chunk) < size and not self.stop.is_set():
+            wait = 0.2 if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                break
+            try:
+                item = self.sources.get(timeout=min(wait, 0.2))
+            except queue.Empty:
+                continue
+            if item is _END:
+                return chunk, True
+            chunk.append(item)
+            if deadline is None:
+                deadline = time.monotonic() + FILL_SECONDS
+        return chunk, False
 
 
 def outcome(engine: Engine, row: dict, source: SourceInfo) -> Outcome:
     """A row back from the embed stage → the clip's outcome (saved to the store if embedded)."""
+    if not source.sha256:  # hashed by its decode task
+        source = dataclasses.replace(source, sha256=str(row["sha256"]))
     if row["error"]:
         return Outcome(source.path, FAILED, reason=str(row["error"]),
                        retryable=bool(row["retryable"]), size=source.size, mtime=source.mtime)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import logging
 import os
 import stat
@@ -35,7 +36,7 @@ from autotag import media, pictures
 from autotag.clip import Embedded, SourceInfo
 from autotag.config import Config, SamplingConfig
 from autotag.model import Embedder, ModelError
-from autotag.store import FileRecord, Store
+from autotag.store import FileRecord, Store, Version
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ EMBEDDED = "embedded"  # decoded and embedded now
 STORED = "stored"  # the same content's embeddings were in the store: no decoding, no model call
 SKIPPED = "skipped"  # up to date, failed before, or already in flight
 FAILED = "failed"
+
+PLAN_BATCH = 500  # paths stat'ed and looked up in the store together by plan_many
 
 Fresh = Callable[[Path, os.stat_result], bool]  # this version of the file needs no work
 RetryFailed = bool | Callable[[FileRecord], bool]  # try again a version that failed before?
@@ -123,20 +126,61 @@ class Engine:
             return Outcome(path, FAILED, reason="not a regular file")
         if not force and fresh is not None and fresh(path, st):
             return Outcome(path, SKIPPED, reason="up to date")
-        record = self.store.file(path)
+        return self._plan_version(path, st, self.store.file(path), force, retry_failed,
+                                  lambda p, _: hash_file(p))
+
+    def plan_many(self, paths: Iterable[Path], *,
+                  fresh_many: Callable[[list, dict], list[bool]] | None = None,
+                  force: bool = False, hash_if: Callable[[int], bool] = lambda _: True,
+                  batch: int = PLAN_BATCH) -> Iterator[SourceInfo | Outcome]:
+        """`plan` for a stream of paths, `batch` at a time (a stat each, one store query for
+        the batch, fresh_many(items, versions) for the up-to-date rule): nothing is kept
+        beyond a batch. A file whose hash the store does not know is hashed here only when
+        hash_if(size) (it may be a copy of stored content); otherwise it is planned with an
+        empty sha256, for whoever decodes it to hash (a cluster's decode task reads it anyway)."""
+        paths = iter(paths)
+        while chunk := list(itertools.islice(paths, batch)):
+            items: list[tuple[Path, os.stat_result]] = []
+            for path in map(Path, chunk):
+                try:
+                    st = path.stat()
+                except OSError as exc:
+                    yield Outcome(path, FAILED, reason=f"cannot read: {exc.strerror or exc}")
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    yield Outcome(path, FAILED, reason="not a regular file")
+                    continue
+                items.append((path, st))
+            versions = self.store.versions([str(p) for p, _ in items])
+            fresh = (fresh_many(items, versions) if fresh_many is not None and not force
+                     else [False] * len(items))
+            for (path, st), up_to_date in zip(items, fresh, strict=True):
+                if up_to_date:
+                    yield Outcome(path, SKIPPED, reason="up to date")
+                    continue
+                yield self._plan_version(
+                    path, st, versions.get(str(path)), force, True,
+                    lambda p, size: hash_file(p) if hash_if(size) and not force else "")
+
+    def _plan_version(self, path: Path, st: os.stat_result, record: FileRecord | Version | None,
+                      force: bool, retry_failed: RetryFailed,
+                      hasher: Callable[[Path, int], str]) -> SourceInfo | Outcome:
+        """plan, past the up-to-date rule: a version that failed before, the content hash (the
+        store's, if it knows this version, else hasher(path, size); "" for unknown) and stored
+        embeddings of the same content."""
         same = record is not None and record.matches(st.st_size, st.st_mtime)
         retry = retry_failed(record) if callable(retry_failed) and same else retry_failed
         if same and record.status == "failed" and not force and not retry:
             return Outcome(path, SKIPPED, reason=f"failed before: {record.last_error}")
         try:
-            sha = record.sha256 if same and record.sha256 else hash_file(path)
+            sha = record.sha256 if same and record.sha256 else hasher(path, st.st_size)
         except OSError as exc:
             return Outcome(path, FAILED, reason=f"cannot read: {exc.strerror or exc}",
                            retryable=True, size=st.st_size, mtime=st.st_mtime)
         source = SourceInfo(path, st.st_size, st.st_mtime, sha)
         # --force decodes again (sampling settings may have changed); otherwise the same
         # content under another name, or a re-run, reuses its stored embeddings
-        stored = None if force else self.store.load_embedded(source, self.model)
+        stored = None if force or not sha else self.store.load_embedded(source, self.model)
         return source if stored is None else Outcome(path, STORED, stored)
 
     def embedded(self, source: SourceInfo, sampled: media.Sampled | SampledInfo,

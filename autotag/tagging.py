@@ -8,8 +8,8 @@ The store's files table is written here only (what was tagged, what failed and h
 
 from __future__ import annotations
 
-import logging
 import itertools
+import logging
 import os
 import stat
 import threading
@@ -110,7 +110,7 @@ class Tagger:
                                                      outcome.reason)
             return ClipResult(path, FAILED, outcome.reason, outcome.retryable,
                               attempts=attempts)
-        except Exception as exc:  # noqa: BLE001 - one clip's fault must not end the run
+        except Exception as exc:
             log.debug("finishing %s", path, exc_info=True)
             return ClipResult(path, "failed", f"internal error: {type(exc).__name__}: {exc}")
 
@@ -133,10 +133,13 @@ class Tagger:
         return up_to_date(path, st, self.config, self.store, self.model,
                           self.vocabulary.fingerprint)
 
-    def fresh_many(self, items: list[tuple[Path, os.stat_result]]) -> list[bool]:
+    def fresh_many(self, items: list[tuple[Path, os.stat_result]],
+                   versions: dict[str, Version] | None = None) -> list[bool]:
         """is_up_to_date for many files, with one store query per LOOKUP_CHUNK of them (the
-        up-to-date pass over a large library). Agrees with is_up_to_date file by file."""
-        versions = self.store.versions([str(p) for p, _ in items])
+        up-to-date pass over a large library; `versions`: that query's answer, if made
+        already). Agrees with is_up_to_date file by file."""
+        if versions is None:
+            versions = self.store.versions([str(p) for p, _ in items])
         marks: list[tuple[int, str]] = []
         fresh = [_fresh(p, st, versions.get(str(p)), self.config, self.model,
                         self.vocabulary.fingerprint, marks) for p, st in items]

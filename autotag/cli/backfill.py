@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import logging
 from pathlib import Path
 
@@ -13,11 +14,11 @@ from autotag.cli.common import (
     Context,
     Reporter,
     UsageError,
+    Walk,
     add_common,
     load_config,
     open_app,
     startup_error,
-    walk,
 )
 from autotag.files import show
 
@@ -58,17 +59,19 @@ def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
     from autotag import cluster
     from autotag.model import ModelError
 
-    clips, unreadable = walk(config, args.dirs)  # the walk of `autotag --once`
-    if not clips:
-        return EXIT_FAILED if unreadable else EXIT_OK
+    clips = Walk(config, args.dirs)  # the walk of `autotag --once`, streamed
+    found = iter(clips)
+    first = next(found, None)
+    if first is None:
+        return EXIT_FAILED if clips.unreadable else EXIT_OK
     app = open_app(config, ctx, lazy=True)
     app.store.record_roots([d.absolute() for d in args.dirs])  # what the web app may serve
     started: list[bool] = []  # Ray is started (or joined) only if a clip needs decoding
     timing = cluster.Timing()
     try:
-        with Reporter(len(clips), verb="backfilling") as reporter:
+        with Reporter(None, verb="backfilling", found=lambda: clips.found) as reporter:
             for result in cluster.backfill(
-                    app, clips, force=args.force, debug=args.debug,
+                    app, itertools.chain([first], found), force=args.force, debug=args.debug,
                     before_cluster=lambda: started.append(cluster.connect(args.address,
                                                                           debug=args.debug)),
                     on_windows=reporter.windows, timing=timing):
@@ -83,4 +86,4 @@ def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
         log.debug("on Ray: %d clips, %.1f s decoding and %.1f s in the model (summed over "
                   "workers)", timing.clips, timing.decode, timing.embed)
     reporter.summary()
-    return EXIT_FAILED if unreadable or reporter.counts["failed"] else EXIT_OK
+    return EXIT_FAILED if clips.unreadable or reporter.counts["failed"] else EXIT_OK
