@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -30,6 +31,7 @@ from autotag.store import FileRecord, Store, record_of
 log = logging.getLogger(__name__)
 
 CANDIDATE_SLACK = 16  # ranked beyond --top, so stale clips can be dropped without a re-sort
+WIDEN = 8  # the next ranking, when too many candidates were stale, holds this many times more
 SHEET_COLUMNS = 4  # tiles across the contact sheet
 SHEET_TILE_HEIGHT = 180  # px
 SHEET_TILE_WIDTH = 320  # px: 16:9 cells; other shapes are letterboxed
@@ -86,30 +88,45 @@ class Index:
     def __len__(self) -> int:
         return len(self.records) if self.keep is None else int(self.keep.sum())
 
-    def without(self, path: Path) -> Index:
-        rows = self.records.rows if isinstance(self.records, _Records) else None
-        if rows is not None:
-            keep = [i for i, r in enumerate(rows) if r[0] != str(path)]
-            return Index(_Records([rows[i] for i in keep]), self.matrix[keep])
-        keep = [i for i, r in enumerate(self.records) if r.path != path]
-        return Index([self.records[i] for i in keep], self.matrix[keep])
+    def ranked(self, query: np.ndarray, k: int) -> list[tuple[FileRecord, float]]:
+        """The best `k` clips for query (float32 [512]) with their scores, best first:
+        argpartition, then a sort of the few that are left."""
+        return [(self.records[i], score) for i, score in self.ranked_rows(query, k)]
 
-    def ranked(self, query: np.ndarray, top: int) -> list[tuple[int, float]]:
-        """(row, score) of the best `top` + CANDIDATE_SLACK clips for query (float32 [512]),
-        best first: argpartition, then a sort of the few that are left."""
+    def ranked_rows(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         count = len(self)
         if not count:
             return []
         scores = self.matrix @ query.astype(np.float32)
         if self.keep is not None:
             scores[~self.keep] = -np.inf  # ranked last, and cut below
-        k = min(count, top + CANDIDATE_SLACK)
+        k = min(count, k)
         rows = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         rows = rows[np.argsort(-scores[rows], kind="stable")][:k]
         return [(int(i), float(scores[i])) for i in rows]
 
-    def all_ranked(self, query: np.ndarray) -> list[tuple[int, float]]:
-        return self.ranked(query, len(self))
+
+class Ranker(Protocol):
+    """What search ranks: the in-memory Index, or the on-disk vector index."""
+
+    def __len__(self) -> int: ...
+
+    def ranked(self, query: np.ndarray, k: int) -> list[tuple[FileRecord, float]]: ...
+
+
+@dataclass(frozen=True)
+class Without:
+    """A ranking without one clip ("more like this" leaves out the clip it starts from; its
+    copies stay: the same content is the best match)."""
+
+    index: Ranker
+    path: Path
+
+    def __len__(self) -> int:
+        return max(0, len(self.index) - 1)
+
+    def ranked(self, query: np.ndarray, k: int) -> list[tuple[FileRecord, float]]:
+        return [rs for rs in self.index.ranked(query, k + 1) if rs[0].path != self.path][:k]
 
 
 LIKE_MATCH_FACTOR = 2.0  # a "more like this" query scores its own clip this × min_score
@@ -154,30 +171,28 @@ def is_fresh(record: FileRecord) -> bool:
     return record.matches(st.st_size, st.st_mtime)
 
 
-def search(index: Index, store: Store, model: str, query: np.ndarray, top: int,
+def search(index: Ranker, store: Store, model: str, query: np.ndarray, top: int,
            threshold: float, fresh: Callable[[FileRecord], bool] = is_fresh
            ) -> tuple[list[Hit], int]:
-    """The best `top` fresh clips for the query, and how many better-ranked ones were stale."""
+    """The best `top` fresh clips for the query, and how many better-ranked ones were stale.
+    Ranked `top` + CANDIDATE_SLACK at first, then WIDEN times as many while too many of those
+    are stale, until the ranking holds every clip."""
     hits: list[Hit] = []
-    seen: set[int] = set()
-    candidates = index.ranked(query, top)
-    widened = len(candidates) == len(index)
-    position = 0
-    while len(hits) < top:
-        if position == len(candidates):
-            if widened:
-                break
-            candidates, widened = index.all_ranked(query), True  # many were stale: rank all
-            position = 0
-            continue
-        row, score = candidates[position]
-        position += 1
-        if row in seen:
-            continue
-        seen.add(row)
-        record = index.records[row]
-        if fresh(record) and (hit := _hit(store, model, record, score, query, threshold)):
-            hits.append(hit)
+    seen: set[Path] = set()
+    want = top + CANDIDATE_SLACK
+    while True:
+        candidates = index.ranked(query, want)
+        for record, score in candidates:
+            if record.path in seen:
+                continue
+            seen.add(record.path)
+            if fresh(record) and (hit := _hit(store, model, record, score, query, threshold)):
+                hits.append(hit)
+                if len(hits) == top:
+                    break
+        if len(hits) == top or len(candidates) < want or want >= len(index):
+            break
+        want *= WIDEN
     stale = len(seen) - len(hits)
     return hits, stale
 

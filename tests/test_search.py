@@ -17,7 +17,7 @@ from autotag.clip import Embedded, SourceInfo, Window
 from autotag.config import load_config
 from autotag.model import LazyEmbedder
 from autotag.retag import retag, stored_clips
-from autotag.search import CANDIDATE_SLACK, SHEET_TILE_HEIGHT, SHEET_TILE_WIDTH, Index, search
+from autotag.search import SHEET_TILE_HEIGHT, SHEET_TILE_WIDTH, Index, search
 from autotag.store import Store
 from tests.clips import BLUE, GREEN, RED, write_video
 from tests.helpers import CountingEmbedder, sidecar, write_config
@@ -187,7 +187,8 @@ def test_ranking_matches_a_full_sort_and_skips_stale_clips(tmp_path):
         index = Index.load(store, "m")
         query = np.random.default_rng(1).normal(size=16).astype(np.float32)
         order = np.argsort(-(clip_embeddings @ query), kind="stable")
-        assert [row for row, _ in index.ranked(query, 5)] == order[:5 + CANDIDATE_SLACK].tolist()
+        assert [r.path for r, _ in index.ranked(query, 21)] == [index.records[i].path
+                                                                 for i in order[:21]]
         stale = {index.records[i].path for i in order[:40]}  # more than the candidates
         hits, left_out = search(index, store, "m", query, 5, 0.0,
                                 fresh=lambda r: r.path not in stale)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def build() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from autotag.config import default_cache_dir
     from autotag.model import LazyEmbedder, ModelError
-    from autotag.search import Index, contact_sheet, search
+    from autotag.search import Without, contact_sheet, search
     from autotag.vocabulary import embed_query
 
     if args.top < 1:
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     embedder = ctx.embedder or LazyEmbedder.from_config(config.model)
     store = open_store(config)
     try:
-        index = Index.load(store, embedder.fingerprint, [absolute(d) for d in args.under])
+        index = _index(store, embedder.fingerprint, [absolute(d) for d in args.under])
         if not len(index):
             where = " under " + ", ".join(map(show, args.under)) if args.under else ""
             log.warning("no clip tagged with this model is stored%s; tag a folder with "
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             return EXIT_FAILED
         if args.like:
             query, own = _like(args.like, store, embedder.fingerprint, config)
-            index = index.without(own)  # the clip itself; its copies stay (the same content)
+            index = Without(index, own)  # the clip itself; its copies stay (the same content)
         else:
             try:
                 query, known = embed_query(" ".join(args.query), embedder, default_cache_dir())
@@ -91,6 +92,38 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         store.close()
     _print_hits(hits, args.json)
     return EXIT_OK if hits else EXIT_FAILED
+
+
+def _index(store, model: str, under: list[Path]):
+    """What the query ranks: under folders, their clips' embeddings read from the store (exact);
+    else the on-disk vector index (search.py, vector_index.py), built here if it is missing or
+    unsound, with progress: its first build at a million clips takes minutes."""
+    from autotag.search import Index
+    from autotag.vector_index import VectorIndex
+
+    if under:
+        return Index.load(store, model, under)
+    with _progress("building the search index") as progress:
+        return VectorIndex.open(store, model, progress=progress)
+
+
+@contextlib.contextmanager
+def _progress(what: str):
+    """progress(done, total): a rich bar on a terminal, a log line per step otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda done, total: log.info("%s: %d of %d clips", what, done, total)
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        tasks: list = []  # added at the first step: no bar at all when nothing is built
+
+        def step(done: int, total: int) -> None:
+            if not tasks:
+                tasks.append(bar.add_task(what, total=total))
+            bar.update(tasks[0], completed=done, total=total)
+
+        yield step
 
 
 def _like(value: str, store, model: str, config):

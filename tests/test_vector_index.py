@@ -1,0 +1,186 @@
+"""The on-disk vector index: exact scores, recall against exact search, kept current with the
+store (tagged, moved, forgotten), merged, and rebuilt when missing, stale or corrupt."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autotag import vector_index
+from autotag.clip import Embedded, SourceInfo, Window
+from autotag.search import Index, search
+from autotag.store import Store
+from autotag.vector_index import VectorIndex, folder_of
+
+DIM = 16
+MODEL = "m"
+
+
+def add_clip(store: Store, path: Path, vector: np.ndarray, sha256: str) -> None:
+    source = SourceInfo(path, 10, 1.0, sha256)
+    windows = np.stack([vector, vector]).astype(np.float32)  # their mean is the vector
+    store.save_embedded(Embedded(source, 6.4, (Window(0, 3.2), Window(3.2, 6.4)), windows,
+                                 np.zeros((0, 1, 1, 3), np.uint8)), MODEL)
+    store.record_tagged(source, MODEL, "v")
+
+
+@pytest.fixture
+def library(tmp_path):
+    """A store of 1,500 clips in 30 clusters, norms varying (MIL-NCE's are not normalised)."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(30, DIM)).astype(np.float32)
+    vectors = (centres[rng.integers(0, 30, 1500)] + 0.6 * rng.normal(size=(1500, DIM))) * \
+        rng.lognormal(0, 0.3, size=(1500, 1))
+    store = Store(tmp_path / "state.sqlite3")
+    for i, v in enumerate(vectors.astype(np.float32)):
+        add_clip(store, tmp_path / f"c{i:05d}.mp4", v, f"{i:064x}")
+    yield store, vectors.astype(np.float32), rng
+    store.close()
+
+
+def exact_top(store: Store, query: np.ndarray, k: int) -> list[Path]:
+    return [r.path for r, _ in Index.load(store, MODEL).ranked(query, k)]
+
+
+def test_scores_are_exact_and_recall_at_10_reaches_the_target(library):
+    store, vectors, rng = library
+    index = VectorIndex.open(store, MODEL)
+    recalls = []
+    for _ in range(30):
+        query = rng.normal(size=DIM).astype(np.float32)
+        got = index.ranked(query, 10)
+        for record, score in got:  # the store's float32 embedding, not the int8 graph's
+            row = int(record.path.stem[1:])
+            assert score == pytest.approx(float(vectors[row] @ query), rel=1e-5)
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+        recalls.append(len({r.path for r, _ in got} & set(exact_top(store, query, 10))) / 10)
+    assert np.mean(recalls) >= 0.98
+
+
+def test_the_index_is_saved_beside_the_store_and_opened_without_a_rebuild(library, monkeypatch):
+    store, _, rng = library
+    VectorIndex.open(store, MODEL)
+    manifest = json.loads(next(folder_of(store).glob("*.json")).read_text())
+    assert manifest["count"] == 1500 and (folder_of(store) / manifest["file"]).is_file()
+    monkeypatch.setattr(VectorIndex, "build", classmethod(lambda *a, **k: pytest.fail("rebuilt")))
+    query = rng.normal(size=DIM).astype(np.float32)
+    assert [r.path for r, _ in VectorIndex.open(store, MODEL).ranked(query, 5)] == \
+        exact_top(store, query, 5)
+
+
+def test_clips_tagged_moved_and_forgotten_after_the_save_are_found_moved_and_gone(
+        library, tmp_path):
+    store, vectors, _ = library
+    VectorIndex.open(store, MODEL)
+    query = vectors[7] / np.linalg.norm(vectors[7])
+    strong = (vectors[7] * 5).astype(np.float32)  # outranks every stored clip for this query
+    add_clip(store, tmp_path / "new.mp4", strong, "f" * 64)
+    store.forget(tmp_path / "c00007.mp4")  # the best match so far
+    old = store.file(tmp_path / "c00008.mp4")
+    store.forget(old.path)  # moved: the same content at another path
+    add_clip(store, tmp_path / "moved" / "c00008.mp4", vectors[8], old.sha256)
+    for index in (VectorIndex.open(store, MODEL), _synced(store)):
+        top = [r.path for r, _ in index.ranked(query, 1500)]
+        assert top[0] == tmp_path / "new.mp4"
+        assert tmp_path / "c00007.mp4" not in top and tmp_path / "c00008.mp4" not in top
+        assert tmp_path / "moved" / "c00008.mp4" in top
+        assert top[:10] == exact_top(store, query, 10)
+
+
+def _synced(store: Store) -> VectorIndex:
+    index = VectorIndex.open(store, MODEL)
+    assert index.pending() > 0 and index.sync(force=True)
+    reopened = VectorIndex.open(store, MODEL)
+    assert reopened.pending() == 0  # the changes are in the file now
+    return reopened
+
+
+def test_a_large_overlay_is_merged_by_the_process_that_sees_it(library, tmp_path, monkeypatch):
+    store, vectors, _ = library
+    VectorIndex.open(store, MODEL)
+    monkeypatch.setattr(vector_index, "SYNC_AT", 3)
+    for i in range(3):
+        add_clip(store, tmp_path / f"n{i}.mp4", vectors[i], f"{i:063x}e")
+    index = VectorIndex.open(store, MODEL)
+    assert index.sync() and VectorIndex.open(store, MODEL).pending() == 0
+    assert len(list(folder_of(store).glob("*.usearch"))) == 1  # the old file is removed
+
+
+def test_a_merge_skips_while_another_process_holds_the_lock(library, tmp_path):
+    store, vectors, _ = library
+    index = VectorIndex.open(store, MODEL)
+    add_clip(store, tmp_path / "n.mp4", vectors[0], "e" * 64)
+    index.refresh()
+    with vector_index._locked(folder_of(store) / f"{vector_index._stem(MODEL)}.lock") as held:
+        assert held
+        assert not index.sync(force=True)
+    assert index.sync(force=True)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "flipped", "other store",
+                                    "trimmed feed", "garbage manifest"])
+def test_a_missing_stale_or_corrupt_index_is_rebuilt_from_the_store(library, damage, caplog,
+                                                                     monkeypatch):
+    store, _, rng = library
+    VectorIndex.open(store, MODEL)
+    folder = folder_of(store)
+    manifest_path = next(folder.glob("*.json"))
+    manifest = json.loads(manifest_path.read_text())
+    graph = folder / manifest["file"]
+    if damage == "missing":
+        graph.unlink()
+    elif damage == "truncated":
+        graph.write_bytes(graph.read_bytes()[:-100])
+    elif damage == "flipped":
+        data = bytearray(graph.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        graph.write_bytes(bytes(data))
+    elif damage == "other store":
+        manifest_path.write_text(json.dumps({**manifest, "store": manifest["store"] + 1}))
+    elif damage == "trimmed feed":
+        real, asked = Store.changed_since, []
+        # the feed kept no change as old as the file's (CHANGES_KEPT): the first ask says so
+        monkeypatch.setattr(Store, "changed_since", lambda self, seq: (
+            (seq, None) if not asked and not asked.append(seq) else real(self, seq)))
+    else:
+        manifest_path.write_text("{not json")
+    builds = []
+    real_build = VectorIndex.build.__func__
+    monkeypatch.setattr(VectorIndex, "build", classmethod(
+        lambda cls, *a, **k: builds.append(1) or real_build(cls, *a, **k)))
+    with caplog.at_level(logging.INFO, logger="autotag.vector_index"):
+        index = VectorIndex.open(store, MODEL)
+    assert builds == [1]
+    query = rng.normal(size=DIM).astype(np.float32)
+    assert [r.path for r, _ in index.ranked(query, 10)] == exact_top(store, query, 10)
+    if damage not in ("missing", "garbage manifest"):
+        assert "rebuilding it from the store" in caplog.text
+
+
+def test_an_unwritable_state_folder_still_searches(library, monkeypatch):
+    store, _, rng = library
+
+    def refuse(self, graph, manifest):
+        raise vector_index.IndexUnavailable("read-only")
+
+    monkeypatch.setattr(VectorIndex, "_publish", refuse)
+    index = VectorIndex.open(store, MODEL)
+    query = rng.normal(size=DIM).astype(np.float32)
+    hits, stale = search(index, store, MODEL, query, 3, 0.0, fresh=lambda r: True)
+    assert [h.record.path for h in hits] == exact_top(store, query, 3) and stale == 0
+
+
+def test_an_empty_store_gives_an_empty_index(tmp_path):
+    store = Store(tmp_path / "state.sqlite3")
+    try:
+        index = VectorIndex.open(store, MODEL)
+        assert len(index) == 0 and index.ranked(np.ones(DIM, np.float32), 5) == []
+        add_clip(store, tmp_path / "a.mp4", np.ones(DIM, np.float32), "a" * 64)
+        index.refresh()
+        assert [r.path.name for r, _ in index.ranked(np.ones(DIM, np.float32), 5)] == ["a.mp4"]
+    finally:
+        store.close()
