@@ -21,6 +21,7 @@ from autotag.clip import Embedded, Tag, Tagged
 from autotag.config import Config
 from autotag.engine import EMBEDDED, FAILED, SKIPPED, STORED, Outcome
 from autotag.outputs import OutputSet, own_outputs, read_sidecar, sidecar_path
+from autotag.outputs.sidecar import sidecar_file
 from autotag.scoring import reviewed, tag_scores, window_scores
 from autotag.store import Store, Version
 from autotag.vocabulary import Vocabulary
@@ -149,8 +150,10 @@ class Tagger:
     def not_in_store(self, path: Path) -> bool:
         """The clip has a sidecar but the store has no record of its path (the store was
         deleted, damaged and moved aside, or this is a new machine): it is embedded again."""
-        return (self.config.outputs.sidecars and self.store.file(path) is None
-                and sidecar_path(path, self.config.outputs).exists())
+        return self.store.file(path) is None and self.has_sidecar(path)
+
+    def has_sidecar(self, path: Path) -> bool:
+        return self.config.outputs.sidecars and sidecar_path(path, self.config.outputs).exists()
 
 
 def fresh_pass(tagger: Tagger, paths: Iterable[Path], batch: int = FRESH_BATCH,
@@ -200,14 +203,14 @@ def _fresh(path: Path, st: os.stat_result, version: Version | None, config: Conf
         return False
     if not config.outputs.sidecars:
         return True
-    where = sidecar_path(path, config.outputs)
+    where = sidecar_file(str(path), config.outputs)
     try:
         mtime_ns = os.stat(where).st_mtime_ns
     except OSError:
         return False
     if version.sidecar == mtime_ns:
         return True
-    sidecar = read_sidecar(where) or {}
+    sidecar = read_sidecar(Path(where)) or {}
     source = sidecar.get("source") or {}
     fresh = (source.get("size") == st.st_size and source.get("mtime") == st.st_mtime
              and sidecar.get("model") == model and sidecar.get("vocabulary") == vocabulary)

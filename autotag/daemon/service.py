@@ -386,7 +386,8 @@ class Daemon:
         self._app.store.record_roots(self._roots())  # what the web app may serve
         self._watcher = Watcher(self._roots(), self.config.watch, self.inbox,
                                 self.config.outputs.own_folders,
-                                known=self._known, gone=self._gone, changed=self.inbox.wake)
+                                known=self._known, known_many=self._known_many,
+                                gone=self._gone, changed=self.inbox.wake)
         for path in carried:  # files the old watcher was waiting on, retries included
             self._watcher.retry_later(path, self.config.watch.stability_seconds)
         self._not_in_store = 0
@@ -404,6 +405,23 @@ class Daemon:
         return record.status == "failed" or (
             record.model == self._app.tagger.model
             and record.vocabulary == self._app.vocabulary.fingerprint)
+
+    def _known_many(self, items: list[tuple[Path, os.stat_result]]) -> list[bool]:
+        """_known for many files, with one store query for them all (Store.versions)."""
+        app = self._app
+        if app is None:
+            return [False] * len(items)
+        versions = app.store.versions([str(p) for p, _ in items])
+        known = []
+        for path, st in items:
+            version = versions.get(str(path))
+            if version is None and app.tagger.has_sidecar(path):
+                self._not_in_store += 1
+            known.append(version is not None and version.matches(st.st_size, st.st_mtime) and (
+                version.status == "failed" or (
+                    version.model == app.tagger.model
+                    and version.vocabulary == app.vocabulary.fingerprint)))
+        return known
 
     def _gone(self, path: Path) -> None:
         """A clip was deleted or moved away: the tagging step forgets it (Tagger.forget).

@@ -42,6 +42,16 @@ def sidecar_path(clip: Path, outputs: OutputsConfig) -> Path:
     return clip.with_name(sidecar_name(clip.name))
 
 
+def sidecar_file(clip: str, outputs: OutputsConfig) -> str:
+    """sidecar_path as a string, from a string: the up-to-date pass asks it of every clip,
+    and the Path arithmetic cost it more than its stat."""
+    if outputs.sidecar_dir is None:
+        name = clip.rpartition("/")[2]
+        if len(name.encode()) + len(SUFFIX) <= NAME_MAX:
+            return clip + SUFFIX
+    return str(sidecar_path(Path(clip), outputs))
+
+
 def read_sidecar(path: Path) -> dict | None:
     """The sidecar's content, or None when it is missing or unreadable (never raises)."""
     try:
