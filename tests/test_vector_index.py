@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,15 @@ from autotag.search import Index, search
 from autotag.store import Store
 from autotag.vector_index import VectorIndex, folder_of
 
-DIM = 16
+DIM = 64
 MODEL = "m"
 
 
 def add_clip(store: Store, path: Path, vector: np.ndarray, sha256: str) -> None:
+    """A tagged clip whose file is there as it was tagged (search shows only fresh clips)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * 10)
+    os.utime(path, (1.0, 1.0))
     source = SourceInfo(path, 10, 1.0, sha256)
     windows = np.stack([vector, vector]).astype(np.float32)  # their mean is the vector
     store.save_embedded(Embedded(source, 6.4, (Window(0, 3.2), Window(3.2, 6.4)), windows,
@@ -38,8 +43,20 @@ def library(tmp_path):
     store = Store(tmp_path / "state.sqlite3")
     for i, v in enumerate(vectors.astype(np.float32)):
         add_clip(store, tmp_path / f"c{i:05d}.mp4", v, f"{i:064x}")
-    yield store, vectors.astype(np.float32), rng
+    yield store, vectors.astype(np.float32), Queries(rng, centres)
     store.close()
+
+
+class Queries:
+    """Queries as text is to video: near one activity's clips (a query near none ranks by norm
+    alone, README: Search at scale)."""
+
+    def __init__(self, rng: np.random.Generator, centres: np.ndarray) -> None:
+        self.rng, self.centres = rng, centres
+
+    def normal(self, size: int) -> np.ndarray:
+        centre = self.centres[self.rng.integers(0, len(self.centres))]
+        return (centre + 0.8 * self.rng.normal(size=size)).astype(np.float32)
 
 
 def exact_top(store: Store, query: np.ndarray, k: int) -> list[Path]:
@@ -51,7 +68,7 @@ def test_scores_are_exact_and_recall_at_10_reaches_the_target(library):
     index = VectorIndex.open(store, MODEL)
     recalls = []
     for _ in range(30):
-        query = rng.normal(size=DIM).astype(np.float32)
+        query = rng.normal(DIM)
         got = index.ranked(query, 10)
         for record, score in got:  # the store's float32 embedding, not the int8 graph's
             row = int(record.path.stem[1:])
@@ -67,7 +84,7 @@ def test_the_index_is_saved_beside_the_store_and_opened_without_a_rebuild(librar
     manifest = json.loads(next(folder_of(store).glob("*.json")).read_text())
     assert manifest["count"] == 1500 and (folder_of(store) / manifest["file"]).is_file()
     monkeypatch.setattr(VectorIndex, "build", classmethod(lambda *a, **k: pytest.fail("rebuilt")))
-    query = rng.normal(size=DIM).astype(np.float32)
+    query = rng.normal(DIM)
     assert [r.path for r, _ in VectorIndex.open(store, MODEL).ranked(query, 5)] == \
         exact_top(store, query, 5)
 
@@ -155,7 +172,7 @@ def test_a_missing_stale_or_corrupt_index_is_rebuilt_from_the_store(library, dam
     with caplog.at_level(logging.INFO, logger="autotag.vector_index"):
         index = VectorIndex.open(store, MODEL)
     assert builds == [1]
-    query = rng.normal(size=DIM).astype(np.float32)
+    query = rng.normal(DIM)
     assert [r.path for r, _ in index.ranked(query, 10)] == exact_top(store, query, 10)
     if damage not in ("missing", "garbage manifest"):
         assert "rebuilding it from the store" in caplog.text
@@ -169,7 +186,7 @@ def test_an_unwritable_state_folder_still_searches(library, monkeypatch):
 
     monkeypatch.setattr(VectorIndex, "_publish", refuse)
     index = VectorIndex.open(store, MODEL)
-    query = rng.normal(size=DIM).astype(np.float32)
+    query = rng.normal(DIM)
     hits, stale = search(index, store, MODEL, query, 3, 0.0, fresh=lambda r: True)
     assert [h.record.path for h in hits] == exact_top(store, query, 3) and stale == 0
 
@@ -184,3 +201,27 @@ def test_an_empty_store_gives_an_empty_index(tmp_path):
         assert [r.path.name for r, _ in index.ranked(np.ones(DIM, np.float32), 5)] == ["a.mp4"]
     finally:
         store.close()
+
+
+def test_the_live_index_ranks_unfiltered_queries_through_it_and_follows_the_store(
+        library, tmp_path, monkeypatch):
+    from autotag.config import TaggingConfig
+    from autotag.index import Filter, LiveIndex
+    from autotag.vocabulary import Vocabulary
+
+    store, vectors, rng = library
+    vocabulary = Vocabulary((), np.zeros((0, DIM), np.float32), "v")
+    live = LiveIndex(store, MODEL, vocabulary, TaggingConfig(min_score=0.0), ann_from=0)
+    graph_queries = []
+    real = VectorIndex.ranked
+    monkeypatch.setattr(VectorIndex, "ranked", lambda self, q, k, keep=None: (
+        graph_queries.append(k) or real(self, q, k, keep)))
+    query = rng.normal(DIM)
+    hits, _ = live.search(query, 5)
+    assert graph_queries and [h.record.path for h in hits] == exact_top(store, query, 5)
+    add_clip(store, tmp_path / "late.mp4", (query * 50).astype(np.float32), "d" * 64)
+    hits, _ = live.search(query, 5)
+    assert hits[0].record.path == tmp_path / "late.mp4"
+    graph_queries.clear()
+    (hit, *_), _ = live.search(query, 5, Filter(folders=(tmp_path,), exclude=(hits[0].record.id,)))
+    assert not graph_queries and hit.record.path == exact_top(store, query, 2)[1]  # exact rows
