@@ -20,6 +20,7 @@ from autotag.model import Embedder, LazyEmbedder, load_configured
 from autotag.outputs import build_outputs
 from autotag.store import Store
 from autotag.tagging import ClipResult, Tagger
+from autotag.vector_index import keep_current
 from autotag.vocabulary import Vocabulary, build_vocabulary, example_embeddings
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class App:
     store: Store
     engine: Engine
     tagger: Tagger
+    opened_at: int = -1  # the store's last change when this app opened it
 
     def tag(self, paths: Iterable[Path], *, force: bool = False,
             retry_failed: RetryFailed = True, stop: threading.Event | None = None,
@@ -44,7 +46,16 @@ class App:
         return self.tagger.results(outcomes)
 
     def close(self) -> None:
-        self.store.close()
+        """Close the store, first merging what this app tagged, moved or forgot into the
+        search index if there is one and the changes reached its SYNC_AT (a reader would merge
+        them otherwise, in the middle of someone's search)."""
+        try:
+            if self.store.last_change() != self.opened_at:
+                keep_current(self.store, self.tagger.model)
+        except Exception as exc:  # noqa: BLE001 - the index is a cache; closing must go on
+            log.warning("search index not updated: %s", exc)
+        finally:
+            self.store.close()
 
 
 def with_model(config: Config, handle: str | None) -> Config:
@@ -79,4 +90,4 @@ def open_app(config: Config, embedder: Embedder | None = None, *, lazy: bool = F
         store.close()
         raise
     tagger = Tagger(config, vocabulary, build_outputs(config), store, embedder.fingerprint)
-    return App(config, embedder, vocabulary, store, engine, tagger)
+    return App(config, embedder, vocabulary, store, engine, tagger, store.last_change())

@@ -151,7 +151,7 @@ class VectorIndex:
                 loaded.refresh()
                 return loaded
             except StaleIndex as exc:
-                log.info("search index: %s; rebuilding it from the store", exc)
+                log.info("search index: %s; it is rebuilt from the store", exc)
         if not build:
             return None
         return cls.build(store, model, progress=progress)
@@ -164,19 +164,19 @@ class VectorIndex:
             return None
         reason = _unsound(store, model, manifest, folder)
         if reason:
-            log.warning("search index %s: %s; rebuilding it from the store", folder, reason)
+            log.warning("search index %s: %s; it is rebuilt from the store", folder, reason)
             return None
         from usearch.index import Index
 
         try:
             graph = Index.restore(str(folder / manifest.file), view=True)
         except Exception as exc:  # noqa: BLE001 - usearch raises RuntimeError, ValueError, ...
-            log.warning("search index %s: unreadable (%s); rebuilding it from the store",
+            log.warning("search index %s: unreadable (%s); it is rebuilt from the store",
                         folder, exc)
             return None
         if graph.ndim != manifest.dim:
-            log.warning("search index %s: not built for %d-dimensional embeddings; rebuilding "
-                        "it from the store", folder, manifest.dim)
+            log.warning("search index %s: not built for %d-dimensional embeddings; it is "
+                        "rebuilt from the store", folder, manifest.dim)
             return None
         return cls(store, model, manifest, graph, folder)
 
@@ -348,6 +348,14 @@ class VectorIndex:
                 if len(out) == k:
                     break
         return out
+
+
+def keep_current(store: Store, model: str) -> bool:
+    """Merge the store's changes into the saved index of this model, if there is one and they
+    reached SYNC_AT (a writer's last step: `--once`, backfill, retag, a daemon stopping). A
+    missing or unsound index is left to the next reader to build. True if merged."""
+    index = VectorIndex.open(store, model, build=False)
+    return index is not None and index.sync()
 
 
 class StaleIndex(Exception):

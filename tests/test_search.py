@@ -54,6 +54,21 @@ def test_a_query_ranks_the_matching_clips_first_with_the_segment_that_matches(in
     assert Path(sea[0]["path"]).name == "blue.mp4"
 
 
+def test_search_ranks_through_the_saved_index_and_finds_clips_tagged_after_it(
+        indexed, capsys, run_once):
+    clips, config = indexed
+    search_json(config, capsys, "red")  # builds the index beside the store
+    folder = load_config(config).state.store_path.parent / "state.sqlite3-index"
+    manifest = next(folder.glob("*.json"))
+    built = json.loads(manifest.read_text())["built"]
+    write_video(clips / "new red.mp4", [(RED, 4)])
+    assert run_once(config, clips) == 0
+    names = [Path(h["path"]).name for h in search_json(config, capsys, "red")]
+    assert names[:3] == ["red.mp4", "new red.mp4", "late red.mp4"] or \
+        names[:3] == ["new red.mp4", "red.mp4", "late red.mp4"]
+    assert json.loads(manifest.read_text())["built"] == built  # followed, not rebuilt
+
+
 def test_top_and_under_restrict_the_results(indexed, capsys):
     clips, config = indexed
     assert len(search_json(config, capsys, "--top", "1", "red")) == 1

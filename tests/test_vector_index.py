@@ -21,7 +21,8 @@ DIM = 64
 MODEL = "m"
 
 
-def add_clip(store: Store, path: Path, vector: np.ndarray, sha256: str) -> None:
+def add_clip(store: Store, path: Path, vector: np.ndarray, sha256: str,
+             model: str = MODEL) -> None:
     """A tagged clip whose file is there as it was tagged (search shows only fresh clips)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x" * 10)
@@ -29,8 +30,8 @@ def add_clip(store: Store, path: Path, vector: np.ndarray, sha256: str) -> None:
     source = SourceInfo(path, 10, 1.0, sha256)
     windows = np.stack([vector, vector]).astype(np.float32)  # their mean is the vector
     store.save_embedded(Embedded(source, 6.4, (Window(0, 3.2), Window(3.2, 6.4)), windows,
-                                 np.zeros((0, 1, 1, 3), np.uint8)), MODEL)
-    store.record_tagged(source, MODEL, "v")
+                                 np.zeros((0, 1, 1, 3), np.uint8)), model)
+    store.record_tagged(source, model, "v")
 
 
 @pytest.fixture
@@ -175,7 +176,7 @@ def test_a_missing_stale_or_corrupt_index_is_rebuilt_from_the_store(library, dam
     query = rng.normal(DIM)
     assert [r.path for r, _ in index.ranked(query, 10)] == exact_top(store, query, 10)
     if damage not in ("missing", "garbage manifest"):
-        assert "rebuilding it from the store" in caplog.text
+        assert "it is rebuilt from the store" in caplog.text
 
 
 def test_an_unwritable_state_folder_still_searches(library, monkeypatch):
@@ -209,7 +210,7 @@ def test_the_live_index_ranks_unfiltered_queries_through_it_and_follows_the_stor
     from autotag.index import Filter, LiveIndex
     from autotag.vocabulary import Vocabulary
 
-    store, vectors, rng = library
+    store, _, rng = library
     vocabulary = Vocabulary((), np.zeros((0, DIM), np.float32), "v")
     live = LiveIndex(store, MODEL, vocabulary, TaggingConfig(min_score=0.0), ann_from=0)
     graph_queries = []
@@ -225,3 +226,26 @@ def test_the_live_index_ranks_unfiltered_queries_through_it_and_follows_the_stor
     graph_queries.clear()
     (hit, *_), _ = live.search(query, 5, Filter(folders=(tmp_path,), exclude=(hits[0].record.id,)))
     assert not graph_queries and hit.record.path == exact_top(store, query, 2)[1]  # exact rows
+
+
+def test_a_writer_merges_its_changes_into_the_saved_index_when_it_closes(
+        tmp_path, model_dir, embedder, monkeypatch):
+    """--once (and backfill, retag, the daemon stopping) close their app: what they tagged is
+    in the index's file afterwards, not left for the next search to merge."""
+    from autotag.app import open_app
+    from autotag.config import load_config
+    from tests.helpers import write_config
+
+    monkeypatch.setattr(vector_index, "SYNC_AT", 1)
+    config = load_config(write_config(tmp_path, model_dir))
+    app = open_app(config, embedder=embedder)
+    model = embedder.fingerprint
+    VectorIndex.open(app.store, model)  # the first search built it
+    add_clip(app.store, tmp_path / "a.mp4", np.ones(512, np.float32), "a" * 64, model)
+    app.close()
+    store = Store(config.state.store_path)
+    try:
+        index = VectorIndex.open(store, model, build=False)
+        assert index.pending() == 0 and len(index) == 1
+    finally:
+        store.close()

@@ -208,8 +208,8 @@ def recall(found: list[list[int]], exact: list[list[int]]) -> float:
 
 
 def at_size(clips: int, folder: Path, cache: Path, before: Path | None, say) -> dict:
-    handle = folder / "model"
-    handle.mkdir(exist_ok=True)
+    handle = cache / "scale-model"  # a fixed path: the fingerprint, and so the cached store
+    handle.mkdir(parents=True, exist_ok=True)
     model = model_of(handle)
     media, _ = build_media(cache, clips)
     say(f"{clips:,} clips: store (cached after the first run)")
