@@ -132,14 +132,18 @@ class Engine:
     def plan_many(self, paths: Iterable[Path], *,
                   fresh_many: Callable[[list, dict], list[bool]] | None = None,
                   force: bool = False, hash_if: Callable[[int], bool] = lambda _: True,
-                  batch: int = PLAN_BATCH) -> Iterator[SourceInfo | Outcome]:
+                  batch: int | None = None) -> Iterator[SourceInfo | Outcome]:
         """`plan` for a stream of paths, `batch` at a time (a stat each, one store query for
-        the batch, fresh_many(items, versions) for the up-to-date rule): nothing is kept
+        the batch, fresh_many(items, versions) for the up-to-date rule; `batch` defaults to
+        PLAN_BATCH): nothing is kept
         beyond a batch. A file whose hash the store does not know is hashed here only when
         hash_if(size) (it may be a copy of stored content); otherwise it is planned with an
         empty sha256, for whoever decodes it to hash (a cluster's decode task reads it anyway)."""
-        paths = iter(paths)
-        while chunk := list(itertools.islice(paths, batch)):
+        paths, size, batch = iter(paths), 1, batch or PLAN_BATCH
+        # batches of 1, 2, 4, ... `batch`: the first path is planned as soon as it is found
+        # (a slow walk on a NAS), later ones share their store queries
+        while chunk := list(itertools.islice(paths, size)):
+            size = min(2 * size, batch)
             items: list[tuple[Path, os.stat_result]] = []
             for path in map(Path, chunk):
                 try:

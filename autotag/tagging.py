@@ -163,8 +163,10 @@ def fresh_pass(tagger: Tagger, paths: Iterable[Path], batch: int = FRESH_BATCH,
     store query per `batch` (Tagger.fresh_many): no file is opened for an unchanged clip, and
     nothing is kept beyond one batch. not_in_store(path): a clip with a sidecar the store does
     not know (a lost store), as Tagger.not_in_store says."""
-    paths = iter(paths)
-    while chunk := list(itertools.islice(paths, batch)):  # itertools.batched: Python 3.12
+    paths, size = iter(paths), 1
+    # batches of 1, 2, 4, ... `batch`: the first clip goes on at once, later ones share queries
+    while chunk := list(itertools.islice(paths, size)):
+        size = min(2 * size, batch)
         items: list[tuple[Path, os.stat_result]] = []
         for path in chunk:
             try:
