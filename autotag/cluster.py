@@ -31,6 +31,7 @@ Ray is imported only inside the functions that need it (`pip install 'autotag[cl
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import queue
@@ -64,7 +65,11 @@ DECODE_CPUS = 1  # per decode task: one clip, one decoding thread (media.DECODE_
 # max_retries=-1), so a file that crashes its decoder would hang the run: a lost node is worth
 # two more tries, a file that kills three workers in a row is a failed clip.
 DECODE_RETRIES = 2
-EMBED_RETRIES = 2  # the same for an actor that dies during a clip (restarted for the next)
+# An actor that dies (a crash, a lost node) is restarted for the next clips, but its clips in
+# flight are not retried: a retry waits for the restart, and a lost node's actor may never find
+# room to restart on the nodes left (each holds its own actor), so the run hung (issue 22, a
+# node removed mid-run). They are named LOST at once and tried again by the next run.
+EMBED_RETRIES = 0
 # The model's resident memory (README, Performance: 1.1 GB alone, 1.35 GB with batches). Asked
 # of Ray so it places no more actors on a node than it holds; it also makes the stages'
 # resources differ where their CPU counts do not (two-core nodes), or Ray fuses decoding into
@@ -76,8 +81,9 @@ GPU_ACTOR_THREADS = 2  # TensorFlow intra-op threads in a GPU actor (model.threa
 # 2.9 s of decoding for 9.1 s of model on 720p clips): the actor reserves the rest.
 DECODE_SHARE = 4
 MIN_NODE_CPUS = 2  # nodes with fewer CPUs (a KubeRay head with num-cpus: 0) run no actor
-LOST = ("the Ray worker decoding or embedding it died, after {retries} retries (a crash, or "
-        "its node was lost); see the Ray logs with --debug")
+LOST = ("the Ray worker decoding or embedding it died (a crash, or its node was lost; decoding "
+        "is tried {retries} more times, embedding is not); the next run tries it again; see the "
+        "Ray logs with --debug")
 FIRST_CHUNK = 8  # clips in the first dataset: the model starts on the first clips found
 CHUNK_GROWTH = 4  # each dataset holds this many times the clips of the one before ...
 MAX_CHUNK = 4_096  # ... up to this: the driver's plan in memory (a row is ~300 bytes)
@@ -541,6 +547,10 @@ def run(engine: Engine, sources: list[SourceInfo], config: Config, *, debug: boo
             close()  # stops the streaming executor (Ctrl-C, or the consumer stopped)
         for key, value in saved.items():
             setattr(context, key, value)
+        # A dataset whose task failed (a lost node) keeps its model actors alive through
+        # reference cycles until Python's collector runs: on full nodes the next chunk's actors
+        # found no room, and the run hung (issue 22)
+        gc.collect()
     for source in by_path.values():  # rows that never came back: their task was lost
         yield lost(source)
 
