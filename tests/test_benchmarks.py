@@ -161,3 +161,26 @@ def test_the_serve_benchmark_writes_latency_page_load_memory_and_the_command_tim
     assert list(r["command"]) == ["after"] and r["build"]["after"]["schema"] == SCHEMA_VERSION
     assert r["machine"]["cpu"] and r["machine"]["flags"]
     assert "| search, /api/search top 24 (p50 / p95 of 5) |" in path.with_suffix(".md").read_text()
+
+
+def test_the_scale_uptodate_benchmark_runs_quick():
+    from benchmarks.scale import uptodate
+
+    r = uptodate.measure(quick=True)
+    rows = {row["metric"]: row for row in r["rows"]}
+    whole = rows[f"--once over {uptodate.QUICK_CLIPS:,} tagged, unchanged clips"]
+    assert whole["before"] is None and 0 < whole["after"] < 60 and whole["unit"] == "s"
+    assert rows["store bytes per clip: clips"]["after"] > 4 * uptodate.DIM  # a window's floats
+    assert any("target" in note for note in r["notes"])
+
+
+def test_the_scale_plan_benchmark_runs_quick():
+    pytest.importorskip("ray")
+    from benchmarks.scale import plan
+
+    r = plan.measure(quick=True)
+    (n,) = plan.QUICK_CLIPS
+    rows = {row["metric"]: row for row in r["rows"]}
+    first = rows[f"backfill, {n:,} clips: command start → first model call"]
+    assert first["before"] is None and 0 < first["after"] < plan.FIRST_CALL_TIMEOUT
+    assert rows[f"backfill, {n:,} clips: driver peak memory (VmHWM)"]["after"] > 20
