@@ -77,12 +77,10 @@ class Index:
 
     @classmethod
     def load(cls, store: Store, model: str, under: Sequence[Path] = ()) -> Index:
-        rows, matrix = store.clip_rows(model)
-        if under:
-            prefixes = tuple(str(f).rstrip("/") + "/" for f in under)
-            folders = {str(f) for f in under}
-            keep = [i for i, r in enumerate(rows) if r[0].startswith(prefixes) or r[0] in folders]
-            rows, matrix = [rows[i] for i in keep], matrix[keep]
+        """Every clip tagged with `model`, or those inside the folders `under` (only theirs
+        are read: a folder of a million-clip library costs its own clips)."""
+        rows, matrix = store.clip_rows_under(model, list(under)) if under \
+            else store.clip_rows(model)
         return cls(_Records(rows), matrix)
 
     def __len__(self) -> int:

@@ -543,6 +543,23 @@ class Store:
             matrix = matrix[keep]
         return [rows[i] for i in keep], matrix
 
+    def clip_rows_under(self, model: str, folders: list[Path]) -> tuple[list[tuple], np.ndarray]:
+        """clip_rows for the files inside these folders (or these files) only: a range of the
+        path index per folder ('/' sorts just before '0'), so a folder's clips are read, not
+        the library's. Sorted by path; a file inside two of the folders once."""
+        rows: dict[str, tuple] = {}
+        for folder in folders:
+            prefix = str(folder).rstrip("/")
+            for row in self._db().execute(
+                    f"SELECT {_RECORD_F}, v.vector, v.dim FROM files f JOIN vectors v ON "
+                    "v.sha256 = f.sha256 AND v.model = ? WHERE f.status = 'tagged' AND "
+                    "((f.path >= ? AND f.path < ?) OR f.path = ?)",
+                    (model, prefix + "/", prefix + "0", prefix)):
+                rows[row[0]] = row
+        ordered = [rows[p] for p in sorted(rows)]
+        _, matrix = _records_and_matrix(ordered)
+        return [r[:11] for r in ordered], matrix
+
     def clip_index_of(self, model: str, ids: set[int]) -> tuple[list[FileRecord], np.ndarray]:
         """clip_index for these file ids only (those still tagged with stored embeddings)."""
         rows: list = []

@@ -230,3 +230,20 @@ def test_more_like_this_ranks_the_same_content_first_then_by_the_moment(indexed,
     assert cli.main(["search", "--config", str(config), "--like", "nowhere.mp4"]) == 2
     assert "not a clip autotag tagged" in capsys.readouterr().err
     assert cli.main(["search", "--config", str(config), "--like", late, "red"]) == 2
+
+
+def test_a_folder_reads_only_its_own_clips_not_a_sibling_with_a_longer_name(tmp_path):
+    store = Store(tmp_path / "state.sqlite3")
+    try:
+        for i, name in enumerate(["a/x.mp4", "a/sub/y.mp4", "a2/z.mp4", "a.mp4", "b/w.mp4"]):
+            source = SourceInfo(tmp_path / name, 10, 1.0, f"{i:064x}")
+            store.save_embedded(Embedded(source, 3.2, (Window(0, 3.2),),
+                                         np.full((1, 4), i, np.float32),
+                                         np.zeros((0, 1, 1, 3), np.uint8)), "m")
+            store.record_tagged(source, "m", "v")
+        rows, matrix = store.clip_rows_under("m", [tmp_path / "a", tmp_path / "b" / "w.mp4"])
+        assert [Path(r[0]).relative_to(tmp_path).as_posix() for r in rows] == \
+            ["a/sub/y.mp4", "a/x.mp4", "b/w.mp4"]
+        assert matrix[:, 0].tolist() == [1.0, 0.0, 4.0]  # each row's own vector
+    finally:
+        store.close()
