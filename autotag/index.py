@@ -6,7 +6,8 @@ What `autotag serve` (and the daemon serving it) searches. It is loaded once (10
 for the files changed since the last change it applied (one indexed SQLite query when nothing
 changed) and loads only those, so clips the daemon tags, moves or forgets, in this process or
 another, are found, moved or gone at the next query. A rebuild from the store is always right:
-the store is the truth; this is a cache of it.
+the store is the truth; this is a cache of it. From ANN_FROM clips an unfiltered query ranks
+through the on-disk vector index (vector_index.py) instead, which follows the same feed.
 
 A clip's given tags are computed here from its clip embedding (the mean of its windows, so
 vector · clip embedding is the tag's clip score, as tagging computes it) with the current

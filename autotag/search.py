@@ -6,9 +6,11 @@ a clip's score is its mean window score, the clip score tagging uses). Only the 
 then checked against the disk (a clip gone or changed since it was embedded is left out, never
 shown with stale scores) and read back window by window for the segment that matches best.
 
-Scale: the store's clip embeddings are read into one float32 [n, 512] matrix (100,000 clips:
-200 MB; a query is one matrix-vector product, milliseconds). Past a few million clips the
-matrix no longer fits comfortably and a vector index (e.g. FAISS, sqlite-vec) is the next step.
+Scale: `autotag search` ranks through the on-disk vector index (vector_index.py: a graph of
+the clip embeddings, memory-mapped, its candidates re-ranked exactly from the store), so its
+memory and time are bounded by the index, not by every embedding; `--under` ranks the folders'
+own clips exactly (Index.load reads only theirs). Index is the exact ranking in memory: float32
+[n, 512], one matrix-vector product (100,000 clips: 200 MB, milliseconds).
 """
 
 from __future__ import annotations
