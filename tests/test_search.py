@@ -69,6 +69,19 @@ def test_search_ranks_through_the_saved_index_and_finds_clips_tagged_after_it(
     assert json.loads(manifest.read_text())["built"] == built  # followed, not rebuilt
 
 
+def test_the_first_search_builds_the_index_and_says_so_in_plain_lines_off_a_terminal(
+        indexed, capsys):
+    _, config = indexed
+
+    def search_log(query: str) -> str:
+        capsys.readouterr()
+        assert cli.main(["search", "--config", str(config), "--json", query]) == 0
+        return capsys.readouterr().err
+
+    assert "building the search index: 4 of 4 clips" in search_log("red")
+    assert "building the search index" not in search_log("green")  # opened, not built
+
+
 def test_top_and_under_restrict_the_results(indexed, capsys):
     clips, config = indexed
     assert len(search_json(config, capsys, "--top", "1", "red")) == 1
