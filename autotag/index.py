@@ -46,6 +46,10 @@ GROWTH = 1.5  # the matrix grows by this factor when full (amortised appends)
 ANN_FROM = 50_000
 
 
+class _Closing(Exception):
+    """The index closed during a build: the build stops at its next step."""
+
+
 @dataclass(frozen=True)
 class Filter:
     """Which clips a query ranks: inside one of these folders, and given all of these tags."""
@@ -69,6 +73,8 @@ class LiveIndex:
         self._folders: dict[tuple, tuple[int, np.ndarray]] = {}
         self._ann_from = ann_from
         self._vectors: VectorIndex | None = None
+        self._builder: threading.Thread | None = None  # builds the vector index if missing
+        self._closing = threading.Event()
         self._reload()
 
     # -- following the store ------------------------------------------------------------------
@@ -102,20 +108,54 @@ class LiveIndex:
                 self._seq = latest
 
     def _refresh_vectors(self) -> None:
-        """The vector index, opened (built if missing) once the library reaches ann_from
-        clips, and kept current with the store; its changes merged into its file past SYNC_AT
-        (this query waits for that: seconds at a million clips, once per SYNC_AT changes)."""
+        """The vector index once the library reaches ann_from clips: the saved one, or one
+        built in a thread (minutes at a million clips: queries rank exactly meanwhile, and the
+        daemon serving this tags on); then kept current with the store, its changes merged
+        into its file past SYNC_AT (this query waits for that: seconds at a million clips,
+        once per SYNC_AT changes)."""
         if self._vectors is None:
-            if len(self._records) < self._ann_from:
-                return
-            self._vectors = VectorIndex.open(self.store, self.model)
+            if len(self._records) >= self._ann_from and self._builder is None:
+                self._vectors = VectorIndex.open(self.store, self.model, build=False)
+                if self._vectors is None:
+                    self._builder = threading.Thread(target=self._build, daemon=True,
+                                                     name="autotag-index-build")
+                    self._builder.start()
             return
         try:
             self._vectors.refresh()
             self._vectors.sync()
         except (StaleIndex, IndexUnavailable) as exc:
             log.warning("search index: %s; rebuilding it from the store", exc)
-            self._vectors = VectorIndex.open(self.store, self.model)
+            self._vectors, self._builder = None, None
+
+    def _build(self) -> None:
+        def step(done: int, total: int) -> None:
+            log.info("building the search index: %d of %d clips", done, total)
+            if self._closing.is_set():
+                raise _Closing
+
+        try:
+            built = VectorIndex.build(self.store, self.model, progress=step)
+        except _Closing:
+            return
+        except Exception:  # queries go on ranking exactly; the next start tries again
+            log.exception("search index: the build failed; queries rank every clip exactly")
+            return
+        with self._lock:
+            self._vectors = built
+
+    def ready(self, timeout: float) -> bool:
+        """Wait for the vector index (built in a thread); True once queries rank through it."""
+        builder = self._builder
+        if builder is not None:
+            builder.join(timeout)
+        return self._vectors is not None
+
+    def close(self) -> None:
+        """Stop a build in progress (at its next step) and wait for its thread."""
+        self._closing.set()
+        if self._builder is not None:
+            self._builder.join()
 
     def _apply(self, ids: set[int]) -> None:
         records, matrix = self.store.clip_index_of(self.model, ids)

@@ -213,6 +213,8 @@ def test_the_live_index_ranks_unfiltered_queries_through_it_and_follows_the_stor
     store, _, rng = library
     vocabulary = Vocabulary((), np.zeros((0, DIM), np.float32), "v")
     live = LiveIndex(store, MODEL, vocabulary, TaggingConfig(min_score=0.0), ann_from=0)
+    live.refresh()  # starts the build, in a thread: no index is saved yet
+    assert live.ready(60)
     graph_queries = []
     real = VectorIndex.ranked
     monkeypatch.setattr(VectorIndex, "ranked", lambda self, q, k, keep=None: (
@@ -226,6 +228,7 @@ def test_the_live_index_ranks_unfiltered_queries_through_it_and_follows_the_stor
     graph_queries.clear()
     (hit, *_), _ = live.search(query, 5, Filter(folders=(tmp_path,), exclude=(hits[0].record.id,)))
     assert not graph_queries and hit.record.path == exact_top(store, query, 2)[1]  # exact rows
+    live.close()
 
 
 def test_a_writer_merges_its_changes_into_the_saved_index_when_it_closes(

@@ -173,10 +173,12 @@ class Library:
         return self.config.tagging.thresholds.get(label, self.config.tagging.min_score)
 
     def close(self) -> None:
-        """End the query text child, if one runs (the store is the app's to close)."""
+        """End the query text child, if one runs, and a search index build (the store is the
+        app's to close)."""
         close = getattr(self.queries, "close", None)
         if close is not None:
             close()
+        self.index.close()
 
 
 def _regular(st: os.stat_result) -> bool:
