@@ -504,28 +504,55 @@ def run(engine: Engine, sources: list[SourceInfo], config: Config, *, debug: boo
         timing: Timing | None = None) -> Iterator[Outcome]:
     """Decode and embed `sources` on the connected Ray cluster; one outcome per source, as
     each clip comes back (saved to the store as it comes: a run stopped early keeps them).
+    A dataset cut short by a lost node (`_attempt`) runs again for the clips not back yet, up
+    to DECODE_RETRIES times; a clip still not back is LOST, for the next run to try again.
     Raises ClusterError when the run cannot go on (the model actors cannot start)."""
     import ray
     import ray.data
 
     if not sources:
         return
-    resources = plan_resources(ray.nodes(), config.model.threads)
-    log.debug("model actors: up to %d, %d GPU, %s CPU, %d threads each", resources.actors,
-              resources.gpus, resources.cpus, resources.threads)
     by_path = {str(s.path): s for s in sources}
     context = ray.data.DataContext.get_current()  # this process's; set for this run only
     saved = {key: getattr(context, key) for key in RUN_CONTEXT}
     for key, value in RUN_CONTEXT.items():
         setattr(context, key, value)
-    rows = iter(build_dataset(sources, config, resources, debug).iter_rows())
+    try:
+        for _ in range(1 + DECODE_RETRIES):
+            # the nodes left decide the actors: a lost node's actor would wait for room
+            resources = plan_resources(ray.nodes(), config.model.threads)
+            log.debug("model actors: up to %d, %d GPU, %s CPU, %d threads each",
+                      resources.actors, resources.gpus, resources.cpus, resources.threads)
+            complete = yield from _attempt(engine, by_path, config, resources, debug=debug,
+                                           on_windows=on_windows, timing=timing)
+            if complete or not by_path:
+                break
+            log.debug("a node was lost: %d clips on Ray again", len(by_path))
+    finally:
+        for key, value in saved.items():
+            setattr(context, key, value)
+    for source in by_path.values():  # rows that never came back: their task was lost
+        yield lost(source)
+
+
+def _attempt(engine: Engine, by_path: dict[str, SourceInfo], config: Config,
+             resources: Resources, *, debug: bool, on_windows: Callable[[int], None] | None,
+             timing: Timing | None) -> Iterator[Outcome]:
+    """One dataset over the clips in `by_path`, each popped as its row comes back (a row
+    for a clip already popped, from a task retried after its first result, is ignored).
+    Returns False when the dataset was cut short by a lost object: an embedded row whose only
+    copy was on a lost node, which Ray cannot rebuild (the actor's tasks are not retried)."""
+    rows = iter(build_dataset(list(by_path.values()), config, resources, debug).iter_rows())
     try:
         while True:
             try:
                 row = next(rows)
             except StopIteration:
-                break
+                return True
             except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all end the run
+                if _lost_object(exc):
+                    log.debug("a row was lost with its node: %s", exc)
+                    return False
                 raise ClusterError(_failure(exc)) from None
             source = by_path.pop(str(row["path"]), None)
             if source is None:  # a task retried after its first result came back
@@ -545,14 +572,21 @@ def run(engine: Engine, sources: list[SourceInfo], config: Config, *, debug: boo
         close = getattr(rows, "close", None)
         if close:
             close()  # stops the streaming executor (Ctrl-C, or the consumer stopped)
-        for key, value in saved.items():
-            setattr(context, key, value)
         # A dataset whose task failed (a lost node) keeps its model actors alive through
         # reference cycles until Python's collector runs: on full nodes the next chunk's actors
         # found no room, and the run hung (issue 22)
         gc.collect()
-    for source in by_path.values():  # rows that never came back: their task was lost
-        yield lost(source)
+
+
+def _lost_object(exc: BaseException | None) -> bool:
+    """The error (or one it came from) is Ray's ObjectLostError: a lost node's object."""
+    import ray.exceptions
+
+    while exc is not None:
+        if isinstance(exc, ray.exceptions.ObjectLostError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _failure(exc: BaseException) -> str:
