@@ -45,6 +45,7 @@ STORED = "stored"  # the same content's embeddings were in the store: no decodin
 SKIPPED = "skipped"  # up to date, failed before, or already in flight
 FAILED = "failed"
 
+READY_OUTCOMES = 256  # outcomes waiting for the consumer: bounds memory on an up-to-date pass
 PLAN_BATCH = 500  # paths stat'ed and looked up in the store together by plan_many
 
 Fresh = Callable[[Path, os.stat_result], bool]  # this version of the file needs no work
@@ -351,6 +352,11 @@ class _Run:
                         if self.halt:
                             return  # its claim is released with the run's
                         self.decoded += 1
+                    else:  # outcomes too: a million up-to-date clips outran their reporting
+                        self.cond.wait_for(lambda: len(self.ready) < READY_OUTCOMES
+                                           or self.halt)
+                        if self.halt:
+                            return
                     self.ready.append(item)
                     self.cond.notify_all()
         finally:

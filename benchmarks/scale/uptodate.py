@@ -214,6 +214,8 @@ def run_side(name: str, checkout: Path, scratch: Path, library: list, n: int,
             raise RuntimeError(f"{name}: autotag --once exited {code}: {err[-2000:]}")
     if f"{n} up to date" not in err:
         raise RuntimeError(f"{name}: not every clip was up to date: {err[-500:]}")
+    print(f"{name}: {n:,} clips up to date in {seconds:.1f} s, peak {peak:.0f} MB",
+          file=sys.stderr)
     return {"seconds": seconds, "per_clip_us": seconds / n * 1e6, "peak_mb": peak}
 
 
