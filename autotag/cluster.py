@@ -623,7 +623,9 @@ def connect(address: str | None, *, debug: bool = False, num_cpus: int | None = 
                        include_dashboard=False, object_store_memory=object_store_memory)
     try:
         with native_stderr_quiet(not debug):  # Ray's C++ start-up lines
-            ray.init(address=address, **options)
+            # "local": a Ray of our own even when `ray start` runs here (ray.init would join
+            # the latest one, and refuse num_cpus); --address or RAY_ADDRESS joins one
+            ray.init(address=address or "local", **options)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ...
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,4 +1,4 @@
-"""Store's clip embeddings → an on-disk HNSW graph (usearch, int8, memory-mapped) + the changes
+"""Store's clip embeddings → an on-disk HNSW graph (usearch, float16, memory-mapped) + the changes
 since it was saved (exact, in memory) → candidates → re-ranked exactly from the store.
 
 The index is a cache of the store, never the truth: it lives beside the store
@@ -12,18 +12,18 @@ than SYNC_AT changes, the process that sees it (under a lock file, one at a time
 a new file: removed ids out, changed ones in, written beside the old one and published by
 rewriting the manifest atomically (a reader holding the old file keeps reading it).
 
-Why usearch, int8 HNSW (README, Search at scale, has the figures of `python -m benchmarks.scale`):
-at 100,000 clips it builds in a quarter of the time of its float32 graph and FAISS's HNSW, keeps
-recall@10 at 0.99+ after the exact re-rank, answers in 1–2 ms, and its file (65 bytes a clip
-plus the graph) is mapped, not loaded; FAISS's IVF lost a tenth of the recall on the same
-vectors, and sqlite-vec is exact only (125 ms a query at 100,000 clips).
+Why usearch's HNSW (README, Search at scale, has the figures of `python -m benchmarks.scale`
+and `benchmarks.scale.candidates`): it builds a million clips in minutes on two cores, keeps
+recall@10 at 0.98+ after the exact re-rank, answers in milliseconds, and its file is mapped, not
+loaded; FAISS's IVF lists lost recall on the same vectors, and sqlite-vec is exact only.
 
-The graph ranks by direction (cosine: usearch's int8 vectors are normalised), and the
-candidates are re-ranked by the clip score itself, query · clip embedding (MIL-NCE's embeddings
-are not normalised), from the store's float32 vectors. On libraries where an activity has many
-clips this keeps recall@10 at 0.99+ (README); the MIPS-to-cosine reduction (an extra coordinate
-bringing every norm to the largest) was tried and lost most of the recall: it crowds every
-vector into a narrow cone around the extra axis, where int8 keeps two levels a coordinate.
+The graph ranks by the inner product itself (usearch's "ip" on float16 vectors), as the clip
+score is query · clip embedding and MIL-NCE's embeddings are not normalised; its candidates are
+re-ranked by that score in float32, from the store. A cosine graph of int8 vectors (half the
+file, faster to build) was tried: where an activity has more clips than the re-rank takes (500
+a centre, a million clips), its candidates are the best-aligned, not the longest, and recall@10
+fell to 0.3; the MIPS-to-cosine reduction (an extra coordinate bringing every norm to the
+largest) crowds every vector into a narrow cone around that axis and lost more still.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from autotag.store import FileRecord, Store
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # the manifest's and file's layout; another one is rebuilt
+FORMAT = 2  # the manifest's and file's layout; another one is rebuilt (1: int8, cosine)
 CONNECTIVITY = 16  # HNSW's M: edges per node (usearch's default)
 EXPANSION_ADD = 64  # efConstruction: candidates kept while linking a node (128: the same
 # recall, 1.3-2x the build time; 32: recall@10 0.96, benchmarks.scale)
@@ -108,7 +108,7 @@ def _crc32(path: Path) -> int:
 def _graph(dim: int):
     from usearch.index import Index
 
-    return Index(ndim=dim, metric="cos", dtype="i8", connectivity=CONNECTIVITY,
+    return Index(ndim=dim, metric="ip", dtype="f16", connectivity=CONNECTIVITY,
                  expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
 
 
