@@ -44,6 +44,7 @@ from benchmarks.serve import (
     clip_path,
     command,
     fill_text_cache,
+    schema_by,
     time_commands,
 )
 
@@ -62,8 +63,6 @@ QUERIES = 200
 TOP = 10
 BATCH = 5_000  # clips per transaction while filling
 MTIME0 = 1_700_000_000
-STORE_PROBE = ("import sys; from pathlib import Path; from autotag.store import Store; "
-               "Store(Path(sys.argv[1])).close()")
 
 CHILD = r"""
 import json, resource, sys, time
@@ -120,18 +119,6 @@ def query_vectors(count: int = QUERIES) -> np.ndarray:
             + QUERY_NOISE * rng.standard_normal((count, DIM), dtype=np.float32))
 
 
-def schema_of(checkout: Path, path: Path) -> str:
-    """Create an empty store at `path` with `checkout`'s Store; its schema's digest."""
-    with tempfile.TemporaryDirectory() as cwd:
-        subprocess.run([sys.executable, "-c", STORE_PROBE, str(path)], check=True, cwd=cwd,
-                       env=checkout_env(checkout), capture_output=True)
-    with sqlite3.connect(path) as db:
-        sql = db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-    db.close()
-    return hashlib.sha256(json.dumps([version, sql]).encode()).hexdigest()[:12]
-
-
 def fill(path: Path, media: Path, clips: int, model: str) -> None:
     """`clips` tagged clips into the empty store at `path`: their embeddings, then file rows
     (the vectors table is filled by the store's own trigger)."""
@@ -169,7 +156,7 @@ def cached_store(checkout: Path, clips: int, media: Path, model: str, cache: Pat
     cache.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix="scale-build-", dir=cache)) / "state.sqlite3"
     try:
-        key = hashlib.sha256(f"{schema_of(checkout, fresh)} {model} {WINDOWS} {CENTRES}"
+        key = hashlib.sha256(f"{schema_by(checkout, fresh)} {model} {WINDOWS} {CENTRES}"
                              .encode()).hexdigest()[:12]
         path = cache / f"scale-store-{clips}-{key}.sqlite3"
         if not path.exists():
