@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,25 @@ def _log_error(path: Path, reason: str) -> None:
     log.warning("skipping %s: %s", path, reason)
 
 
+class Found(NamedTuple):
+    """A clip the walk found: its path, the stat the walk took of it (following symlinks, as
+    os.stat), and whether it was reached through a symlink (a file or folder on its way)."""
+
+    path: Path
+    stat: os.stat_result
+    linked: bool
+
+
 def find_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
                exclude: Iterable[Path] = (), on_error: OnError = _log_error) -> Iterator[Path]:
-    """Every clip under `roots`, each real file once, in a stable (sorted) order.
+    """The paths of walk_clips(...)."""
+    return (found.path for found in walk_clips(roots, patterns, exclude, on_error))
+
+
+def walk_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
+               exclude: Iterable[Path] = (), on_error: OnError = _log_error) -> Iterator[Found]:
+    """Every clip under `roots`, each real file once, in a stable (sorted) order, with the
+    stat the walk needed of it anyway (a million-file up-to-date pass stats nothing twice).
 
     Symlinked folders are followed, but a folder already visited (by its real path) is not
     entered again, so a symlink loop ends; a file seen through a symlink whose target the
@@ -109,8 +126,8 @@ def find_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
             if Path(root.name).suffix.lower() not in VIDEO_EXTENSIONS:
                 on_error(root, f"{Path(root.name).suffix or 'no extension'} is not a video "
                                "extension autotag tags (the README lists them)")
-            elif _first(root, seen.files):
-                yield root
+            elif (st := _first(root, seen.files)) is not None:
+                yield Found(root, st, root.is_symlink())
             continue
         yield from _walk(root, seen, linked=False)
 
@@ -128,7 +145,7 @@ class _Seen:
     files: set[tuple[int, int]] = field(default_factory=set)
 
 
-def _walk(folder: Path, seen: _Seen, linked: bool) -> Iterator[Path]:
+def _walk(folder: Path, seen: _Seen, linked: bool) -> Iterator[Found]:
     """linked: `folder` was entered through a symlinked folder."""
     try:
         if folder.resolve() in seen.excluded:
@@ -151,37 +168,39 @@ def _walk(folder: Path, seen: _Seen, linked: bool) -> Iterator[Path]:
         try:
             if entry.is_dir():  # follows symlinks; loops end at seen.dirs
                 yield from _walk(Path(entry.path), seen, linked or entry.is_symlink())
-            elif (entry.is_file() and is_clip_name(entry.name, seen.patterns)
-                  and _new_file(entry, seen, linked or entry.is_symlink())):
-                yield Path(entry.path)
+            elif (entry.is_file()  # its name passed is_ignored_name above
+                  and os.path.splitext(entry.name)[1].lower() in VIDEO_EXTENSIONS):
+                through = linked or entry.is_symlink()
+                if (st := _new_file(entry, seen, through)) is not None:
+                    yield Found(Path(entry.path), st, through)
         except OSError as exc:
             seen.on_error(Path(entry.path), f"cannot read: {exc.strerror or exc}")
 
 
-def _new_file(entry: os.DirEntry, seen: _Seen, linked: bool) -> bool:
-    """Not met before. A plain file with one link is not recorded: only a hard link or a
+def _new_file(entry: os.DirEntry, seen: _Seen, linked: bool) -> os.stat_result | None:
+    """Its stat, if not met before (else None). A plain file with one link is not recorded: only a hard link or a
     path through a symlink can meet it again, and such a path asks whether the walk yields
     its real path from its own folder (a folder walked through no link) instead."""
     st = entry.stat()
     key = (st.st_dev, st.st_ino)
     if key in seen.files:
-        return False
+        return None
     if linked:
         real = Path(entry.path).resolve()
         parent = real.parent.stat()
         if ((parent.st_dev, parent.st_ino) in seen.plain_dirs
                 and is_clip_name(real.name, seen.patterns)):
-            return False  # yielded, or to be, by its real path where it lies
+            return None  # yielded, or to be, by its real path where it lies
     if linked or st.st_nlink > 1:
         seen.files.add(key)
-    return True
+    return st
 
 
-def _first(path: Path, seen: set[tuple[int, int]]) -> bool:
-    """Record the (device, inode) behind `path`; False if it was seen before."""
+def _first(path: Path, seen: set[tuple[int, int]]) -> os.stat_result | None:
+    """Record the (device, inode) behind `path`: its stat, or None if it was seen before."""
     st = path.stat()
     key = (st.st_dev, st.st_ino)
     if key in seen:
-        return False
+        return None
     seen.add(key)
-    return True
+    return st

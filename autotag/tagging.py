@@ -139,11 +139,13 @@ class Tagger:
         """is_up_to_date for many files, with one store query per LOOKUP_CHUNK of them (the
         up-to-date pass over a large library; `versions`: that query's answer, if made
         already). Agrees with is_up_to_date file by file."""
+        names = [str(p) for p, _ in items]
         if versions is None:
-            versions = self.store.versions([str(p) for p, _ in items])
+            versions = self.store.versions(names)
         marks: list[tuple[int, str]] = []
-        fresh = [_fresh(p, st, versions.get(str(p)), self.config, self.model,
-                        self.vocabulary.fingerprint, marks) for p, st in items]
+        model, vocabulary, config = self.model, self.vocabulary.fingerprint, self.config
+        fresh = [_fresh(name, st, versions.get(name), config, model, vocabulary, marks)
+                 for name, (_, st) in zip(names, items, strict=True)]
         self.store.note_sidecars(marks)
         return fresh
 
@@ -156,29 +158,25 @@ class Tagger:
         return self.config.outputs.sidecars and sidecar_path(path, self.config.outputs).exists()
 
 
-def fresh_pass(tagger: Tagger, paths: Iterable[Path], batch: int = FRESH_BATCH,
-               not_in_store: Callable[[Path], None] | None = None) -> Iterator[Path | Outcome]:
-    """The up-to-date pass, streamed: paths → the same paths in order, each one up to date
-    replaced by its SKIPPED outcome (Engine.embed hands those on). A stat per file and one
-    store query per `batch` (Tagger.fresh_many): no file is opened for an unchanged clip, and
-    nothing is kept beyond one batch. not_in_store(path): a clip with a sidecar the store does
-    not know (a lost store), as Tagger.not_in_store says."""
-    paths, size = iter(paths), 1
+def fresh_pass(tagger: Tagger, found: Iterable[tuple[Path, os.stat_result]],
+               on_fresh: Callable[[list[Path]], None], batch: int = FRESH_BATCH,
+               not_in_store: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """The up-to-date pass, streamed: the walk's (path, stat) items (files.Found) → the paths
+    that need work, in order; the up-to-date ones go to on_fresh(paths) instead, a batch at a
+    time, never through the engine (handing a million unchanged clips through its threads one
+    by one was most of a pass). One store query per `batch` (Tagger.fresh_many) and the
+    sidecar's stat: no file is opened for an unchanged clip, and nothing is kept beyond one
+    batch. not_in_store(path): a clip with a sidecar the store does not know (a lost store),
+    as Tagger.not_in_store says."""
+    found, size = iter(found), 1
     # batches of 1, 2, 4, ... `batch`: the first clip goes on at once, later ones share queries
-    while chunk := list(itertools.islice(paths, size)):
+    while chunk := list(itertools.islice(found, size)):
         size = min(2 * size, batch)
-        items: list[tuple[Path, os.stat_result]] = []
-        for path in chunk:
-            try:
-                items.append((path, os.stat(path)))
-            except OSError:
-                items.append((path, None))  # the engine names the error
-        known = [(p, st) for p, st in items if st is not None and stat.S_ISREG(st.st_mode)]
-        fresh = dict(zip((p for p, _ in known), tagger.fresh_many(known), strict=True))
-        for path, _ in items:
-            if fresh.get(path):
-                yield Outcome(path, SKIPPED, reason="up to date")
-                continue
+        fresh = tagger.fresh_many([(p, st) for p, st, *_ in chunk])
+        stale = [item[0] for item, ok in zip(chunk, fresh, strict=True) if not ok]
+        if len(stale) < len(chunk):
+            on_fresh([item[0] for item, ok in zip(chunk, fresh, strict=True) if ok])
+        for path in stale:
             if not_in_store is not None and tagger.not_in_store(path):
                 not_in_store(path)
             yield path
@@ -193,19 +191,20 @@ def up_to_date(path: Path, st: os.stat_result, config: Config, store: Store, mod
     fingerprints are hashes of names. The sidecar is stat'ed, not read, when its st_mtime_ns
     is the one recorded with the store's record (schema 5): read only when it is not (a store
     older than that, or a sidecar rewritten since by something else)."""
-    return _fresh(path, st, store.versions([str(path)]).get(str(path)), config, model,
+    return _fresh(str(path), st, store.versions([str(path)]).get(str(path)), config, model,
                   vocabulary, [])
 
 
-def _fresh(path: Path, st: os.stat_result, version: Version | None, config: Config,
+def _fresh(path: str, st: os.stat_result | None, version: Version | None, config: Config,
            model: str, vocabulary: str, marks: list[tuple[int, str]]) -> bool:
     """up_to_date from the store's row; a sidecar that matched by reading is added to
     `marks` as (st_mtime_ns, path), for the store to remember (Store.note_sidecars)."""
-    if version is None or not version.tagged(st.st_size, st.st_mtime, model, vocabulary):
+    if (version is None or st is None or not stat.S_ISREG(st.st_mode)
+            or not version.tagged(st.st_size, st.st_mtime, model, vocabulary)):
         return False
     if not config.outputs.sidecars:
         return True
-    where = sidecar_file(str(path), config.outputs)
+    where = sidecar_file(path, config.outputs)
     try:
         mtime_ns = os.stat(where).st_mtime_ns
     except OSError:
@@ -217,7 +216,7 @@ def _fresh(path: Path, st: os.stat_result, version: Version | None, config: Conf
     fresh = (source.get("size") == st.st_size and source.get("mtime") == st.st_mtime
              and sidecar.get("model") == model and sidecar.get("vocabulary") == vocabulary)
     if fresh:
-        marks.append((mtime_ns, str(path)))
+        marks.append((mtime_ns, path))
     return fresh
 
 

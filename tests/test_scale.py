@@ -23,7 +23,7 @@ from autotag import cluster
 from autotag.app import open_app
 from autotag.clip import SourceInfo, Window
 from autotag.config import load_config
-from autotag.engine import STORED, Outcome, hash_file
+from autotag.engine import STORED, hash_file
 from autotag.files import find_clips
 from autotag.store import SCHEMA_VERSION, Store
 from autotag.tagging import fresh_pass
@@ -204,6 +204,31 @@ def test_an_unchanged_clip_is_up_to_date_with_no_file_opened(tmp_path, model_dir
     assert not [p for p in opened if p.startswith(str(clips))], opened
 
 
+def test_up_to_date_clips_are_counted_without_reaching_the_engine(tmp_path, model_dir, run_once,
+                                                                  monkeypatch, capsys):
+    from autotag.engine import Engine
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name, colour in (("red.mp4", RED), ("green.mp4", GREEN), ("blue.mp4", GREEN)):
+        write_video(clips / name, [(colour, 1)])
+    config = write_config(tmp_path, model_dir)
+    assert run_once(config, clips) == 0
+    handed: list[Path] = []
+    real = Engine.embed
+
+    def embed(self, paths, **kwargs):
+        return real(self, (handed.append(p) or p for p in paths), **kwargs)
+
+    monkeypatch.setattr(Engine, "embed", embed)
+    changed = clips / "green.mp4"
+    os.utime(changed, ns=(0, changed.stat().st_mtime_ns + 10**9))
+    capsys.readouterr()
+    assert run_once(config, clips) == 0
+    assert "1 tagged from stored embeddings, 2 up to date" in capsys.readouterr().err
+    assert handed == [changed]  # the unchanged two were counted by the up-to-date pass
+
+
 def test_the_bulk_rule_agrees_with_the_per_file_rule(tmp_path, model_dir, embedder):
     clips = tmp_path / "clips"
     clips.mkdir()
@@ -239,9 +264,10 @@ def test_the_bulk_rule_agrees_with_the_per_file_rule(tmp_path, model_dir, embedd
         # sidecars found fresh by reading are noted: the next pass stats them only
         assert store.versions([str(c[6]), str(c[8])])[str(c[8])].sidecar == \
             Path(f"{c[8]}.autotag.json").stat().st_mtime_ns
-        streamed = list(fresh_pass(tagger, c, batch=4))
-        assert [isinstance(x, Outcome) for x in streamed] == one_by_one
-        assert [x.path if isinstance(x, Outcome) else x for x in streamed] == c
+        fresh: list[Path] = []
+        stale = list(fresh_pass(tagger, items, fresh.extend, batch=4))
+        assert fresh == [p for p, ok in zip(c, one_by_one) if ok]
+        assert stale == [p for p, ok in zip(c, one_by_one) if not ok]
     finally:
         app.close()
 
@@ -293,6 +319,35 @@ def test_the_daemon_scan_asks_the_store_in_batches(tmp_path, monkeypatch):
     assert w.scan([tmp_path]) == 3
     assert asked == [3, 3, 1]
     assert sorted(p.name for p in w.pending()) == ["c1.mp4", "c3.mp4", "c5.mp4"]
+
+
+def test_the_daemon_scan_resolves_no_clip_path_under_real_roots(tmp_path, monkeypatch):
+    """canonical() resolves a path (a syscall per part); a catch-up under roots that are their
+    own real paths asks it of the folder scanned, and of a clip only through a symlink."""
+    from autotag.config import WatchConfig
+    from autotag.daemon import watcher
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    for path in (root / "a.mp4", root / "sub" / "b.mp4", outside / "c.mp4"):
+        path.write_bytes(b"x")
+    (root / "linked.mp4").symlink_to(outside / "c.mp4")
+    (tmp_path / "link-root").symlink_to(root)
+    asked: list[Path] = []
+    real = watcher.Watcher.canonical
+    monkeypatch.setattr(watcher.Watcher, "canonical",
+                        lambda self, p: asked.append(p) or real(self, p))
+    w = watcher.Watcher([root], WatchConfig(), queue.Queue(), known_many=lambda i: [False] * len(i))
+    assert w.scan([root]) == 3
+    assert asked == [root, root / "linked.mp4"]
+    # a root that is a symlink: every path is resolved, and named under the root as given
+    asked.clear()
+    w = watcher.Watcher([tmp_path / "link-root"], WatchConfig(), queue.Queue(),
+                        known_many=lambda i: [False] * len(i))
+    assert w.scan([tmp_path / "link-root"]) == 3
+    assert len(asked) == 4
+    assert {p.parent.name for p in w.pending()} == {"link-root", "sub"}
 
 
 def test_the_walk_yields_each_file_once_through_links_and_remembers_folders_only(tmp_path):

@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -141,16 +142,20 @@ class Walk:
         self.unreadable: list[Path] = []
 
     def __iter__(self) -> Iterator[Path]:
-        from autotag.files import absolute, find_clips, show
+        return (found.path for found in self.entries())
+
+    def entries(self) -> Iterator:
+        """The walk's files.Found items: each clip with the stat the walk took of it."""
+        from autotag.files import absolute, show, walk_clips
 
         def on_error(path: Path, reason: str) -> None:
             log.error("skipping %s: %s", show(path), reason)
             self.unreadable.append(path)
 
-        for path in find_clips([absolute(d) for d in self.dirs], self.config.watch.ignore,
-                               self.config.outputs.own_folders, on_error):
+        for found in walk_clips([absolute(d) for d in self.dirs], self.config.watch.ignore,
+                                self.config.outputs.own_folders, on_error):
             self.found += 1
-            yield path
+            yield found
         if not self.found:
             log.warning("no clips found under %s", ", ".join(show(d) for d in self.dirs))
 
@@ -172,6 +177,7 @@ class Reporter:
         self.counts: Counter[str] = Counter()
         self.started = time.monotonic()
         self.found = found  # () -> clips found so far, when total is None
+        self._lock = threading.Lock()  # up_to_date() comes from the engine's decode threads
 
     def __enter__(self) -> Reporter:
         if interactive() and self.total is None:
@@ -222,10 +228,25 @@ class Reporter:
                                                  f"{self.embedded_windows / seconds:.1f} "
                                                  "windows/s")
 
+    def up_to_date(self, paths: list) -> None:
+        """These clips are up to date (tagging.fresh_pass): counted as skipped, no line each
+        unless --debug."""
+        from autotag.files import show
+
+        if log.isEnabledFor(logging.DEBUG):
+            for path in paths:
+                log.debug("skipped %s: up to date", show(path))
+        with self._lock:
+            self.counts["skipped"] += len(paths)
+            if self.progress:
+                self.progress.update(self.task, advance=len(paths),
+                                     **({"found": self.found()} if self.found else {}))
+
     def result(self, result) -> None:
         from autotag.files import show
 
-        self.counts[result.status] += 1
+        with self._lock:
+            self.counts[result.status] += 1
         self.window_count += result.windows
         if result.status == "failed":
             log.error("skipping %s: %s", show(result.path), result.reason)
@@ -233,7 +254,8 @@ class Reporter:
             tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
             log.info("%s %s: %s", result.status, show(result.path), tags)
         elif result.reason == "up to date":
-            log.debug("%s %s: %s", result.status, show(result.path), result.reason)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s %s: %s", result.status, show(result.path), result.reason)
         else:
             log.info("%s %s: %s", result.status, show(result.path), result.reason)
         if self.progress:

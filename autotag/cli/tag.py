@@ -68,7 +68,7 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     from autotag.tagging import fresh_pass, not_in_store_message
 
     clips = Walk(config, dirs)  # streamed: the first clip is tagged while the walk goes on
-    found = iter(clips)
+    found = clips.entries()
     first = next(found, None)
     if first is None:
         return EXIT_FAILED if clips.unreadable else EXIT_OK
@@ -78,11 +78,13 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     lost: Counter[str] = Counter()  # clips with a sidecar the store does not know
     try:
         app.store.record_roots([absolute(d) for d in dirs])  # what the web app may serve
-        # the up-to-date pass: a stat and a batched store lookup per clip, no file opened
-        paths = itertools.chain([first], found)
-        if not force:
-            paths = fresh_pass(app.tagger, paths, not_in_store=lambda _: lost.update(["n"]))
+        # the up-to-date pass: the walk's stat and a batched store lookup per clip, no file
+        # opened; up-to-date clips are counted, and only the others go to the engine
+        entries = itertools.chain([first], found)
         with Reporter(None, found=lambda: clips.found) as reporter:
+            paths = (fresh_pass(app.tagger, entries, reporter.up_to_date,
+                                not_in_store=lambda _: lost.update(["n"]))
+                     if not force else (entry.path for entry in entries))
             for result in app.tag(paths, force=force, on_windows=reporter.windows):
                 reporter.result(result)
     except ModelError as exc:

@@ -29,7 +29,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from autotag.config import WatchConfig
-from autotag.files import absolute, find_clips, is_clip_name, is_ignored_path, show
+from autotag.files import absolute, is_clip_name, is_ignored_path, show, walk_clips
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +273,13 @@ class Watcher:
         SCAN_BATCH at a time (one store query for them, not one each: a catch-up over a
         million tagged clips), and never held all at once."""
         count = 0
-        found = (self.canonical(p) for p in find_clips([f for f in folders if f.exists()],
-                                                       self.config.ignore, self.exclude))
+        # The walk's own stat of each file. canonical() resolves a path (a syscall per part of
+        # it, most of a catch-up's time): from a canonical folder of roots that are their own
+        # real paths, only a path reached through a symlink may differ from it.
+        folders = [self.canonical(f) for f in folders if f.exists()]
+        every = any(_resolved(r) != r for r in self.roots)
+        found = ((self.canonical(f.path) if every or f.linked else f.path, f.stat)
+                 for f in walk_clips(folders, self.config.ignore, self.exclude))
         while chunk := list(itertools.islice(found, SCAN_BATCH)):
             for path in self._unknown(chunk):
                 self.tracker.touch(path)
@@ -283,22 +288,15 @@ class Watcher:
             self._kick.set()
         return count
 
-    def _unknown(self, paths: list[Path]) -> list[Path]:
-        """The paths whose current version is not known (a path that cannot be stat'ed is)."""
-        if self.known_many is None and self.known is None:
-            return paths
-        items = []
-        for path in paths:
-            try:
-                items.append((path, path.stat()))
-            except OSError:
-                items.append((path, None))
-        stated = [(p, st) for p, st in items if st is not None]
+    def _unknown(self, items: list[tuple[Path, os.stat_result]]) -> list[Path]:
+        """The paths whose current version is not known."""
         if self.known_many is not None:
-            known = dict(zip((p for p, _ in stated), self.known_many(stated), strict=True))
+            known = self.known_many(items)
+        elif self.known is not None:
+            known = [self.known(p, st) for p, st in items]
         else:
-            known = {p: self.known(p, st) for p, st in stated}
-        return [p for p, _ in items if not known.get(p, False)]
+            return [p for p, _ in items]
+        return [p for (p, _), ok in zip(items, known, strict=True) if not ok]
 
     def _root_of(self, path: Path) -> Path | None:
         return next((r for r in self.roots if path.is_relative_to(r)), None)

@@ -1,6 +1,7 @@
 """N tagged, unchanged clips on disk + a store that knows them → `autotag --once` (this checkout
-and `before`'s, in a child each) → its whole time and peak memory; a store of real-sized rows →
-bytes per clip, by table and index.
+and `before`'s, in a child each) → its whole time and peak memory; the daemon's start-up
+catch-up and a periodic rescan over the same library (DAEMON_SCRIPT); a store of real-sized rows
+→ bytes per clip, by table and index.
 
     python -m benchmarks.scale.uptodate                  # 1,000,000 clips, this checkout
     python -m benchmarks.scale.uptodate --before /tmp/scale-before --clips 200000
@@ -78,6 +79,10 @@ def measure(quick: bool = False, before: Path | None = None, clips: int | None =
             "s"),
         row("--once: per clip", figures, "per_clip_us", 1.0, "µs"),
         row("--once: peak memory", figures, "peak_mb", 1.0, "MB"),
+        row(f"daemon start-up catch-up over {wanted:,} (watches and scan)", figures,
+            "catch_up", scale, "s"),
+        row(f"daemon periodic rescan over {wanted:,}", figures, "rescan", scale, "s"),
+        row("daemon start-up and rescan: peak memory", figures, "daemon_peak_mb", 1.0, "MB"),
     ]
     for table in sorted(sizes["after"]["tables"]):
         rows.append({"metric": f"store bytes per clip: {table}",
@@ -216,7 +221,48 @@ def run_side(name: str, checkout: Path, scratch: Path, library: list, n: int,
         raise RuntimeError(f"{name}: not every clip was up to date: {err[-500:]}")
     print(f"{name}: {n:,} clips up to date in {seconds:.1f} s, peak {peak:.0f} MB",
           file=sys.stderr)
-    return {"seconds": seconds, "per_clip_us": seconds / n * 1e6, "peak_mb": peak}
+    _, code, daemon_peak, err = timed_run(
+        [sys.executable, "-c", DAEMON_SCRIPT, str(config), str(scratch / "clips")], env, folder)
+    if code != 0:
+        raise RuntimeError(f"{name}: the daemon's catch-up failed: {err[-2000:]}")
+    daemon = json.loads(err.strip().splitlines()[-1])
+    if daemon["pending"]:
+        raise RuntimeError(f"{name}: the daemon's catch-up found {daemon['pending']} of "
+                           f"{n} clips not up to date")
+    print(f"{name}: daemon start-up catch-up {daemon['catch_up']:.1f} s, rescan "
+          f"{daemon['rescan']:.1f} s, peak {daemon_peak:.0f} MB", file=sys.stderr)
+    return {"seconds": seconds, "per_clip_us": seconds / n * 1e6, "peak_mb": peak,
+            "catch_up": daemon["catch_up"], "rescan": daemon["rescan"],
+            "daemon_peak_mb": daemon_peak}
+
+
+# The daemon's start (its watches and the catch-up scan, Daemon._start_watcher) over the
+# library, then one periodic rescan (Watcher.scan of the roots), timed in the child; the app is
+# opened lazily (the model is never needed: every clip is known). Prints JSON on stderr's last
+# line: seconds of each, and how many clips each found not up to date (0, or the figure is
+# refused).
+DAEMON_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from autotag.app import open_app
+from autotag.config import load_config
+from autotag.daemon.service import Daemon
+config, root = load_config(Path(sys.argv[1])), Path(sys.argv[2])
+daemon = Daemon(config, [root], open_app=lambda c, e: open_app(c, e, lazy=True),
+                reload_config=lambda: config)
+daemon._app = daemon.open_app(config, None)
+started = time.perf_counter()
+daemon._start_watcher()
+catch_up = time.perf_counter() - started
+pending = len(daemon._watcher.tracker)
+started = time.perf_counter()
+pending += daemon._watcher.scan(daemon._watcher.roots)
+rescan = time.perf_counter() - started
+daemon._watcher.stop()
+daemon._app.close()
+print(json.dumps({"catch_up": catch_up, "rescan": rescan, "pending": pending}),
+      file=sys.stderr)
+"""
 
 
 def timed_run(argv: list[str], env: dict, cwd: Path) -> tuple[float, int, float, str]:
