@@ -33,6 +33,7 @@ from autotag.analysis.calibration import given_reviewed, review_matrix
 from autotag.config import TaggingConfig
 from autotag.search import Hit, Index, search
 from autotag.store import FileRecord, Store
+from autotag import vector_index
 from autotag.vector_index import IndexUnavailable, StaleIndex, VectorIndex
 from autotag.vocabulary import Vocabulary
 
@@ -44,6 +45,7 @@ GROWTH = 1.5  # the matrix grows by this factor when full (amortised appends)
 # its filter keeps, exactly: a tag or a folder keeps a share of the library, and a share of
 # the matrix is as fast as the graph.
 ANN_FROM = 50_000
+MERGE_RETRY = 60.0  # seconds before a merge that did not happen (another process's) is retried
 
 
 class _Closing(Exception):
@@ -74,6 +76,8 @@ class LiveIndex:
         self._ann_from = ann_from
         self._vectors: VectorIndex | None = None
         self._builder: threading.Thread | None = None  # builds the vector index if missing
+        self._merger: threading.Thread | None = None  # merges its changes into its file
+        self._merge_after = 0.0  # monotonic time before which no merge is tried again
         self._closing = threading.Event()
         self._reload()
 
@@ -111,8 +115,8 @@ class LiveIndex:
         """The vector index once the library reaches ann_from clips: the saved one, or one
         built in a thread (minutes at a million clips: queries rank exactly meanwhile, and the
         daemon serving this tags on); then kept current with the store, its changes merged
-        into its file past SYNC_AT (this query waits for that: seconds at a million clips,
-        once per SYNC_AT changes)."""
+        into its file past SYNC_AT by a thread of its own (_merge_in_thread: seconds at a
+        million clips, which no query waits for)."""
         if self._vectors is None:
             if len(self._records) >= self._ann_from and self._builder is None:
                 self._vectors = VectorIndex.open(self.store, self.model, build=False)
@@ -123,10 +127,41 @@ class LiveIndex:
             return
         try:
             self._vectors.refresh()
-            self._vectors.sync()
         except (StaleIndex, IndexUnavailable) as exc:
             log.warning("search index: %s; rebuilding it from the store", exc)
             self._vectors, self._builder = None, None
+            return
+        if (self._vectors.pending() >= vector_index.SYNC_AT and self._merger is None
+                and time.monotonic() >= self._merge_after and not self._closing.is_set()):
+            self._merger = threading.Thread(target=self._merge_in_thread, daemon=True,
+                                            name="autotag-index-merge")
+            self._merger.start()
+
+    def _merge_in_thread(self) -> None:
+        """Merge the held changes into a new file, on an index of its own (the one queries
+        use keeps answering, from its file and its overlay, meanwhile), then swap it in: it
+        is current with the store once refreshed. Another process merging (its lock held)
+        or a failure leaves queries as they were; a merge is tried again MERGE_RETRY later."""
+        merged = None
+        try:
+            merged = VectorIndex.open(self.store, self.model, build=False)
+            if merged is not None:
+                merged.sync()
+        except (StaleIndex, IndexUnavailable) as exc:
+            log.warning("search index: the merge did not finish (%s)", exc)
+            merged = None
+        except Exception:  # noqa: BLE001 - queries go on with the index they have
+            log.exception("search index: the merge failed")
+            merged = None
+        with self._lock:
+            if merged is not None and merged.pending() < self._vectors_pending():
+                self._vectors = merged
+            else:
+                self._merge_after = time.monotonic() + MERGE_RETRY
+            self._merger = None
+
+    def _vectors_pending(self) -> int:
+        return self._vectors.pending() if self._vectors is not None else 0
 
     def _build(self) -> None:
         def step(done: int, total: int) -> None:
@@ -154,8 +189,9 @@ class LiveIndex:
     def close(self) -> None:
         """Stop a build in progress (at its next step) and wait for its thread."""
         self._closing.set()
-        if self._builder is not None:
-            self._builder.join()
+        for thread in (self._builder, self._merger):
+            if thread is not None:
+                thread.join()
 
     def _apply(self, ids: set[int]) -> None:
         records, matrix = self.store.clip_index_of(self.model, ids)

@@ -238,6 +238,50 @@ def test_the_live_index_ranks_unfiltered_queries_through_it_and_follows_the_stor
     live.close()
 
 
+def test_the_live_index_merges_in_a_thread_while_queries_go_on(library, tmp_path, monkeypatch):
+    """Past SYNC_AT changes the live index's file is merged by a thread of its own: a query
+    meanwhile is answered at once (the held changes ranked exactly), and once the merge is
+    done the live index ranks from the new file, nothing held."""
+    import threading
+
+    from autotag.config import TaggingConfig
+    from autotag.index import LiveIndex
+    from autotag.vocabulary import Vocabulary
+
+    store, _, rng = library
+    live = LiveIndex(store, MODEL, Vocabulary((), np.zeros((0, DIM), np.float32), "v"),
+                     TaggingConfig(min_score=0.0), ann_from=0)
+    live.refresh()
+    assert live.ready(60)
+    monkeypatch.setattr(vector_index, "SYNC_AT", 3)
+    release, merging = threading.Event(), threading.Event()
+    real = VectorIndex._merge
+
+    def slow_merge(self):
+        merging.set()
+        assert release.wait(30)
+        real(self)
+
+    monkeypatch.setattr(VectorIndex, "_merge", slow_merge)
+    query = rng.normal(DIM)
+    for i in range(3):
+        add_clip(store, tmp_path / f"new{i}.mp4", (query * (40 + i)).astype(np.float32),
+                 f"e{i}" * 32)
+    hits, _ = live.search(query, 3)  # meets 3 changes: the merge starts in its thread
+    assert merging.wait(30)
+    merger = live._merger
+    hits, _ = live.search(query, 3)  # answered while the merge waits
+    assert [h.record.path.name for h in hits] == ["new2.mp4", "new1.mp4", "new0.mp4"]
+    seq = vector_index.Manifest.read(next(folder_of(store).glob("*.json"))).seq
+    release.set()
+    merger.join(30)
+    hits, _ = live.search(query, 3)
+    assert live._vectors.pending() == 0
+    assert vector_index.Manifest.read(next(folder_of(store).glob("*.json"))).seq > seq
+    assert [h.record.path.name for h in hits] == ["new2.mp4", "new1.mp4", "new0.mp4"]
+    live.close()
+
+
 def test_a_writer_merges_its_changes_into_the_saved_index_when_it_closes(
         tmp_path, model_dir, embedder, monkeypatch):
     """--once (and backfill, retag, the daemon stopping) close their app: what they tagged is
