@@ -15,7 +15,9 @@ rewriting the manifest atomically (a reader holding the old file keeps reading i
 Why usearch's HNSW (README, Search at scale, has the figures of `python -m benchmarks.scale`
 and `benchmarks.scale.candidates`): it builds a million clips in minutes on two cores, keeps
 recall@10 at 0.98+ after the exact re-rank, answers in milliseconds, and its file is mapped, not
-loaded; FAISS's IVF lists lost recall on the same vectors, and sqlite-vec is exact only.
+loaded. FAISS's IVF lists matched it on clustered vectors (faster, a third of the build) but
+lost recall on unclustered ones (0.89-0.93), and need a partition trained on the library as it
+was; sqlite-vec is exact only.
 
 The graph ranks by the inner product itself (usearch's "ip" on float16 vectors), as the clip
 score is query · clip embedding and MIL-NCE's embeddings are not normalised; its candidates are
