@@ -178,9 +178,10 @@ def _walk(folder: Path, seen: _Seen, linked: bool) -> Iterator[Found]:
 
 
 def _new_file(entry: os.DirEntry, seen: _Seen, linked: bool) -> os.stat_result | None:
-    """Its stat, if not met before (else None). A plain file with one link is not recorded: only a hard link or a
-    path through a symlink can meet it again, and such a path asks whether the walk yields
-    its real path from its own folder (a folder walked through no link) instead."""
+    """Its stat, if not met before (else None). A plain file with one link is not recorded:
+    only a hard link or a path through a symlink can meet it again, and such a path asks
+    whether the walk yields its real path from its own folder (one walked through no link)
+    instead."""
     st = entry.stat()
     key = (st.st_dev, st.st_ino)
     if key in seen.files:

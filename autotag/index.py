@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from autotag import vector_index
 from autotag.analysis.calibration import given_reviewed, review_matrix
 from autotag.config import TaggingConfig
 from autotag.search import Hit, Index, search
 from autotag.store import FileRecord, Store
-from autotag import vector_index
 from autotag.vector_index import IndexUnavailable, StaleIndex, VectorIndex
 from autotag.vocabulary import Vocabulary
 
@@ -142,26 +142,21 @@ class LiveIndex:
         use keeps answering, from its file and its overlay, meanwhile), then swap it in: it
         is current with the store once refreshed. Another process merging (its lock held)
         or a failure leaves queries as they were; a merge is tried again MERGE_RETRY later."""
-        merged = None
         try:
             merged = VectorIndex.open(self.store, self.model, build=False)
             if merged is not None:
                 merged.sync()
-        except (StaleIndex, IndexUnavailable) as exc:
-            log.warning("search index: the merge did not finish (%s)", exc)
-            merged = None
-        except Exception:  # noqa: BLE001 - queries go on with the index they have
-            log.exception("search index: the merge failed")
+        except Exception as exc:  # noqa: BLE001 - queries go on with the index they have
+            log.warning("search index: the merge did not finish (%s)", exc,
+                        exc_info=not isinstance(exc, (StaleIndex, IndexUnavailable)))
             merged = None
         with self._lock:
-            if merged is not None and merged.pending() < self._vectors_pending():
+            current = self._vectors
+            if merged is not None and (current is None or merged.pending() < current.pending()):
                 self._vectors = merged
             else:
                 self._merge_after = time.monotonic() + MERGE_RETRY
             self._merger = None
-
-    def _vectors_pending(self) -> int:
-        return self._vectors.pending() if self._vectors is not None else 0
 
     def _build(self) -> None:
         def step(done: int, total: int) -> None:

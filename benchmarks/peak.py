@@ -32,20 +32,14 @@ os._exit(code if code >= 0 else 128 - code)
 
 
 class Measured:
-    """argv run through the launcher; `proc` is the launcher's Popen (signals reach argv)."""
+    """argv run through the launcher; `proc` is the launcher's Popen (its SIGTERM, SIGINT and
+    SIGHUP reach argv)."""
 
     def __init__(self, argv: list[str], **popen) -> None:
         fd, self._peak = tempfile.mkstemp(prefix="autotag-peak-")
         os.close(fd)
         self.proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER, self._peak, *argv],
                                      **popen)
-        self.pid = self.proc.pid
-
-    def send_signal(self, number: int) -> None:
-        self.proc.send_signal(number)
-
-    def kill(self) -> None:
-        self.proc.kill()
 
     def wait(self) -> tuple[int, float]:
         """(exit code, the child's peak RSS in MB; 0.0 if the launcher was killed first)."""

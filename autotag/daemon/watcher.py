@@ -277,7 +277,7 @@ class Watcher:
         # it, most of a catch-up's time): from a canonical folder of roots that are their own
         # real paths, only a path reached through a symlink may differ from it.
         folders = [self.canonical(f) for f in folders if f.exists()]
-        every = any(_resolved(r) != r for r in self.roots)
+        every = any(self._real_roots[r] != r for r in self.roots)  # as canonical() sees them
         found = ((self.canonical(f.path) if every or f.linked else f.path, f.stat)
                  for f in walk_clips(folders, self.config.ignore, self.exclude))
         while chunk := list(itertools.islice(found, SCAN_BATCH)):

@@ -46,9 +46,6 @@ DIM = 512  # the model's embedding size
 FREE_MARGIN = 2 * 2**30  # bytes of disk left free after the library
 INODES_PER_CLIP = 2  # the clip and its sidecar
 
-STORE_PROBE = "import sys; from pathlib import Path; from autotag.store import Store; " \
-              "Store(Path(sys.argv[1])).close()"
-
 
 def measure(quick: bool = False, before: Path | None = None, clips: int | None = None) -> dict:
     """Figures for the report: {"rows": [...], "notes": [...]} (see benchmarks.scale)."""
@@ -160,9 +157,9 @@ def build_library(root: Path, n: int, handle: Path) -> list[tuple[str, int, floa
 
 def fill_store(path: Path, checkout: Path, library: list, model: str, vocabulary: str) -> None:
     """The checkout's own empty store, then a files and a clips row per clip (sqlite3)."""
-    with tempfile.TemporaryDirectory() as cwd:
-        subprocess.run([sys.executable, "-c", STORE_PROBE, str(path)], check=True, cwd=cwd,
-                       env=env_for(checkout), capture_output=True)
+    from benchmarks.serve import schema_by
+
+    schema_by(checkout, path)
     db = sqlite3.connect(path)
     columns = {r[1] for r in db.execute("PRAGMA table_info(files)")}
     sidecar = "sidecar" in columns
@@ -185,19 +182,13 @@ def fill_store(path: Path, checkout: Path, library: list, model: str, vocabulary
     db.close()
 
 
-def env_for(checkout: Path, base: dict | None = None) -> dict[str, str]:
-    env = dict(base if base is not None else os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH")]))
-    return env
-
-
 # -- one checkout's run ------------------------------------------------------------------------
 
 def run_side(name: str, checkout: Path, scratch: Path, library: list, n: int,
              handle: Path) -> dict:
     """`autotag --once` of `checkout` over the library, in a child: seconds, peak RSS."""
     sys.path.insert(0, str(ROOT))
-    from benchmarks.serve import fill_text_cache
+    from benchmarks.serve import checkout_env, fill_text_cache
 
     folder = scratch / name
     folder.mkdir()
@@ -206,7 +197,7 @@ def run_side(name: str, checkout: Path, scratch: Path, library: list, n: int,
     config = write_config(folder, folder / "state.sqlite3", handle)
     xdg = folder / "xdg"
     fill_text_cache(xdg / "cache", model, VOCABULARY)
-    env = env_for(checkout, dict(os.environ, XDG_CACHE_HOME=str(xdg / "cache"),
+    env = checkout_env(checkout, dict(os.environ, XDG_CACHE_HOME=str(xdg / "cache"),
                                  XDG_CONFIG_HOME=str(xdg / "config"),
                                  XDG_DATA_HOME=str(xdg / "data")))
     # a first run migrates an older store (schema 4 → 5 here, once) and warms the page
@@ -311,10 +302,12 @@ print(json.dumps({"tables": tables, "file": path.stat().st_size / n}))
 
 def store_bytes(checkout: Path, path: Path) -> dict:
     """Bytes per clip of a SIZE_CLIPS-clip store written by `checkout`'s Store."""
+    from benchmarks.serve import checkout_env
+
     with tempfile.TemporaryDirectory() as cwd:
         done = subprocess.run([sys.executable, "-c", SIZE_SCRIPT, str(path), str(SIZE_CLIPS),
                                str(SIZE_WINDOWS), str(DIM)], check=True, cwd=cwd,
-                              env=env_for(checkout), capture_output=True, text=True)
+                              env=checkout_env(checkout), capture_output=True, text=True)
     sizes = json.loads(done.stdout.strip().splitlines()[-1])
     sizes["tables"] = {k: round(v, 1) for k, v in sizes["tables"].items()
                        if not k.startswith("sqlite_stat")}
