@@ -12,7 +12,7 @@ than SYNC_AT changes, the process that sees it (under a lock file, one at a time
 a new file: removed ids out, changed ones in, written beside the old one and published by
 rewriting the manifest atomically (a reader holding the old file keeps reading it).
 
-Why usearch's HNSW (README, Search at scale, has the figures of `python -m benchmarks.scale`
+Why usearch's HNSW (docs/design/search-at-scale.md has the figures of `python -m benchmarks.scale`
 and `benchmarks.scale.candidates`): it builds a million clips in minutes on two cores, keeps
 recall@10 at 0.98+ after the exact re-rank, answers in milliseconds, and its file is mapped, not
 loaded. FAISS's IVF lists matched it on clustered vectors (faster, a third of the build) but

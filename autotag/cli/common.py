@@ -96,7 +96,7 @@ def load_config(args: argparse.Namespace):
 def startup_error(exc: Exception, config) -> UsageError:
     """A model, store or daemon error at startup, naming the config file whose settings
     (model.handle, state.path, ...) it is about: the file read is the first of several places
-    (README, Configuration), and an edit to another one changes nothing."""
+    (docs/guides/configuration.md), and an edit to another one changes nothing."""
     where = f" (config: {config.source})" if getattr(config, "source", None) else ""
     return UsageError(f"{exc}{where}")
 
