@@ -51,6 +51,7 @@ from autotag import media, pictures
 from autotag.clip import SourceInfo, Window
 from autotag.config import Config, ModelConfig, SamplingConfig
 from autotag.engine import FAILED, Engine, Outcome
+from autotag.errors import AutotagError
 from autotag.model import EMBED_DIM, Embedder, native_stderr_quiet
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ RUN_CONTEXT = {  # ray.data.DataContext for a backfill
 }
 
 
-class ClusterError(Exception):
+class ClusterError(AutotagError):
     """The run cannot start or go on (no Ray, no cluster, the model will not load); one line."""
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from autotag.atomic import AtomicWriteError, write_atomic
+from autotag.errors import AutotagError
 from autotag.store import FileRecord, Store
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ BUILD_CHUNK = 20_000  # clips added to the graph per step (progress, and Ctrl-C 
 CRC_CHUNK = 64 * 2**20  # bytes checksummed per read
 
 
-class IndexUnavailable(Exception):
+class IndexUnavailable(AutotagError):
     """The index cannot be read or written here (a read-only state folder, usearch missing)."""
 
 

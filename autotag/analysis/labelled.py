@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from autotag.engine import Engine
+from autotag.errors import AutotagError
 from autotag.files import absolute, find_clips, is_ignored_name, show
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 OnProgress = Callable[[int, int], None]  # (clips done, clips in all)
 
 
-class EvalError(Exception):
+class EvalError(AutotagError):
     """The labelled folder cannot be evaluated; one line naming the fix (a usage error, exit 2)."""
 
 

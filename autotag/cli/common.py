@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from autotag.errors import AutotagError
 from autotag.model import Embedder
 
 log = logging.getLogger("autotag")
@@ -25,7 +26,7 @@ SUBCOMMANDS = ("init", "fetch-model", "search", "retag", "eval", "calibrate", "b
                "quantize", "serve", "review")
 
 
-class UsageError(Exception):
+class UsageError(AutotagError):
     """A startup problem the user fixes: one line, exit 2."""
 
 
@@ -105,12 +106,11 @@ def open_app(config, ctx: Context, lazy: bool = False):
     """The app (app.open_app) with the context's embedder; its startup errors as UsageError.
     lazy: the model loads on its first call, if any (a run with nothing to do never loads it)."""
     from autotag.app import open_app as factory
-    from autotag.model import ModelError
-    from autotag.store import StoreError
+    from autotag.errors import AutotagError
 
     try:
         return factory(config, ctx.embedder, lazy=lazy)
-    except (ModelError, StoreError) as exc:
+    except AutotagError as exc:
         raise startup_error(exc, config) from None
 
 
