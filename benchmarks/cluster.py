@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from benchmarks import clipset, measure
-from benchmarks.__main__ import CACHE, standin
+from benchmarks.measure import CACHE, standin
 
 OVERHEAD_TARGET = 0.15  # backfill may take 15 % more wall time than --once after start-up
 WIDTH, HEIGHT = 1280, 720  # px: docs/design/performance.md's "generated 720p" clips
