@@ -177,5 +177,5 @@ def _member_path(folder: Path, name: str) -> Path:
     return folder / relative
 
 
-__all__ = ["DownloadError", "MODULE_PROTO", "cache_entry", "cached", "compressed_url",
+__all__ = ["MODULE_PROTO", "DownloadError", "cache_entry", "cached", "compressed_url",
            "is_remote", "resolve"]

@@ -406,7 +406,7 @@ def _load(tf, handle: str) -> HubEmbedder:
                 "local SavedModel directory") from None
         raise ModelError(f"cannot read the model at {handle} ({_reason(exc)}); set "
                          "model.handle to a SavedModel directory") from None
-    except Exception as exc:  # a corrupt SavedModel raises TensorFlow's own errors
+    except Exception as exc:  # noqa: BLE001 - a corrupt SavedModel raises TensorFlow's own
         raise ModelError(f"cannot load the model at {handle}: {_reason(exc)}; point "
                          "model.handle at an intact copy of MIL-NCE") from None
     signatures = getattr(module, "signatures", {})
