@@ -49,6 +49,10 @@ SEEK_GAP = 4.0  # s
 SEEK_BACKOFF = 1.0  # s, doubled on each try
 SEEK_TRIES = 4  # seeks per window before the last one, to the start: bounded, never a loop
 IO_TIMEOUT = 30.0  # s; FFmpeg's own open and read timeouts: a stuck read (a network share) ends
+# A damaged or odd metadata tag must not stop the pictures from being read: PyAV 18 decodes tags
+# strictly unless told to replace; 19 dropped the option (always UTF-8 with surrogateescape, which
+# never fails). 19's wheels need Python 3.12, so 3.11 keeps 18: both are supported (issue 29).
+OPEN_OPTIONS = {"metadata_errors": "replace"} if int(av.__version__.split(".")[0]) < 19 else {}
 # Packets looked at on each side, in decode order, for when a frame leaves the screen (the next
 # presentation timestamp): B-pyramids reorder over far fewer than this.
 PTS_NEIGHBOURS = 16
@@ -111,9 +115,7 @@ def sample_clip(path: Path, max_windows: int, max_pixels: int,
         raise DecodeError("the file is empty")
     deadline = time.monotonic() + timeout if timeout else None
     try:
-        # metadata_errors: a damaged or odd tag must not stop the pictures from being read
-        container = av.open(str(path), timeout=(IO_TIMEOUT, IO_TIMEOUT),
-                            metadata_errors="replace")
+        container = open_input(path)
     except av.FFmpegError as exc:
         raise DecodeError(f"not a video FFmpeg can read ({_reason(exc)})") from None
     try:
@@ -124,6 +126,11 @@ def sample_clip(path: Path, max_windows: int, max_pixels: int,
     if sampled.damage:
         log.warning("%s: %s; tagged from what decoded", show(path), sampled.damage)
     return sampled
+
+
+def open_input(path: Path) -> av.container.InputContainer:
+    """`path` opened for reading with FFmpeg's timeouts, whatever PyAV's version."""
+    return av.open(str(path), timeout=(IO_TIMEOUT, IO_TIMEOUT), **OPEN_OPTIONS)
 
 
 def _reason(exc: av.FFmpegError) -> str:

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 EMBED_DIM = 512  # both embeddings' width
 DEFAULT_BATCH_SIZE = ModelConfig.batch_size  # windows per call the OpenVINO model is compiled for
 OPENVINO_CACHE = "openvino"  # folder of converted models inside the hub cache
+# what to do about a runtime that failed: fix the cause and retry, or stop asking for OpenVINO
+RETRY_HINT = ("run 'autotag fetch-model' to try OpenVINO again once that is fixed, or set "
+              "model.runtime: tensorflow")
 INTER_OP_THREADS = 2  # TensorFlow inter-op threads when model.threads caps them (benchmarks)
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the NVIDIA driver sees
 
@@ -236,34 +239,32 @@ def native_stderr_quiet(quiet: bool | None = None) -> Iterator[None]:
 
 
 def tensorflow():
-    """The one door to TensorFlow: (tensorflow, tensorflow_hub), imported with oneDNN on.
+    """The one door to TensorFlow: the tensorflow module, imported with oneDNN on.
     TensorFlow's wheels turn oneDNN on by default only on CPUs with AVX-512 VNNI/BF16 or AMX;
     on an AVX2 CPU it ran the stand-in 2.4x faster (issue 19: 0.75 → 1.8 windows/s on a Zen 3),
     within float error. A TF_ENABLE_ONEDNN_OPTS the user set is left alone."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is not for users
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    os.environ.setdefault("TFHUB_CACHE_DIR", str(hub_cache_dir()))
     with native_stderr_quiet():
         import tensorflow as tf
-        import tensorflow_hub as hub
-    return tf, hub
+    return tf
 
 
 def load_tensorflow_model(handle: str = HUB_HANDLE, threads: int = 0) -> HubEmbedder:
     """The SavedModel loaded by TensorFlow, both signatures on it; ModelError with one line.
     threads caps TensorFlow's threads (set before its runtime starts, or they cannot be)."""
-    tf, hub = tensorflow()
+    tf = tensorflow()
     if threads:
         with contextlib.suppress(RuntimeError):  # already started in this process: kept
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(min(threads, INTER_OP_THREADS))
     with native_stderr_quiet():
-        return _load(hub, handle)
+        return _load(tf, handle)
 
 
 def load_model(handle: str = HUB_HANDLE, threads: int = 0, *, runtime: str = "tensorflow",
                batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "f32",
-               cache_dir: Path | None = None) -> Embedder:
+               cache_dir: Path | None = None, retry: bool = False) -> Embedder:
     """Load the model from a hub URL (downloaded once into `hub_cache_dir()`) or a local
     SavedModel directory, with its video signature on `runtime` ("auto", "tensorflow",
     "openvino"; config's model.runtime). On OpenVINO it runs the IR converted for
@@ -273,13 +274,14 @@ def load_model(handle: str = HUB_HANDLE, threads: int = 0, *, runtime: str = "te
     (model.threads) caps both runtimes' threads; `precision` (model.precision) is OpenVINO's
     inference precision, or int8 for the copy `autotag quantize` accepted. Raises ModelError
     with one line naming the fix. The result's `.runtime` says where the video signature runs.
+    A failed OpenVINO conversion is recorded and not tried again until `retry` is set.
 
     runtime defaults to "tensorflow" so that `load_model(handle, threads)` behaves as before
     issue 14; the app passes config.model.runtime (default "auto")."""
     chosen = choose_runtime(runtime)
     if chosen == "openvino":
         embedder = _on_openvino(handle, threads, batch_size, precision,
-                                cache_dir or openvino_cache_dir())
+                                cache_dir or openvino_cache_dir(), retry)
         if embedder is not None:
             return embedder
     elif precision == "int8":
@@ -288,18 +290,20 @@ def load_model(handle: str = HUB_HANDLE, threads: int = 0, *, runtime: str = "te
     return load_tensorflow_model(handle, threads)
 
 
-def load_configured(model: ModelConfig, cache_dir: Path | None = None) -> Embedder:
+def load_configured(model: ModelConfig, cache_dir: Path | None = None,
+                    retry: bool = False) -> Embedder:
     """`load_model` with config's model section: handle, threads, runtime and batch_size."""
     return load_model(model.handle, model.threads, runtime=model.runtime,
                       batch_size=model.batch_size, precision=model.precision,
-                      cache_dir=cache_dir)
+                      cache_dir=cache_dir, retry=retry)
 
 
 def prepare_runtime(model: ModelConfig, cache_dir: Path | None = None) -> Path | None:
     """What `autotag fetch-model` calls after fetching: load the model as a start would, so the
-    OpenVINO conversion is cached and a service starts fast. Returns the converted model's
-    folder, or None when the video signature runs on TensorFlow (nothing to prepare)."""
-    embedder = load_configured(model, cache_dir)
+    OpenVINO conversion is cached and a service starts fast; a conversion that failed before
+    is tried again. Returns the converted model's folder, or None when the video signature
+    runs on TensorFlow (nothing to prepare)."""
+    embedder = load_configured(model, cache_dir, retry=True)
     return getattr(embedder, "cache_path", None)
 
 
@@ -337,16 +341,27 @@ def gpu_for_tensorflow() -> bool:
 
 
 def _on_openvino(handle: str, threads: int, batch_size: int, precision: str,
-                 cache_dir: Path) -> Embedder | None:
+                 cache_dir: Path, retry: bool = False) -> Embedder | None:
     """The model with its video signature compiled by OpenVINO and its text signature in a
     child process; None after one warning line saying why, when conversion or compilation
-    fails (TensorFlow runs it). ModelError when the model itself cannot be loaded, or int8 is
-    asked for without an accepted INT8 copy."""
-    from autotag.runtimes import child, openvino
+    fails (TensorFlow runs it). The failure is recorded beside the cache (runtimes/failed.py),
+    so later runs skip OpenVINO with one info line instead of converting again, until a
+    version changes or `retry` (autotag fetch-model). ModelError when the model itself cannot
+    be loaded, or int8 is asked for without an accepted INT8 copy."""
+    from autotag.runtimes import child, failed, openvino
 
     env = {"TFHUB_CACHE_DIR": str(hub_cache_dir())}  # the child finds the model where we do
     model_fingerprint = fingerprint(handle)
+    failure = None
     try:
+        if precision != openvino.INT8:  # int8 never falls back: it is an error at every start
+            with native_stderr_quiet():  # the key holds OpenVINO's version: imports it
+                key = openvino.cache_key(model_fingerprint, batch_size)
+            failure = failed.Failure(cache_dir, key, precision)
+            if (known := None if retry else failure.read()) is not None:
+                log.info("the video model runs on TensorFlow: OpenVINO failed with it on %s "
+                         "(%s); %s", known["when"], known["reason"], RETRY_HINT)
+                return None
         video = openvino.compile_video(
             lambda folder: child.convert(handle, batch_size, folder, threads, env),
             model_fingerprint, batch_size, threads, cache_dir, precision,
@@ -360,19 +375,30 @@ def _on_openvino(handle: str, threads: int, batch_size: int, precision: str,
     except Exception as exc:  # noqa: BLE001 - any failure here has the same remedy: TensorFlow
         reason = _one_line(exc)
     else:
+        if failure is not None:
+            failure.clear()  # a retry that worked
         return openvino.OpenVinoEmbedder(
             video, TextInChild(handle, threads), model_fingerprint, handle,
             tensorflow=functools.cache(lambda: load_tensorflow_model(handle, threads)))
     if precision == "int8":
         raise ModelError(f"the INT8 model cannot run on OpenVINO ({reason}); run 'autotag "
                          "quantize' again, or set model.precision: f32")
-    log.warning("OpenVINO cannot run the video model (%s); running it on TensorFlow", reason)
+    if failure is not None:
+        failure.write(reason)  # later runs go to TensorFlow at once, until a version changes
+    log.warning("OpenVINO cannot run the video model (%s); running it on TensorFlow, now and "
+                "in later runs; %s", reason, RETRY_HINT)
     return None
 
 
-def _load(hub, handle: str) -> HubEmbedder:
+def _load(tf, handle: str) -> HubEmbedder:
+    from autotag import hub
+
     try:
-        module = hub.load(handle)
+        path = hub.resolve(handle, hub_cache_dir())
+        # a TF1 Hub module (the real model) has one MetaGraph, with the empty tag set: asked for
+        # by name, as tensorflow_hub's load did; a TF2 SavedModel takes the default
+        tags = [] if (path / hub.MODULE_PROTO).is_file() else None
+        module = tf.saved_model.load(str(path), tags=tags)
     except OSError as exc:  # URLError is an OSError: no network, DNS, proxy
         if "://" in handle:
             raise ModelError(
@@ -381,7 +407,7 @@ def _load(hub, handle: str) -> HubEmbedder:
                 "local SavedModel directory") from None
         raise ModelError(f"cannot read the model at {handle} ({_reason(exc)}); set "
                          "model.handle to a SavedModel directory") from None
-    except Exception as exc:  # a corrupt SavedModel raises TensorFlow's own errors
+    except Exception as exc:  # noqa: BLE001 - a corrupt SavedModel raises TensorFlow's own
         raise ModelError(f"cannot load the model at {handle}: {_reason(exc)}; point "
                          "model.handle at an intact copy of MIL-NCE") from None
     signatures = getattr(module, "signatures", {})
@@ -394,11 +420,12 @@ def _load(hub, handle: str) -> HubEmbedder:
 
 
 def fetch_model(handle: str = HUB_HANDLE) -> Path:
-    """Download the model into the persistent cache and return the SavedModel directory."""
-    _, hub = tensorflow()
+    """Download the model into the persistent cache (no TensorFlow needed) and return the
+    SavedModel directory; a local handle is returned as it is."""
+    from autotag import hub
 
     try:
-        return Path(hub.resolve(handle))
+        return hub.resolve(handle, hub_cache_dir())
     except OSError as exc:
         raise ModelError(f"cannot download the model {handle} ({_reason(exc)}); check the "
                          "network or proxy settings") from None

@@ -84,9 +84,10 @@ def article(handle: str, clips: list[str]) -> dict:
     """The article's method on these clips, timed from the first read to the embeddings (the
     model's loading excluded, as for autotag)."""
     import tensorflow as tf
-    import tensorflow_hub as hub
 
-    module = hub.load(handle)
+    from autotag.model import load_tensorflow_model
+
+    module = load_tensorflow_model(handle).module  # hub.load's job, without tensorflow_hub
     started = time.perf_counter()
     videos = np.stack([article_load_video(Path(c)) for c in clips], axis=0)
     out = module.signatures["video"](tf.constant(tf.cast(videos, dtype=tf.float32)))

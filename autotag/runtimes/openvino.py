@@ -270,7 +270,10 @@ def _compile(ov, path: Path, precision: str, threads: int, quiet) -> object:
 def convert_signature(video_fn, batch_size: int, path: Path) -> None:
     """Convert and save the IR into a temp folder beside `path`, then rename it into place.
     Needs the TensorFlow signature: runs in the converting child (runtimes/tfworker.py)."""
+    from autotag.runtimes.ovcompat import patch_tensorflow_frontend
+
     ov = import_openvino()
+    patch_tensorflow_frontend()  # Python 3.13 (issue 29)
 
     try:
         with _root_logger_kept():

@@ -30,6 +30,12 @@ def main(argv: list[str]) -> int:
     command, handle = argv[0], argv[1]
     try:
         model = load_tensorflow_model(handle, threads)
+    except ModelError as exc:
+        return _fail(str(exc), EXIT_MODEL)
+    except Exception as exc:  # noqa: BLE001 - TensorFlow itself broken (an import): one line
+        # not a conversion failure (which would only make the parent load TensorFlow too)
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_MODEL)
+    try:
         if command == "convert":
             convert_signature(model.video_fn, int(argv[2]), Path(argv[3]))
         elif command == "text-server":
@@ -41,10 +47,15 @@ def main(argv: list[str]) -> int:
             np.save(buffer, model.embed_text(texts), allow_pickle=False)
             sys.stdout.buffer.write(buffer.getvalue())
     except (ModelError, ConversionError) as exc:
-        # the protocol with the parent: the last line on stderr says why (child.run reads it)
-        sys.stderr.write(f"{exc}\n")
-        return EXIT_MODEL if isinstance(exc, ModelError) else EXIT_CONVERSION
+        return _fail(str(exc), EXIT_MODEL if isinstance(exc, ModelError) else EXIT_CONVERSION)
     return 0
+
+
+def _fail(reason: str, code: int) -> int:
+    """The protocol with the parent: the last line on stderr says why (child.run reads it)."""
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    sys.stderr.write(f"{' '.join(lines)[:500]}\n")
+    return code
 
 
 def text_server(model, idle: float) -> int:

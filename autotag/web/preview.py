@@ -31,7 +31,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from autotag import pictures
 from autotag.errors import AutotagError
 from autotag.files import show
-from autotag.media import IO_TIMEOUT, deinterlacer, drained
+from autotag.media import deinterlacer, drained, open_input
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _interlaced(container: av.container.InputContainer, stream: av.video.VideoSt
 
 def _open(path: Path) -> av.container.InputContainer:
     try:
-        return av.open(str(path), timeout=(IO_TIMEOUT, IO_TIMEOUT), metadata_errors="replace")
+        return open_input(path)
     except (av.FFmpegError, OSError) as exc:
         raise PreviewError(f"{show(path)}: not a video FFmpeg can read ({_why(exc)})") from None
 
