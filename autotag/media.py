@@ -162,7 +162,9 @@ class _Clip:
             raise DecodeError(f"frames of {ctx.width}×{ctx.height} are larger than "
                               f"sampling.max_pixels ({max_pixels}); raise it to tag this clip")
         ctx.thread_type, ctx.thread_count = "NONE", DECODE_THREADS
+        limit_pixels(ctx, max_pixels)
         self.ctx = ctx
+        self.max_pixels = max_pixels
         self.deadline = deadline
         self.skip_nonref = skip_nonref
         self.aspect = _pixel_aspect(self.stream)
@@ -359,10 +361,12 @@ class _Clip:
             try:
                 decoded = self.ctx.decode(packet)
             except av.FFmpegError as exc:
+                too_large(self.ctx.width, self.ctx.height, self.max_pixels)  # FFmpeg's refusal
                 log.debug("skipping a packet at %s: %s", packet.pts, _reason(exc))
                 self.damaged += self.in_step
                 continue
             for frame in decoded:
+                too_large(frame.width, frame.height, self.max_pixels)
                 if frame.is_corrupt:
                     self.damaged += self.in_step
                 else:
@@ -442,6 +446,20 @@ class _Clip:
         return i < len(self.wanted) and self.wanted[i] < end
 
     # -- conversion ----------------------------------------------------------------------------
+
+
+def limit_pixels(ctx: av.codec.context.CodecContext, max_pixels: int) -> None:
+    """FFmpeg's own cap on a decoded picture (AVCodecContext.max_pixels), set before the decoder
+    opens: a frame past it is refused before its buffer is allocated. The header's size is
+    only the first part's (issue 30: 320×240, then 16000×16000 frames took 1.28 GB)."""
+    ctx.options = {**ctx.options, "max_pixels": str(max_pixels)}
+
+
+def too_large(width: int, height: int, max_pixels: int) -> None:
+    """DecodeError if a frame (or the size the decoder was told of) exceeds max_pixels."""
+    if width * height > max_pixels:
+        raise DecodeError(f"frames of {width}×{height} are larger than sampling.max_pixels "
+                          f"({max_pixels}); raise it to tag this clip")
 
 
 def _pixel_aspect(stream: av.video.stream.VideoStream) -> float:

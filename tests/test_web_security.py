@@ -1,0 +1,189 @@
+"""Issue 30, each finding a test: the symlink race on media and previews, clips outside the library,
+bodies, slow clients, forwarded headers, the login limit, parameters out of range, pixel caps,
+preview encodes, the query cache, the reload signal and the text child's zombie."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Self
+
+import pytest
+from starlette.testclient import TestClient
+
+from autotag import opener
+from autotag import cli
+from autotag.app import open_app
+from autotag.config import load_config
+from autotag.opener import Expected, NotServable, open_beneath, open_checked
+from autotag.web.app import create_app, open_library
+from tests.clips import RED, write_video
+from tests.helpers import write_config
+
+LOCAL = "http://127.0.0.1:8765"
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+RACE_REQUESTS = 2000  # at most, each way of opening
+RACE_SECONDS = 60.0  # and at most this long
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def exchange(a: Path, b: Path) -> None:
+    """renameat2(RENAME_EXCHANGE): a and b trade places in one step (what an attacker runs)."""
+    if _libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@pytest.fixture
+def library(tmp_path, model_dir, embedder):
+    """lib/dir/clip.mp4 tagged; outside/dir/clip.mp4 the same size and mtime, other bytes."""
+    lib = tmp_path / "lib"
+    (lib / "dir").mkdir(parents=True)
+    clip = write_video(lib / "dir" / "clip.mp4", [(RED, 3)])
+    outside = tmp_path / "outside" / "dir" / "clip.mp4"
+    outside.parent.mkdir(parents=True)
+    outside.write_bytes(b"OUTSIDE!" * (clip.stat().st_size // 8 + 1))
+    os.truncate(outside, clip.stat().st_size)
+    st = clip.stat()
+    os.utime(outside, ns=(st.st_atime_ns, st.st_mtime_ns))
+    config = write_config(tmp_path, model_dir)
+    assert cli.main(["--once", "--config", str(config), str(lib)], embedder=embedder) == 0
+    return {"lib": lib, "clip": clip, "outside": outside, "config": config}
+
+
+def client_for(config: Path, embedder, token=None):
+    app = open_app(load_config(config), embedder)
+    return app, TestClient(create_app(open_library(app), token), base_url=LOCAL)
+
+
+def only_id(client) -> int:
+    (hit,) = client.get("/api/search", params={"q": "red"}).json()
+    return hit["id"]
+
+
+# -- 1. open once, serve what was checked ---------------------------------------------------------
+
+class Swapper:
+    """A thread swapping the clip's folder with a symlink to the outside folder, and the clip
+    file with a symlink to the outside file, back and forth, until stopped."""
+
+    def __init__(self, lib: Path, outside: Path) -> None:
+        self.folder, self.folder_link = lib / "dir", lib / ".alias"
+        self.folder_link.symlink_to(outside.parent, target_is_directory=True)
+        self.file, self.file_link = lib / "dir" / "clip.mp4", lib / "dir" / ".clip"
+        self.file_link.symlink_to(outside)
+        self.swaps = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="swapper")
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for a, b in ((self.folder, self.folder_link), (self.file, self.file_link)):
+                exchange(a, b)
+                time.sleep(0)  # let a request see it swapped
+                exchange(a, b)
+                self.swaps += 2
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.mark.parametrize("way", ["openat2", "per-component walk"])
+def test_no_byte_from_outside_is_ever_served_while_folders_and_files_are_swapped(
+        library, embedder, monkeypatch, way):
+    if way != "openat2":
+        monkeypatch.setattr(opener, "_openat2_works", False)
+    app, client = client_for(library["config"], embedder)
+    data = library["clip"].read_bytes()
+    outside = library["outside"].read_bytes()
+    rng = random.Random(30)
+    statuses: dict[int, int] = {}
+    try:
+        clip_id = only_id(client)
+        assert client.get(f"/api/clips/{clip_id}/media").content == data
+        deadline = time.monotonic() + RACE_SECONDS
+        with Swapper(library["lib"], library["outside"]) as swapper:
+            for n in range(RACE_REQUESTS):
+                if time.monotonic() > deadline:
+                    break
+                start = rng.randrange(len(data))
+                headers = {"Range": f"bytes={start}-"} if n % 2 else {}
+                response = client.get(f"/api/clips/{clip_id}/media", headers=headers)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                body = response.content
+                assert b"OUTSIDE!" not in body and outside[:64] not in body, (n, statuses)
+                if response.status_code == 200:
+                    assert body == data
+                elif response.status_code == 206:
+                    assert body == data[start:]
+                else:
+                    assert response.status_code == 404, response.text
+        assert n + 1 >= 200, "too few requests to race"
+        assert swapper.swaps >= 100, swapper.swaps
+        assert statuses.get(404, 0) > 0, statuses  # the requests did meet the swapped state
+        assert statuses.get(200, 0) + statuses.get(206, 0) > 0, statuses
+    finally:
+        app.close()
+
+
+def test_the_preview_transcoder_reads_only_the_checked_file(library, embedder, tmp_path):
+    """The web preview opens the clip through the same opener: a symlink swapped in for the
+    clip (or its folder) gets 404, never a preview of the outside file."""
+    real_outside = library["outside"]
+    write_video(real_outside, [(RED, 3)], size=(96, 64))  # a real video outside this time
+    app, client = client_for(library["config"], embedder)
+    try:
+        clip_id = only_id(client)
+        moved = tmp_path / "kept.mp4"
+        shutil.move(library["clip"], moved)
+        library["clip"].symlink_to(real_outside)
+        st = moved.stat()
+        os.utime(real_outside, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.truncate(real_outside, st.st_size) if real_outside.stat().st_size > st.st_size \
+            else None
+        response = client.get(f"/api/clips/{clip_id}/preview", params={"start": 0, "end": 2})
+        assert response.status_code == 404, response.text
+        assert client.get(f"/api/clips/{clip_id}/media").status_code == 404
+    finally:
+        app.close()
+
+
+def test_the_opener_refuses_symlinks_dot_dot_and_fifos_without_blocking(tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.mp4").write_bytes(b"inside")
+    (tmp_path / "secret").write_bytes(b"secret")
+    (root / "link.mp4").symlink_to(tmp_path / "secret")
+    (root / "inner.mp4").symlink_to(root / "sub" / "a.mp4")  # even one that stays inside
+    (root / "dirlink").symlink_to(root / "sub")
+    os.mkfifo(root / "fifo.mp4")
+    for use in (None, False):
+        fd = open_beneath(root, "sub/a.mp4", use_openat2=use)
+        assert os.read(fd, 10) == b"inside"
+        os.close(fd)
+        for bad in ("link.mp4", "inner.mp4", "dirlink/a.mp4", "../secret", "sub/../../secret",
+                    "/etc/passwd"):
+            with pytest.raises(OSError):
+                os.close(open_beneath(root, bad, use_openat2=use))
+    began = time.monotonic()
+    with pytest.raises(NotServable, match="regular file"):
+        open_checked(str(root), str(root / "fifo.mp4"), Expected(0, 0.0))
+    assert time.monotonic() - began < 5  # a FIFO never blocks the server's thread
+    st = (root / "sub" / "a.mp4").stat()
+    with pytest.raises(NotServable, match="changed"):
+        open_checked(str(root), str(root / "sub" / "a.mp4"), Expected(st.st_size + 1,
+                                                                     st.st_mtime))
+    with pytest.raises(NotServable, match="outside"):
+        open_checked(None, str(tmp_path / "secret"), Expected(6, 0.0))
