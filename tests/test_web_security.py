@@ -187,3 +187,63 @@ def test_the_opener_refuses_symlinks_dot_dot_and_fifos_without_blocking(tmp_path
                                                                      st.st_mtime))
     with pytest.raises(NotServable, match="outside"):
         open_checked(None, str(tmp_path / "secret"), Expected(6, 0.0))
+
+
+# -- 2. the library's edge: one rule ---------------------------------------------------------------
+
+def test_a_symlink_out_of_the_library_is_neither_tagged_nor_shown_unless_opted_in(
+        tmp_path, model_dir, embedder):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_video(lib / "inside.mp4", [(RED, 3)])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outside = write_video(elsewhere / "outside.mp4", [(RED, 4)])
+    (lib / "out.mp4").symlink_to(outside)
+    (lib / "outdir").symlink_to(elsewhere, target_is_directory=True)
+    config = write_config(tmp_path, model_dir)
+    assert cli.main(["--once", "--config", str(config), str(lib)], embedder=embedder) == 0
+    app, client = client_for(config, embedder)
+    try:
+        names = {h["name"] for h in client.get("/api/search", params={"q": "red"}).json()}
+        assert names == {"inside.mp4"}  # the scan did not follow either link out
+    finally:
+        app.close()
+    opted = tmp_path / "opted.yaml"
+    opted.write_text(config.read_text() + "watch: {follow_symlinks_out: true}\n")
+    assert cli.main(["--once", "--config", str(opted), str(lib)], embedder=embedder) == 0
+    app, client = client_for(opted, embedder)
+    try:
+        hits = {h["name"]: h["id"] for h in client.get("/api/search",
+                                                       params={"q": "red"}).json()}
+        assert "out.mp4" in hits  # opted in: tagged ...
+        served = client.get(f"/api/clips/{hits['out.mp4']}/media")
+        assert served.status_code == 200 and served.content == outside.read_bytes()  # ... served
+        out_id = hits["out.mp4"]
+    finally:
+        app.close()
+    app, client = client_for(config, embedder)  # the default again, over the same store
+    try:
+        for url in (f"/api/clips/{out_id}", f"/api/clips/{out_id}/thumbnail",
+                    f"/api/clips/{out_id}/media", f"/clips/{out_id}",
+                    f"/api/clips/{out_id}/preview"):
+            response = client.get(url)
+            assert response.status_code == 404, (url, response.status_code)
+        assert client.get("/api/search", params={"like": out_id}).status_code == 404
+    finally:
+        app.close()
+
+
+def test_the_watcher_asks_the_same_edge(tmp_path):
+    from autotag.config import WatchConfig
+    from autotag.daemon.watcher import Watcher
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (tmp_path / "outside.mp4").write_bytes(b"x")
+    (lib / "in.mp4").write_bytes(b"x")
+    (lib / "out.mp4").symlink_to(tmp_path / "outside.mp4")
+    for follow, expected in ((False, {"in.mp4"}), (True, {"in.mp4", "out.mp4"})):
+        watcher = Watcher([lib], WatchConfig(follow_symlinks_out=follow), out=None)
+        assert {p.name for p in (lib / "in.mp4", lib / "out.mp4") if watcher._wanted(p)} \
+            == expected
