@@ -26,6 +26,7 @@ from tests.clips import RED, write_video
 from tests.helpers import write_config
 
 LOCAL = "http://127.0.0.1:8765"
+TOKEN = "t0ken-" + "x" * 26
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
 RACE_REQUESTS = 2000  # at most, each way of opening
@@ -59,8 +60,11 @@ def library(tmp_path, model_dir, embedder):
 
 
 def client_for(config: Path, embedder, token=None):
+    """(app, TestClient) over the config's store; ask for only_id(client) before the test
+    changes the library."""
     app = open_app(load_config(config), embedder)
-    return app, TestClient(create_app(open_library(app), token), base_url=LOCAL)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return app, TestClient(create_app(open_library(app), token), base_url=LOCAL, headers=headers)
 
 
 def only_id(client) -> int:
@@ -247,3 +251,45 @@ def test_the_watcher_asks_the_same_edge(tmp_path):
         watcher = Watcher([lib], WatchConfig(follow_symlinks_out=follow), out=None)
         assert {p.name for p in (lib / "in.mp4", lib / "out.mp4") if watcher._wanted(p)} \
             == expected
+
+
+# -- 3. limits -------------------------------------------------------------------------------------
+
+def test_a_body_past_the_cap_is_refused_while_it_streams_in(library, embedder):
+    """413 for a Content-Length past the cap before a byte is read, and for a chunked body at
+    the chunk that crosses it: the app asks for no chunk past the cap."""
+    import asyncio
+
+    from autotag.web.security import MAX_BODY_BYTES
+
+    app, client = client_for(library["config"], embedder, token=TOKEN)
+    try:
+        clip_id = only_id(client)
+        big = client.post(f"/api/clips/{clip_id}/reviews", content=b"{" * (MAX_BODY_BYTES + 1),
+                          headers={"Content-Type": "application/json"})
+        assert big.status_code == 413
+        fine = client.post(f"/api/clips/{clip_id}/reviews", json={"confirm": ["red"]})
+        assert fine.status_code == 200, fine.text
+        chunks, sent = 0, []
+
+        async def receive() -> dict:  # a chunked body that would never end
+            nonlocal chunks
+            chunks += 1
+            return {"type": "http.request", "body": b"x" * 4096, "more_body": True}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": f"/api/clips/{clip_id}/reviews",
+                 "raw_path": f"/api/clips/{clip_id}/reviews".encode(), "query_string": b"",
+                 "root_path": "", "scheme": "http", "http_version": "1.1",
+                 "asgi": {"version": "3.0"}, "client": ("127.0.0.1", 5000),
+                 "server": ("127.0.0.1", 8765),
+                 "headers": [(b"host", b"127.0.0.1:8765"), (b"transfer-encoding", b"chunked"),
+                             (b"authorization", f"Bearer {TOKEN}".encode()),
+                             (b"content-type", b"application/json")]}
+        asyncio.run(asyncio.wait_for(client.app(scope, receive, send), 30))
+        assert sent[0]["status"] == 413
+        assert chunks == MAX_BODY_BYTES // 4096 + 1  # not one chunk past the one that crossed
+    finally:
+        app.close()

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             log.info("serving %d clips at http://%s:%d%s/ (Ctrl-C stops)", len(library.index),
                      shown, port, root)
         try:
-            if not serve_forever(web, host, port, started):
+            if not serve_forever(web, host, port, started, config.serve):
                 log.error("cannot listen on %s:%d (in use, or not an address of this machine); "
                           "choose another with --listen", shown, port)
                 return EXIT_USAGE

@@ -341,7 +341,7 @@ class Daemon:
         host, port, token = web
         self._web_app = create_app(open_library(self._app, status=self.status_snapshot), token,
                                    reload=self.request_reload)
-        self._web = WebServer(self._web_app, host, port)
+        self._web = WebServer(self._web_app, host, port, self.config.serve)
         self._web.start()
         shown = f"[{host}]" if ":" in host else host
         log.info("serving the web app at http://%s:%d%s/", shown, self._web.port_bound,

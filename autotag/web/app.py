@@ -67,7 +67,7 @@ from autotag.web.preview import (
     PreviewError,
     playability,
 )
-from autotag.web.security import COOKIE, CSRF_FIELD, Security
+from autotag.web.security import COOKIE, CSRF_FIELD, BodyLimit, Security, held_back
 from autotag.web.serving import FdResponse
 
 log = logging.getLogger(__name__)
@@ -727,15 +727,12 @@ async def login(request: Request) -> Response:
     security: Security = request.scope["state"]["security"]
     form = await _form(request)
     client = request.client.host if request.client else "?"
-    wait = security.failures.retry_after(client)
     next_url = _safe_next(form.get("next"))
-    if wait:
-        return _render(request, "login.html", {"error": f"Too many failed attempts; try again "
-                                                        f"in {wait} s.", "next": next_url}, 429)
     if not security.token:
         return RedirectResponse(_base(request) + next_url, 303)
-    if not security.check_token(str(form.get("token", "")).strip()):
-        security.failures.failed(client)
+    attempt = str(form.get("token", "")).strip()
+    if not security.check_token(attempt):  # the right one always gets in; wrong ones wait
+        await held_back(security.failures.failed(client, "form:" + attempt))
         return _render(request, "login.html", {"error": "That is not the token.",
                                                "next": next_url}, 401)
     response = RedirectResponse(_base(request) + next_url, 303)
@@ -828,9 +825,11 @@ def create_app(library: Library, token: str | None = None,
         response = _render(request, "login.html", {"error": None, "next": _safe_next(nxt)}, 401)
         await response(scope, receive, send)
 
-    app = Security(inner, token=token, hosts=library.config.serve.hosts,
-                   root_path=library.config.serve.root_path, unauthorized=unauthorized)
+    secured = Security(inner, token=token, hosts=library.config.serve.hosts,
+                       root_path=library.config.serve.root_path, unauthorized=unauthorized)
+    app = BodyLimit(secured)  # outermost: no body past the cap, whoever sends it
     app.state = inner.state  # type: ignore[attr-defined]  # tests and the daemon reach it here
+    app.security = secured  # type: ignore[attr-defined]
     return app
 
 
