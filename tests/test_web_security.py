@@ -4,10 +4,13 @@ preview encodes, the query cache, the reload signal and the text child's zombie.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import http.client
 import os
 import random
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -293,3 +296,114 @@ def test_a_body_past_the_cap_is_refused_while_it_streams_in(library, embedder):
         assert chunks == MAX_BODY_BYTES // 4096 + 1  # not one chunk past the one that crossed
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, model_dir, embedder):
+    """tests/library.py's five clips, for the tests that change nothing in the library."""
+    from tests.library import module_library
+
+    yield from module_library(tmp_path_factory, "security", model_dir, embedder)
+
+
+@contextlib.contextmanager
+def live(made, embedder, token=None, extra: str = ""):
+    """The app on a real uvicorn (WebServer, port 0), as autotag serve runs it."""
+    from autotag.web.server import WebServer
+
+    config_path = made["config"]
+    if extra:
+        config_path = made["config"].with_name("config-live.yaml")
+        config_path.write_text(made["config"].read_text() + extra)
+    config = load_config(config_path)
+    app = open_app(config, embedder)
+    web_app = create_app(open_library(app), token)
+    server = WebServer(web_app, "127.0.0.1", 0, config.serve)
+    server.start()
+    try:
+        yield server.port_bound, web_app
+    finally:
+        server.stop()
+        app.close()
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """True if the server closes the connection within `seconds` (whatever it sends first)."""
+    sock.settimeout(seconds)
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def test_slow_clients_are_closed_within_the_request_deadline(shared, embedder, monkeypatch):
+    """Nothing at all, half a head, a body that never comes: each connection is closed by the
+    server within the deadline (it held them past 90 s)."""
+    from autotag.web import server as web_server
+
+    monkeypatch.setattr(web_server, "REQUEST_TIMEOUT", 2.0)
+    with live(shared, embedder) as (port, _):
+        origin = f"http://127.0.0.1:{port}"
+        silent = socket.create_connection(("127.0.0.1", port))
+        half = socket.create_connection(("127.0.0.1", port))
+        half.sendall(b"GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        body = socket.create_connection(("127.0.0.1", port))
+        body.sendall(f"POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: {origin}\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\n"
+                     "Content-Length: 100\r\n\r\ntoken=abc".encode())
+        kept = socket.create_connection(("127.0.0.1", port))  # a keep-alive after a request
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(0.5)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # and half of the next one
+        try:
+            for name, sock in (("silent", silent), ("half a head", half),
+                               ("a body that never comes", body), ("half after one", kept)):
+                assert closed_within(sock, 2.0 + 15.0), name
+        finally:
+            for sock in (silent, half, body, kept):
+                sock.close()
+        ok = socket.create_connection(("127.0.0.1", port))  # and it still answers
+        ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        ok.settimeout(15)
+        assert ok.recv(100).startswith(b"HTTP/1.1 200")
+        ok.close()
+
+
+def _bearer(port: int, token: str, forwarded: str | None = None) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}"}
+    if forwarded:
+        headers["X-Forwarded-For"] = forwarded
+    connection.request("GET", "/api/tags", headers=headers)
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_forwarded_addresses_count_only_from_trusted_proxies_and_the_token_always_works(
+        shared, embedder, trusted):
+    """Seven wrong tokens, each claiming another X-Forwarded-For: without trusted proxies all
+    count against the real peer (the back-off holds the last answers), with 127.0.0.1 trusted
+    each against its forwarded address; the right token gets in at once either way."""
+    extra = "serve: {trusted_proxies: [127.0.0.1]}\n" if trusted else ""
+    with live(shared, embedder, TOKEN, extra) as (port, web_app):
+        failures = web_app.security.failures
+        for n in range(7):
+            began = time.monotonic()
+            assert _bearer(port, f"wrong-{n}", f"10.9.8.{n}") == 401
+        held = time.monotonic() - began
+        if trusted:
+            assert failures.count("127.0.0.1") == 0
+            assert [failures.count(f"10.9.8.{n}") for n in range(7)] == [1] * 7
+        else:
+            assert failures.count("127.0.0.1") == 7
+            assert all(failures.count(f"10.9.8.{n}") == 0 for n in range(7))
+            assert held >= 2.0  # the seventh wrong answer waited (1 s, then 2 s)
+        assert _bearer(port, TOKEN, "10.9.8.0") == 200
