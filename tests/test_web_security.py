@@ -407,3 +407,89 @@ def test_forwarded_addresses_count_only_from_trusted_proxies_and_the_token_alway
             assert all(failures.count(f"10.9.8.{n}") == 0 for n in range(7))
             assert held >= 2.0  # the seventh wrong answer waited (1 s, then 2 s)
         assert _bearer(port, TOKEN, "10.9.8.0") == 200
+
+
+# -- the reload signal, the text child, the query cache --------------------------------------------
+
+def test_the_reload_signal_goes_only_to_the_process_holding_the_stores_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from autotag.daemon.status import signal_daemon
+
+    store = tmp_path / "state.sqlite3"
+    sleeper = subprocess.Popen(["sleep", "60"])  # a stale status file's PID, reused
+    try:
+        assert not signal_daemon(sleeper.pid, store, signal.SIGHUP)
+        time.sleep(0.3)
+        assert sleeper.poll() is None  # alive: it was not sent SIGHUP
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    got = tmp_path / "got-sighup"
+    daemon = subprocess.Popen([sys.executable, "-c", f"""
+import signal, sys, time
+from pathlib import Path
+from autotag.daemon.service import acquire_lock
+lock = acquire_lock(Path({str(store)!r}))
+signal.signal(signal.SIGHUP, lambda *a: Path({str(got)!r}).write_text("yes"))
+print("locked", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE)
+    try:
+        assert daemon.stdout.readline().strip() == b"locked"
+        assert signal_daemon(daemon.pid, store, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while not got.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert got.read_text() == "yes"
+        assert not signal_daemon(daemon.pid, tmp_path / "other.sqlite3", signal.SIGHUP)
+        assert not signal_daemon(True, store, signal.SIGHUP)
+    finally:
+        daemon.kill()
+        daemon.wait()
+        daemon.stdout.close()
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None  # gone: reaped
+
+
+def test_the_text_child_is_reaped_when_it_ends_itself_idle(model_dir):
+    from autotag.model import LazyEmbedder
+
+    lazy = LazyEmbedder(str(model_dir), runtime="openvino", text_idle=2.0)
+    try:
+        lazy.embed_text(["red"])
+        pid = lazy._text._child._proc.pid
+        deadline = time.monotonic() + 60
+        while _state(pid) not in (None, "Z") and time.monotonic() < deadline:
+            time.sleep(0.1)  # until it ends itself
+        zombie_until = time.monotonic() + 5
+        while _state(pid) == "Z" and time.monotonic() < zombie_until:
+            time.sleep(0.1)
+        assert _state(pid) is None  # reaped, without another query to notice it ended
+    finally:
+        lazy.close()
+
+
+def test_the_query_cache_on_disk_is_bounded_in_count_and_age(tmp_path):
+    import numpy as np
+
+    from autotag.vocabulary import QueryCache
+
+    cache = QueryCache(tmp_path / "q", max_files=50, max_age=3600)
+    vector = np.ones(512, np.float32)
+    for n in range(300):
+        cache.put(f"query {n}", vector)
+    assert len(list((tmp_path / "q").iterdir())) <= 50 + 64  # swept every 64 new entries
+    cache.sweep()
+    assert len(list((tmp_path / "q").iterdir())) == 50
+    assert cache.get("query 299") is not None and cache.get("query 0") is None
+    old = cache._path("query 299")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert cache.get("query 299") is None and not old.exists()  # too old: asked again

@@ -871,8 +871,10 @@ def open_library(app, status: Callable[[], dict] | None = None,
         where = status_path(config.state.store_path)
         status = functools.partial(read_status, where)
     index = LiveIndex(app.store, app.embedder.fingerprint, app.vocabulary, config.tagging)
+    previews = PreviewCache(cache / "web-previews", max_pixels=config.sampling.max_pixels,
+                            encodes=config.serve.max_previews)
     return Library(config, app.store, app.vocabulary, app.embedder, index,
-                   PreviewCache(cache / "web-previews"), cache, status, app.tagger,
+                   previews, cache, status, app.tagger,
                    queries=_query_embedder(app.embedder, config))
 
 
