@@ -493,3 +493,134 @@ def test_the_query_cache_on_disk_is_bounded_in_count_and_age(tmp_path):
     old = cache._path("query 299")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     assert cache.get("query 299") is None and not old.exists()  # too old: asked again
+
+
+# -- pixels, previews, parameters, sidecars --------------------------------------------------------
+
+def _mixed_sizes(folder: Path) -> Path:
+    """An MPEG-TS whose header says 320×240 and whose second second is 1000×1000 (concatenated
+    streams: the decoder meets the new size mid-file, as with 16000×16000 in the issue)."""
+    from tests.clips import ffmpeg
+
+    parts = []
+    for name, size, colour in (("a", "320x240", "red"), ("b", "1000x1000", "blue")):
+        part = folder / f"{name}.ts"
+        ffmpeg("-f", "lavfi", "-i", f"color={colour}:s={size}:d=2:r=10", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p", str(part))
+        parts.append(part.read_bytes())
+        part.unlink()
+    mixed = folder / "mixed.ts"
+    mixed.write_bytes(b"".join(parts))
+    return mixed
+
+
+def test_max_pixels_is_checked_on_every_decoded_frame_when_tagging(tmp_path):
+    from autotag.media import DecodeError, sample_clip
+
+    clip = _mixed_sizes(tmp_path)
+    sampled = sample_clip(clip, 8, 2_000_000)  # under the cap: both parts decode
+    assert sampled.windows and not sampled.damage
+    with pytest.raises(DecodeError) as refused:
+        sample_clip(clip, 8, 100_000)  # 320×240 = 76,800 passes the header; 1000×1000 not
+    message = str(refused.value)
+    assert "1000×1000" in message and "sampling.max_pixels" in message and "\n" not in message
+
+
+def test_max_pixels_is_checked_on_every_decoded_frame_of_a_preview(tmp_path):
+    from autotag.web.preview import PreviewCache, PreviewError
+
+    clip = _mixed_sizes(tmp_path)
+    cache = PreviewCache(tmp_path / "previews", max_pixels=100_000)
+    with pytest.raises(PreviewError, match="1000×1000.*sampling.max_pixels"):
+        cache.get("a" * 64, clip, 0.0, 4.0)
+    assert PreviewCache(tmp_path / "p2", max_pixels=2_000_000).get("b" * 64, clip, 0.0, 4.0)
+
+
+def test_at_most_max_previews_are_encoded_at_once(tmp_path):
+    """A third preview while two are being encoded is told Busy (the web app's 429)."""
+    from autotag.web import preview
+    from autotag.web.preview import Busy, PreviewCache
+
+    clip = write_video(tmp_path / "clip.mp4", [(RED, 6)])
+    cache = PreviewCache(tmp_path / "previews", encodes=2)
+    entered, release = threading.Semaphore(0), threading.Event()
+    real_encode = preview.encode
+
+    def slow_encode(*args, **kwargs):
+        entered.release()
+        release.wait(30)
+        return real_encode(*args, **kwargs)
+
+    results: list = []
+    threads = [threading.Thread(target=lambda s=s: results.append(cache.get("c" * 64, clip, s,
+                                                                             s + 1)))
+               for s in (0.0, 2.0)]
+    original, preview.encode = preview.encode, slow_encode
+    try:
+        for t in threads:
+            t.start()
+        assert entered.acquire(timeout=30) and entered.acquire(timeout=30)
+        with pytest.raises(Busy):
+            cache.get("c" * 64, clip, 4.0, 5.0)
+    finally:
+        release.set()
+        for t in threads:
+            t.join()
+        preview.encode = original
+    assert len(results) == 2
+    assert cache.get("c" * 64, clip, 4.0, 5.0)  # and once they are done, it is made
+
+
+@pytest.mark.parametrize("url", [
+    "/api/clips/9223372036854775808", "/api/clips/99999999999999999999999/media",
+    "/api/clips/9223372036854775808/thumbnail", "/clips/18446744073709551616",
+    "/api/search?like=9223372036854775808", "/api/search?like=1&at=nan",
+    "/api/search?like=1&at=inf", "/api/search?like=1&at=-1", "/api/search?like=%C2%B2",
+    "/api/clips/1/preview?end=1e308", "/api/clips/1/preview?start=nan",
+    "/api/clips/1/preview?start=5&end=1", "/api/clips/1/thumbnail?window=99999999999999999999",
+    "/api/search?q=red&top=99999999999999999999999", "/api/search?tag=red%E2%80%A9",
+    "/?like=%C2%B2", "/clips/1?t=1e308", "/clips/1?t=nan", "/api/search?like=-5",
+])
+def test_parameters_out_of_range_are_400_or_404_never_500(shared, embedder, url):
+    app, client = client_for(shared["config"], embedder)
+    try:
+        response = client.get(url)
+        assert response.status_code in (200, 400, 404), (url, response.status_code,
+                                                          response.text[:200])
+    finally:
+        app.close()
+
+
+def test_a_label_with_a_paragraph_separator_is_refused_not_a_500(shared, embedder):
+    app, client = client_for(shared["config"], embedder, token=TOKEN)
+    try:
+        for label in ("new\u2029tag", "new\u2028tag", "tab\there", "a" * 61):
+            response = client.post("/tags", data={"label": label, "clip": "1"})
+            assert response.status_code == 400, (label, response.status_code)
+        response = client.post("/tags", data={"label": "x", "clip": "99999999999999999999"})
+        assert response.status_code == 404
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("kind", ["xmp", "nfo"])
+def test_a_deeply_nested_sidecar_is_a_clear_error_not_a_recursion_error(tmp_path, kind):
+    from autotag.outputs import OutputError
+    from autotag.outputs.nfo import Nfo, nfo_path
+    from autotag.outputs.xmp import Xmp, xmp_path
+    from tests.helpers import tagged
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"x")
+    deep = "<a>" * 50_000 + "</a>" * 50_000
+    if kind == "xmp":
+        path, output = xmp_path(clip), Xmp("Activity")
+        path.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + deep + "</x:xmpmeta>")
+    else:
+        path, output = nfo_path(clip), Nfo()
+        path.write_text("<movie>" + deep + "</movie>")
+    before = path.read_bytes()
+    with pytest.raises(OutputError) as refused:
+        output.write(tagged(clip, "red"))
+    assert "nests elements more than" in str(refused.value)
+    assert path.read_bytes() == before
