@@ -624,3 +624,19 @@ def test_a_deeply_nested_sidecar_is_a_clear_error_not_a_recursion_error(tmp_path
         output.write(tagged(clip, "red"))
     assert "nests elements more than" in str(refused.value)
     assert path.read_bytes() == before
+
+
+def test_the_new_keys_are_validated(tmp_path, model_dir):
+    from autotag.config import ConfigError
+
+    base = write_config(tmp_path, model_dir).read_text()
+    for bad, words in (("serve: {trusted_proxies: [nginx.lan]}", "trusted_proxies"),
+                       ("serve: {max_connections: 0}", "max_connections"),
+                       ("serve: {max_previews: -1}", "max_previews"),
+                       ("watch: {follow_symlinks_out: yes please}", "follow_symlinks_out")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(base + bad + "\n")
+        with pytest.raises(ConfigError, match=words):
+            load_config(path)
+    path.write_text(base + "serve: {trusted_proxies: [127.0.0.1, 10.0.0.0/8, '::1']}\n")
+    assert load_config(path).serve.trusted_proxies == ("127.0.0.1", "10.0.0.0/8", "::1")
