@@ -128,6 +128,8 @@ class Edge:
         follow_out, a clip outside every root is opened from / (still through no symlink: by
         its real path). None: not to be served."""
         root = self.root_of(real)
+        if root == real:  # a file autotag was pointed at by name: opened from its folder
+            return os.path.dirname(real) or "/"
         return root if root is not None or not self.follow_out else "/"
 
 

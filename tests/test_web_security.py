@@ -19,8 +19,7 @@ from typing import Self
 import pytest
 from starlette.testclient import TestClient
 
-from autotag import opener
-from autotag import cli
+from autotag import cli, opener
 from autotag.app import open_app
 from autotag.config import load_config
 from autotag.opener import Expected, NotServable, open_beneath, open_checked
@@ -640,3 +639,18 @@ def test_the_new_keys_are_validated(tmp_path, model_dir):
             load_config(path)
     path.write_text(base + "serve: {trusted_proxies: [127.0.0.1, 10.0.0.0/8, '::1']}\n")
     assert load_config(path).serve.trusted_proxies == ("127.0.0.1", "10.0.0.0/8", "::1")
+
+
+def test_a_clip_tagged_by_naming_the_file_is_served(tmp_path, model_dir, embedder):
+    """A root may be a file (autotag --once clip.mp4): it is opened from its own folder."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    clip = write_video(lib / "named.mp4", [(RED, 3)])
+    config = write_config(tmp_path, model_dir)
+    assert cli.main(["--once", "--config", str(config), str(clip)], embedder=embedder) == 0
+    app, client = client_for(config, embedder)
+    try:
+        response = client.get(f"/api/clips/{only_id(client)}/media")
+        assert response.status_code == 200 and response.content == clip.read_bytes()
+    finally:
+        app.close()
