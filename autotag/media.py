@@ -102,10 +102,12 @@ def quiet_decoder(debug: bool = False) -> None:
 
 
 def sample_clip(path: Path, max_windows: int, max_pixels: int,
-                timeout: float | None = None, skip_nonref: bool = True) -> Sampled:
+                timeout: float | None = None, skip_nonref: bool = True,
+                shown: Path | None = None) -> Sampled:
     """Decode the windows of one clip. Raises DecodeError with the reason.
 
     skip_nonref: leave out frames no sample shows and no other frame refers to.
+    shown: the clip's name in log lines when `path` is not it (a /proc/self/fd/N).
     """
     if path.stat().st_size == 0:
         raise DecodeError("the file is empty")
@@ -122,7 +124,7 @@ def sample_clip(path: Path, max_windows: int, max_pixels: int,
     except av.FFmpegError as exc:  # what decoding packet by packet does not absorb
         raise DecodeError(f"the file could not be read ({_reason(exc)})") from None
     if sampled.damage:
-        log.warning("%s: %s; tagged from what decoded", show(path), sampled.damage)
+        log.warning("%s: %s; tagged from what decoded", show(shown or path), sampled.damage)
     return sampled
 
 

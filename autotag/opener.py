@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Self
 
+from autotag.files import Edge, real_path
+
 log = logging.getLogger(__name__)
 
 SYS_OPENAT2 = 437  # the same number on every Linux architecture (it came after the unification)
@@ -117,14 +119,14 @@ def open_checked(root: str | None, real: str, expected: Expected,
     `root` (a real path; files.Edge says which), showing the size and mtime `expected`.
     NotServable otherwise (no root: outside the library; a symlink swapped in, changed, gone)."""
     if root is None:
-        raise NotServable("the clip is outside the folders autotag serves")
+        raise NotServable("the clip lies outside the watched folders")
     try:
         fd = open_beneath(root, os.path.relpath(real, root), use_openat2)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise NotServable("the clip is gone from disk") from None
-        raise NotServable("the clip's path leads out of the folders autotag serves, or cannot "
-                          "be read") from None
+        raise NotServable("the clip's path leads out of the watched folders (a symlink), or "
+                          "cannot be read") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -200,6 +202,15 @@ class Source:
     real: str
     root: str | None
     expected: Expected
+
+    @classmethod
+    def of(cls, path: Path, size: int, mtime: float, edge: Edge) -> Source:
+        """How to open a recorded file: below the library root its real path lies in (the
+        edge's rule), through no symlink, checked against the size and mtime recorded."""
+        real = real_path(path)
+        if real is None:  # changing under the look: nothing to open
+            return cls(path, str(path), None, Expected(size, mtime))
+        return cls(path, real, edge.serving_root(real), Expected(size, mtime))
 
     def open(self) -> BinaryIO:
         fd = open_checked(self.root, self.real, self.expected)

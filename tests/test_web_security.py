@@ -654,3 +654,32 @@ def test_a_clip_tagged_by_naming_the_file_is_served(tmp_path, model_dir, embedde
         assert response.status_code == 200 and response.content == clip.read_bytes()
     finally:
         app.close()
+
+
+def test_tagging_decodes_the_checked_file_not_a_symlink_swapped_in(tmp_path):
+    """The engine's decode, given the library's edge, reads the file it checked: a clip swapped
+    for a symlink to an outside video of the same size and mtime after it was planned is
+    refused; by path (no edge) the outside video would be decoded and its frames stored."""
+    from autotag.clip import SourceInfo
+    from autotag.config import SamplingConfig
+    from autotag.engine import decode
+    from autotag.files import Edge
+    from autotag.media import DecodeError
+    from tests.clips import BLUE
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    clip = write_video(lib / "clip.mp4", [(RED, 3)])
+    edge = Edge.of([lib])
+    st = clip.stat()
+    planned = SourceInfo(clip, st.st_size, st.st_mtime, None)
+    inside = decode(planned, SamplingConfig(), edge)
+    assert inside.frames[0, 0, 0, 0, 0] > 200  # red
+    outside = write_video(tmp_path / "outside.mp4", [(BLUE, 3)])
+    data = outside.read_bytes()[:st.st_size].ljust(st.st_size, b"\0")
+    outside.write_bytes(data)
+    os.utime(outside, ns=(st.st_atime_ns, st.st_mtime_ns))
+    clip.unlink()
+    clip.symlink_to(outside)
+    with pytest.raises(DecodeError, match="watched folders"):
+        decode(planned, SamplingConfig(), edge)

@@ -58,7 +58,7 @@ from autotag.search import best_segment, like_vector
 from autotag.store import FileRecord, Store
 from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt
-from autotag.web import metrics, params, serving
+from autotag.web import metrics, params
 from autotag.web.plot import Series, score_plot
 from autotag.web.preview import (
     PREVIEW_MAX_SECONDS,
@@ -140,7 +140,7 @@ class Library:
 
     def source(self, record: FileRecord) -> Source:
         """How to open the clip's file: checked, below its library root (serving.source)."""
-        return serving.source(record.path, record.size, record.mtime, self.edge())
+        return Source.of(record.path, record.size, record.mtime, self.edge())
 
     def open_clip(self, record: FileRecord) -> FdFile:
         """The clip's file, opened once through no symlink below its library root, checked to

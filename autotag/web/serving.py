@@ -1,5 +1,5 @@
-"""A clip's record → the library's edge (files.Edge) → its checked descriptor (opener) → a response
-streamed from that descriptor, HTTP Range included.
+"""A clip's checked descriptor (opener.Source.open) → a response streamed from that descriptor, HTTP
+Range included.
 
 Starlette's FileResponse opens its path when it sends the body, a third look at a path that was
 checked before (issue 30's race). FdResponse is FileResponse with the file it reads swapped for
@@ -13,22 +13,11 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 from starlette.responses import FileResponse
 
-from autotag.files import Edge, real_path
-from autotag.opener import Expected, FdFile, Source
-
-
-def source(record_path: Path, size: int, mtime: float, edge: Edge) -> Source:
-    """How to open a store record's file: below the library root its real path lies in, through
-    no symlink, checked against the size and mtime recorded."""
-    real = real_path(record_path)
-    if real is None:  # changing under the look: nothing to open
-        return Source(record_path, str(record_path), None, Expected(size, mtime))
-    return Source(record_path, real, edge.serving_root(real), Expected(size, mtime))
+from autotag.opener import FdFile
 
 
 class FdResponse(FileResponse):
