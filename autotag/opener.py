@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Self
 
+from autotag.errors import AutotagError
 from autotag.files import Edge, real_path
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_N
 DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_DIRECTORY
 
 
-class NotServable(Exception):
+class NotServable(AutotagError):
     """The file cannot be opened as the one recorded; the message says why, in a few words."""
 
 

@@ -89,7 +89,7 @@ class PreviewError(AutotagError):
     """A clip that cannot be probed or previewed; the message names the file and the reason."""
 
 
-class Busy(Exception):
+class Busy(AutotagError):
     """As many previews as allowed (serve.max_previews) are being encoded: try again soon."""
 
 

@@ -34,6 +34,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from starlette.exceptions import HTTPException
 
+from autotag.errors import AutotagError
+
 COOKIE = "autotag_session"
 CSRF_HEADER = b"x-csrf-token"
 CSRF_FIELD = "csrf"
@@ -179,7 +181,7 @@ class BodyLimit:
                                         "bytes", [(b"connection", b"close")])
 
 
-class _TooLarge(HTTPException):
+class _TooLarge(HTTPException, AutotagError):
     """An HTTPException, so the app's own handler answers 413 where the app reads the body;
     BodyLimit answers it when nothing else has."""
 
