@@ -8,6 +8,7 @@ line and exit code 2. Relative paths resolve against the config file's folder.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import types
@@ -107,6 +108,7 @@ class WatchConfig:
     polling: bool = False  # poll instead of inotify (network filesystems)
     polling_seconds: float = 30.0
     ignore: tuple[str, ...] = ()  # extra glob patterns, added to the built-in ones
+    follow_symlinks_out: bool = False  # tag and serve clips behind symlinks out of the folders
 
 
 def default_state_path() -> Path:
@@ -138,6 +140,9 @@ class ServeConfig:
     token_file: Path | None = None  # a file holding the access token; needed off loopback
     hosts: tuple[str, ...] = ()  # Host names the app answers to besides loopback and IPs
     root_path: str | None = None  # the path prefix a reverse proxy serves the app under, e.g. /autotag
+    trusted_proxies: tuple[str, ...] = ()  # proxies whose X-Forwarded-For is believed
+    max_connections: int = 64  # connections served at once (uvicorn's limit_concurrency)
+    max_previews: int = 2  # web previews encoded at once
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,8 @@ HIERARCHY_SEPARATORS = frozenset("|/")
 # Keys whose value must be > 0 (or >= 0 where 0 means "off").
 _POSITIVE = {"model.batch_size", "tagging.top_k", "tagging.temperature", "sampling.max_windows",
              "sampling.max_pixels", "sampling.decode_workers", "sampling.decode_timeout",
-             "watch.polling_seconds", "hooks.timeout"}
+             "watch.polling_seconds", "hooks.timeout", "serve.max_connections",
+             "serve.max_previews"}
 _NON_NEGATIVE = {"model.threads", "model.idle_unload_seconds", "watch.stability_seconds",
                  "watch.rescan_seconds"}
 # Keys whose value must be one of a few words.
@@ -277,6 +283,13 @@ def _check_serve(serve: ServeConfig) -> None:
                             or serve.root_path.endswith("/") or "//" in serve.root_path):
         raise ConfigError(f"'serve.root_path' must be a path like /autotag (a leading slash, no "
                           f"trailing one), got {serve.root_path!r}")
+    for proxy in serve.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"'serve.trusted_proxies' holds {proxy!r}, which is not an IP "
+                              "address or network; give the proxy's address, e.g. 127.0.0.1"
+                              ) from None
 
 
 def _check_runtime(model: ModelConfig) -> None:

@@ -36,7 +36,9 @@ from autotag import media, pictures
 from autotag.clip import Embedded, SourceInfo
 from autotag.config import Config, SamplingConfig
 from autotag.errors import AutotagError
+from autotag.files import Edge
 from autotag.model import Embedder, ModelError
+from autotag.opener import NotServable, Source
 from autotag.store import FileRecord, Store, Version
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,10 @@ class Engine:
         self.model = embedder.fingerprint
         self._in_flight: set[Path] = set()
         self._in_flight_lock = threading.Lock()
+        # where the library ends (files.Edge), set by whoever pointed autotag at it (the pass
+        # of --once, the daemon): then a clip is decoded from a descriptor opened below its
+        # root through no symlink, never from a path swapped meanwhile. None: by path.
+        self.edge: Edge | None = None
 
     def embed(self, paths: Iterable[Path | Outcome], *, fresh: Fresh | None = None, force: bool = False,
               retry_failed: RetryFailed = True, stop: threading.Event | None = None,
@@ -430,7 +436,7 @@ class _Run:
         if isinstance(planned, Outcome):
             return planned
         try:
-            return _Job(planned, decode(planned, self.config.sampling))
+            return _Job(planned, decode(planned, self.config.sampling, self.engine.edge))
         except (media.DecodeError, OSError) as exc:
             return decode_failure(planned, exc)
 
@@ -481,14 +487,30 @@ def embed_isolated(embedder: Embedder, owners: Sequence[Hashable],
     return out
 
 
-def decode(source: SourceInfo, sampling: SamplingConfig) -> media.Sampled:
+def decode(source: SourceInfo, sampling: SamplingConfig, edge: Edge | None = None
+           ) -> media.Sampled:
     """The decode stage: a planned clip's windows (media.sample_clip), refused when the file
-    changed since it was planned. Raises media.DecodeError or OSError (see decode_failure)."""
-    sampled = media.sample_clip(source.path, sampling.max_windows, sampling.max_pixels,
-                                timeout=sampling.decode_timeout,
-                                skip_nonref=sampling.skip_nonref_frames)
+    changed since it was planned. Raises media.DecodeError or OSError (see decode_failure).
+    With the library's edge, the file is opened once below its root through no symlink and
+    checked (opener.Source), and FFmpeg reads that very file through /proc/self/fd: a symlink
+    swapped in meanwhile cannot make it tag, and store thumbnails of, a video outside."""
+    if edge is None:
+        sampled = _sample(source.path, sampling)
+    else:
+        try:
+            opened = Source.of(source.path, source.size, source.mtime, edge).open()
+        except NotServable as exc:
+            raise media.DecodeError(str(exc)) from None
+        with opened:
+            sampled = _sample(Path(f"/proc/self/fd/{opened.fd}"), sampling, source.path)
     check_unchanged(source)
     return sampled
+
+
+def _sample(path: Path, sampling: SamplingConfig, shown: Path | None = None) -> media.Sampled:
+    return media.sample_clip(path, sampling.max_windows, sampling.max_pixels,
+                             timeout=sampling.decode_timeout,
+                             skip_nonref=sampling.skip_nonref_frames, shown=shown)
 
 
 def decode_failure(source: SourceInfo, exc: Exception) -> Outcome:

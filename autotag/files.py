@@ -1,7 +1,8 @@
-"""Folders → the clip files in them: extensions, ignore rules, a symlink-safe recursive walk.
+"""Folders → the clip files in them: extensions, ignore rules, the library's edge, a symlink-safe
+recursive walk.
 
-Shared by `--once`, the watcher's rescans and its event filter, so the three agree on what is a
-clip. No ML imports.
+Shared by `--once`, the watcher's rescans and its event filter, the engine and the web app, so
+they agree on what is a clip and where the library ends (`Edge`). No ML imports.
 """
 
 from __future__ import annotations
@@ -86,6 +87,66 @@ def is_ignored_path(path: Path, root: Path, patterns: Iterable[str] = ()) -> boo
 OnError = Callable[[Path, str], None]
 
 
+@dataclass(frozen=True)
+class Edge:
+    """Where the library ends: the one rule the scan, the watcher, tagging and the web app ask.
+
+    A clip is inside when its real path (every symlink resolved) lies in the real path of one
+    of `roots` (the folders autotag was pointed at: a root that is itself a symlink is
+    followed, the user named it). A symlink in a watched folder that leads out of all of them
+    is not followed, so its clip is neither tagged nor shown (issue 30: its thumbnails were
+    frames of a video outside the library). `follow_out` (watch.follow_symlinks_out) opts in:
+    such clips are then tagged and served like any other.
+    """
+
+    roots: tuple[str, ...]  # real paths
+    follow_out: bool = False
+
+    @classmethod
+    def of(cls, roots: Iterable[Path | str], follow_out: bool = False) -> Edge:
+        return cls(tuple(sorted({os.path.realpath(r) for r in roots})), follow_out)
+
+    def root_of(self, real: str) -> str | None:
+        """The deepest root the real path `real` lies in (None: none)."""
+        best = None
+        for root in self.roots:
+            base = root.rstrip("/") or "/"
+            if (real == base or real.startswith(base + "/") or base == "/") and (
+                    best is None or len(base) > len(best)):
+                best = base
+        return best
+
+    def admits(self, path: Path | str) -> bool:
+        """True if `path` is inside the library, or leads out of it and follow_out is on."""
+        if self.follow_out:
+            return True
+        found = real_path(path)
+        return found is not None and self.root_of(found) is not None
+
+    def serving_root(self, real: str) -> str | None:
+        """The folder a server may open the real path `real` below: its library root; with
+        follow_out, a clip outside every root is opened from / (still through no symlink: by
+        its real path). None: not to be served."""
+        root = self.root_of(real)
+        if root == real:  # a file autotag was pointed at by name: opened from its folder
+            return os.path.dirname(real) or "/"
+        return root if root is not None or not self.follow_out else "/"
+
+
+def real_path(path: Path | str) -> str | None:
+    """os.path.realpath, or None when the path changes under it (a readlink of what was a
+    symlink a moment ago fails with EINVAL) or loops."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, RuntimeError):
+        return None
+
+
+def _log_out(path: Path) -> None:
+    log.info("not following %s: it leads out of the watched folders (set "
+             "watch.follow_symlinks_out: true to tag such clips)", show(path))
+
+
 def _log_error(path: Path, reason: str) -> None:
     log.warning("skipping %s: %s", path, reason)
 
@@ -100,13 +161,15 @@ class Found(NamedTuple):
 
 
 def find_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
-               exclude: Iterable[Path] = (), on_error: OnError = _log_error) -> Iterator[Path]:
+               exclude: Iterable[Path] = (), on_error: OnError = _log_error,
+               edge: Edge | None = None) -> Iterator[Path]:
     """The paths of walk_clips(...)."""
-    return (found.path for found in walk_clips(roots, patterns, exclude, on_error))
+    return (found.path for found in walk_clips(roots, patterns, exclude, on_error, edge))
 
 
 def walk_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
-               exclude: Iterable[Path] = (), on_error: OnError = _log_error) -> Iterator[Found]:
+               exclude: Iterable[Path] = (), on_error: OnError = _log_error,
+               edge: Edge | None = None) -> Iterator[Found]:
     """Every clip under `roots`, each real file once, in a stable (sorted) order, with the
     stat the walk needed of it anyway (a million-file up-to-date pass stats nothing twice).
 
@@ -116,9 +179,12 @@ def walk_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
     the first path it is found by. `exclude` holds folders never to enter (the preview folder,
     a sidecar mirror). An unreadable folder or file is passed to `on_error` (default: logged)
     and skipped. What it remembers grows with the folders, not the files: a file is recorded
-    only if it may be met again (hard links, files seen through a symlink).
+    only if it may be met again (hard links, files seen through a symlink). A symlink leading
+    out of the library (`edge`; default: out of `roots`) is not followed unless the edge says so.
     """
-    seen = _Seen(tuple(patterns), {p.resolve() for p in exclude}, on_error)
+    roots = list(roots)
+    seen = _Seen(tuple(patterns), {p.resolve() for p in exclude}, on_error,
+                 edge or Edge.of(roots))
     for root in roots:
         if root.is_file():  # named on the command line: a name it does not take is said
             if is_ignored_name(root.name, seen.patterns):
@@ -140,6 +206,7 @@ class _Seen:
     patterns: tuple[str, ...]
     excluded: set[Path]
     on_error: OnError
+    edge: Edge
     dirs: set[tuple[int, int]] = field(default_factory=set)
     plain_dirs: set[tuple[int, int]] = field(default_factory=set)  # entered through no link
     files: set[tuple[int, int]] = field(default_factory=set)
@@ -166,6 +233,10 @@ def _walk(folder: Path, seen: _Seen, linked: bool) -> Iterator[Found]:
         if is_ignored_name(entry.name, seen.patterns):
             continue
         try:
+            if entry.is_symlink() and not seen.edge.admits(entry.path):
+                if entry.is_dir() or is_clip_name(entry.name, seen.patterns):
+                    _log_out(Path(entry.path))
+                continue
             if entry.is_dir():  # follows symlinks; loops end at seen.dirs
                 yield from _walk(Path(entry.path), seen, linked or entry.is_symlink())
             elif (entry.is_file()  # its name passed is_ignored_name above

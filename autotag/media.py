@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import av.filter
@@ -106,10 +107,12 @@ def quiet_decoder(debug: bool = False) -> None:
 
 
 def sample_clip(path: Path, max_windows: int, max_pixels: int,
-                timeout: float | None = None, skip_nonref: bool = True) -> Sampled:
+                timeout: float | None = None, skip_nonref: bool = True,
+                shown: Path | None = None) -> Sampled:
     """Decode the windows of one clip. Raises DecodeError with the reason.
 
     skip_nonref: leave out frames no sample shows and no other frame refers to.
+    shown: the clip's name in log lines when `path` is not it (a /proc/self/fd/N).
     """
     if path.stat().st_size == 0:
         raise DecodeError("the file is empty")
@@ -124,13 +127,15 @@ def sample_clip(path: Path, max_windows: int, max_pixels: int,
     except av.FFmpegError as exc:  # what decoding packet by packet does not absorb
         raise DecodeError(f"the file could not be read ({_reason(exc)})") from None
     if sampled.damage:
-        log.warning("%s: %s; tagged from what decoded", show(path), sampled.damage)
+        log.warning("%s: %s; tagged from what decoded", show(shown or path), sampled.damage)
     return sampled
 
 
-def open_input(path: Path) -> av.container.InputContainer:
-    """`path` opened for reading with FFmpeg's timeouts, whatever PyAV's version."""
-    return av.open(str(path), timeout=(IO_TIMEOUT, IO_TIMEOUT), **OPEN_OPTIONS)
+def open_input(source: Path | BinaryIO) -> av.container.InputContainer:
+    """`source` (a path, or a file object already opened and checked) opened for reading with
+    FFmpeg's timeouts, whatever PyAV's version."""
+    name = str(source) if isinstance(source, Path) else source
+    return av.open(name, timeout=(IO_TIMEOUT, IO_TIMEOUT), **OPEN_OPTIONS)
 
 
 def _reason(exc: av.FFmpegError) -> str:
@@ -169,7 +174,9 @@ class _Clip:
             raise DecodeError(f"frames of {ctx.width}×{ctx.height} are larger than "
                               f"sampling.max_pixels ({max_pixels}); raise it to tag this clip")
         ctx.thread_type, ctx.thread_count = "NONE", DECODE_THREADS
+        limit_pixels(ctx, max_pixels)
         self.ctx = ctx
+        self.max_pixels = max_pixels
         self.deadline = deadline
         self.skip_nonref = skip_nonref
         self.aspect = _pixel_aspect(self.stream)
@@ -366,10 +373,12 @@ class _Clip:
             try:
                 decoded = self.ctx.decode(packet)
             except av.FFmpegError as exc:
+                too_large(self.ctx.width, self.ctx.height, self.max_pixels)  # FFmpeg's refusal
                 log.debug("skipping a packet at %s: %s", packet.pts, _reason(exc))
                 self.damaged += self.in_step
                 continue
             for frame in decoded:
+                too_large(frame.width, frame.height, self.max_pixels)
                 if frame.is_corrupt:
                     self.damaged += self.in_step
                 else:
@@ -449,6 +458,20 @@ class _Clip:
         return i < len(self.wanted) and self.wanted[i] < end
 
     # -- conversion ----------------------------------------------------------------------------
+
+
+def limit_pixels(ctx: av.codec.context.CodecContext, max_pixels: int) -> None:
+    """FFmpeg's own cap on a decoded picture (AVCodecContext.max_pixels), set before the decoder
+    opens: a frame past it is refused before its buffer is allocated. The header's size is
+    only the first part's (issue 30: 320×240, then 16000×16000 frames took 1.28 GB)."""
+    ctx.options = {**ctx.options, "max_pixels": str(max_pixels)}
+
+
+def too_large(width: int, height: int, max_pixels: int) -> None:
+    """DecodeError if a frame (or the size the decoder was told of) exceeds max_pixels."""
+    if width * height > max_pixels:
+        raise DecodeError(f"frames of {width}×{height} are larger than sampling.max_pixels "
+                          f"({max_pixels}); raise it to tag this clip")
 
 
 def _pixel_aspect(stream: av.video.stream.VideoStream) -> float:

@@ -29,10 +29,14 @@ same clips embedded again) re-tag every clip, from stored embeddings.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
+import os
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +218,9 @@ def embed_query(query: str, embedder: Embedder, cache_dir: Path | None
                 ) -> tuple[np.ndarray, bool]:
     """A free-text query → (float32 [512], whether the model knows any of its words)."""
     query = normalise_prompt(query)
-    table = embed_texts([query, ""], embedder, text_cache(cache_dir, embedder))
+    cache = QueryCache(cache_dir / "query-embeddings" / embedder.fingerprint) if cache_dir \
+        else None
+    table = embed_texts([query, ""], embedder, cache)
     return table[query], not np.allclose(table[query], table[""], atol=1e-6)
 
 
@@ -264,3 +270,67 @@ class TextCache:
             write_atomic(self._path(text), buffer.getvalue())
         except OSError as exc:  # a read-only cache costs a recomputation, nothing more
             log.debug("cannot cache a text embedding in %s: %s", self.folder, exc)
+
+
+QUERY_CACHE_FILES = 4096  # query embeddings kept on disk at most (2 KB each: ~8 MB)
+QUERY_CACHE_AGE = 30 * 86400.0  # s; a query not asked for this long is embedded again
+QUERY_CACHE_SWEEP = 64  # new entries between two sweeps of the folder
+
+
+class QueryCache(TextCache):
+    """TextCache for search queries, which anyone who can search makes up: bounded in count
+    (least recently used deleted first) and in age (issue 30: it grew without end, 300 files
+    in 1.7 s). Vocabulary prompts stay in TextCache: the config bounds them."""
+
+    def __init__(self, folder: Path, max_files: int = QUERY_CACHE_FILES,
+                 max_age: float = QUERY_CACHE_AGE) -> None:
+        super().__init__(folder)
+        self.max_files, self.max_age = max_files, max_age
+
+    def get(self, text: str) -> np.ndarray | None:
+        path = self._path(text)
+        try:
+            if time.time() - path.stat().st_mtime > self.max_age:
+                path.unlink(missing_ok=True)
+                return None
+        except OSError:
+            return None
+        vector = super().get(text)
+        if vector is not None:
+            try:
+                os.utime(path)  # used now: its mtime is its place in the LRU order
+            except OSError:
+                pass
+        return vector
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        super().put(text, vector)
+        with _sweep_lock:
+            count = _puts[self.folder] = _puts.get(self.folder, QUERY_CACHE_SWEEP) + 1
+            if count < QUERY_CACHE_SWEEP:
+                return
+            _puts[self.folder] = 0
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Delete entries past max_age, then the least recently used past max_files."""
+        now = time.time()
+        files = []
+        try:
+            with os.scandir(self.folder) as scan:
+                for entry in scan:
+                    try:
+                        files.append((entry.stat().st_mtime, entry.path))
+                    except OSError:
+                        continue
+        except OSError:
+            return
+        files.sort(reverse=True)  # newest first
+        for k, (mtime, path) in enumerate(files):
+            if k >= self.max_files or now - mtime > self.max_age:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+_sweep_lock = threading.Lock()
+_puts: dict[Path, int] = {}  # cache folder → entries put since its last sweep (first: sweep)

@@ -146,14 +146,16 @@ class Walk:
 
     def entries(self) -> Iterator:
         """The walk's files.Found items: each clip with the stat the walk took of it."""
-        from autotag.files import absolute, show, walk_clips
+        from autotag.files import Edge, absolute, show, walk_clips
 
         def on_error(path: Path, reason: str) -> None:
             log.error("skipping %s: %s", show(path), reason)
             self.unreadable.append(path)
 
-        for found in walk_clips([absolute(d) for d in self.dirs], self.config.watch.ignore,
-                                self.config.outputs.own_folders, on_error):
+        roots = [absolute(d) for d in self.dirs]
+        edge = Edge.of(roots, self.config.watch.follow_symlinks_out)
+        for found in walk_clips(roots, self.config.watch.ignore,
+                                self.config.outputs.own_folders, on_error, edge):
             self.found += 1
             yield found
         if not self.found:

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             log.info("serving %d clips at http://%s:%d%s/ (Ctrl-C stops)", len(library.index),
                      shown, port, root)
         try:
-            if not serve_forever(web, host, port, started):
+            if not serve_forever(web, host, port, started, config.serve):
                 log.error("cannot listen on %s:%d (in use, or not an address of this machine); "
                           "choose another with --listen", shown, port)
                 return EXIT_USAGE
@@ -72,10 +72,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 def _reload(args: argparse.Namespace, ctx: Context, web, opened: list) -> None:
     """The app edited the config (calibrated thresholds): read it again here, and tell a
     running daemon of the same store to (SIGHUP), so both tag and show by the new one."""
-    import os
     import signal
 
-    from autotag.daemon.status import read_status, status_path
+    from autotag.daemon.status import read_status, signal_daemon, status_path
     from autotag.web.app import open_library
 
     config = load_config(args)
@@ -84,10 +83,10 @@ def _reload(args: argparse.Namespace, ctx: Context, web, opened: list) -> None:
     previous, web.state.library = web.state.library, open_library(app)
     previous.close()
     daemon = read_status(status_path(config.state.store_path))
-    if daemon.get("state") in ("watching", "reloading") and isinstance(daemon.get("pid"), int):
-        try:
-            os.kill(daemon["pid"], signal.SIGHUP)
+    if daemon.get("state") in ("watching", "reloading"):
+        if signal_daemon(daemon.get("pid"), config.state.store_path, signal.SIGHUP):
             log.info("asked the daemon (pid %d) to reload the configuration", daemon["pid"])
-        except OSError as exc:
-            log.warning("could not ask the daemon (pid %d) to reload: %s; send it SIGHUP "
-                        "(systemctl reload autotag)", daemon["pid"], exc.strerror)
+        else:
+            log.warning("the status file names pid %s, which is not this store's daemon; "
+                        "reload the daemon yourself (systemctl reload autotag)",
+                        daemon.get("pid"))

@@ -22,7 +22,7 @@ from autotag.cli.common import (
     open_app,
     startup_error,
 )
-from autotag.files import absolute, show
+from autotag.files import Edge, absolute, show
 
 log = logging.getLogger("autotag")
 
@@ -78,6 +78,8 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     lost: Counter[str] = Counter()  # clips with a sidecar the store does not know
     try:
         app.store.record_roots([absolute(d) for d in dirs])  # what the web app may serve
+        app.engine.edge = Edge.of([absolute(d) for d in dirs],  # and what the engine reads
+                                  config.watch.follow_symlinks_out)
         # the up-to-date pass: the walk's stat and a batched store lookup per clip, no file
         # opened; up-to-date clips are counted, and only the others go to the engine
         entries = itertools.chain([first], found)

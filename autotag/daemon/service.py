@@ -28,7 +28,7 @@ from autotag.config import Config
 from autotag.daemon.notify import Notifier, watchdog_interval
 from autotag.daemon.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
 from autotag.errors import AutotagError
-from autotag.files import absolute, show
+from autotag.files import Edge, absolute, show
 from autotag.store import FileRecord
 from autotag.tagging import ClipResult, not_in_store_message
 
@@ -341,7 +341,7 @@ class Daemon:
         host, port, token = web
         self._web_app = create_app(open_library(self._app, status=self.status_snapshot), token,
                                    reload=self.request_reload)
-        self._web = WebServer(self._web_app, host, port)
+        self._web = WebServer(self._web_app, host, port, self.config.serve)
         self._web.start()
         shown = f"[{host}]" if ":" in host else host
         log.info("serving the web app at http://%s:%d%s/", shown, self._web.port_bound,
@@ -385,6 +385,7 @@ class Daemon:
 
     def _start_watcher(self, carried: list[Path] = ()) -> None:
         self._app.store.record_roots(self._roots())  # what the web app may serve
+        self._app.engine.edge = Edge.of(self._roots(), self.config.watch.follow_symlinks_out)
         self._watcher = Watcher(self._roots(), self.config.watch, self.inbox,
                                 self.config.outputs.own_folders,
                                 known=self._known, known_many=self._known_many,

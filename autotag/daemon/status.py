@@ -52,3 +52,48 @@ def _alive(pid: object) -> bool:
     except PermissionError:
         return True  # another user's process: it exists
     return True
+
+
+def holds_store_lock(pid: int, store_path: Path) -> bool:
+    """True if process `pid` holds the flock on this store's lock file (daemon/service.py's
+    acquire_lock): it is this store's daemon, not a process that reused a stale PID."""
+    lock = store_path.with_name(store_path.name + ".lock")
+    try:
+        st = os.stat(lock)
+        with open("/proc/locks", encoding="ascii") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return False
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        if "->" in fields:  # a waiter, not a holder
+            continue
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[4] == str(pid) \
+                and fields[5] == want:
+            return True
+    return False
+
+
+def signal_daemon(pid: object, store_path: Path, signum: int) -> bool:
+    """Send `signum` to this store's daemon, `pid` as its status file says, only if that
+    process holds the store's lock; through a pidfd taken before the check, so the process
+    checked is the one signalled (issue 30: a stale status file and a reused PID got a
+    `sleep` killed). False when it is not the daemon (nothing is sent)."""
+    import signal
+
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if not holds_store_lock(pid, store_path):
+            return False
+        signal.pidfd_send_signal(pidfd, signum)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)

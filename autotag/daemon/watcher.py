@@ -29,7 +29,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from autotag.config import WatchConfig
-from autotag.files import absolute, is_clip_name, is_ignored_path, show, walk_clips
+from autotag.files import Edge, absolute, is_clip_name, is_ignored_path, show, walk_clips
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,7 @@ class Watcher:
         self._watched: dict[Path, tuple[int, int] | None] = {}  # root → (st_dev, st_ino)
         self._check_now = False  # a root itself was deleted: check the folders at once
         self._real_roots = {r: _resolved(r) for r in self.roots}  # a root may be a symlink
+        self.edge = Edge.of(self.roots, config.follow_symlinks_out)  # where the library ends
         self._ticker = threading.Thread(target=self._tick_loop, name="autotag-stability",
                                         daemon=True)
         self._next_rescan = 0.0
@@ -279,7 +280,8 @@ class Watcher:
         folders = [self.canonical(f) for f in folders if f.exists()]
         every = any(self._real_roots[r] != r for r in self.roots)  # as canonical() sees them
         found = ((self.canonical(f.path) if every or f.linked else f.path, f.stat)
-                 for f in walk_clips(folders, self.config.ignore, self.exclude))
+                 for f in walk_clips(folders, self.config.ignore, self.exclude,
+                                     edge=self.edge))
         while chunk := list(itertools.islice(found, SCAN_BATCH)):
             for path in self._unknown(chunk):
                 self.tracker.touch(path)
@@ -317,7 +319,8 @@ class Watcher:
         if any(path.is_relative_to(e) for e in self.exclude):
             return False
         root = self._root_of(path)
-        return root is not None and not is_ignored_path(path, root, self.config.ignore)
+        return (root is not None and not is_ignored_path(path, root, self.config.ignore)
+                and self.edge.admits(path))
 
     # -- threads ----------------------------------------------------------------------------
 

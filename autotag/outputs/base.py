@@ -32,3 +32,19 @@ def append_to(path: Path, line: str) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
     return path
+
+
+MAX_XML_DEPTH = 200  # elements nested in a user's XMP or NFO; real ones nest fewer than 20
+
+
+def check_depth(root, path: Path) -> None:
+    """OutputError if an element tree nests deeper than MAX_XML_DEPTH: expat parses any depth,
+    but indenting, searching and writing the tree recurse (issue 30: a deeply nested sidecar
+    was reported as "internal error: RecursionError"). Walked without recursion."""
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > MAX_XML_DEPTH:
+            raise OutputError(f"{path.name} nests elements more than {MAX_XML_DEPTH} deep, "
+                              "which no XMP or NFO does; left untouched")
+        stack.extend((child, depth + 1) for child in element)

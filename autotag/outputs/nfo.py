@@ -15,7 +15,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from autotag.clip import Tagged
-from autotag.outputs.base import OutputError, write_file
+from autotag.outputs.base import OutputError, check_depth, write_file
 from autotag.outputs.keywords import merge
 
 OWNED_ELEMENT = "autotag"
@@ -56,8 +56,10 @@ class Nfo:
             parser = SafeET.DefusedXMLParser(target=ET.TreeBuilder(insert_comments=True),
                                              forbid_dtd=True)
             parser.feed(path.read_bytes())
-            return parser.close()
+            root = parser.close()
         # LookupError: an encoding="..." Python does not know (found by tests/test_fuzz.py)
         except (OSError, ET.ParseError, DefusedXmlException, ValueError, LookupError) as exc:
             raise OutputError(f"{path.name} is not valid XML ({type(exc).__name__}); "
                               "left untouched") from None
+        check_depth(root, path)
+        return root

@@ -25,7 +25,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from autotag.clip import Tagged
-from autotag.outputs.base import OutputError, write_file
+from autotag.outputs.base import OutputError, check_depth, write_file
 from autotag.outputs.keywords import merge
 
 NS = {
@@ -98,6 +98,7 @@ def parse(text: str, path: Path) -> tuple[ET.Element, dict[str, str]]:
     except (ET.ParseError, ValueError) as exc:
         raise OutputError(f"{path.name} is not valid XMP ({type(exc).__name__}: "
                           f"{str(exc)[:120]}); left untouched") from None
+    check_depth(root, path)
     if root.tag == RDF + "RDF":  # a bare rdf:RDF without x:xmpmeta: wrap it
         meta = ET.Element("{%s}xmpmeta" % NS["x"])
         meta.append(root)

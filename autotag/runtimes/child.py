@@ -100,6 +100,7 @@ class ResidentText:
                  idle: float = 300.0) -> None:
         self.handle, self.threads, self.env, self.idle = handle, threads, env, idle
         self._proc: subprocess.Popen | None = None
+        self._reaper: threading.Thread | None = None
         self._lock = threading.Lock()
 
     @property
@@ -112,6 +113,7 @@ class ResidentText:
             request = json.dumps(list(texts)).encode()
             for attempt in range(2):  # a child that just ended for idleness: start another
                 if not self.running:
+                    self._stop()  # one that ended idle: its pipes closed, its reaper joined
                     self._start()
                 try:
                     return self._ask(request)
@@ -128,6 +130,12 @@ class ResidentText:
             [sys.executable, "-m", "autotag.runtimes.tfworker", "text-server", self.handle,
              "--idle", str(self.idle), "--threads", str(self.threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        # The child ends itself when idle, with no call of ours to notice: a thread of this
+        # object waits for it, so it is reaped then and never lingers as a zombie (issue 30).
+        # It ends with the child; close() ends the child.
+        self._reaper = threading.Thread(target=self._proc.wait, name="autotag-text-reaper",
+                                        daemon=True)
+        self._reaper.start()
 
     def _ask(self, request: bytes) -> np.ndarray:
         proc = self._proc
@@ -157,6 +165,9 @@ class ResidentText:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.join()
         lines = [x for x in proc.stderr.read().decode(errors="replace").splitlines() if x.strip()]
         proc.stdout.close()
         proc.stderr.close()

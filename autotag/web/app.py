@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import logging
 import os
-import stat
 import threading
 import time
 from collections import OrderedDict
@@ -45,8 +44,10 @@ from starlette.templating import Jinja2Templates
 
 from autotag.clip import SourceInfo
 from autotag.config import Config
+from autotag.files import Edge
 from autotag.index import Filter, LiveIndex
 from autotag.model import Embedder
+from autotag.opener import FdFile, NotServable, Source
 from autotag.outputs.nfo import nfo_path
 from autotag.outputs.preview import preview_name
 from autotag.outputs.sidecar import sidecar_path
@@ -57,10 +58,17 @@ from autotag.search import best_segment, like_vector
 from autotag.store import FileRecord, Store
 from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt
-from autotag.web import metrics
+from autotag.web import metrics, params
 from autotag.web.plot import Series, score_plot
-from autotag.web.preview import PREVIEW_MAX_SECONDS, PreviewCache, PreviewError, playability
-from autotag.web.security import COOKIE, CSRF_FIELD, Security
+from autotag.web.preview import (
+    PREVIEW_MAX_SECONDS,
+    Busy,
+    PreviewCache,
+    PreviewError,
+    playability,
+)
+from autotag.web.security import COOKIE, CSRF_FIELD, BodyLimit, Security, held_back
+from autotag.web.serving import FdResponse
 
 log = logging.getLogger(__name__)
 
@@ -117,33 +125,38 @@ class Library:
 
     def clip(self, file_id: int) -> FileRecord:
         """The tagged file with this id, or 404."""
-        record = self.store.file_by_id(file_id)
+        record = self.store.file_by_id(params.clip_id(file_id))
         if record is None or record.status != "tagged" or record.sha256 is None:
             raise HTTPException(404, "no such clip")
+        if not self.edge().admits(record.path):  # not its JSON, thumbnails or page either
+            raise HTTPException(404, "the clip is outside the folders autotag serves")
         return record
 
-    def servable(self, record: FileRecord) -> Path:
-        """The real path of the clip's file, if it may be served: still the version tagged, a
-        regular file, inside a folder autotag was pointed at. 404 otherwise (a clip deleted
-        or changed after it was indexed, a symlink swapped in that leads elsewhere)."""
-        real = Path(os.path.realpath(record.path))
-        try:
-            st = os.stat(real)
-        except OSError:
-            raise HTTPException(404, "the clip is gone from disk") from None
-        if not record.matches(st.st_size, st.st_mtime) or not _regular(st):
-            raise HTTPException(404, "the clip changed on disk since it was tagged")
-        roots = [str(r) for r in self.store.roots()] + [
-            os.path.realpath(p) for p in self.config.watch.paths]
-        if not any(str(real) == r or str(real).startswith(r.rstrip("/") + "/") for r in roots):
-            raise HTTPException(404, "the clip is outside the folders autotag serves")
-        return real
+    def edge(self) -> Edge:
+        """Where the library ends (files.Edge): the folders autotag was pointed at (the store's
+        roots, watch.paths), and whether symlinks out of them are followed."""
+        return Edge.of([*self.store.roots(), *self.config.watch.paths],
+                       self.config.watch.follow_symlinks_out)
 
-    def playability(self, real: Path, record: FileRecord):
-        key = (str(real), record.size, record.mtime)
+    def source(self, record: FileRecord) -> Source:
+        """How to open the clip's file: checked, below its library root (serving.source)."""
+        return Source.of(record.path, record.size, record.mtime, self.edge())
+
+    def open_clip(self, record: FileRecord) -> FdFile:
+        """The clip's file, opened once through no symlink below its library root, checked to
+        be the version tagged; 404 otherwise (gone, changed, a symlink swapped in)."""
+        try:
+            return self.source(record).open()  # type: ignore[return-value]
+        except NotServable as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    def playability(self, record: FileRecord):
+        """playability() of the clip (None: unreadable); NotServable passes up."""
+        key = (str(record.path), record.size, record.mtime)
         if key not in self._playable:
             try:
-                self._playable[key] = playability(real)
+                self._playable[key] = playability(self.source(record),
+                                                  self.config.sampling.max_pixels)
             except PreviewError as exc:
                 log.warning("%s", exc)
                 self._playable[key] = None
@@ -181,10 +194,6 @@ class Library:
         self.index.close()
 
 
-def _regular(st: os.stat_result) -> bool:
-    return stat.S_ISREG(st.st_mode)
-
-
 # -- what pages and API share -------------------------------------------------------------------
 
 def _base(request: Request) -> str:
@@ -212,11 +221,7 @@ def _hit_json(request: Request, lib: Library, record: FileRecord, score: float,
 
 
 def _top(request: Request) -> int:
-    try:
-        top = int(request.query_params.get("top", DEFAULT_TOP))
-    except ValueError:
-        raise HTTPException(400, "top must be a whole number") from None
-    return min(max(top, 1), MAX_TOP)
+    return params.whole(request, "top", DEFAULT_TOP, 1, MAX_TOP)
 
 
 def _filter(request: Request, lib: Library) -> Filter:
@@ -261,12 +266,8 @@ def _like(request: Request, lib: Library) -> tuple[np.ndarray, int] | None:
     raw = request.query_params.get("like")
     if not raw:
         return None
-    try:
-        file_id = int(raw)
-        at = request.query_params.get("at")
-        at = float(at) if at else None
-    except ValueError:
-        raise HTTPException(400, "like is a clip id, at is seconds") from None
+    file_id = params.clip_id(raw)
+    at = params.seconds(request, "at", None)
     record = lib.clip(file_id)
     vector = like_vector(lib.store, lib.model, record, at, lib.config.tagging.min_score)
     if vector is None:
@@ -363,10 +364,10 @@ def _playback(lib: Library, record: FileRecord, base: str, start: float,
     """How the page shows the clip: the original (video or GIF), or an encoded preview of
     the segment from `start` when browsers cannot play the original."""
     try:
-        real = lib.servable(record)
-    except HTTPException as exc:
-        return {"playable": False, "kind": "gone", "reason": exc.detail, "preview": None}
-    found = lib.playability(real, record)
+        lib.source(record).open().close()  # still there, the version tagged, inside
+        found = lib.playability(record)
+    except NotServable as exc:
+        return {"playable": False, "kind": "gone", "reason": str(exc), "preview": None}
     if found is None:
         return {"playable": False, "kind": "gone", "reason": "autotag cannot read this clip "
                 "any more", "preview": None}
@@ -442,27 +443,30 @@ def api_media(request: Request) -> Response:
     """The clip's file, with HTTP Range (Starlette's FileResponse: 206, 416, multipart)."""
     lib = _lib(request)
     record = lib.clip(request.path_params["id"])
-    real = lib.servable(record)
-    found = lib.playability(real, record)
+    file = lib.open_clip(record)  # opened once: what was checked is what is sent
+    try:
+        found = lib.playability(record)
+    except NotServable:
+        found = None
     media_type = found.mime if found and found.mime else "application/octet-stream"
-    return FileResponse(real, media_type=media_type, stat_result=os.stat(real),
-                        content_disposition_type="inline", filename=record.path.name,
-                        headers={"cache-control": "private, no-cache"})
+    return FdResponse(file, os.fstat(file.fd), media_type=media_type,
+                      content_disposition_type="inline", filename=record.path.name,
+                      headers={"cache-control": "private, no-cache"})
 
 
 def api_preview(request: Request) -> Response:
     lib = _lib(request)
     record = lib.clip(request.path_params["id"])
-    real = lib.servable(record)
-    try:
-        start = float(request.query_params.get("start", "0"))
-        end = float(request.query_params.get("end", str(start + PREVIEW_MAX_SECONDS)))
-    except ValueError:
-        raise HTTPException(400, "start and end are seconds") from None
-    if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end <= start:
+    start = params.seconds(request, "start", 0.0)
+    end = params.seconds(request, "end", start + PREVIEW_MAX_SECONDS)
+    if end <= start:
         raise HTTPException(400, "start and end are seconds, start < end")
     try:
-        path = lib.previews.get(record.sha256, real, start, end)
+        path = lib.previews.get(record.sha256, lib.source(record), start, end)
+    except NotServable as exc:
+        raise HTTPException(404, str(exc)) from None
+    except Busy as exc:
+        raise HTTPException(429, str(exc), headers={"retry-after": "2"}) from None
     except PreviewError as exc:
         raise HTTPException(422, str(exc)) from None
     return FileResponse(path, media_type="video/webm",
@@ -472,10 +476,7 @@ def api_preview(request: Request) -> Response:
 def api_thumbnail(request: Request) -> Response:
     lib = _lib(request)
     record = lib.clip(request.path_params["id"])
-    try:
-        window = int(request.query_params.get("window", "0"))
-    except ValueError:
-        raise HTTPException(400, "window must be a whole number") from None
+    window = params.whole(request, "window", 0, 0, 2**31)
     data = lib.thumbnail(record.sha256, window)
     if data is None:
         raise HTTPException(404, "no thumbnail stored for this clip")
@@ -587,13 +588,8 @@ async def teach_tag(request: Request) -> Response:
 
     form = await _form_lists(request)
     lib = _lib(request)
-    label = (form.get("label") or [""])[0].strip()
-    if not label or len(label) > 60 or any(c in label for c in "\n\r:#{}[],&*!|>'\"%@`"):
-        raise HTTPException(400, "name the tag in a few plain words (no punctuation)")
-    try:
-        ids = sorted({int(v) for v in form.get("clip", [])})
-    except ValueError:
-        raise HTTPException(400, "clips are given by id") from None
+    label = params.plain_name((form.get("label") or [""])[0])
+    ids = sorted({params.clip_id(v) for v in form.get("clip", [])})
     if not ids:
         raise HTTPException(400, "select the clips that show it first")
     examples = [lib.clip(i).path for i in ids]
@@ -687,8 +683,8 @@ def page_search(request: Request) -> Response:
     query = request.query_params.get("q", "").strip()[:MAX_QUERY]
     like = request.query_params.get("like")
     like_name = None
-    if like and like.isdigit():
-        found = lib.store.file_by_id(int(like))
+    if like:
+        found = lib.store.file_by_id(params.clip_id(like))
         like_name = found.path.name if found else None
     recent = [] if query or like or request.query_params.get("tag") else [
         _hit_json(request, lib, r, 0.0, None, 0) for r in lib.index.recent(RECENT)]
@@ -731,15 +727,12 @@ async def login(request: Request) -> Response:
     security: Security = request.scope["state"]["security"]
     form = await _form(request)
     client = request.client.host if request.client else "?"
-    wait = security.failures.retry_after(client)
     next_url = _safe_next(form.get("next"))
-    if wait:
-        return _render(request, "login.html", {"error": f"Too many failed attempts; try again "
-                                                        f"in {wait} s.", "next": next_url}, 429)
     if not security.token:
         return RedirectResponse(_base(request) + next_url, 303)
-    if not security.check_token(str(form.get("token", "")).strip()):
-        security.failures.failed(client)
+    attempt = str(form.get("token", "")).strip()
+    if not security.check_token(attempt):  # the right one always gets in; wrong ones wait
+        await held_back(security.failures.failed(client, "form:" + attempt))
         return _render(request, "login.html", {"error": "That is not the token.",
                                                "next": next_url}, 401)
     response = RedirectResponse(_base(request) + next_url, 303)
@@ -832,9 +825,11 @@ def create_app(library: Library, token: str | None = None,
         response = _render(request, "login.html", {"error": None, "next": _safe_next(nxt)}, 401)
         await response(scope, receive, send)
 
-    app = Security(inner, token=token, hosts=library.config.serve.hosts,
-                   root_path=library.config.serve.root_path, unauthorized=unauthorized)
+    secured = Security(inner, token=token, hosts=library.config.serve.hosts,
+                       root_path=library.config.serve.root_path, unauthorized=unauthorized)
+    app = BodyLimit(secured)  # outermost: no body past the cap, whoever sends it
     app.state = inner.state  # type: ignore[attr-defined]  # tests and the daemon reach it here
+    app.security = secured  # type: ignore[attr-defined]
     return app
 
 
@@ -876,8 +871,10 @@ def open_library(app, status: Callable[[], dict] | None = None,
         where = status_path(config.state.store_path)
         status = functools.partial(read_status, where)
     index = LiveIndex(app.store, app.embedder.fingerprint, app.vocabulary, config.tagging)
+    previews = PreviewCache(cache / "web-previews", max_pixels=config.sampling.max_pixels,
+                            encodes=config.serve.max_previews)
     return Library(config, app.store, app.vocabulary, app.embedder, index,
-                   PreviewCache(cache / "web-previews"), cache, status, app.tagger,
+                   previews, cache, status, app.tagger,
                    queries=_query_embedder(app.embedder, config))
 
 

@@ -17,10 +17,11 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Self
+from typing import BinaryIO, Protocol, Self
 
 import av
 import av.filter
@@ -31,7 +32,7 @@ from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTr
 from autotag import pictures
 from autotag.errors import AutotagError
 from autotag.files import show
-from autotag.media import deinterlacer, drained, open_input
+from autotag.media import deinterlacer, drained, limit_pixels, open_input
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,24 @@ class PreviewError(AutotagError):
     """A clip that cannot be probed or previewed; the message names the file and the reason."""
 
 
+class Busy(AutotagError):
+    """As many previews as allowed (serve.max_previews) are being encoded: try again soon."""
+
+
+class Opens(Protocol):
+    """A clip opened through the library's opener (autotag.opener.Source): read from the file
+    object it gives, never by its path (issue 30: a path is a race)."""
+
+    path: Path
+
+    def open(self) -> BinaryIO: ...
+
+
+Clip = Path | Opens
+MAX_PIXELS = 20_000_000  # frames larger than this are refused (sampling.max_pixels' default)
+ENCODES = 2  # previews encoded at once (serve.max_previews' default)
+
+
 @dataclass(frozen=True)
 class Playability:
     playable: bool
@@ -98,9 +117,10 @@ class Playability:
 # -- can a browser play it? --------------------------------------------------------------------
 
 
-def playability(path: Path) -> Playability:
+def playability(path: Clip, max_pixels: int = MAX_PIXELS) -> Playability:
     """Whether Chromium and Firefox play `path` as it is, and as what. Decodes one frame at
-    most (to see whether it is interlaced). Raises PreviewError when FFmpeg cannot open it."""
+    most (to see whether it is interlaced; none larger than max_pixels). Raises PreviewError
+    when FFmpeg cannot open it."""
     with _open(path) as container:
         if container.format.name == "gif":
             return Playability(True, "image/gif", "")  # the page shows it as an image
@@ -125,6 +145,7 @@ def playability(path: Path) -> Playability:
             if name not in audio:  # whether the video would then play alone differs
                 name = "PCM" if name.startswith("pcm_") else AUDIO.get(name, name.upper())
                 return _not(f"{name} audio in {_container_name(container)}")
+        limit_pixels(ctx, max_pixels)
         if _interlaced(container, stream):
             return _not("interlaced")
         return Playability(True, mime, "")
@@ -185,11 +206,34 @@ def _interlaced(container: av.container.InputContainer, stream: av.video.VideoSt
 # -- opening -----------------------------------------------------------------------------------
 
 
-def _open(path: Path) -> av.container.InputContainer:
+@contextmanager
+def _open(clip: Clip) -> Iterator[av.container.InputContainer]:
+    """The clip's container: a path is opened by FFmpeg; a Source's checked file object is
+    read through PyAV (and closed with the container)."""
+    file = None if isinstance(clip, Path) else clip.open()  # opener.NotServable passes up
     try:
-        return open_input(path)
-    except (av.FFmpegError, OSError) as exc:
-        raise PreviewError(f"{show(path)}: not a video FFmpeg can read ({_why(exc)})") from None
+        try:
+            container = open_input(clip if file is None else file)
+        except (av.FFmpegError, OSError) as exc:
+            raise PreviewError(f"{show(_name(clip))}: not a video FFmpeg can read "
+                               f"({_why(exc)})") from None
+        with container:
+            yield container
+    finally:
+        if file is not None:
+            file.close()
+
+
+def _name(clip: Clip) -> Path:
+    return clip if isinstance(clip, Path) else clip.path
+
+
+def check_pixels(width: int, height: int, max_pixels: int, clip: Clip) -> None:
+    """A decoded frame larger than max_pixels ends the preview (a clip whose header says
+    320×240 may hold 16000×16000 frames further on: issue 30)."""
+    if width * height > max_pixels:
+        raise PreviewError(f"{show(_name(clip))}: a frame of {width}×{height} is larger than "
+                           f"sampling.max_pixels ({max_pixels})")
 
 
 def _why(exc: Exception) -> str:
@@ -217,18 +261,22 @@ class PreviewCache:
     """Previews in `folder`, at most `max_bytes` of them: `get` encodes a preview once, and
     concurrent calls for the same one wait for that encoding. Thread-safe; one per process."""
 
-    def __init__(self, folder: Path, max_bytes: int = 512 * 2**20) -> None:
+    def __init__(self, folder: Path, max_bytes: int = 512 * 2**20, *,
+                 max_pixels: int = MAX_PIXELS, encodes: int = ENCODES) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        # each encode holds a decoder's frames: at most `encodes` at once, the rest told Busy
+        self._encodes = threading.BoundedSemaphore(encodes)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._guard = threading.Lock()  # the lock table and eviction
         self._locks: dict[str, list] = {}  # preview name → [its lock, callers holding or waiting]
         self._remove_stale_temps()
 
-    def get(self, key: str, path: Path, start: float, end: float) -> Path:
+    def get(self, key: str, path: Clip, start: float, end: float) -> Path:
         """The WebM preview of `path` (content sha256 `key`) from `start` to `end` seconds,
         clamped to the clip and to PREVIEW_MAX_SECONDS. Raises ValueError for a key that is not
-        a sha256, PreviewError for a clip that cannot be decoded."""
+        a sha256, PreviewError for a clip that cannot be decoded, Busy when max encodes run."""
         if not isinstance(key, str) or not KEY.fullmatch(key):
             raise ValueError("a preview key is a sha256 in lower-case hex")
         if not (math.isfinite(start) and math.isfinite(end)):
@@ -236,22 +284,25 @@ class PreviewCache:
         with _open(path) as container:
             stream = _video_stream(container)
             if stream is None:
-                raise PreviewError(f"{show(path)}: no video stream")
+                raise PreviewError(f"{show(_name(path))}: no video stream")
             start, end = clamp(start, end, _duration(container, stream))
         target = self.folder / f"{key}-{start:.1f}-{end:.1f}.webm"
         with self._lock_for(target.name):
             if target.exists():
                 _touch(target)
                 return target
+            if not self._encodes.acquire(blocking=False):
+                raise Busy("as many previews as serve.max_previews allows are being made")
             began = time.monotonic()
             temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
             try:
-                encode(path, start, end, temp)
+                encode(path, start, end, temp, self.max_pixels)
                 os.replace(temp, target)
             finally:
+                self._encodes.release()
                 temp.unlink(missing_ok=True)
-            log.info("preview of %s %.1f–%.1f s encoded in %.1f s", show(path), start, end,
-                     time.monotonic() - began)
+            log.info("preview of %s %.1f–%.1f s encoded in %.1f s", show(_name(path)), start,
+                     end, time.monotonic() - began)
         self._evict(keep=target)
         return target
 
@@ -347,25 +398,30 @@ def encoder() -> tuple[str, dict[str, str]]:
     raise PreviewError("this PyAV has neither libvpx-vp9 nor libvpx to encode previews with")
 
 
-def encode(path: Path, start: float, end: float, out: Path) -> None:
+def encode(path: Clip, start: float, end: float, out: Path,
+           max_pixels: int = MAX_PIXELS) -> None:
     """Write a silent WebM of `path` from `start` to `end` s (as given) at PREVIEW_FPS, at most
-    PREVIEW_HEIGHT px high as shown, to `out`. Raises PreviewError when nothing decodes."""
+    PREVIEW_HEIGHT px high as shown, to `out`. Raises PreviewError when nothing decodes or a
+    frame is larger than max_pixels."""
     times = [start + k / PREVIEW_FPS
              for k in range(max(1, math.ceil((end - start) * PREVIEW_FPS - 1e-6)))]
+    name = _name(path)
     try:
         with _open(path) as container:
             stream = _video_stream(container)
             if stream is None:
-                raise PreviewError(f"{show(path)}: no video stream")
+                raise PreviewError(f"{show(name)}: no video stream")
             stream.codec_context.thread_type = "AUTO"
+            limit_pixels(stream.codec_context, max_pixels)
+            frames = _Frames(container, stream, lambda w, h: check_pixels(w, h, max_pixels, path))
             with _Writer(out, _aspect(stream)) as writer:
-                for k, frame in enumerate(_pick(_Frames(container, stream).from_(start), times)):
+                for k, frame in enumerate(_pick(frames.from_(start), times)):
                     writer.write(frame, k)
                 if not writer.frames:
-                    raise PreviewError(f"{show(path)}: no frame could be decoded "
+                    raise PreviewError(f"{show(name)}: no frame could be decoded "
                                        "(truncated or corrupt file)")
     except av.FFmpegError as exc:
-        raise PreviewError(f"{show(path)}: the preview could not be made ({_why(exc)})") from None
+        raise PreviewError(f"{show(name)}: the preview could not be made ({_why(exc)})") from None
 
 
 def _pick(frames: Iterator[tuple[float, VideoFrame]], times: list[float]
@@ -390,8 +446,9 @@ class _Frames:
     media.py does: bwdif, built when a frame says it is interlaced)."""
 
     def __init__(self, container: av.container.InputContainer,
-                 stream: av.video.VideoStream) -> None:
+                 stream: av.video.VideoStream, check=lambda width, height: None) -> None:
         self.container, self.stream = container, stream
+        self.check = check  # called with every decoded frame's size: raises to stop
         self.first = stream.start_time or 0
         self.deinterlacer: av.filter.Graph | None = None
 
@@ -421,9 +478,12 @@ class _Frames:
         for packet in self._demux():
             try:
                 decoded = self.stream.codec_context.decode(packet)
-            except av.FFmpegError:  # one bad packet, not the rest
+            except av.FFmpegError:  # one bad packet, not the rest; a frame too large, the end
+                ctx = self.stream.codec_context
+                self.check(ctx.width, ctx.height)
                 continue
             for frame in decoded:
+                self.check(frame.width, frame.height)
                 yield from self._deinterlaced(frame)
         if self.deinterlacer is not None:
             self.deinterlacer.push(None)

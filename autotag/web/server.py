@@ -17,13 +17,19 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from autotag.config import DEFAULT_LISTEN, Config, ConfigError, parse_listen
+from autotag.config import DEFAULT_LISTEN, Config, ConfigError, ServeConfig, parse_listen
 from autotag.web.security import is_loopback_host
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 5.0  # seconds for open connections to finish when the daemon stops
 TOKEN_MIN = 16  # characters a token must have
+# What one client can make the server hold (issue 30: 13 slow connections were all still open
+# after 90 s). uvicorn closes an idle keep-alive connection; RequestDeadline, below, a request
+# whose head or body does not arrive in time; h11 refuses a head larger than this.
+KEEP_ALIVE = 5.0  # s between requests on one connection
+REQUEST_TIMEOUT = 20.0  # s from a request's first byte (or the connection) to its last
+MAX_HEAD_BYTES = 16 * 1024  # a request head: a few cookies and headers
 
 
 def address(config: Config, listen: str | None = None) -> tuple[str, int]:
@@ -76,22 +82,80 @@ def token_for(config: Config, host: str) -> str | None:
     return token
 
 
-def _uvicorn_config(app, host: str, port: int, *, main_thread: bool):
+def _uvicorn_config(app, host: str, port: int, *, main_thread: bool,
+                    serve: ServeConfig | None = None):
+    """Forwarded headers (X-Forwarded-For, -Proto) are believed only from serve.trusted_proxies:
+    none by default, so no client can pick the address the login back-off counts it by."""
     import uvicorn
 
+    serve = serve or ServeConfig()
+    proxies = list(serve.trusted_proxies)
     return uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                          server_header=False, proxy_headers=True, lifespan="off",
+                          server_header=False, lifespan="off",
+                          proxy_headers=bool(proxies), forwarded_allow_ips=proxies or [],
+                          http=guarded_protocol(), timeout_keep_alive=KEEP_ALIVE,
+                          h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                          limit_concurrency=serve.max_connections,
                           timeout_graceful_shutdown=STOP_TIMEOUT if main_thread else 1)
 
 
-def serve_forever(app, host: str, port: int, on_started: Callable[[], None] | None = None
-                  ) -> bool:
+def guarded_protocol():
+    """uvicorn's h11 protocol with a deadline on each request: from the connection (or the
+    first byte of a request after a keep-alive) until its body has all arrived, at most
+    REQUEST_TIMEOUT seconds, else the connection is closed. uvicorn itself times only the idle
+    gap between requests: half a head, no head at all, or a body that never comes held a
+    connection forever. A response being sent is not timed."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class RequestDeadline(H11Protocol):
+        _deadline = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
+                self._disarm()  # the request is in; its response is not timed
+            elif self._deadline is None and not self.transport.is_closing():
+                self._deadline = self.loop.call_later(REQUEST_TIMEOUT, self._late)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _late(self) -> None:
+            self._deadline = None
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):  # head or body still due
+                log.debug("closing a connection whose request did not arrive in %.0f s",
+                          REQUEST_TIMEOUT)
+                self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # a pipelined request may be half in already
+
+    return RequestDeadline
+
+
+def serve_forever(app, host: str, port: int, on_started: Callable[[], None] | None = None,
+                  serve: ServeConfig | None = None) -> bool:
     """Run the app until SIGINT or SIGTERM, then finish open requests and return (exit 0, as
     systemd expects of a clean stop: uvicorn's own handlers re-raise the signal, which ends
     the process with it). False if it could not bind."""
     import uvicorn
 
-    server = uvicorn.Server(_uvicorn_config(app, host, port, main_thread=True))
+    server = uvicorn.Server(_uvicorn_config(app, host, port, main_thread=True, serve=serve))
     server.capture_signals = contextlib.nullcontext  # ours, below, stop it
     if on_started is not None:
         _when_started(server, on_started)
@@ -123,11 +187,12 @@ class WebServer:
     """uvicorn in a thread: start() returns once it listens (or raises ConfigError when it
     cannot bind), stop() ends it and joins the thread."""
 
-    def __init__(self, app, host: str, port: int) -> None:
+    def __init__(self, app, host: str, port: int, serve: ServeConfig | None = None) -> None:
         import uvicorn
 
         self.host, self.port = host, port
-        self._server = uvicorn.Server(_uvicorn_config(app, host, port, main_thread=False))
+        self._server = uvicorn.Server(_uvicorn_config(app, host, port, main_thread=False,
+                                                      serve=serve))
         self._thread = threading.Thread(target=self._server.run, name="autotag-web",
                                         daemon=True)
         self._started = threading.Event()
