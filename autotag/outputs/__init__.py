@@ -14,13 +14,15 @@ from typing import Protocol
 
 from autotag.clip import Tagged
 from autotag.config import Config, OutputsConfig
-from autotag.outputs.base import OutputError
+from autotag.outputs.base import OutputError, stem_sharers
 from autotag.outputs.hook import Hook
 from autotag.outputs.log import MatchLog
-from autotag.outputs.nfo import Nfo
+from autotag.outputs.nfo import Nfo, nfo_path
+from autotag.outputs.nfo import autotags_alone as nfo_alone
 from autotag.outputs.preview import Preview, preview_name
 from autotag.outputs.sidecar import Sidecar, read_sidecar, sidecar_path
 from autotag.outputs.xmp import Xmp
+from autotag.outputs.xmp import autotags_alone as xmp_alone
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,19 @@ __all__ = ["Output", "OutputError", "OutputSet", "build_outputs", "own_outputs",
 
 
 def own_outputs(clip: Path, outputs: OutputsConfig) -> list[Path]:
-    """The files autotag alone writes for a clip (never XMP or NFO, which users edit too)."""
+    """The files autotag alone writes for a clip that is gone: its sidecar and preview, and
+    its XMP and NFO only while their content is autotag's alone (a file a person or another
+    program has added to is theirs, and stays). An NFO or XMP named by a stem another clip
+    still has (bikes.nfo, with bikes.mkv still there) is not this clip's to remove."""
     found = [sidecar_path(clip, outputs)] if outputs.sidecars else []
     if outputs.previews:
         found.append(outputs.previews / preview_name(clip))
+    named = clip.with_name(clip.name + ".xmp")
+    if named.exists() and xmp_alone(named):
+        found.append(named)
+    if not stem_sharers(clip):  # the clip is gone: any sharer is another clip
+        found += [p for p, alone in ((clip.with_suffix(".xmp"), xmp_alone),
+                                     (nfo_path(clip), nfo_alone)) if p.exists() and alone(p)]
     return found
 
 
