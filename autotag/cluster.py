@@ -378,10 +378,10 @@ class _Flow:
     # -- the planner thread -------------------------------------------------------------------
 
     def _plan(self) -> None:
-        engine, tagger = self.app.engine, self.app.tagger
+        engine = self.app.engine
         asked = False
         try:
-            for item in engine.plan_many(self.paths, fresh_many=tagger.rule.fresh_many,
+            for item in engine.plan_many(self.paths, fresh_many=self.app.rule.fresh_many,
                                          force=self.force, hash_if=self._maybe_copy,
                                          retry_failed=may_retry):
                 if isinstance(item, Outcome):

@@ -16,9 +16,7 @@ is tagged again from its stored embeddings (no decoding), which writes what it l
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import os
 import stat
 import threading
@@ -27,42 +25,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from autotag.config import Config
+from autotag.outputs import listed_outputs, outputs_digest
 from autotag.outputs.sidecar import read_sidecar, sidecar_file, sidecar_path
 from autotag.store import FileRecord, Store, Version
 
-if TYPE_CHECKING:  # above this module: the app builds its tagger, which asks this rule
-    from autotag.app import App
+if TYPE_CHECKING:
     from autotag.engine import RetryFailed
     from autotag.tagging import ClipResult
 
 FRESH_BATCH = 500  # files stat'ed, then looked up in the store with one query (Store.versions)
 MAX_RETRIES = 3  # a failed version is tried again this many times, then waits for a change
-# outputs whose presence a sidecar lists (Tagged.outputs): what a store older than schema 6
-# checks, reading the sidecar once, in place of the digest it lacks
-LISTED_OUTPUTS = ("preview", "xmp", "nfo")
-
-
-def outputs_digest(config: Config) -> str:
-    """What a clip's outputs are made from besides the model and the vocabulary: which
-    per-clip files are written, where, and the tagging settings that decide what they say.
-    The match log and the hook are events, not files kept up to date: switching them on
-    later does not replay past clips, so they are left out."""
-    outputs, tagging = config.outputs, config.tagging
-    spec = {
-        "sidecars": outputs.sidecars, "sidecar_dir": str(outputs.sidecar_dir or ""),
-        "previews": str(outputs.previews or ""), "xmp": outputs.xmp and outputs.xmp_root,
-        "nfo": outputs.nfo,
-        "tagging": [tagging.top_k, tagging.min_score, tagging.temperature,
-                    sorted(tagging.thresholds.items())],
-    }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def listed_outputs(config: Config) -> tuple[str, ...]:
-    """The outputs of LISTED_OUTPUTS this config writes."""
-    on = {"preview": bool(config.outputs.previews), "xmp": config.outputs.xmp,
-          "nfo": config.outputs.nfo}
-    return tuple(name for name in LISTED_OUTPUTS if on[name])
 
 
 class UpToDate:
@@ -204,7 +176,15 @@ class Listener(Protocol):
         """What became of one clip that needed work."""
 
 
-def run_pass(app: App, paths: Iterable[Path | tuple], listener: Listener, *,
+class Tags(Protocol):
+    """What a pass runs on: app.App (not imported: the app is built above this module)."""
+
+    rule: UpToDate
+
+    def tag(self, paths: Iterable[Path], **kwargs: object) -> Iterator[ClipResult]: ...
+
+
+def run_pass(app: Tags, paths: Iterable[Path | tuple], listener: Listener, *,
              force: bool = False, retry_failed: RetryFailed = may_retry,
              stop: threading.Event | None = None, lost: Callable[[Path], None] | None = None
              ) -> None:
@@ -215,7 +195,7 @@ def run_pass(app: App, paths: Iterable[Path | tuple], listener: Listener, *,
     retries. force: every clip again, decoded anew. lost(path): a clip with a sidecar the
     store does not know."""
     if not force:
-        paths = _stale(app.tagger.rule, paths, listener, lost)
+        paths = _stale(app.rule, paths, listener, lost)
     else:
         paths = (p if isinstance(p, Path) else p[0] for p in paths)
     for result in app.tag(paths, force=force, retry_failed=retry_failed, stop=stop,

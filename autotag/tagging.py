@@ -18,8 +18,7 @@ from pathlib import Path
 from autotag.clip import Embedded, Tag, Tagged
 from autotag.config import Config
 from autotag.engine import EMBEDDED, FAILED, SKIPPED, STORED, Outcome
-from autotag.outputs import OutputSet, own_outputs, sidecar_path
-from autotag.passes import UpToDate
+from autotag.outputs import OutputSet, outputs_digest, own_outputs, sidecar_path
 from autotag.scoring import reviewed, tag_scores, window_scores
 from autotag.store import Store
 from autotag.vocabulary import Vocabulary
@@ -49,8 +48,8 @@ class Tagger:
         self.outputs = outputs
         self.store = store
         self.model = model
-        # "is this version done?": asked by every pass, and what record_tagged below answers
-        self.rule = UpToDate(config, store, model, vocabulary.fingerprint)
+        # recorded with each clip: what the up-to-date rule (passes.UpToDate) compares
+        self.digest = outputs_digest(config)
         # finish() and forget() of one path never interleave: a clip moved away while its
         # outputs were being written is cleaned up by one of them, whichever comes second
         self._lock = threading.Lock()
@@ -81,7 +80,7 @@ class Tagger:
                                                  reason)
             return ClipResult(path, "failed", reason, windows=windows, attempts=attempts)
         self.store.record_tagged(clip.source, self.model, self.vocabulary.fingerprint,
-                                 sidecar=self._sidecar_mtime(path), outputs=self.rule.digest)
+                                 sidecar=self._sidecar_mtime(path), outputs=self.digest)
         return ClipResult(path, status, tags=tagged.tags, windows=windows)
 
     def _sidecar_mtime(self, path: Path) -> int | None:

@@ -7,13 +7,11 @@ never write into each other's; an orphan autotag alone wrote goes with its clip.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -143,9 +141,9 @@ def test_a_store_older_than_the_outputs_digest_reads_each_sidecar_once(tmp_path,
             db.execute("UPDATE files SET outputs = NULL")
         db.close()
         items = [(p, p.stat()) for p in paths]
-        assert app.tagger.rule.fresh_many(items) == [True, True]  # read: every output there
+        assert app.rule.fresh_many(items) == [True, True]  # read: every output there
         noted = app.store.versions([str(p) for p in paths])
-        assert {v.outputs for v in noted.values()} == {app.tagger.rule.digest}
+        assert {v.outputs for v in noted.values()} == {app.rule.digest}
     finally:
         app.close()
 

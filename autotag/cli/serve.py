@@ -110,4 +110,4 @@ def _reload(args: argparse.Namespace, ctx: Context, web, opened: list) -> None:
         except OSError as exc:
             log.warning("could not ask the daemon (pid %d) to reload: %s; send it SIGHUP "
                         "(systemctl reload autotag)", daemon["pid"], exc.strerror)
-    library.jobs.start(app.tagger, app.store)
+    library.jobs.start(app.rule, app.tagger, app.store)

@@ -354,8 +354,9 @@ class Daemon:
         from autotag.web.server import WebServer
 
         host, port, token = web
-        self._web_app = create_app(open_library(self._app, status=self.status_snapshot), token,
-                                   reload=self.request_reload)
+        library = open_library(self._app, status=self.status_snapshot)
+        library.jobs.handed_to_daemon(os.getpid())  # its queue is the outputs' progress
+        self._web_app = create_app(library, token, reload=self.request_reload)
         self._web = WebServer(self._web_app, host, port)
         self._web.start()
         shown = f"[{host}]" if ":" in host else host
@@ -426,7 +427,7 @@ class Daemon:
         app = self._app
         if app is None:
             return [False] * len(items)
-        return app.tagger.rule.done_many(items, lost=self._lost)
+        return app.rule.done_many(items, lost=self._lost)
 
     def _lost(self, _: Path) -> None:
         self._not_in_store += 1
@@ -539,6 +540,7 @@ class Daemon:
 
             previous = self._web_app.state.library
             self._web_app.state.library = open_library(new, status=self.status_snapshot)
+            self._web_app.state.library.jobs.handed_to_daemon(os.getpid())
             previous.close()
         old.close()
         if self._app.vocabulary.fingerprint != old.vocabulary.fingerprint:

@@ -8,6 +8,8 @@ failure is logged and never fails the clip.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -26,8 +28,35 @@ from autotag.outputs.xmp import autotags_alone as xmp_alone
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Output", "OutputError", "OutputSet", "build_outputs", "own_outputs", "read_sidecar",
-           "sidecar_path"]
+# outputs whose presence a sidecar lists (Tagged.outputs): what a store older than schema 6
+# checks, reading the sidecar once, in place of the digest it lacks (passes.UpToDate)
+LISTED_OUTPUTS = ("preview", "xmp", "nfo")
+
+__all__ = ["Output", "OutputError", "OutputSet", "build_outputs", "listed_outputs",
+           "outputs_digest", "own_outputs", "read_sidecar", "sidecar_path"]
+
+
+def outputs_digest(config: Config) -> str:
+    """What a clip's outputs are made from besides the model and the vocabulary: which
+    per-clip files are written, where, and the tagging settings that decide what they say.
+    The match log and the hook are events, not files kept up to date: switching them on
+    later does not replay past clips, so they are left out."""
+    outputs, tagging = config.outputs, config.tagging
+    spec = {
+        "sidecars": outputs.sidecars, "sidecar_dir": str(outputs.sidecar_dir or ""),
+        "previews": str(outputs.previews or ""), "xmp": outputs.xmp and outputs.xmp_root,
+        "nfo": outputs.nfo,
+        "tagging": [tagging.top_k, tagging.min_score, tagging.temperature,
+                    sorted(tagging.thresholds.items())],
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def listed_outputs(config: Config) -> tuple[str, ...]:
+    """The outputs of LISTED_OUTPUTS this config writes."""
+    on = {"preview": bool(config.outputs.previews), "xmp": config.outputs.xmp,
+          "nfo": config.outputs.nfo}
+    return tuple(name for name in LISTED_OUTPUTS if on[name])
 
 
 def own_outputs(clip: Path, outputs: OutputsConfig) -> list[Path]:

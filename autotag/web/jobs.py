@@ -38,7 +38,7 @@ class Retagger:
         self._stop = threading.Event()
         self._progress: dict = {"state": "idle", "done": 0, "total": 0, "failed": 0}
 
-    def start(self, tagger: Tagger, store: Store) -> None:
+    def start(self, rule: UpToDate, tagger: Tagger, store: Store) -> None:
         """Re-tag, in the background, every stored clip the rule finds stale (new vocabulary,
         thresholds or outputs): from stored embeddings, no decoding. An older job stops."""
         self.close()
@@ -46,7 +46,7 @@ class Retagger:
             self._stop = threading.Event()
             self._progress = {"state": "running", "done": 0, "total": 0, "failed": 0,
                               "started": time.time()}
-            self._thread = threading.Thread(target=self._run, args=(tagger, store, self._stop),
+            self._thread = threading.Thread(target=self._run, args=(rule, tagger, store, self._stop),
                                             name="autotag-web-retag")
             self._thread.start()
 
@@ -67,9 +67,10 @@ class Retagger:
         if thread is not None:
             thread.join(JOIN_SECONDS)
 
-    def _run(self, tagger: Tagger, store: Store, stop: threading.Event) -> None:
+    def _run(self, rule: UpToDate, tagger: Tagger, store: Store,
+             stop: threading.Event) -> None:
         try:
-            stale = self._stale(tagger.rule, stored_clips(store, tagger.model))
+            stale = self._stale(rule, stored_clips(store, tagger.model))
             self._update(total=len(stale))
             for result in retag(tagger, store, stale):
                 self._update(done=1, failed=int(result.status == "failed"))
