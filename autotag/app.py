@@ -18,6 +18,7 @@ from autotag.config import Config, default_cache_dir
 from autotag.engine import Engine, RetryFailed
 from autotag.model import Embedder, LazyEmbedder, load_configured
 from autotag.outputs import build_outputs
+from autotag.passes import UpToDate, may_retry
 from autotag.store import Store
 from autotag.tagging import ClipResult, Tagger
 from autotag.vector_index import keep_current
@@ -34,13 +35,15 @@ class App:
     store: Store
     engine: Engine
     tagger: Tagger
+    rule: UpToDate  # "is this version done?", asked by every pass over this app
     opened_at: int = -1  # the store's last change when this app opened it
 
     def tag(self, paths: Iterable[Path], *, force: bool = False,
-            retry_failed: RetryFailed = True, stop: threading.Event | None = None,
+            retry_failed: RetryFailed = may_retry, stop: threading.Event | None = None,
             on_windows: Callable[[int], None] | None = None) -> Iterator[ClipResult]:
-        """Engine → tagging: one result per path, lazily (see Engine.embed)."""
-        outcomes = self.engine.embed(paths, fresh=self.tagger.is_up_to_date, force=force,
+        """Engine → tagging: one result per path, lazily (see Engine.embed), under the one
+        up-to-date rule (passes.UpToDate; a failed version while it has retries left)."""
+        outcomes = self.engine.embed(paths, fresh=self.rule.fresh, force=force,
                                      retry_failed=retry_failed, stop=stop,
                                      on_windows=on_windows)
         return self.tagger.results(outcomes)
@@ -90,4 +93,5 @@ def open_app(config: Config, embedder: Embedder | None = None, *, lazy: bool = F
         store.close()
         raise
     tagger = Tagger(config, vocabulary, build_outputs(config), store, embedder.fingerprint)
-    return App(config, embedder, vocabulary, store, engine, tagger, store.last_change())
+    rule = UpToDate(config, store, embedder.fingerprint, vocabulary.fingerprint)
+    return App(config, embedder, vocabulary, store, engine, tagger, rule, store.last_change())

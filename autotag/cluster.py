@@ -53,6 +53,7 @@ from autotag.config import Config, ModelConfig, SamplingConfig
 from autotag.engine import FAILED, Engine, Outcome
 from autotag.errors import AutotagError
 from autotag.model import EMBED_DIM, Embedder, native_stderr_quiet
+from autotag.passes import may_retry
 
 if TYPE_CHECKING:
     from autotag.app import App
@@ -378,11 +379,12 @@ class _Flow:
     # -- the planner thread -------------------------------------------------------------------
 
     def _plan(self) -> None:
-        engine, tagger = self.app.engine, self.app.tagger
+        engine = self.app.engine
         asked = False
         try:
-            for item in engine.plan_many(self.paths, fresh_many=tagger.fresh_many,
-                                         force=self.force, hash_if=self._maybe_copy):
+            for item in engine.plan_many(self.paths, fresh_many=self.app.rule.fresh_many,
+                                         force=self.force, hash_if=self._maybe_copy,
+                                         retry_failed=may_retry):
                 if isinstance(item, Outcome):
                     if not self._put(self.events, ("outcome", item)):
                         return

@@ -140,11 +140,12 @@ class Engine:
     def plan_many(self, paths: Iterable[Path], *,
                   fresh_many: Callable[[list, dict], list[bool]] | None = None,
                   force: bool = False, hash_if: Callable[[int], bool] = lambda _: True,
-                  batch: int | None = None) -> Iterator[SourceInfo | Outcome]:
+                  batch: int | None = None, retry_failed: RetryFailed = True
+                  ) -> Iterator[SourceInfo | Outcome]:
         """`plan` for a stream of paths, `batch` at a time (a stat each, one store query for
         the batch, fresh_many(items, versions) for the up-to-date rule; `batch` defaults to
-        PLAN_BATCH): nothing is kept
-        beyond a batch. A file whose hash the store does not know is hashed here only when
+        PLAN_BATCH; both rules are passes.UpToDate's, handed in): nothing is kept beyond a
+        batch. A file whose hash the store does not know is hashed here only when
         hash_if(size) (it may be a copy of stored content); otherwise it is planned with an
         empty sha256, for whoever decodes it to hash (a cluster's decode task reads it anyway)."""
         paths, size, batch = iter(paths), 1, batch or PLAN_BATCH
@@ -171,7 +172,7 @@ class Engine:
                     yield Outcome(path, SKIPPED, reason="up to date")
                     continue
                 yield self._plan_version(
-                    path, st, versions.get(str(path)), force, True,
+                    path, st, versions.get(str(path)), force, retry_failed,
                     lambda p, size: hash_file(p) if hash_if(size) and not force else "")
 
     def _plan_version(self, path: Path, st: os.stat_result, record: FileRecord | Version | None,

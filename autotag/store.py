@@ -3,7 +3,9 @@
     files: id, path → size, mtime, sha256, status (tagged | failed), attempts, last error,
            model and vocabulary fingerprints of the tags last written, the st_mtime_ns of the
            JSON sidecar written with them (so the up-to-date rule stats it instead of reading
-           it: a million unchanged files checked with no file opened). The id is what the web
+           it: a million unchanged files checked with no file opened), and the digest of the
+           output settings they were written with (passes.outputs_digest: an output switched
+           on later, or new thresholds, make the clip stale by a comparison). The id is what the web
            app addresses a clip by (never a path in a URL): it stays while the path is known
            (re-tagging keeps it) and is never given to another file (AUTOINCREMENT)
     changes: seq → file id, one row per insert, update or delete of a file or of its content's
@@ -44,7 +46,8 @@ from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5  # 2: files.id, changes, roots; 3: vectors; 4: reviews; 5: files.sidecar
+SCHEMA_VERSION = 6  # 2: files.id, changes, roots; 3: vectors; 4: reviews; 5: files.sidecar;
+# 6: files.outputs
 LOOKUP_CHUNK = 500  # paths per bulk query (versions): one statement, well under SQLite's limit
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another's lock
 CHANGES_KEPT = 100_000  # rows of the change feed kept; a reader further behind reloads all
@@ -62,7 +65,8 @@ CREATE TABLE IF NOT EXISTS files (
     model TEXT,
     vocabulary TEXT,
     updated REAL NOT NULL,
-    sidecar INTEGER                  -- st_mtime_ns of the JSON sidecar written with this record
+    sidecar INTEGER,                 -- st_mtime_ns of the JSON sidecar written with this record
+    outputs TEXT                     -- passes.outputs_digest of the outputs written (NULL: unknown)
 );
 CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
 CREATE TABLE IF NOT EXISTS clips (
@@ -174,14 +178,12 @@ class Version:
     vocabulary: str | None
     sidecar: int | None  # st_mtime_ns of the sidecar written with the record (None: unknown)
     stored: bool  # the content's embeddings for the record's model are here
+    outputs: str | None = None  # the output settings' digest written with it (None: unknown)
+    attempts: int = 0  # failed attempts at this version
+    updated: float = 0.0
 
     def matches(self, size: int, mtime: float) -> bool:
         return self.size == size and self.mtime == mtime
-
-    def tagged(self, size: int, mtime: float, model: str, vocabulary: str) -> bool:
-        """Store.is_tagged, from this row."""
-        return (self.matches(size, mtime) and self.status == "tagged" and self.stored
-                and self.model == model and self.vocabulary == vocabulary)
 
 
 class StoreError(AutotagError):
@@ -262,6 +264,8 @@ class Store:
             # a feed trigger that ignores it (see note_sidecars)
             db.execute("ALTER TABLE files ADD COLUMN sidecar INTEGER")
             db.execute("DROP TRIGGER IF EXISTS files_updated")
+        if 1 < version < 6:  # unknown until the sidecar is read once (passes.UpToDate)
+            db.execute("ALTER TABLE files ADD COLUMN outputs TEXT")
         for statement in _statements(_SCHEMA):
             db.execute(statement)
         if 0 < version < 3:  # reads every clip's row once: a minute for 100,000 clips
@@ -316,19 +320,20 @@ class Store:
         return dict(self._db().execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
 
     def record_tagged(self, source: SourceInfo, model: str, vocabulary: str,
-                      sidecar: int | None = None) -> None:
-        """sidecar: st_mtime_ns of the JSON sidecar just written (None: none written)."""
+                      sidecar: int | None = None, outputs: str | None = None) -> None:
+        """sidecar: st_mtime_ns of the JSON sidecar just written (None: none written);
+        outputs: the digest of the output settings written with (passes.outputs_digest)."""
         with self._db() as db:
             db.execute(
                 "INSERT INTO files (path, size, mtime, sha256, status, attempts, last_error, "
-                "model, vocabulary, updated, sidecar) "
-                "VALUES (?, ?, ?, ?, 'tagged', 0, NULL, ?, ?, ?, ?) "
+                "model, vocabulary, updated, sidecar, outputs) "
+                "VALUES (?, ?, ?, ?, 'tagged', 0, NULL, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime=excluded.mtime, "
                 "sha256=excluded.sha256, status='tagged', attempts=0, last_error=NULL, "
                 "model=excluded.model, vocabulary=excluded.vocabulary, updated=excluded.updated, "
-                "sidecar=excluded.sidecar",
+                "sidecar=excluded.sidecar, outputs=excluded.outputs",
                 (str(source.path), source.size, source.mtime, source.sha256, model, vocabulary,
-                 time.time(), sidecar))
+                 time.time(), sidecar, outputs))
 
     def record_failure(self, path: Path, size: int, mtime: float, reason: str) -> int:
         """Record a failed attempt; returns how many attempts this version of the file has had."""
@@ -339,25 +344,16 @@ class Store:
                 "attempts = CASE WHEN files.size = excluded.size AND files.mtime = excluded.mtime "
                 "AND files.status = 'failed' THEN files.attempts + 1 ELSE 1 END, "
                 "size=excluded.size, mtime=excluded.mtime, sha256=NULL, status='failed', "
-                "last_error=excluded.last_error, updated=excluded.updated, sidecar=NULL",
+                "last_error=excluded.last_error, updated=excluded.updated, sidecar=NULL, "
+                "outputs=NULL",
                 (str(path), size, mtime, reason, time.time()))
             (attempts,) = db.execute("SELECT attempts FROM files WHERE path = ?",
                                      (str(path),)).fetchone()
         return attempts
 
-    def is_tagged(self, path: Path, size: int, mtime: float, model: str,
-                  vocabulary: str) -> bool:
-        """This version of the file was tagged with this model and vocabulary, and its
-        embeddings for the model are here: what "up to date" needs of the store."""
-        return self._db().execute(
-            "SELECT 1 FROM files f JOIN clips c ON c.sha256 = f.sha256 AND c.model = f.model "
-            "WHERE f.path = ? AND f.size = ? AND f.mtime = ? AND f.status = 'tagged' "
-            "AND f.model = ? AND f.vocabulary = ?",
-            (str(path), size, mtime, model, vocabulary)).fetchone() is not None
-
     def versions(self, paths: list[str]) -> dict[str, Version]:
-        """The bulk form of `file` + `is_tagged` for the up-to-date pass: what the store knows
-        of each of these paths (absent: nothing), LOOKUP_CHUNK paths a query. One query per
+        """What the store knows of each of these paths for the up-to-date pass (absent:
+        nothing), LOOKUP_CHUNK paths a query (the rule itself: passes.UpToDate). One query per
         file cost ~25 µs; a million unchanged files are checked in seconds this way."""
         db = self._db()
         found: dict[str, Version] = {}
@@ -366,18 +362,20 @@ class Store:
             for row in db.execute(
                     "SELECT f.path, f.size, f.mtime, f.sha256, f.status, f.last_error, f.model, "
                     "f.vocabulary, f.sidecar, EXISTS (SELECT 1 FROM clips c WHERE "
-                    "c.sha256 = f.sha256 AND c.model = f.model) FROM files f WHERE f.path IN "
+                    "c.sha256 = f.sha256 AND c.model = f.model), f.outputs, f.attempts, "
+                    "f.updated FROM files f WHERE f.path IN "
                     f"({','.join('?' * len(chunk))})", chunk):
-                found[row[0]] = Version(*row[1:9], stored=bool(row[9]))
+                found[row[0]] = Version(*row[1:9], stored=bool(row[9]), outputs=row[10],
+                                        attempts=row[11], updated=row[12])
         return found
 
-    def note_sidecars(self, marks: list[tuple[int, str]]) -> None:
-        """(st_mtime_ns, path) of sidecars found to match their record by reading them (a
-        store older than schema 5): the next pass stats them instead. Not a change of the
-        clip: the change feed's trigger leaves this column out."""
+    def note_sidecars(self, marks: list[tuple[int, str, str]]) -> None:
+        """(st_mtime_ns, outputs digest, path) of sidecars found to match their record by
+        reading them (a store older than schema 6): the next pass stats them instead. Not a
+        change of the clip: the change feed's trigger leaves these columns out."""
         if marks:
             with self._db() as db:
-                db.executemany("UPDATE files SET sidecar = ? WHERE path = ?", marks)
+                db.executemany("UPDATE files SET sidecar = ?, outputs = ? WHERE path = ?", marks)
 
     def sizes(self, model: str) -> np.ndarray:
         """int64, sorted: the sizes of tagged files whose content is stored for this model.

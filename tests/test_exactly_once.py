@@ -66,7 +66,7 @@ def test_a_renamed_clip_asked_for_twice_while_tagged_from_stored_embeddings_is_t
             calls.append(path)
             if len(calls) == 2:
                 looked.set()
-            return app.tagger.is_up_to_date(path, st)
+            return app.rule.fresh(path, st)
 
         def source():
             yield renamed
@@ -149,7 +149,7 @@ def test_a_clip_moved_away_before_its_outputs_are_written_leaves_none_behind(
     app, config = app_for(tmp_path, model_dir, embedder)
     gone = []
     try:
-        outcomes = app.engine.embed([clip], fresh=app.tagger.is_up_to_date)
+        outcomes = app.engine.embed([clip], fresh=app.rule.fresh)
         outcome = next(outcomes)  # embedded; its outputs are not written yet
         clip.rename(tmp_path / "elsewhere.mp4")
         gone.append(app.tagger.forget(clip))  # the moved event, before the outputs

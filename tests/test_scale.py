@@ -25,8 +25,8 @@ from autotag.clip import SourceInfo, Window
 from autotag.config import load_config
 from autotag.engine import STORED, hash_file
 from autotag.files import find_clips
+from autotag.passes import fresh_pass
 from autotag.store import SCHEMA_VERSION, Store
-from autotag.tagging import fresh_pass
 from tests.clips import GREEN, RED, write_video
 from tests.helpers import write_config
 
@@ -238,7 +238,7 @@ def test_the_bulk_rule_agrees_with_the_per_file_rule(tmp_path, model_dir, embedd
     app = open_app(load_config(config), embedder)
     try:
         assert all(r.status == "tagged" for r in app.tag(sorted(clips.glob("*.mp4"))))
-        store, tagger = app.store, app.tagger
+        store = app.store
         c = [clips / f"c{i}.mp4" for i in range(9)]
         os.utime(c[1], ns=(0, c[1].stat().st_mtime_ns + 10**9))  # changed mtime
         with c[2].open("ab") as f:  # changed size
@@ -258,14 +258,14 @@ def test_the_bulk_rule_agrees_with_the_per_file_rule(tmp_path, model_dir, embedd
             db.execute("UPDATE files SET sidecar = NULL WHERE path = ?", (str(c[8]),))
         db.close()
         items = [(p, p.stat()) for p in c]
-        one_by_one = [tagger.is_up_to_date(p, st) for p, st in items]
+        one_by_one = [app.rule.fresh(p, st) for p, st in items]
         assert one_by_one == [True, False, False, False, False, False, True, False, True]
-        assert tagger.fresh_many(items) == one_by_one
+        assert app.rule.fresh_many(items) == one_by_one
         # sidecars found fresh by reading are noted: the next pass stats them only
         assert store.versions([str(c[6]), str(c[8])])[str(c[8])].sidecar == \
             Path(f"{c[8]}.autotag.json").stat().st_mtime_ns
         fresh: list[Path] = []
-        stale = list(fresh_pass(tagger, items, fresh.extend, batch=4))
+        stale = list(fresh_pass(app.rule, items, fresh.extend, batch=4))
         assert fresh == [p for p, ok in zip(c, one_by_one) if ok]
         assert stale == [p for p, ok in zip(c, one_by_one) if not ok]
     finally:
@@ -281,6 +281,7 @@ def test_a_schema_4_store_gains_the_sidecar_column_and_noting_it_changes_no_clip
     with sqlite3.connect(path) as db:  # back to schema 4: no column, the old trigger
         db.execute("DROP TRIGGER files_updated")
         db.execute("ALTER TABLE files DROP COLUMN sidecar")
+        db.execute("ALTER TABLE files DROP COLUMN outputs")
         db.execute("CREATE TRIGGER files_updated AFTER UPDATE ON files BEGIN INSERT INTO "
                    "changes (file_id) VALUES (NEW.id); END")
         db.execute("PRAGMA user_version = 4")
@@ -288,14 +289,16 @@ def test_a_schema_4_store_gains_the_sidecar_column_and_noting_it_changes_no_clip
     store = Store(path)
     try:
         with sqlite3.connect(path) as db:
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         db.close()
         version = store.versions([str(source.path)])[str(source.path)]
         assert version.sidecar is None and version.size == 10 and version.status == "tagged"
+        assert version.outputs is None  # unknown: the sidecar is read once
         seq = store.last_change()
-        store.note_sidecars([(456, str(source.path))])
+        store.note_sidecars([(456, "digest", str(source.path))])
         assert store.last_change() == seq  # not a change of the clip: no feed row
-        assert store.versions([str(source.path)])[str(source.path)].sidecar == 456
+        noted = store.versions([str(source.path)])[str(source.path)]
+        assert (noted.sidecar, noted.outputs) == (456, "digest")
         store.record_tagged(source, "m", "v2", sidecar=789)
         assert store.last_change() == seq + 1
     finally:
@@ -388,7 +391,7 @@ def test_stored_outcome_for_a_path_planned_with_its_known_hash(tmp_path, model_d
         (clips / "a.mp4").rename(clips / "b.mp4")
         sizes = app.store.sizes(app.engine.model)
         planned = list(app.engine.plan_many(
-            [clips / "b.mp4"], fresh_many=app.tagger.fresh_many,
+            [clips / "b.mp4"], fresh_many=app.rule.fresh_many,
             hash_if=lambda size: size in sizes))
         assert [p.status for p in planned] == [STORED]
     finally:

@@ -108,19 +108,22 @@ def test_a_clip_renamed_or_deleted_takes_its_own_outputs_with_it(setup, embedder
         write_video(root / "red.mp4", [(RED, 2)])
         wait_for(lambda: Path(f"{root / 'red.mp4'}.autotag.json").exists())
         assert len(list(previews.iterdir())) == 1 and (root / "red.nfo").exists()
+        nfo = (root / "red.nfo").read_text()  # a person adds to it: it becomes theirs
+        (root / "red.nfo").write_text(nfo.replace("<movie>", "<movie><title>Red</title>"))
         (root / "red.mp4").rename(root / "renamed.mp4")
         wait_for(lambda: Path(f"{root / 'renamed.mp4'}.autotag.json").exists())
         wait_for(lambda: not Path(f"{root / 'red.mp4'}.autotag.json").exists())
         (root / "renamed.mp4").unlink()
         wait_for(lambda: not Path(f"{root / 'renamed.mp4'}.autotag.json").exists())
         wait_for(lambda: not list(previews.iterdir()))
+        wait_for(lambda: not (root / "renamed.nfo").exists())  # autotag's alone: an orphan
         store = Store(load_config(config).state.store_path)
         try:  # the store forgets on the watcher's thread, after the outputs are removed
             wait_for(lambda: store.file(root / "renamed.mp4") is None)
             assert store.file(root / "red.mp4") is None
         finally:
             store.close()
-    assert (root / "red.nfo").exists()  # the user's kind of file: never removed
+    assert "<title>Red</title>" in (root / "red.nfo").read_text()  # the user's: kept
     assert [r.status for r in run.results] == ["tagged", "reused"]  # renamed: no model call
 
 

@@ -48,6 +48,9 @@ def test_the_daemon_serves_what_it_tags_in_the_same_process(tmp_path, model_dir,
             str(root / "red one.mp4"), str(root / "green one.mp4")}
         metrics = get(port, "/metrics")
         assert "autotag_daemon_up 1" in metrics and "autotag_clips_tagged_total 2" in metrics
+        assert 'autotag_model_loaded{process="daemon"} 1' in metrics
+        assert 'process="web"' not in metrics  # the web app is the daemon's process
+        assert get(port, "/api/jobs")["state"] == "daemon"  # its outputs: the daemon's work
         windows = re.search(r"^autotag_windows_embedded_total (\d+)$", metrics, re.MULTILINE)
         assert windows and int(windows[1]) > 0
         config.write_text(config.read_text().replace("vocabulary: [red, green]",

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     from autotag.model import ModelError
-    from autotag.tagging import fresh_pass, not_in_store_message
+    from autotag.passes import not_in_store_message, run_pass
 
     clips = Walk(config, dirs)  # streamed: the first clip is tagged while the walk goes on
     found = clips.entries()
@@ -80,15 +80,11 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
         app.store.record_roots([absolute(d) for d in dirs])  # what the web app may serve
         app.engine.edge = Edge.of([absolute(d) for d in dirs],  # and what the engine reads
                                   config.watch.follow_symlinks_out)
-        # the up-to-date pass: the walk's stat and a batched store lookup per clip, no file
-        # opened; up-to-date clips are counted, and only the others go to the engine
-        entries = itertools.chain([first], found)
+        # the library's one pass: the up-to-date pass (the walk's stat and a batched store
+        # lookup per clip, no file opened), then the engine and tagging for the others
         with Reporter(None, found=lambda: clips.found) as reporter:
-            paths = (fresh_pass(app.tagger, entries, reporter.up_to_date,
-                                not_in_store=lambda _: lost.update(["n"]))
-                     if not force else (entry.path for entry in entries))
-            for result in app.tag(paths, force=force, on_windows=reporter.windows):
-                reporter.result(result)
+            run_pass(app, itertools.chain([first], found), reporter, force=force,
+                     lost=lambda _: lost.update(["n"]))
     except ModelError as exc:
         raise startup_error(exc, config) from None
     finally:

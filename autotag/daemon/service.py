@@ -29,15 +29,15 @@ from autotag.daemon.notify import Notifier, watchdog_interval
 from autotag.daemon.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
 from autotag.errors import AutotagError
 from autotag.files import Edge, absolute, show
+from autotag.passes import MAX_RETRIES, may_retry, not_in_store_message
 from autotag.store import FileRecord
-from autotag.tagging import ClipResult, not_in_store_message
+from autotag.tagging import ClipResult
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 8.0  # s to finish the batch in flight on SIGTERM (systemd's default is 90)
 STATUS_SECONDS = 5.0  # how often STATUS= and the backlog are reported under systemd
 RECENT_RESULTS = 10  # the last results the status page shows
-MAX_RETRIES = 3  # decode failures right after a file looked stable: retried with backoff
 
 
 class DaemonError(AutotagError):
@@ -132,6 +132,22 @@ class _Inbox:
     def wake(self) -> None:
         with self.cond:
             self.cond.notify_all()
+
+
+class _Listener:
+    """The daemon as the listener of its worker's pass (passes.Listener)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def up_to_date(self, paths: list[Path]) -> None:
+        """Not reached: the inbox holds no walk items (the scans asked the rule already)."""
+
+    def windows(self, count: int) -> None:
+        self.daemon._count_windows(count)
+
+    def result(self, result: ClipResult) -> None:
+        self.daemon._finished(result)
 
 
 class Daemon:
@@ -339,8 +355,9 @@ class Daemon:
         from autotag.web.server import WebServer
 
         host, port, token = web
-        self._web_app = create_app(open_library(self._app, status=self.status_snapshot), token,
-                                   reload=self.request_reload)
+        library = open_library(self._app, status=self.status_snapshot)
+        library.jobs.handed_to_daemon(os.getpid())  # its queue is the outputs' progress
+        self._web_app = create_app(library, token, reload=self.request_reload)
         self._web = WebServer(self._web_app, host, port, self.config.serve)
         self._web.start()
         shown = f"[{host}]" if ":" in host else host
@@ -359,7 +376,8 @@ class Daemon:
             "queue": watcher.backlog if watcher is not None else 0,
             "in_progress": self.inbox.outstanding, "counts": dict(self.counts),
             "windows": self.windows,
-            "model": {"resident": bool(getattr(embedder, "resident", embedder is not None))},
+            "model": {"resident": not self._stopped
+                      and bool(getattr(embedder, "resident", embedder is not None))},
             "recent": list(self.recent),
         }
 
@@ -370,6 +388,13 @@ class Daemon:
 
     def _count_windows(self, count: int) -> None:
         self.windows += count
+
+    def _finished(self, result: ClipResult) -> None:
+        """One clip of the worker's pass is done: said, counted, and out of the inbox."""
+        self._result(result)
+        self.inbox.done()
+        if self.config.model.idle_unload_seconds:
+            self._wake.set()  # the main loop times the model's idle release anew
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -388,7 +413,7 @@ class Daemon:
         self._app.engine.edge = Edge.of(self._roots(), self.config.watch.follow_symlinks_out)
         self._watcher = Watcher(self._roots(), self.config.watch, self.inbox,
                                 self.config.outputs.own_folders,
-                                known=self._known, known_many=self._known_many,
+                                known_many=self._known,
                                 gone=self._gone, changed=self.inbox.wake)
         for path in carried:  # files the old watcher was waiting on, retries included
             self._watcher.retry_later(path, self.config.watch.stability_seconds)
@@ -397,37 +422,21 @@ class Daemon:
         if self._not_in_store:
             log.warning(not_in_store_message(self._not_in_store, self.config))
 
-    def _known(self, path: Path, st: os.stat_result) -> bool:
-        """This version of the file was tagged with the current vocabulary, or failed for good."""
-        record = self._app.store.file(path) if self._app is not None else None
-        if record is None and self._app is not None and self._app.tagger.not_in_store(path):
-            self._not_in_store += 1
-        if record is None or not record.matches(st.st_size, st.st_mtime):
-            return False
-        return record.status == "failed" or (
-            record.model == self._app.tagger.model
-            and record.vocabulary == self._app.vocabulary.fingerprint)
-
-    def _known_many(self, items: list[tuple[Path, os.stat_result]]) -> list[bool]:
-        """_known for many files, with one store query for them all (Store.versions)."""
+    def _known(self, items: list[tuple[Path, os.stat_result]]) -> list[bool]:
+        """The watcher's scans: these versions need no work now, by the one up-to-date rule
+        (passes.UpToDate.done_many: up to date with every output, or failed with no retry
+        left), as --once and the cluster driver decide it."""
         app = self._app
         if app is None:
             return [False] * len(items)
-        versions = app.store.versions([str(p) for p, _ in items])
-        known = []
-        for path, st in items:
-            version = versions.get(str(path))
-            if version is None and app.tagger.has_sidecar(path):
-                self._not_in_store += 1
-            known.append(version is not None and version.matches(st.st_size, st.st_mtime) and (
-                version.status == "failed" or (
-                    version.model == app.tagger.model
-                    and version.vocabulary == app.vocabulary.fingerprint)))
-        return known
+        return app.rule.done_many(items, lost=self._lost)
+
+    def _lost(self, _: Path) -> None:
+        self._not_in_store += 1
 
     def _gone(self, path: Path) -> None:
         """A clip was deleted or moved away: the tagging step forgets it (Tagger.forget).
-        XMP and NFO sidecars hold users' data and are never removed."""
+        An XMP or NFO goes only while it holds autotag's data alone (outputs.own_outputs)."""
         app = self._app
         removed = app.tagger.forget(path) if app is not None else None
         if removed is not None:  # None: never tagged under this path, or forgotten already
@@ -456,13 +465,11 @@ class Daemon:
         return True
 
     def _work(self, app, stop: threading.Event) -> None:
-        try:
-            for result in app.tag(self.inbox.until(stop), stop=stop,
-                                  retry_failed=self._may_retry, on_windows=self._count_windows):
-                self._result(result)
-                self.inbox.done()
-                if self.config.model.idle_unload_seconds:
-                    self._wake.set()  # the main loop times the model's idle release anew
+        from autotag.passes import run_pass
+
+        try:  # the library's one pass, over the inbox, reporting to this daemon
+            run_pass(app, self.inbox.until(stop), _Listener(self), stop=stop,
+                     retry_failed=self._may_retry)
         except Exception:  # noqa: BLE001 - a daemon that tags nothing must not look alive
             log.exception("the tagging loop failed; stopping (exit code 1)")
             self._worker_failed = True
@@ -503,8 +510,8 @@ class Daemon:
         """A version that failed is tried again while it has retries left (the daemon schedules
         them) and once its retry is due: a second request made before the failure (a
         duplicate event queued meanwhile) must not spend a retry at once. After MAX_RETRIES
-        it waits for the file to change."""
-        if record.attempts > MAX_RETRIES:
+        it waits for the file to change (passes.may_retry: the rule --once follows too)."""
+        if not may_retry(record):
             return False
         return time.time() - record.updated >= self._retry_delay(record.attempts) / 2
 
@@ -535,6 +542,7 @@ class Daemon:
 
             previous = self._web_app.state.library
             self._web_app.state.library = open_library(new, status=self.status_snapshot)
+            self._web_app.state.library.jobs.handed_to_daemon(os.getpid())
             previous.close()
         old.close()
         if self._app.vocabulary.fingerprint != old.vocabulary.fingerprint:

@@ -39,6 +39,11 @@ def read_status(path: Path) -> dict:
         return {"state": "not running"}
     if status.get("state") != "stopped" and not _alive(status.get("pid")):
         status["state"] = "not running"
+    if status["state"] in ("stopped", "not running"):
+        # what was true of a process that has ended is not said of it now: no model loaded,
+        # nothing queued or in progress (the reader's own process says what is true of it)
+        status.pop("model", None)
+        status.update(queue=0, in_progress=0)
     return status
 
 

@@ -8,31 +8,71 @@ failure is logged and never fails the clip.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Protocol
 
 from autotag.clip import Tagged
 from autotag.config import Config, OutputsConfig
-from autotag.outputs.base import OutputError
+from autotag.outputs.base import OutputError, stem_sharers
 from autotag.outputs.hook import Hook
 from autotag.outputs.log import MatchLog
-from autotag.outputs.nfo import Nfo
+from autotag.outputs.nfo import Nfo, nfo_path
+from autotag.outputs.nfo import autotags_alone as nfo_alone
 from autotag.outputs.preview import Preview, preview_name
 from autotag.outputs.sidecar import Sidecar, read_sidecar, sidecar_path
 from autotag.outputs.xmp import Xmp
+from autotag.outputs.xmp import autotags_alone as xmp_alone
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Output", "OutputError", "OutputSet", "build_outputs", "own_outputs", "read_sidecar",
-           "sidecar_path"]
+# outputs whose presence a sidecar lists (Tagged.outputs): what a store older than schema 6
+# checks, reading the sidecar once, in place of the digest it lacks (passes.UpToDate)
+LISTED_OUTPUTS = ("preview", "xmp", "nfo")
+
+__all__ = ["Output", "OutputError", "OutputSet", "build_outputs", "listed_outputs",
+           "outputs_digest", "own_outputs", "read_sidecar", "sidecar_path"]
+
+
+def outputs_digest(config: Config) -> str:
+    """What a clip's outputs are made from besides the model and the vocabulary: which
+    per-clip files are written, where, and the tagging settings that decide what they say.
+    The match log and the hook are events, not files kept up to date: switching them on
+    later does not replay past clips, so they are left out."""
+    outputs, tagging = config.outputs, config.tagging
+    spec = {
+        "sidecars": outputs.sidecars, "sidecar_dir": str(outputs.sidecar_dir or ""),
+        "previews": str(outputs.previews or ""), "xmp": outputs.xmp and outputs.xmp_root,
+        "nfo": outputs.nfo,
+        "tagging": [tagging.top_k, tagging.min_score, tagging.temperature,
+                    sorted(tagging.thresholds.items())],
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def listed_outputs(config: Config) -> tuple[str, ...]:
+    """The outputs of LISTED_OUTPUTS this config writes."""
+    on = {"preview": bool(config.outputs.previews), "xmp": config.outputs.xmp,
+          "nfo": config.outputs.nfo}
+    return tuple(name for name in LISTED_OUTPUTS if on[name])
 
 
 def own_outputs(clip: Path, outputs: OutputsConfig) -> list[Path]:
-    """The files autotag alone writes for a clip (never XMP or NFO, which users edit too)."""
+    """The files autotag alone writes for a clip that is gone: its sidecar and preview, and
+    its XMP and NFO only while their content is autotag's alone (a file a person or another
+    program has added to is theirs, and stays). An NFO or XMP named by a stem another clip
+    still has (bikes.nfo, with bikes.mkv still there) is not this clip's to remove."""
     found = [sidecar_path(clip, outputs)] if outputs.sidecars else []
     if outputs.previews:
         found.append(outputs.previews / preview_name(clip))
+    named = clip.with_name(clip.name + ".xmp")
+    if named.exists() and xmp_alone(named):
+        found.append(named)
+    if not stem_sharers(clip):  # the clip is gone: any sharer is another clip
+        found += [p for p, alone in ((clip.with_suffix(".xmp"), xmp_alone),
+                                     (nfo_path(clip), nfo_alone)) if p.exists() and alone(p)]
     return found
 
 

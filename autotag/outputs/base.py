@@ -48,3 +48,20 @@ def check_depth(root, path: Path) -> None:
             raise OutputError(f"{path.name} nests elements more than {MAX_XML_DEPTH} deep, "
                               "which no XMP or NFO does; left untouched")
         stack.extend((child, depth + 1) for child in element)
+
+
+def stem_sharers(clip: Path) -> list[Path]:
+    """The clips in the clip's folder whose names differ only in their video extension
+    (bikes.mp4, bikes.mkv, bikes.MOV...), the clip itself included, sorted: the clips that
+    would share a `<stem>.nfo` or `<stem>.xmp`. A stat per known extension (in lower and
+    upper case), not a listing: a folder of 100,000 clips costs the same as one of ten."""
+    from autotag.files import VIDEO_EXTENSIONS  # files is below outputs; local: import cost
+
+    stem = clip.with_suffix("")
+    found = {clip} if clip.exists() else set()
+    for ext in VIDEO_EXTENSIONS:
+        for suffix in (ext, ext.upper()):
+            other = stem.with_name(stem.name + suffix)
+            if other != clip and other.is_file():
+                found.add(other)
+    return sorted(found)

@@ -25,7 +25,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from autotag.clip import Tagged
-from autotag.outputs.base import OutputError, check_depth, write_file
+from autotag.outputs.base import OutputError, check_depth, stem_sharers, write_file
 from autotag.outputs.keywords import merge
 
 NS = {
@@ -53,10 +53,38 @@ _register_lock = threading.Lock()  # ElementTree's prefix registry is global
 
 
 def xmp_path(clip: Path) -> Path:
-    for candidate in (clip.with_name(clip.name + ".xmp"), clip.with_suffix(".xmp")):
-        if candidate.exists():
-            return candidate
-    return clip.with_name(clip.name + ".xmp")
+    """`<clip name>.xmp` (digiKam's and darktable's form), or an existing `<stem>.xmp`
+    (Lightroom's) that belongs to this clip alone: a stem that other clips share
+    (bikes.mp4, bikes.mkv) is never written, or one clip's tags would show for all."""
+    own = clip.with_name(clip.name + ".xmp")
+    stem = clip.with_suffix(".xmp")
+    if own.exists() or not stem.exists() or len(stem_sharers(clip)) > 1:
+        return own
+    return stem
+
+
+def autotags_alone(path: Path) -> bool:
+    """The XMP holds nothing but what autotag writes (a new document: its keywords, all
+    owned, and its scores): a file autotag made and no one has added to. Never raises."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        meta, _ = parse(text, path)
+    except (OSError, UnicodeDecodeError, OutputError):
+        return False
+    if any(outside_root(text)) or len(meta) != 1:
+        return False
+    descriptions = list(meta.find(RDF + "RDF"))
+    if len(descriptions) != 1 or descriptions[0].tag != RDF + "Description":
+        return False
+    description = descriptions[0]
+    owned = set(_items(description.find(OWNED)))
+    mine = {OWNED, SCORES, *KEYWORDS}
+    if any(child.tag not in mine for child in description) or set(description.attrib) - {
+            RDF + "about"}:
+        return False
+    # every keyword one of autotag's labels, in some root's form (xmp_root may have changed)
+    return all(li.split("|")[-1].split("/")[-1] in owned or li in owned
+               for prop in KEYWORDS for li in _items(description.find(prop)))
 
 
 class Xmp:

@@ -59,6 +59,7 @@ from autotag.store import FileRecord, Store
 from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt
 from autotag.web import metrics, params
+from autotag.web.jobs import Retagger, api_jobs
 from autotag.web.plot import Series, score_plot
 from autotag.web.preview import (
     PREVIEW_MAX_SECONDS,
@@ -97,6 +98,7 @@ class Library:
     status: Callable[[], dict]  # the daemon's status: live, or read from its status file
     tagger: Tagger  # a clip's tags as its outputs have them; rewrites them after a review
     queries: Embedder | None = None  # what embeds query text (default: embedder)
+    jobs: Retagger = field(default_factory=Retagger)  # outputs brought up to date after a change
     search_latency: metrics.Histogram = field(default_factory=metrics.Histogram)
     _queries: OrderedDict = field(default_factory=OrderedDict)
     _thumbs: OrderedDict = field(default_factory=OrderedDict)
@@ -188,6 +190,7 @@ class Library:
     def close(self) -> None:
         """End the query text child, if one runs, and a search index build (the store is the
         app's to close)."""
+        self.jobs.close()
         close = getattr(self.queries, "close", None)
         if close is not None:
             close()
@@ -652,10 +655,19 @@ def metrics_text(request: Request) -> Response:
                             daemon.get("queue", 0))
     lines += metrics.sample("autotag_daemon_up", "gauge", "1 while a daemon is watching",
                             1 if daemon.get("state") in ("watching", "reloading") else 0)
-    model = daemon.get("model", {})
+    # per process: the daemon's model, and this web app's own when it runs apart (autotag
+    # serve); a stopped daemon's last status says nothing of a model (daemon.status)
     lines += metrics.sample("autotag_model_loaded", "gauge",
-                            "1 while the daemon's video model is loaded",
-                            1 if model.get("resident") else 0)
+                            "1 while that process's video model is loaded",
+                            1 if daemon.get("model", {}).get("resident") else 0,
+                            {"process": "daemon"})
+    if daemon.get("pid") != os.getpid():
+        web_model = 1 if getattr(lib.embedder, "resident", True) else 0
+        lines.append(f'autotag_model_loaded{{process="web"}} {web_model}')
+    jobs = lib.jobs.snapshot()
+    lines += metrics.sample("autotag_outputs_pending", "gauge",
+                            "clips this web app is still bringing up to date after a change",
+                            jobs["total"] - jobs["done"] if jobs["state"] == "running" else 0)
     lines += metrics.sample("autotag_index_clips", "gauge", "clips in the search index",
                             len(lib.index))
     lines += lib.search_latency.lines("autotag_search_latency_seconds",
@@ -809,6 +821,7 @@ def create_app(library: Library, token: str | None = None,
         Route("/clips/{id:int}/reviews", page_review, methods=["POST"]),
         Route("/api/tags", api_tags),
         Route("/api/status", api_status),
+        Route("/api/jobs", api_jobs),
         Route("/api/session", api_session),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -11,7 +11,7 @@ says it is tagged with this model and vocabulary (what a tagged clip's sidecar s
 version), and a store whose files rows record each one's size and mtime, tagged, with a clips
 row for its content (a few float32 values: the pass only asks that a row exists; the sizes of
 real rows are the second measurement). Each checkout's own Store makes its store's schema (44dee5f
-writes 4, this one 5, which also records the sidecar's st_mtime_ns); rows are then written with
+writes 4; 5 also records the sidecar's st_mtime_ns, 6 the output settings' digest); rows are written with
 sqlite3. No model is loaded: model.handle is an empty directory (its fingerprint is its name's
 hash) and the vocabulary's text embeddings are cached beforehand, so a run with every clip up to
 date never starts the model (app.open_app with lazy=True). Every clip must be reported up to
@@ -127,6 +127,20 @@ def fingerprints(handle: Path) -> tuple[str, str]:
     return model, vocabulary_fingerprint(entries, model)
 
 
+def digest_of_outputs(handle: Path) -> str | None:
+    """The output settings' digest the app records with each clip (schema 6), for the config
+    write_config makes; None for a checkout that has none."""
+    sys.path.insert(0, str(ROOT))
+    from autotag.config import load_config
+
+    try:
+        from autotag.outputs import outputs_digest
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        return outputs_digest(load_config(write_config(Path(folder), Path(folder) / "s", handle)))
+
+
 def write_config(folder: Path, store: Path, handle: Path) -> Path:
     path = folder / "config.yaml"
     path.write_text(json.dumps({"model": {"handle": str(handle)}, "state": {"path": str(store)},
@@ -155,14 +169,17 @@ def build_library(root: Path, n: int, handle: Path) -> list[tuple[str, int, floa
     return rows
 
 
-def fill_store(path: Path, checkout: Path, library: list, model: str, vocabulary: str) -> None:
-    """The checkout's own empty store, then a files and a clips row per clip (sqlite3)."""
+def fill_store(path: Path, checkout: Path, library: list, model: str, vocabulary: str,
+               digest: str | None = None) -> None:
+    """The checkout's own empty store, then a files and a clips row per clip (sqlite3);
+    digest: the output settings' digest, for a store that records it (schema 6)."""
     from benchmarks.serve import schema_by
 
     schema_by(checkout, path)
     db = sqlite3.connect(path)
     columns = {r[1] for r in db.execute("PRAGMA table_info(files)")}
     sidecar = "sidecar" in columns
+    outputs = "outputs" in columns and digest is not None
     vector = np.zeros(4, np.float32).tobytes()
     now = time.time()
     with db:
@@ -174,10 +191,12 @@ def fill_store(path: Path, checkout: Path, library: list, model: str, vocabulary
                 [(r[4], model, vector, vector) for r in part])
             db.executemany(
                 "INSERT INTO files (path, size, mtime, sha256, status, attempts, model, "
-                "vocabulary, updated" + (", sidecar" if sidecar else "") + ") VALUES "
-                "(?, ?, ?, ?, 'tagged', 0, ?, ?, ?" + (", ?" if sidecar else "") + ")",
+                "vocabulary, updated" + (", sidecar" if sidecar else "")
+                + (", outputs" if outputs else "") + ") VALUES "
+                "(?, ?, ?, ?, 'tagged', 0, ?, ?, ?" + (", ?" if sidecar else "")
+                + (", ?" if outputs else "") + ")",
                 [(r[0], r[1], r[2], r[4], model, vocabulary, now) + ((r[3],) if sidecar else ())
-                 for r in part])
+                 + ((digest,) if outputs else ()) for r in part])
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
 
@@ -193,7 +212,8 @@ def run_side(name: str, checkout: Path, scratch: Path, library: list, n: int,
     folder = scratch / name
     folder.mkdir()
     model, vocabulary = fingerprints(handle)
-    fill_store(folder / "state.sqlite3", checkout, library, model, vocabulary)
+    fill_store(folder / "state.sqlite3", checkout, library, model, vocabulary,
+               digest_of_outputs(handle))
     config = write_config(folder, folder / "state.sqlite3", handle)
     xdg = folder / "xdg"
     fill_text_cache(xdg / "cache", model, VOCABULARY)
