@@ -498,6 +498,12 @@ class Store:
                         embeddings, self.thumbnails(source.sha256) if thumbnails
                         else np.zeros((0, 1, 1, 3), np.uint8))
 
+    def durations(self, model: str) -> dict[str, float]:
+        """sha256 → seconds of every clip stored for this model (the library view's duration
+        filter and sort): one scan of clips' small columns."""
+        return dict(self._db().execute("SELECT sha256, duration FROM clips WHERE model = ?",
+                                       (model,)))
+
     def thumbnails(self, sha256: str) -> np.ndarray:
         """uint8 [n, h, w, 3] RGB thumbnails stored for this content (empty if none)."""
         row = self._db().execute("SELECT count, jpeg FROM thumbs WHERE sha256 = ?",

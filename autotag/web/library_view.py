@@ -1,0 +1,337 @@
+"""URL parameters → the whole library's clips filtered (tag, folder, date, duration, untagged,
+needs review) → sorted (newest, best match, duration, name) → one page of cards; and the bulk
+review of the clips selected on it.
+
+Every clip the store tagged is here, not only a search's best: the live index's snapshot holds
+each clip's tag scores, given tags and reviews (as tagging decides them), the store its duration.
+The state of the view is its URL (a filtered, sorted page can be bookmarked and shared); a bulk
+action posts the selected ids and goes back to that URL. Routes are mounted by app.create_app.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+from urllib.parse import urlencode
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from autotag.index import Snapshot
+from autotag.reviews import Verdicts
+from autotag.web.scores import against
+
+log = logging.getLogger(__name__)
+
+PER_PAGE = 24  # cards on a page (the ?per= default)
+MAX_PER = 200  # the most one page may show
+MAX_BULK = 500  # clips one bulk action may name
+SORTS = {  # ?sort= → what the page's menu says
+    "newest": "newest first",
+    "oldest": "oldest first",
+    "best": "best match first",
+    "longest": "longest first",
+    "shortest": "shortest first",
+    "name": "by name",
+}
+# "Needs review": an unreviewed tag whose clip score is near its threshold, where the model is
+# least sure: from REVIEW_LOW to REVIEW_HIGH times the threshold
+REVIEW_LOW, REVIEW_HIGH = 0.75, 1.33
+
+
+@dataclass(frozen=True)
+class View:
+    """What the URL asks of the library view."""
+
+    tags: tuple[str, ...] = ()
+    folder: str = ""
+    since: float | None = None  # file mtime (s), from the start of this day
+    until: float | None = None  # file mtime (s), before the end of this day
+    shortest: float | None = None  # s
+    longest: float | None = None  # s
+    untagged: bool = False
+    review: bool = False  # needs review
+    sort: str = "newest"
+    page: int = 1
+    per: int = PER_PAGE
+
+    def params(self, **changes) -> str:
+        """The URL query of this view with some fields changed (defaults left out)."""
+        view = replace(self, **changes)
+        out: list[tuple[str, str]] = [("tag", t) for t in view.tags]
+        for key, value in (("folder", view.folder), ("from", _day(view.since)),
+                           ("to", _day(view.until, end=True)),
+                           ("min", _num(view.shortest)), ("max", _num(view.longest)),
+                           ("untagged", "1" if view.untagged else ""),
+                           ("review", "1" if view.review else ""),
+                           ("sort", "" if view.sort == "newest" else view.sort),
+                           ("page", "" if view.page == 1 else str(view.page)),
+                           ("per", "" if view.per == PER_PAGE else str(view.per))):
+            if value:
+                out.append((key, value))
+        return urlencode(out)
+
+
+def parse(request: Request, labels: tuple[str, ...] | list[str]) -> View:
+    """The request's parameters as a View; 400 with the reason for one that is wrong."""
+    q = request.query_params
+    tags = tuple(t for t in q.getlist("tag") if t)
+    unknown = [t for t in tags if t not in labels]
+    if unknown:
+        raise HTTPException(400, f"unknown tag {unknown[0]!r}")
+    sort = q.get("sort") or "newest"
+    if sort not in SORTS:
+        raise HTTPException(400, f"sort is one of {', '.join(SORTS)}")
+    return View(tags=tags, folder=q.get("folder", "").strip(),
+                since=_date(q.get("from"), "from"), until=_date(q.get("to"), "to", end=True),
+                shortest=_seconds(q.get("min"), "min"), longest=_seconds(q.get("max"), "max"),
+                untagged=q.get("untagged") == "1", review=q.get("review") == "1", sort=sort,
+                page=_whole(q.get("page"), "page", 1, 1_000_000),
+                per=_whole(q.get("per"), "per", PER_PAGE, MAX_PER))
+
+
+def _whole(raw: str | None, name: str, default: int, most: int) -> int:
+    if not raw:
+        return default
+    try:
+        return min(max(int(raw), 1), most)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be a whole number") from None
+
+
+def _date(raw: str | None, name: str, end: bool = False) -> float | None:
+    """YYYY-MM-DD (a date input's value) → the local time its day starts (or ends) at."""
+    if not raw:
+        return None
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} is a date, YYYY-MM-DD") from None
+    start = dt.datetime.combine(day, dt.time()).timestamp()
+    return start + 86400 if end else start
+
+
+def _day(value: float | None, end: bool = False) -> str:
+    if value is None:
+        return ""
+    return dt.date.fromtimestamp(value - (86400 if end else 0)).isoformat()
+
+
+def _seconds(raw: str | None, name: str) -> float | None:
+    """Seconds, or m:ss (what the pages show)."""
+    if not raw:
+        return None
+    try:
+        if ":" in raw:
+            minutes, seconds = raw.split(":", 1)
+            value = int(minutes) * 60 + float(seconds)
+        else:
+            value = float(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} is a duration in seconds or m:ss") from None
+    if not math.isfinite(value) or value < 0:
+        raise HTTPException(400, f"{name} is a duration in seconds or m:ss")
+    return value
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+# -- choosing and ordering ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict]
+    total: int  # clips the filters keep
+    pages: int
+
+
+def choose(snap: Snapshot, durations: dict[str, float], labels: list[str],
+           thresholds: np.ndarray, view: View) -> np.ndarray:
+    """Row numbers of the snapshot the view keeps, in its order."""
+    n = len(snap.records)
+    keep = np.ones(n, bool)
+    for tag in view.tags:
+        keep &= snap.given[:, labels.index(tag)]
+    if view.folder:
+        prefix = view.folder.rstrip("/") + "/"
+        keep &= np.fromiter((str(r.path).startswith(prefix) for r in snap.records), bool, n)
+    mtimes = np.fromiter((r.mtime for r in snap.records), np.float64, n)
+    if view.since is not None:
+        keep &= mtimes >= view.since
+    if view.until is not None:
+        keep &= mtimes < view.until
+    seconds = np.fromiter((durations.get(r.sha256, 0.0) for r in snap.records), np.float64, n)
+    if view.shortest is not None:
+        keep &= seconds >= view.shortest
+    if view.longest is not None:
+        keep &= seconds <= view.longest
+    if view.untagged and len(labels):
+        keep &= ~snap.given.any(axis=1)
+    if view.review:
+        keep &= needs_review(snap, labels, thresholds)
+    rows = np.flatnonzero(keep)
+    return rows[_order(snap, rows, mtimes, seconds, labels, thresholds, view)]
+
+
+def needs_review(snap: Snapshot, labels: list[str], thresholds: np.ndarray) -> np.ndarray:
+    """bool [n]: a clip with a tag near its threshold that no one has reviewed."""
+    n = len(snap.records)
+    if not n or not len(labels):
+        return np.zeros(n, bool)
+    ratio = _ratios(snap.scores, thresholds)
+    near = (ratio >= REVIEW_LOW) & (ratio <= REVIEW_HIGH)
+    for i in np.flatnonzero(near.any(axis=1)):
+        reviewed = snap.reviews.get(snap.records[i].sha256)
+        if reviewed:
+            for k, label in enumerate(labels):
+                if label in reviewed:
+                    near[i, k] = False
+    return near.any(axis=1)
+
+
+def _ratios(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """float [n, n_tags]: score / threshold; where a threshold is 0 or below, 1 + the score's
+    distance from it (so both read "1 at the threshold")."""
+    positive = thresholds > 0
+    safe = np.where(positive, thresholds, 1.0)
+    return np.where(positive, scores / safe, 1.0 + (scores - thresholds))
+
+
+def _order(snap: Snapshot, rows: np.ndarray, mtimes: np.ndarray, seconds: np.ndarray,
+           labels: list[str], thresholds: np.ndarray, view: View) -> np.ndarray:
+    """Positions into rows in the view's order (a stable sort; ties by name)."""
+    names = [snap.records[i].path.name.lower() for i in rows]
+    by_name = np.argsort(np.array(names, dtype=object), kind="stable") if len(rows) else rows
+    if view.sort == "name":
+        return by_name
+    if view.sort in ("newest", "oldest"):
+        key = mtimes[rows][by_name]
+    elif view.sort in ("longest", "shortest"):
+        key = seconds[rows][by_name]
+    else:  # best: the filter's tag's score, else each clip's best tag against its threshold
+        ratio = _ratios(snap.scores[rows], thresholds) if len(labels) else np.zeros((len(rows), 1))
+        if view.tags:
+            key = ratio[:, labels.index(view.tags[0])][by_name]
+        else:
+            key = ratio.max(axis=1)[by_name] if len(rows) else np.zeros(0)
+    descending = view.sort in ("newest", "longest", "best")
+    order = np.argsort(-key if descending else key, kind="stable")
+    return by_name[order]
+
+
+def page_of(request: Request, lib, view: View) -> Page:
+    """The view's page of clips as the template shows them."""
+    snap = lib.index.snapshot()
+    labels = list(lib.vocabulary.labels)
+    thresholds = np.array([lib.threshold(label) for label in labels], np.float32)
+    durations = lib.store.durations(lib.model)
+    rows = choose(snap, durations, labels, thresholds, view)
+    pages = max(1, math.ceil(len(rows) / view.per))
+    shown = rows[(view.page - 1) * view.per:view.page * view.per]
+    base = request.scope.get("root_path", "")
+    return Page([_card(snap, i, labels, thresholds, durations, base) for i in shown],
+                len(rows), pages)
+
+
+def _card(snap: Snapshot, i: int, labels: list[str], thresholds: np.ndarray,
+          durations: dict[str, float], base: str) -> dict:
+    record = snap.records[i]
+    reviewed = snap.reviews.get(record.sha256, {})
+    chips = [{"label": label, "review": reviewed.get(label)}
+             for k, label in enumerate(labels) if snap.given[i, k]]
+    chips += [{"label": label, "review": "rejected"}
+              for label, verdict in reviewed.items() if verdict == "rejected"]
+    scores = [against(snap.scores[i, k], thresholds[k]) for k in range(len(labels))]
+    best = max(range(len(labels)), key=lambda k: _rank(scores[k]), default=None)
+    return {"id": record.id, "name": record.path.name, "path": str(record.path),
+            "folder": os.path.dirname(str(record.path)), "mtime": record.mtime,
+            "duration": durations.get(record.sha256, 0.0), "chips": chips,
+            "best": (labels[best], scores[best]) if best is not None else None,
+            "url": f"{base}/clips/{record.id}",
+            "thumbnail": f"{base}/api/clips/{record.id}/thumbnail?window=0"}
+
+
+def _rank(a) -> float:
+    return a.ratio if a.ratio is not None else 1.0 + a.score - a.threshold
+
+
+# -- routes --------------------------------------------------------------------------------------
+
+def page_library(request: Request) -> Response:
+    from autotag.web.app import _lib, _render
+
+    lib = _lib(request)
+    view = parse(request, lib.vocabulary.labels)
+    found = page_of(request, lib, view)
+    base = request.scope.get("root_path", "")
+    here = f"{base}/library"
+    return _render(request, "library.html", {
+        "view": view, "found": found, "sorts": SORTS, "here": here,
+        "back": "/library" + (f"?{view.params()}" if view.params() else ""),
+        "previous": f"{here}?{view.params(page=view.page - 1)}" if view.page > 1 else None,
+        "next": f"{here}?{view.params(page=view.page + 1)}" if view.page < found.pages
+        else None,
+        "folder_choices": lib.index.folders(), "indexed": len(lib.index),
+        "done": _done(request.query_params.get("done", ""), lib.vocabulary.labels),
+        "key_tag": view.tags[0] if len(view.tags) == 1 else "",
+        "from_day": _day(view.since), "to_day": _day(view.until, end=True),
+        "teach_label": request.query_params.get("label", "")[:60],
+        "teach_error": request.query_params.get("teach") == "select",
+    })
+
+
+def _done(raw: str, labels) -> str | None:
+    """The bulk action just done ("confirm red 3") as a sentence, or None."""
+    verdict, _, rest = raw.partition(" ")
+    label, _, count = rest.rpartition(" ")
+    words = {"confirm": "Confirmed", "reject": "Rejected", "clear": "Undid your word on"}
+    if verdict not in words or label not in labels or not count.isdigit():
+        return None
+    return f"{words[verdict]} {label} on {count} clip{'s' * (count != '1')}; their outputs " \
+           "are rewritten."
+
+
+async def bulk_review(request: Request) -> Response:
+    """The library's bulk bar: confirm, reject or undo one tag on every selected clip (each
+    clip's outputs rewritten, as a review on its page does), then back to the same view."""
+    from autotag.web.app import _base, _form_lists, _lib, _safe_next, apply_review
+
+    form = await _form_lists(request)
+    lib = _lib(request)
+    label = (form.get("tag") or [""])[0]
+    verdict = (form.get("verdict") or [""])[0]
+    if verdict not in ("confirm", "reject", "clear"):
+        raise HTTPException(400, "verdict must be confirm, reject or clear")
+    if label not in lib.vocabulary.labels:
+        raise HTTPException(400, "choose one of the vocabulary's tags")
+    try:
+        ids = sorted({int(v) for v in form.get("clip", [])})
+    except ValueError:
+        raise HTTPException(400, "clips are given by id") from None
+    if len(ids) > MAX_BULK:
+        raise HTTPException(413, f"at most {MAX_BULK} clips at once")
+    back = _safe_next((form.get("back") or ["/library"])[0])
+    verdicts = Verdicts(**{verdict: (label,)})
+    for file_id in ids:
+        await run_in_threadpool(apply_review, lib, file_id, verdicts)
+    if ids:
+        log.info("%s %r on %d clip(s) from the library view", verdict, label, len(ids))
+    joiner = "&" if "?" in back else "?"
+    return RedirectResponse(f"{_base(request)}{back}{joiner}"
+                            + urlencode({"done": f"{verdict} {label} {len(ids)}"}), 303)
+
+
+ROUTES = [
+    Route("/library", page_library, name="library", methods=["GET"]),
+    Route("/library/reviews", bulk_review, methods=["POST"]),
+]
+
