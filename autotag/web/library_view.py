@@ -271,9 +271,13 @@ def page_library(request: Request) -> Response:
 
     lib = _lib(request)
     view = parse(request, lib.vocabulary.labels)
-    found = page_of(request, lib, view)
     base = request.scope.get("root_path", "")
     here = f"{base}/library"
+    if any(not v for _, v in request.query_params.multi_items()):
+        # the filter form sends its empty fields too: the URL to bookmark is without them
+        kept = [(k, v) for k, v in request.query_params.multi_items() if v]
+        return RedirectResponse(here + (f"?{urlencode(kept)}" if kept else ""), 302)
+    found = page_of(request, lib, view)
     return _render(request, "library.html", {
         "view": view, "found": found, "sorts": SORTS, "here": here,
         "back": "/library" + (f"?{view.params()}" if view.params() else ""),
