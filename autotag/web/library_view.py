@@ -14,6 +14,8 @@ import datetime as dt
 import logging
 import math
 import os
+import threading
+import weakref
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 PER_PAGE = 24  # cards on a page (the ?per= default)
 MAX_PER = 200  # the most one page may show
 MAX_BULK = 500  # clips one bulk action may name
+FULL_SCAN_FROM = 2000  # unknown durations from which one scan beats lookups by hash
 SORTS = {  # ?sort= → what the page's menu says
     "newest": "newest first",
     "oldest": "oldest first",
@@ -233,13 +236,31 @@ def page_of(request: Request, lib, view: View) -> Page:
     snap = lib.index.snapshot()
     labels = list(lib.vocabulary.labels)
     thresholds = np.array([lib.threshold(label) for label in labels], np.float32)
-    durations = lib.store.durations(lib.model)
+    durations = _durations(lib, snap)
     rows = choose(snap, durations, labels, thresholds, view)
     pages = max(1, math.ceil(len(rows) / view.per))
     shown = rows[(view.page - 1) * view.per:view.page * view.per]
     base = request.scope.get("root_path", "")
     return Page([_card(snap, i, labels, thresholds, durations, base) for i in shown],
                 len(rows), pages)
+
+
+# seconds of each content, per store and model: a clip's duration never changes, so only
+# contents not seen yet are read (the first page reads them all: one scan of the clips table)
+_DURATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DURATIONS_LOCK = threading.Lock()
+
+
+def _durations(lib, snap: Snapshot) -> dict[str, float]:
+    with _DURATIONS_LOCK:
+        known = _DURATIONS.setdefault(lib.store, {}).setdefault(lib.model, {})
+    missing = list({r.sha256 for r in snap.records} - known.keys())
+    if missing:
+        found = (lib.store.durations(lib.model) if len(missing) > FULL_SCAN_FROM
+                 else lib.store.durations(lib.model, missing))
+        with _DURATIONS_LOCK:
+            known.update(found)
+    return known
 
 
 def _card(snap: Snapshot, i: int, labels: list[str], thresholds: np.ndarray,
@@ -300,6 +321,8 @@ def _done(raw: str, labels) -> str | None:
     words = {"confirm": "Confirmed", "reject": "Rejected", "clear": "Undid your word on"}
     if verdict not in words or label not in labels or not count.isdigit():
         return None
+    if count == "0":
+        return "No clip was selected: tick the clips to act on first."
     return f"{words[verdict]} {label} on {count} clip{'s' * (count != '1')}; their outputs " \
            "are rewritten."
 
