@@ -881,7 +881,8 @@ def create_app(library: Library, token: str | None = None,
         Route("/api/tags", api_tags),
         Route("/api/status", api_status),
         Route("/api/session", api_session),
-        *library_view.ROUTES,
+        *library_view.routes(library_view.Pages(_render, _form_lists, apply_review,
+                                                 _safe_next)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     inner = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -11,11 +11,13 @@ action posts the selected ids and goes back to that URL. Routes are mounted by a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import os
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
@@ -211,24 +213,23 @@ def _ratios(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 def _order(snap: Snapshot, rows: np.ndarray, mtimes: np.ndarray, seconds: np.ndarray,
            labels: list[str], thresholds: np.ndarray, view: View) -> np.ndarray:
-    """Positions into rows in the view's order (a stable sort; ties by name)."""
-    names = [snap.records[i].path.name.lower() for i in rows]
-    by_name = np.argsort(np.array(names, dtype=object), kind="stable") if len(rows) else rows
+    """Positions into rows in the view's order (stable: ties keep the index's order)."""
     if view.sort == "name":
-        return by_name
+        names = [snap.records[i].path.name.lower() for i in rows]
+        return np.array(sorted(range(len(rows)), key=names.__getitem__), np.int64)
     if view.sort in ("newest", "oldest"):
-        key = mtimes[rows][by_name]
+        key = mtimes[rows]
     elif view.sort in ("longest", "shortest"):
-        key = seconds[rows][by_name]
-    else:  # best: the filter's tag's score, else each clip's best tag against its threshold
-        ratio = _ratios(snap.scores[rows], thresholds) if len(labels) else np.zeros((len(rows), 1))
-        if view.tags:
-            key = ratio[:, labels.index(view.tags[0])][by_name]
-        else:
-            key = ratio.max(axis=1)[by_name] if len(rows) else np.zeros(0)
+        key = seconds[rows]
+    elif not len(labels) or not len(rows):
+        return np.arange(len(rows))
+    elif view.tags:  # best: the filter's tag's score over its threshold
+        k = labels.index(view.tags[0])
+        key = _ratios(snap.scores[rows][:, k:k + 1], thresholds[k:k + 1])[:, 0]
+    else:  # best: each clip's best tag over its threshold
+        key = _ratios(snap.scores[rows], thresholds).max(axis=1)
     descending = view.sort in ("newest", "longest", "best")
-    order = np.argsort(-key if descending else key, kind="stable")
-    return by_name[order]
+    return np.argsort(-key if descending else key, kind="stable")
 
 
 def page_of(request: Request, lib, view: View) -> Page:
@@ -287,9 +288,28 @@ def _rank(a) -> float:
 
 # -- routes --------------------------------------------------------------------------------------
 
-def page_library(request: Request) -> Response:
-    from autotag.web.app import _lib, _render
+@dataclass(frozen=True)
+class Pages:
+    """What the library view's routes use of the app's pages (app.create_app passes them in:
+    this module is below app in the import graph)."""
 
+    render: Callable[..., Response]  # (request, template, context) → the page
+    form: Callable[[Request], Awaitable[dict[str, list[str]]]]  # a form's fields, bounded
+    review: Callable  # (library, file id, Verdicts): store it, rewrite the clip's outputs
+    safe_next: Callable[[object], str]  # a path of this app only
+
+
+def routes(pages: Pages) -> list[Route]:
+    return [Route("/library", functools.partial(page_library, pages), name="library",
+                  methods=["GET"]),
+            Route("/library/reviews", functools.partial(bulk_review, pages), methods=["POST"])]
+
+
+def _lib(request: Request):
+    return request.app.state.library
+
+
+def page_library(pages: Pages, request: Request) -> Response:
     lib = _lib(request)
     view = parse(request, lib.vocabulary.labels)
     base = request.scope.get("root_path", "")
@@ -299,7 +319,7 @@ def page_library(request: Request) -> Response:
         kept = [(k, v) for k, v in request.query_params.multi_items() if v]
         return RedirectResponse(here + (f"?{urlencode(kept)}" if kept else ""), 302)
     found = page_of(request, lib, view)
-    return _render(request, "library.html", {
+    return pages.render(request, "library.html", {
         "view": view, "found": found, "sorts": SORTS, "here": here,
         "back": "/library" + (f"?{view.params()}" if view.params() else ""),
         "previous": f"{here}?{view.params(page=view.page - 1)}" if view.page > 1 else None,
@@ -327,12 +347,10 @@ def _done(raw: str, labels) -> str | None:
            "are rewritten."
 
 
-async def bulk_review(request: Request) -> Response:
+async def bulk_review(pages: Pages, request: Request) -> Response:
     """The library's bulk bar: confirm, reject or undo one tag on every selected clip (each
     clip's outputs rewritten, as a review on its page does), then back to the same view."""
-    from autotag.web.app import _base, _form_lists, _lib, _safe_next, apply_review
-
-    form = await _form_lists(request)
+    form = await pages.form(request)
     lib = _lib(request)
     label = (form.get("tag") or [""])[0]
     verdict = (form.get("verdict") or [""])[0]
@@ -346,19 +364,15 @@ async def bulk_review(request: Request) -> Response:
         raise HTTPException(400, "clips are given by id") from None
     if len(ids) > MAX_BULK:
         raise HTTPException(413, f"at most {MAX_BULK} clips at once")
-    back = _safe_next((form.get("back") or ["/library"])[0])
+    back = pages.safe_next((form.get("back") or ["/library"])[0])
     verdicts = Verdicts(**{verdict: (label,)})
     for file_id in ids:
-        await run_in_threadpool(apply_review, lib, file_id, verdicts)
+        await run_in_threadpool(pages.review, lib, file_id, verdicts)
     if ids:
         log.info("%s %r on %d clip(s) from the library view", verdict, label, len(ids))
     joiner = "&" if "?" in back else "?"
-    return RedirectResponse(f"{_base(request)}{back}{joiner}"
+    return RedirectResponse(f"{request.scope.get('root_path', '')}{back}{joiner}"
                             + urlencode({"done": f"{verdict} {label} {len(ids)}"}), 303)
 
 
-ROUTES = [
-    Route("/library", page_library, name="library", methods=["GET"]),
-    Route("/library/reviews", bulk_review, methods=["POST"]),
-]
 
