@@ -306,6 +306,15 @@ class LiveIndex:
             return Snapshot(list(self._records), self._tag_scores(), given,
                             dict(self._reviews), self._version)
 
+    def labels_of(self, file_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The tags each of these clips is given (as given() decides), for result cards."""
+        given = self.given()
+        labels = self.vocabulary.labels
+        with self._lock:
+            rows = {i: self._row[i] for i in file_ids if i in self._row}
+            return {i: [labels[k] for k in np.flatnonzero(given[row])] for i, row in rows.items()
+                    if row < len(given)}
+
     def tag_counts(self) -> dict[str, int]:
         counts = self.given().sum(axis=0)
         return {label: int(c) for label, c in zip(self.vocabulary.labels, counts, strict=True)}

@@ -721,13 +721,14 @@ def page_search(request: Request) -> Response:
         like_name = found.path.name if found else None
     recent = [] if query or like or request.query_params.get("tag") else [
         _hit_json(request, lib, r, 0.0, None, 0) for r in lib.index.recent(RECENT)]
+    chips = lib.index.labels_of([h["id"] for h in hits + recent])  # tags on the cards
     return _render(request, "search.html", {
         "query": query, "hits": hits, "message": message, "recent": recent,
         "like": like_name, "like_at": request.query_params.get("at"),
         "tags": request.query_params.getlist("tag"),
         "folders": request.query_params.getlist("folder"),
         "folder_choices": lib.index.folders(), "threshold": lib.config.tagging.min_score,
-        "indexed": len(lib.index), "ends": ends, "page_number": page,
+        "indexed": len(lib.index), "ends": ends, "page_number": page, "chips": chips,
         "previous": _page_url(request, page - 1) if page > 1 else None,
         "next": _page_url(request, page + 1) if more and page * per < MAX_TOP else None,
         "back": _here(request, "/", drop=("label", "teach")),

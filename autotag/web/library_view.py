@@ -159,47 +159,92 @@ class Page:
     pages: int
 
 
+class Columns:
+    """What requests filter and sort by, per clip of a snapshot: each read from its records on
+    first use, then kept for the version of the index (a Python pass over 100,000 records is
+    most of a request; a version ends with the next change)."""
+
+    def __init__(self, snap: Snapshot, durations: dict[str, float]) -> None:
+        self._records, self._durations = snap.records, durations
+
+    @classmethod
+    def of(cls, snap: Snapshot, durations: dict[str, float]) -> Columns:
+        return cls(snap, durations)
+
+    @functools.cached_property
+    def paths(self) -> list[str]:
+        return [str(r.path) for r in self._records]
+
+    @functools.cached_property
+    def names(self) -> list[str]:
+        """Lower-cased file names, for the sort by name."""
+        return [p[p.rfind("/") + 1:].lower() for p in self.paths]
+
+    @functools.cached_property
+    def mtimes(self) -> np.ndarray:
+        """float64 [n], s."""
+        return np.fromiter((r.mtime for r in self._records), np.float64, len(self._records))
+
+    @functools.cached_property
+    def seconds(self) -> np.ndarray:
+        """float64 [n], the clip's duration (0: unknown)."""
+        return np.fromiter((self._durations.get(r.sha256, 0.0) for r in self._records),
+                           np.float64, len(self._records))
+
+    @functools.cached_property
+    def rows_of(self) -> dict[str, list[int]]:
+        """sha256 → rows (a clip and its copies)."""
+        found: dict[str, list[int]] = {}
+        for i, r in enumerate(self._records):
+            found.setdefault(r.sha256, []).append(i)
+        return found
+
+
 def choose(snap: Snapshot, durations: dict[str, float], labels: list[str],
-           thresholds: np.ndarray, view: View) -> np.ndarray:
+           thresholds: np.ndarray, view: View, columns: Columns | None = None) -> np.ndarray:
     """Row numbers of the snapshot the view keeps, in its order."""
     n = len(snap.records)
+    columns = columns or Columns.of(snap, durations)
     keep = np.ones(n, bool)
     for tag in view.tags:
         keep &= snap.given[:, labels.index(tag)]
     if view.folder:
         prefix = view.folder.rstrip("/") + "/"
-        keep &= np.fromiter((str(r.path).startswith(prefix) for r in snap.records), bool, n)
-    mtimes = np.fromiter((r.mtime for r in snap.records), np.float64, n)
+        keep &= np.fromiter((p.startswith(prefix) for p in columns.paths), bool, n)
     if view.since is not None:
-        keep &= mtimes >= view.since
+        keep &= columns.mtimes >= view.since
     if view.until is not None:
-        keep &= mtimes < view.until
-    seconds = np.fromiter((durations.get(r.sha256, 0.0) for r in snap.records), np.float64, n)
+        keep &= columns.mtimes < view.until
     if view.shortest is not None:
-        keep &= seconds >= view.shortest
+        keep &= columns.seconds >= view.shortest
     if view.longest is not None:
-        keep &= seconds <= view.longest
+        keep &= columns.seconds <= view.longest
     if view.untagged and len(labels):
         keep &= ~snap.given.any(axis=1)
     if view.review:
-        keep &= needs_review(snap, labels, thresholds)
+        keep &= needs_review(snap, labels, thresholds, columns.rows_of)
     rows = np.flatnonzero(keep)
-    return rows[_order(snap, rows, mtimes, seconds, labels, thresholds, view)]
+    return rows[_order(snap, rows, columns, labels, thresholds, view)]
 
 
-def needs_review(snap: Snapshot, labels: list[str], thresholds: np.ndarray) -> np.ndarray:
+def needs_review(snap: Snapshot, labels: list[str], thresholds: np.ndarray,
+                 rows_of: dict[str, list[int]] | None = None) -> np.ndarray:
     """bool [n]: a clip with a tag near its threshold that no one has reviewed."""
     n = len(snap.records)
     if not n or not len(labels):
         return np.zeros(n, bool)
     ratio = _ratios(snap.scores, thresholds)
     near = (ratio >= REVIEW_LOW) & (ratio <= REVIEW_HIGH)
-    for i in np.flatnonzero(near.any(axis=1)):
-        reviewed = snap.reviews.get(snap.records[i].sha256)
-        if reviewed:
-            for k, label in enumerate(labels):
-                if label in reviewed:
-                    near[i, k] = False
+    if rows_of is None:
+        rows_of = {}
+        for i, r in enumerate(snap.records):
+            rows_of.setdefault(r.sha256, []).append(i)
+    column = {label: k for k, label in enumerate(labels)}
+    for sha256, verdicts in snap.reviews.items():  # the reviewed few, not every clip
+        for row in rows_of.get(sha256, ()):
+            for label in verdicts:
+                if label in column:
+                    near[row, column[label]] = False
     return near.any(axis=1)
 
 
@@ -211,16 +256,16 @@ def _ratios(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.where(positive, scores / safe, 1.0 + (scores - thresholds))
 
 
-def _order(snap: Snapshot, rows: np.ndarray, mtimes: np.ndarray, seconds: np.ndarray,
-           labels: list[str], thresholds: np.ndarray, view: View) -> np.ndarray:
+def _order(snap: Snapshot, rows: np.ndarray, columns: Columns, labels: list[str],
+           thresholds: np.ndarray, view: View) -> np.ndarray:
     """Positions into rows in the view's order (stable: ties keep the index's order)."""
     if view.sort == "name":
-        names = [snap.records[i].path.name.lower() for i in rows]
-        return np.array(sorted(range(len(rows)), key=names.__getitem__), np.int64)
+        names = columns.names
+        return np.array(sorted(range(len(rows)), key=lambda j: names[rows[j]]), np.int64)
     if view.sort in ("newest", "oldest"):
-        key = mtimes[rows]
+        key = columns.mtimes[rows]
     elif view.sort in ("longest", "shortest"):
-        key = seconds[rows]
+        key = columns.seconds[rows]
     elif not len(labels) or not len(rows):
         return np.arange(len(rows))
     elif view.tags:  # best: the filter's tag's score over its threshold
@@ -238,7 +283,7 @@ def page_of(request: Request, lib, view: View) -> Page:
     labels = list(lib.vocabulary.labels)
     thresholds = np.array([lib.threshold(label) for label in labels], np.float32)
     durations = _durations(lib, snap)
-    rows = choose(snap, durations, labels, thresholds, view)
+    rows = choose(snap, durations, labels, thresholds, view, _columns(lib, snap, durations))
     pages = max(1, math.ceil(len(rows) / view.per))
     shown = rows[(view.page - 1) * view.per:view.page * view.per]
     base = request.scope.get("root_path", "")
@@ -262,6 +307,20 @@ def _durations(lib, snap: Snapshot) -> dict[str, float]:
         with _DURATIONS_LOCK:
             known.update(found)
     return known
+
+
+_COLUMNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # index → (version, Columns)
+
+
+def _columns(lib, snap: Snapshot, durations: dict[str, float]) -> Columns:
+    with _DURATIONS_LOCK:
+        cached = _COLUMNS.get(lib.index)
+    if cached is not None and cached[0] == snap.version:
+        return cached[1]
+    columns = Columns.of(snap, durations)
+    with _DURATIONS_LOCK:
+        _COLUMNS[lib.index] = (snap.version, columns)
+    return columns
 
 
 def _card(snap: Snapshot, i: int, labels: list[str], thresholds: np.ndarray,
