@@ -5,7 +5,8 @@ thumb's reach; the plot fits; a portrait clip keeps its shape.
 
 A full-page screenshot of every page at both widths goes to $AUTOTAG_SHOTS (default
 tests/artifacts/pages/), to look at. One library (the browser tests' five clips, a portrait
-clip, a 90-second clip with a long name and six short ones), one server, one browser.
+clip and a rotated one, a 90-second clip with a long name, six short ones), one server, one
+browser.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from autotag import cli
-from tests.clips import BLUE, GREEN, RED, write_video
+from tests.clips import BLUE, GREEN, RED, ffmpeg, write_video
 from tests.library import build_library, to_webm
 from tests.test_web_browser import (  # noqa: F401 - fixtures, used by name
     CHROMIUM,
@@ -52,6 +53,10 @@ def made(tmp_path_factory, model_dir, embedder):
         to_webm(write_video(folder / "portrait.mp4", [(RED, 5)], size=(48, 96)),
                 clips / "phone" / "portrait red.webm")
         write_video(clips / "phone" / LONG, [(BLUE, 40), (GREEN, 30), (RED, 20)], size=(96, 64))
+        # stored 96×64 on its side (a phone held upright): shown 64×96
+        wide = write_video(folder / "wide.mp4", [(GREEN, 4)], size=(96, 64))
+        ffmpeg("-i", str(wide), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+               str(clips / "phone" / "turned green.mp4"))
         for i in range(6):
             write_video(clips / "many" / f"short {i}.mp4", [((RED, GREEN, BLUE)[i % 3], 2 + i)],
                         size=(64, 48))
@@ -146,6 +151,7 @@ def pages(site) -> dict[str, str]:
         "clip-late-red-query": f"/clips/{ids['late red.webm']}?q=red",
         "clip-long": f"/clips/{ids[LONG]}",
         "clip-portrait": f"/clips/{ids['portrait red.webm']}",
+        "clip-turned": f"/clips/{ids['turned green.mp4']}",
         "clip-blue-preview": f"/clips/{ids['blue.avi']}",
         "clip-gif": f"/clips/{ids['spin.gif']}",
         "tags": "/tags",
@@ -257,15 +263,18 @@ def test_on_a_phone_the_library_shows_two_cards_a_row_and_titles_wrap_between_wo
     assert not visit.problems()
 
 
-def test_a_portrait_clip_s_thumbnail_keeps_its_shape(site, visit):
+@pytest.mark.parametrize("name", ["portrait red.webm", "turned green.mp4"])
+def test_a_portrait_or_rotated_clip_s_thumbnail_keeps_its_shape(site, visit, name):
     page = visit.page
     page.goto(site.url + "/library?sort=name")
-    img = card(page, "portrait red.webm").locator("img")
+    img = card(page, name).locator("img")
     img.scroll_into_view_if_needed()
     page.wait_for_function("(i) => i.complete && i.naturalWidth > 0", arg=img.element_handle())
     natural = img.evaluate("i => i.naturalWidth / i.naturalHeight")
-    assert natural < 0.7  # stored upright and narrow (48×96)
+    assert natural < 0.75  # stored upright and narrow (48×96; 96×64 turned)
     assert img.evaluate("i => getComputedStyle(i).objectFit") == "contain"  # shown whole
+    shown = img.bounding_box()
+    assert shown["width"] / shown["height"] == pytest.approx(16 / 9, rel=0.02)  # in its box
     assert not visit.problems()
 
 
