@@ -913,6 +913,7 @@ def _templates() -> Jinja2Templates:
     templates.env.filters["size"] = _size
     templates.env.filters["urlq"] = lambda s: quote(str(s), safe="")
     templates.env.filters["clock"] = clock
+    templates.env.filters["day"] = lambda t: time.strftime("%Y-%m-%d", time.localtime(t))
     templates.env.globals["against"] = against
     return templates
 
