@@ -19,15 +19,14 @@ from pathlib import Path
 import pytest
 
 from autotag import cli
+from tests import test_web_browser as browser_tests
 from tests.clips import BLUE, GREEN, RED, ffmpeg, write_video
 from tests.library import build_library, to_webm
-from tests.test_web_browser import (  # noqa: F401 - fixtures, used by name
-    CHROMIUM,
-    _no_thread_leaks,
-    browser,
-    site,
-    visit,
-)
+
+# the browser tests' fixtures, by name: their server (over this module's library), browser and
+# visit (a fresh context, with what went wrong on its pages), and their thread check
+site, browser, visit = browser_tests.site, browser_tests.browser, browser_tests.visit
+_no_thread_leaks = browser_tests._no_thread_leaks
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -96,7 +95,7 @@ def shot(page, name: str) -> Path:
 def api(site, path: str) -> object:
     import urllib.request
 
-    with urllib.request.urlopen(site.url + path) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(site.url + path) as response:
         return json.loads(response.read())
 
 
