@@ -359,9 +359,19 @@ class Pages:
 
 
 def routes(pages: Pages) -> list[Route]:
-    return [Route("/library", functools.partial(page_library, pages), name="library",
-                  methods=["GET"]),
-            Route("/library/reviews", functools.partial(bulk_review, pages), methods=["POST"])]
+    """The library view's routes, each endpoint a function with its own docstring (the HTTP
+    reference is made from them)."""
+
+    def library(request: Request) -> Response:
+        """The library view: every clip, filtered, sorted and paged as its URL says."""
+        return page_library(pages, request)
+
+    async def library_reviews(request: Request) -> Response:
+        """The library's bulk bar: confirm, reject or undo a tag on the selected clips."""
+        return await bulk_review(pages, request)
+
+    return [Route("/library", library, name="library", methods=["GET"]),
+            Route("/library/reviews", library_reviews, methods=["POST"])]
 
 
 def _lib(request: Request):
@@ -369,6 +379,7 @@ def _lib(request: Request):
 
 
 def page_library(pages: Pages, request: Request) -> Response:
+    """GET /library: the view's page of clips, its filters' form, its bulk bar."""
     lib = _lib(request)
     view = parse(request, lib.vocabulary.labels)
     base = request.scope.get("root_path", "")
