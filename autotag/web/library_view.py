@@ -282,12 +282,12 @@ def page_of(request: Request, lib, view: View) -> Page:
     snap = lib.index.snapshot()
     labels = list(lib.vocabulary.labels)
     thresholds = np.array([lib.threshold(label) for label in labels], np.float32)
-    durations = _durations(lib, snap)
-    rows = choose(snap, durations, labels, thresholds, view, _columns(lib, snap, durations))
+    columns = _columns(lib, snap)
+    rows = choose(snap, {}, labels, thresholds, view, columns)
     pages = max(1, math.ceil(len(rows) / view.per))
     shown = rows[(view.page - 1) * view.per:view.page * view.per]
     base = request.scope.get("root_path", "")
-    return Page([_card(snap, i, labels, thresholds, durations, base) for i in shown],
+    return Page([_card(snap, i, labels, thresholds, columns, base) for i in shown],
                 len(rows), pages)
 
 
@@ -312,19 +312,21 @@ def _durations(lib, snap: Snapshot) -> dict[str, float]:
 _COLUMNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # index → (version, Columns)
 
 
-def _columns(lib, snap: Snapshot, durations: dict[str, float]) -> Columns:
+def _columns(lib, snap: Snapshot) -> Columns:
+    """The snapshot's columns: kept while the index's version is the same (the durations of
+    new contents read when it changes)."""
     with _DURATIONS_LOCK:
         cached = _COLUMNS.get(lib.index)
     if cached is not None and cached[0] == snap.version:
         return cached[1]
-    columns = Columns.of(snap, durations)
+    columns = Columns.of(snap, _durations(lib, snap))
     with _DURATIONS_LOCK:
         _COLUMNS[lib.index] = (snap.version, columns)
     return columns
 
 
 def _card(snap: Snapshot, i: int, labels: list[str], thresholds: np.ndarray,
-          durations: dict[str, float], base: str) -> dict:
+          columns: Columns, base: str) -> dict:
     record = snap.records[i]
     reviewed = snap.reviews.get(record.sha256, {})
     chips = [{"label": label, "review": reviewed.get(label)}
@@ -335,7 +337,7 @@ def _card(snap: Snapshot, i: int, labels: list[str], thresholds: np.ndarray,
     best = max(range(len(labels)), key=lambda k: _rank(scores[k]), default=None)
     return {"id": record.id, "name": record.path.name, "path": str(record.path),
             "folder": os.path.dirname(str(record.path)), "mtime": record.mtime,
-            "duration": durations.get(record.sha256, 0.0), "chips": chips,
+            "duration": float(columns.seconds[i]), "chips": chips,
             "best": (labels[best], scores[best]) if best is not None else None,
             "url": f"{base}/clips/{record.id}",
             "thumbnail": f"{base}/api/clips/{record.id}/thumbnail?window=0"}
