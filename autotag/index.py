@@ -61,6 +61,17 @@ class Filter:
     exclude: tuple[int, ...] = ()  # file ids left out ("more like this" leaves its own clip)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """LiveIndex.snapshot: row i of each is clip i."""
+
+    records: list[FileRecord]
+    scores: np.ndarray  # float32 [n_clips, n_tags], the clip scores
+    given: np.ndarray  # bool [n_clips, n_tags], as tagging decides (reviews winning)
+    reviews: dict[str, dict[str, str]]  # sha256 → {label: verdict}
+    version: int  # changes with every change applied
+
+
 class LiveIndex:
     """The clip embeddings of every file tagged with `model`, by store id, kept current."""
 
@@ -72,6 +83,7 @@ class LiveIndex:
         self._seq = -1
         self._version = 0  # bumped by every applied change: the caches below are per version
         self._given: tuple[int, np.ndarray] | None = None
+        self._scores: tuple[int, np.ndarray] | None = None
         self._folders: dict[tuple, tuple[int, np.ndarray]] = {}
         self._ann_from = ann_from
         self._vectors: VectorIndex | None = None
@@ -272,9 +284,36 @@ class LiveIndex:
         n = len(self._records)
         if not n or not len(labels):
             return np.zeros((n, len(labels)), bool)
-        scores = self._matrix[:n] @ self.vocabulary.vectors.T.astype(np.float32)
         verdicts = review_matrix([r.sha256 for r in self._records], self._reviews, labels)
-        return given_reviewed(scores, verdicts, labels, self.tagging)
+        return given_reviewed(self._tag_scores(), verdicts, labels, self.tagging)
+
+    def _tag_scores(self) -> np.ndarray:
+        """float32 [n_clips, n_tags]: each clip's clip score for each tag, cached per version."""
+        if self._scores is None or self._scores[0] != self._version:
+            n = len(self._records)
+            vectors = self.vocabulary.vectors.T.astype(np.float32)
+            scores = (self._matrix[:n] @ vectors if n and len(self.vocabulary.labels)
+                      else np.zeros((n, len(self.vocabulary.labels)), np.float32))
+            self._scores = (self._version, scores)
+        return self._scores[1]
+
+    def snapshot(self) -> Snapshot:
+        """Every clip as of now, with its tag scores, given tags and reviews: what the library
+        view filters, sorts and pages (arrays and lists of their own; later changes do not
+        reach them)."""
+        with self._lock:  # re-entrant: given() refreshes under it, so all is one version
+            given = self.given()
+            return Snapshot(list(self._records), self._tag_scores(), given,
+                            dict(self._reviews), self._version)
+
+    def labels_of(self, file_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The tags each of these clips is given (as given() decides), for result cards."""
+        given = self.given()
+        labels = self.vocabulary.labels
+        with self._lock:
+            rows = {i: self._row[i] for i in file_ids if i in self._row}
+            return {i: [labels[k] for k in np.flatnonzero(given[row])] for i, row in rows.items()
+                    if row < len(given)}
 
     def tag_counts(self) -> dict[str, int]:
         counts = self.given().sum(axis=0)

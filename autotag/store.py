@@ -497,6 +497,22 @@ class Store:
                         embeddings, self.thumbnails(source.sha256) if thumbnails
                         else np.zeros((0, 1, 1, 3), np.uint8))
 
+    def durations(self, model: str, sha256s: list[str] | None = None) -> dict[str, float]:
+        """sha256 → seconds of the clips stored for this model (the library view's duration
+        filter and sort): of these contents (by primary key, LOOKUP_CHUNK a query), or of
+        every clip (a scan of the clips table: each row's first page is read)."""
+        db = self._db()
+        if sha256s is None:
+            return dict(db.execute("SELECT sha256, duration FROM clips WHERE model = ?",
+                                   (model,)))
+        found: dict[str, float] = {}
+        for start in range(0, len(sha256s), LOOKUP_CHUNK):
+            chunk = sha256s[start:start + LOOKUP_CHUNK]
+            found.update(db.execute(
+                "SELECT sha256, duration FROM clips WHERE model = ? AND sha256 IN "
+                f"({','.join('?' * len(chunk))})", (model, *chunk)))
+        return found
+
     def thumbnails(self, sha256: str) -> np.ndarray:
         """uint8 [n, h, w, 3] RGB thumbnails stored for this content (empty if none)."""
         row = self._db().execute("SELECT count, jpeg FROM thumbs WHERE sha256 = ?",

@@ -36,6 +36,7 @@ class ClipResult:
     tags: tuple[Tag, ...] = ()
     windows: int = 0  # windows the model embedded for this clip
     attempts: int = 0  # failed attempts at this version of the file, the store's count
+    closest: tuple[str, float, float] | None = None  # no tag given: (label, score, threshold)
 
 
 class Tagger:
@@ -81,7 +82,20 @@ class Tagger:
             return ClipResult(path, "failed", reason, windows=windows, attempts=attempts)
         self.store.record_tagged(clip.source, self.model, self.vocabulary.fingerprint,
                                  sidecar=self._sidecar_mtime(path), outputs=self.digest)
-        return ClipResult(path, status, tags=tagged.tags, windows=windows)
+        return ClipResult(path, status, tags=tagged.tags, windows=windows,
+                          closest=None if tagged.tags else self._closest(tagged))
+
+    def _closest(self, tagged: Tagged) -> tuple[str, float, float] | None:
+        """The tag nearest its threshold (by score over threshold) of a clip given none: what
+        a run that tags nothing reports (the Reporter's summary)."""
+        tagging = self.config.tagging
+        best = None
+        for tag in tagged.ranking:
+            threshold = tagging.thresholds.get(tag.label, tagging.min_score)
+            gap = tag.score / threshold if threshold > 0 else 1 + tag.score - threshold
+            if best is None or gap > best[0]:
+                best = (gap, (tag.label, tag.score, threshold))
+        return best[1] if best else None
 
     def _sidecar_mtime(self, path: Path) -> int | None:
         """st_mtime_ns of the sidecar just written: the up-to-date rule stats it later."""

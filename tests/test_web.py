@@ -503,7 +503,8 @@ def test_a_review_from_the_api_or_the_page_rewrites_the_sidecar_and_the_page(mad
         undo = client.post(f"/clips/{red}/reviews", data={
             "csrf": csrf, "label": "red", "verdict": "clear"}, headers={"Origin": LOCAL},
             follow_redirects=False)
-        assert undo.status_code == 303 and undo.headers["location"].endswith("#tags")
+        # back to the row reviewed (app.js gives it the focus again)
+        assert undo.status_code == 303 and undo.headers["location"].endswith("#tag-red")
         assert [t["label"] for t in sidecar(clip)["tags"]] == ["red"]
         bad = client.post(f"/api/clips/{red}/reviews", json={"reject": ["purple"]},
                           headers={"Origin": LOCAL, "X-CSRF-Token": csrf})

@@ -164,6 +164,12 @@ class Walk:
 
 # -- progress and summary ---------------------------------------------------------------------
 
+def _nearness(closest: tuple) -> float:
+    """How near a (label, score, threshold, ...) comes to its threshold, as a ratio."""
+    _, score, threshold = closest[:3]
+    return score / threshold if threshold > 0 else 1 + score - threshold
+
+
 class Reporter:
     """Per-clip lines and, on a terminal, a rich progress bar (clips, windows/s, ETA); it keeps
     counts, not results. total None: not known up front (a streamed walk), so the bar counts
@@ -179,6 +185,8 @@ class Reporter:
         self.counts: Counter[str] = Counter()
         self.started = time.monotonic()
         self.found = found  # () -> clips found so far, when total is None
+        self.untagged = 0  # clips tagged or re-tagged that got no tag
+        self.closest: tuple[str, float, float, object] | None = None  # the nearest of them
         self._lock = threading.Lock()  # up_to_date() comes from the engine's decode threads
 
     def __enter__(self) -> Reporter:
@@ -255,6 +263,8 @@ class Reporter:
         elif result.status in ("tagged", "reused"):
             tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
             log.info("%s %s: %s", result.status, show(result.path), tags)
+            if not result.tags:
+                self._note_untagged(result)
         elif result.reason == "up to date":
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s: %s", result.status, show(result.path), result.reason)
@@ -267,7 +277,33 @@ class Reporter:
             self._show_rate()
             self.progress.advance(self.task)
 
+    def _note_untagged(self, result) -> None:
+        closest = getattr(result, "closest", None)
+        with self._lock:
+            self.untagged += 1
+            if closest and (self.closest is None or _nearness(closest) > _nearness(self.closest)):
+                self.closest = (*closest, result.path)
+
+    def untagged_line(self) -> str | None:
+        """One line for the clips that got no tag: how close the best came, and the fix."""
+        from autotag.files import show
+
+        if not self.untagged:
+            return None
+        done = self.counts["tagged"] + self.counts["reused"]
+        line = f"{self.untagged} of {done} clips got no tag: no score reached its threshold"
+        if self.closest:
+            label, score, threshold, path = self.closest
+            ratio = f"{score / threshold:.1f}× its threshold, " if threshold > 0 else ""
+            line += (f" (the closest: {label} at {ratio}score {score:.2f} of {threshold:g}, "
+                     f"on {show(path)})")
+        return line + ("; if they should have tags, run 'autotag calibrate' (from a labelled "
+                       "folder or from your reviews) or lower tagging.min_score")
+
     def summary(self, skipped: str | None = None) -> None:
+        untagged = self.untagged_line()
+        if untagged:
+            log.warning("%s", untagged)
         seconds = time.monotonic() - self.started
         counts, windows = self.counts, self.window_count
         rate = windows / seconds if seconds > 0 else 0.0

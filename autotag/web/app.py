@@ -58,9 +58,9 @@ from autotag.search import best_segment, like_vector
 from autotag.store import FileRecord, Store
 from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt
-from autotag.web import metrics, params
+from autotag.web import library_view, metrics, params
 from autotag.web.jobs import Retagger, api_jobs
-from autotag.web.plot import Series, score_plot
+from autotag.web.plot import QUERY_COLOUR, Series, clock, score_plot, tag_colour
 from autotag.web.preview import (
     PREVIEW_MAX_SECONDS,
     Busy,
@@ -68,6 +68,7 @@ from autotag.web.preview import (
     PreviewError,
     playability,
 )
+from autotag.web.scores import against, nothing_reaches
 from autotag.web.security import COOKIE, CSRF_FIELD, BodyLimit, Security, held_back
 from autotag.web.serving import FdResponse
 
@@ -77,6 +78,7 @@ HERE = Path(__file__).parent
 DEFAULT_TOP = 24  # results on a page
 MAX_TOP = 500  # what one API call may ask for
 RECENT = 12  # clips on the status page and the empty search page
+PLOT_NARROW, PLOT_NARROW_HEIGHT = 380, 300  # px: the clip page's plot on a phone
 QUERY_CACHE = 256  # query vectors kept in memory
 THUMB_CACHE = 2048  # encoded thumbnails kept in memory
 THUMB_JPEG_QUALITY = 85
@@ -204,7 +206,8 @@ def _base(request: Request) -> str:
 
 
 def _hit_json(request: Request, lib: Library, record: FileRecord, score: float,
-              segment: dict | None, window: int, query: str = "") -> dict:
+              segment: dict | None, window: int, query: str = "",
+              threshold: float | None = None) -> dict:
     base = _base(request)
     params = {"window": window}
     page = {"q": query} if query else {}
@@ -216,7 +219,7 @@ def _hit_json(request: Request, lib: Library, record: FileRecord, score: float,
         "name": record.path.name,
         "folder": str(record.path.parent),
         "score": round(score, 4),
-        "threshold": lib.config.tagging.min_score,
+        "threshold": lib.config.tagging.min_score if threshold is None else threshold,
         "segment": segment,
         "thumbnail": f"{base}/api/clips/{record.id}/thumbnail?{urlencode(params)}",
         "url": f"{base}/clips/{record.id}" + (f"?{urlencode(page)}" if page else ""),
@@ -236,11 +239,12 @@ def _filter(request: Request, lib: Library) -> Filter:
     return Filter(folders, tags)
 
 
-def run_search(request: Request, lib: Library) -> tuple[list[dict], str | None]:
+def run_search(request: Request, lib: Library,
+               top: int | None = None) -> tuple[list[dict], str | None]:
     """The hits for the request's q (and filters) as JSON dicts, and a message when there are
-    none to show for a reason the user can act on."""
+    none to show for a reason the user can act on. top: how many (default ?top=)."""
     query = request.query_params.get("q", "").strip()[:MAX_QUERY]
-    where, top = _filter(request, lib), _top(request)
+    where, top = _filter(request, lib), top or _top(request)
     like = _like(request, lib)
     if not query and like is None:
         if where.tags:  # a tag's clips, best first
@@ -284,8 +288,8 @@ def _tag_hits(request: Request, lib: Library, where: Filter, top: int) -> list[d
     label = where.tags[0]
     vector = lib.vocabulary.vectors[lib.vocabulary.labels.index(label)]
     hits, _stale = lib.index.search(vector, top, where, lib.threshold(label))
-    return [_hit_json(request, lib, h.record, h.score, h.segment.to_json(), h.best_window)
-            for h in hits]
+    return [_hit_json(request, lib, h.record, h.score, h.segment.to_json(), h.best_window,
+                      threshold=lib.threshold(label)) for h in hits]
 
 
 def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
@@ -303,7 +307,8 @@ def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
     given_labels = {t.label for t in given}
     series = [Series(t.label, scores[:, labels.index(t.label)], lib.threshold(t.label),
                      [(s.start, s.end) for s in t.segments] if t.label in given_labels else (),
-                     t.label in given_labels) for t in ranking]
+                     t.label in given_labels, tag_colour(labels.index(t.label)))
+              for t in ranking]
     query = request.query_params.get("q", "").strip()[:MAX_QUERY]
     match = None
     if query:
@@ -316,7 +321,7 @@ def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
                      "segment": span.to_json(), "threshold": threshold}
             series.insert(0, Series(f"“{query}”", column, threshold,
                                     [(s.start, s.end) for s in spans if s.score >= threshold],
-                                    True))
+                                    True, QUERY_COLOUR))
     start = _start(request, match, given)
     base = _base(request)
     detail = {
@@ -336,8 +341,16 @@ def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
         "outputs": _outputs(lib, record.path),
     }
     detail.update(_playback(lib, record, base, start, clip.duration))
-    detail["plot"] = score_plot([(w.start, w.end) for w in clip.windows], series, clip.duration,
-                                highlight=series[0].label if match else None)
+    windows = [(w.start, w.end) for w in clip.windows]
+    highlight = series[0].label if match else None
+    detail["plot"] = score_plot(windows, series, clip.duration, highlight=highlight)
+    # a phone's plot: drawn at its own size, so its text is not shrunk to half (app.css
+    # shows one of the two by the screen's width)
+    detail["plot_narrow"] = score_plot(windows, series, clip.duration, width=PLOT_NARROW,
+                                       height=PLOT_NARROW_HEIGHT, highlight=highlight)
+    detail["nothing"] = None if given or not ranking else nothing_reaches(
+        ranking[0].label, against(ranking[0].score, lib.threshold(ranking[0].label)),
+        "in this clip")
     return detail
 
 
@@ -438,7 +451,8 @@ def api_search(request: Request) -> Response:
 
 def api_clip(request: Request) -> Response:
     detail = clip_detail(request, _lib(request), request.path_params["id"])
-    detail.pop("plot")
+    for key in ("plot", "plot_narrow", "nothing"):
+        detail.pop(key)
     return JSONResponse(detail)
 
 
@@ -512,7 +526,8 @@ async def api_review(request: Request) -> Response:
     lib, file_id = _lib(request), request.path_params["id"]
     await run_in_threadpool(apply_review, lib, file_id, verdicts)
     detail = await run_in_threadpool(clip_detail, request, lib, file_id)
-    detail.pop("plot")
+    for key in ("plot", "plot_narrow", "nothing"):
+        detail.pop(key)
     return JSONResponse(detail)
 
 
@@ -527,7 +542,8 @@ async def page_review(request: Request) -> Response:
     await run_in_threadpool(apply_review, _lib(request), file_id, verdicts)
     back = {k: form[k] for k in ("q", "t") if form.get(k)}
     return RedirectResponse(f"{_base(request)}/clips/{file_id}"
-                            + (f"?{urlencode(back)}" if back else "") + "#tags", 303)
+                            + (f"?{urlencode(back)}" if back else "")
+                            + f"#tag-{quote(label, safe='')}", 303)  # app.js focuses its row
 
 
 def _proposal(lib: Library):
@@ -593,8 +609,11 @@ async def teach_tag(request: Request) -> Response:
     lib = _lib(request)
     label = params.plain_name((form.get("label") or [""])[0])
     ids = sorted({params.clip_id(v) for v in form.get("clip", [])})
-    if not ids:
-        raise HTTPException(400, "select the clips that show it first")
+    if not ids:  # back to the page it came from, the label kept in its box
+        back = _safe_next((form.get("back") or ["/"])[0])
+        joiner = "&" if "?" in back else "?"
+        return RedirectResponse(f"{_base(request)}{back}{joiner}"
+                                + urlencode({"label": label, "teach": "select"}) + "#teach", 303)
     examples = [lib.clip(i).path for i in ids]
     if lib.config.source is None:
         raise HTTPException(409, "autotag runs on its defaults, with no config file to write")
@@ -684,15 +703,25 @@ def _render(request: Request, name: str, context: dict, status_code: int = 200) 
     base = {"base": _base(request), "csrf": security.csrf_token(request.scope),
             "csrf_field": CSRF_FIELD, "token_required": security.token is not None,
             "authenticated": request.scope["state"].get("authenticated", False),
-            "labels": lib.vocabulary.labels, "page": name}
+            "labels": lib.vocabulary.labels, "page": name,
+            "tag_class": {label: f"c{i % 10}" for i, label in enumerate(lib.vocabulary.labels)}}
     return request.app.state.templates.TemplateResponse(
         request, name, {**base, **context}, status_code=status_code)
 
 
 def page_search(request: Request) -> Response:
     lib = _lib(request)
-    hits, message = run_search(request, lib)
+    per, page = _top(request), _page_number(request)
+    hits, message = run_search(request, lib, top=min(page * per + 1, MAX_TOP))
+    more = len(hits) > page * per
+    hits = hits[(page - 1) * per:page * per]
+    ends = _matches_end(hits)
     query = request.query_params.get("q", "").strip()[:MAX_QUERY]
+    if hits and ends == 0 and page == 1 and not message:
+        best = hits[0]
+        message = nothing_reaches(best["name"], against(
+            (best["segment"] or {}).get("score", best["score"]), best["threshold"]),
+            "among these clips")
     like = request.query_params.get("like")
     like_name = None
     if like:
@@ -700,13 +729,49 @@ def page_search(request: Request) -> Response:
         like_name = found.path.name if found else None
     recent = [] if query or like or request.query_params.get("tag") else [
         _hit_json(request, lib, r, 0.0, None, 0) for r in lib.index.recent(RECENT)]
+    chips = lib.index.labels_of([h["id"] for h in hits + recent])  # tags on the cards
     return _render(request, "search.html", {
         "query": query, "hits": hits, "message": message, "recent": recent,
         "like": like_name, "like_at": request.query_params.get("at"),
         "tags": request.query_params.getlist("tag"),
         "folders": request.query_params.getlist("folder"),
         "folder_choices": lib.index.folders(), "threshold": lib.config.tagging.min_score,
-        "indexed": len(lib.index)})
+        "indexed": len(lib.index), "ends": ends, "page_number": page, "chips": chips,
+        "previous": _page_url(request, page - 1) if page > 1 else None,
+        "next": _page_url(request, page + 1) if more and page * per < MAX_TOP else None,
+        "back": _here(request, "/", drop=("label", "teach")),
+        "teach_label": request.query_params.get("label", "")[:60],
+        "teach_error": request.query_params.get("teach") == "select"})
+
+
+def _page_number(request: Request) -> int:
+    try:
+        return min(max(int(request.query_params.get("page", "1")), 1), MAX_TOP)
+    except ValueError:
+        raise HTTPException(400, "page must be a whole number") from None
+
+
+def _page_url(request: Request, page: int, route: str = "/") -> str:
+    """The URL of `route` with this request's parameters (every filter kept) at another page."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "page"]
+    return f"{_base(request)}{route}?" + urlencode(
+        params + ([("page", str(page))] if page > 1 else []))
+
+
+def _here(request: Request, route: str, drop: tuple[str, ...] = ()) -> str:
+    """This page as a path of the app (no prefix) with its parameters, less `drop`."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
+    return route + (f"?{urlencode(params)}" if params else "")
+
+
+def _matches_end(hits: list[dict]) -> int | None:
+    """Where matches end in a ranked list: the index from which no hit reaches its threshold
+    anywhere (its best segment under it), None when the last one still does."""
+    for i in range(len(hits), 0, -1):
+        segment = hits[i - 1]["segment"]
+        if segment is None or segment["score"] >= hits[i - 1]["threshold"]:
+            return i if i < len(hits) else None
+    return 0
 
 
 def page_clip(request: Request) -> Response:
@@ -823,6 +888,8 @@ def create_app(library: Library, token: str | None = None,
         Route("/api/status", api_status),
         Route("/api/jobs", api_jobs),
         Route("/api/session", api_session),
+        *library_view.routes(library_view.Pages(_render, _form_lists, apply_review,
+                                                 _safe_next)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     inner = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
@@ -853,13 +920,15 @@ def _templates() -> Jinja2Templates:
     templates.env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
     templates.env.filters["size"] = _size
     templates.env.filters["urlq"] = lambda s: quote(str(s), safe="")
+    templates.env.filters["clock"] = clock
+    templates.env.filters["day"] = lambda t: time.strftime("%Y-%m-%d", time.localtime(t))
+    templates.env.globals["against"] = against
     return templates
 
 
 def _seconds(value: float) -> str:
-    value = float(value)
-    minutes, seconds = divmod(value, 60)
-    return f"{int(minutes)}:{seconds:04.1f}" if minutes else f"{seconds:.1f} s"
+    """A time on a page: m:ss, the plot's format (tenths where whole seconds would not do)."""
+    return clock(value, tenths=float(value) < 10)
 
 
 def _size(value: float) -> str:

@@ -1,5 +1,6 @@
 """Windows × each tag's window scores → scales (seconds → x, raw score → y) → inline SVG: segment
-bands, threshold lines, one line per tag, axes, legend.
+bands (labelled, in lanes of their own), threshold lines, one line per tag (broken at a gap in the
+windows), axes in m:ss, legend.
 
 The clip page's plot of when each tag scores high. The page's Content-Security-Policy allows no
 inline style and no script, so the SVG carries presentation attributes (fill, stroke, opacity…)
@@ -19,16 +20,21 @@ import numpy as np
 
 SVG_NS = "http://www.w3.org/2000/svg"
 # Okabe and Ito's colour-blind-safe colours (yellow left out: unreadable on white), then Paul
-# Tol's; series take them in order, the 11th the first again.
+# Tol's. A tag's colour is its place in the vocabulary (tag_colour): the same on every page, in
+# the plot's lines and legend and in the pages' chips (app.css --t0..--t9 hold the same list).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#882255",
            "#117733", "#999933", "#44AA99")
+QUERY_COLOUR = "#F0E442"  # Okabe and Ito's yellow: the query's line, on the page's dark plot
 FONT_SIZE = 11  # px
 CHAR_WIDTH = 6.4  # px: an average sans-serif glyph at FONT_SIZE, to lay the legend out
 MARGIN_LEFT = 48  # px: the score tick labels
 MARGIN_RIGHT = 14  # px
 MARGIN_TOP = 12  # px
 AXIS_HEIGHT = 26  # px under the plot (and its lanes): time ticks and their labels
-LANE_HEIGHT, LANE_GAP = 5, 2  # px: a strong series' segments as a bar of its own under the plot
+LANE_HEIGHT, LANE_GAP = 7, 3  # px: a strong series' segments as a bar of its own under the plot
+LANE_FONT = 9  # px: the lane's label, in the left margin
+LANE_CHARS = 8  # a longer lane label is cut with "…" (its <title> has it whole)
+GAP_FACTOR = 2.5  # windows further apart than this × their usual spacing: a gap, not joined
 LEGEND_ROW = 18  # px per row of the legend, under the axis
 LEGEND_SWATCH = 16  # px: the line in front of a legend label
 LEGEND_GAP = 18  # px between legend items
@@ -56,6 +62,7 @@ class Series:
     threshold: float  # the tag's threshold (raw score)
     segments: Sequence[tuple[float, float]] = ()  # (start, end) seconds where it is given / matches
     given: bool = False  # the clip has this tag: drawn strongly, the others faint
+    colour: str | None = None  # its colour (tag_colour); None: the palette in series order
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def score_plot(windows: Sequence[tuple[float, float]], series: Sequence[Series],
             raise ValueError(f"{len(s.scores)} scores for {len(windows)} windows "
                              f"in the series {s.label!r}")
     duration = max(duration, max(end for _, end in windows), 1e-6)
-    colours = {id(s): PALETTE[i % len(PALETTE)] for i, s in enumerate(series)}
+    colours = {id(s): s.colour or PALETTE[i % len(PALETTE)] for i, s in enumerate(series)}
     strong = {id(s) for s in series if s.given or (highlight is not None and s.label == highlight)}
     legend = _legend_rows(series, width)
     lanes = [s for s in series if id(s) in strong and len(s.segments)]
@@ -99,14 +106,16 @@ def score_plot(windows: Sequence[tuple[float, float]], series: Sequence[Series],
     scale = _scale(series, duration, width,
                    height - under - AXIS_HEIGHT - LEGEND_ROW * len(legend), under)
     mids = [(start + end) / 2 for start, end in windows]
+    breaks = _gaps(mids)
     parts = [_open(width, height, series, highlight),
              _frame(scale),
              *_time_axis(scale), *_score_axis(scale),
              *(_segments(s, i, scale, colours[id(s)]) for i, s in enumerate(lanes)),
              *_thresholds(series, scale, colours),
-             *(_line(s, mids, scale, colours[id(s)], _classes(s, highlight), id(s) in strong,
-                     _opacity(s, strong))
-               for s in sorted(series, key=lambda s: id(s) in strong)),  # strong ones on top
+             *(_line(s, mids, breaks, scale, colours[id(s)], _classes(s, highlight),
+                     id(s) in strong, _opacity(s, strong))
+               # strong ones over faint ones, and the highlighted one (the query) over all
+               for s in sorted(series, key=lambda s: (id(s) in strong, s.label == highlight))),
              *_legend(legend, scale, colours, strong, highlight),
              "</svg>"]
     return "\n".join(parts)
@@ -180,7 +189,7 @@ def _time_axis(scale: _Scale) -> list[str]:
         parts.append(f'<line class="tick" x1="{x}" x2="{x}" y1="{_n(bottom)}" '
                      f'y2="{_n(bottom + 4)}" stroke="currentColor" stroke-opacity="0.5"/>')
         parts.append(f'<text class="tick-label" x="{x}" y="{_n(bottom + 4 + FONT_SIZE)}" '
-                     f'text-anchor="middle">{_clock(t, step)}</text>')
+                     f'text-anchor="middle">{clock(t, tenths=step < 1)}</text>')
     parts.append("</g>")
     return parts
 
@@ -207,13 +216,17 @@ def _segments(s: Series, lane: int, scale: _Scale, colour: str) -> str:
     """Where a strong series is given (or matches): faint bands the plot's height, behind the
     lines, and a solid bar in its own lane under the plot, so overlapping ones stay apart."""
     lane_y = scale.top + scale.height + LANE_GAP + lane * (LANE_HEIGHT + LANE_GAP)
-    parts = [f'<g class="segments" data-lane="{lane}">']
+    parts = [f'<g class="segments" data-lane="{lane}">',
+             (f'<text class="lane-label" x="{_n(scale.left - 4)}" '
+              f'y="{_n(lane_y + LANE_HEIGHT / 2 + LANE_FONT / 3)}" text-anchor="end" '
+              f'font-size="{LANE_FONT}" fill="{colour}"><title>{_text(s.label)}</title>'
+              f"{_text(_cut(s.label, LANE_CHARS))}</text>")]
     for start, end in s.segments:
         start, end = max(0.0, float(start)), min(scale.duration, float(end))
         if end <= start:
             continue
         x, w = _n(scale.x(start)), _n(scale.x(end) - scale.x(start))
-        title = f"<title>{_text(s.label)}: {_clock(start, 0.1)}–{_clock(end, 0.1)}</title>"
+        title = f"<title>{_text(s.label)}: {clock(start)}–{clock(end)}</title>"
         parts.append(f'<rect class="segment band" x="{x}" y="{_n(scale.top)}" width="{w}" '
                      f'height="{_n(scale.height)}" fill="{colour}" opacity="{SEGMENT_OPACITY}">'
                      f"{title}</rect>")
@@ -250,21 +263,47 @@ def _thresholds(series: Sequence[Series], scale: _Scale, colours: dict[int, str]
     return parts
 
 
-def _line(s: Series, mids: list[float], scale: _Scale, colour: str, classes: str,
-          strong: bool, opacity: float) -> str:
-    """The series' polyline (a dot for a single window), with a dot per window when strong."""
-    points = [(scale.x(t), scale.y(float(v))) for t, v in zip(mids, np.asarray(s.scores))
-              if math.isfinite(v)]
+def _gaps(mids: list[float]) -> set[int]:
+    """Indexes i where the line from window i-1 to window i would cross a gap: windows
+    further apart than GAP_FACTOR × their median spacing (a stretch the clip's sampling
+    skipped, a part that did not decode). Evenly spread windows have none."""
+    steps = np.diff(np.asarray(mids, np.float64))
+    if len(steps) < 2:
+        return set()
+    usual = float(np.median(steps))
+    return {i + 1 for i, step in enumerate(steps) if usual > 0 and step > GAP_FACTOR * usual}
+
+
+def _runs(s: Series, mids: list[float], breaks: set[int], scale: _Scale
+          ) -> list[list[tuple[float, float]]]:
+    """The series' points in runs joined by a line: a gap or a missing score ends a run."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for i, (t, v) in enumerate(zip(mids, np.asarray(s.scores))):
+        if (i in breaks or not math.isfinite(v)) and runs[-1]:
+            runs.append([])
+        if math.isfinite(v):
+            runs[-1].append((scale.x(t), scale.y(float(v))))
+    return [r for r in runs if r]
+
+
+def _line(s: Series, mids: list[float], breaks: set[int], scale: _Scale, colour: str,
+          classes: str, strong: bool, opacity: float) -> str:
+    """The series' polylines, one a run of joined windows (a dot for a lone window), with a
+    dot per window when strong."""
+    runs = _runs(s, mids, breaks, scale)
     width = STROKE_STRONG if strong else STROKE_FAINT
     parts = [f'<g class="{classes}" opacity="{opacity:g}"><title>{_text(s.label)}</title>']
-    if len(points) > 1:
-        parts.append(f'<polyline points="{" ".join(f"{_n(x)},{_n(y)}" for x, y in points)}" '
-                     f'fill="none" stroke="{colour}" stroke-width="{width}" '
-                     'stroke-linejoin="round" stroke-linecap="round"/>')
+    for points in runs:
+        if len(points) > 1:
+            parts.append(f'<polyline points="{" ".join(f"{_n(x)},{_n(y)}" for x, y in points)}"'
+                         f' fill="none" stroke="{colour}" stroke-width="{width}" '
+                         'stroke-linejoin="round" stroke-linecap="round"/>')
+    points = [p for run in runs for p in run]
     radius = DOT_RADIUS if len(points) == 1 else POINT_RADIUS
-    if len(points) == 1 or strong:
+    if strong or any(len(run) == 1 for run in runs):
         parts += [f'<circle class="point" cx="{_n(x)}" cy="{_n(y)}" r="{radius:g}" '
-                  f'fill="{colour}"/>' for x, y in points]
+                  f'fill="{colour}"/>' for run in runs for x, y in run
+                  if strong or len(run) == 1]
     parts.append("</g>")
     return "\n".join(parts)
 
@@ -281,8 +320,12 @@ def _opacity(s: Series, strong: set[int]) -> float:
 # -- legend ------------------------------------------------------------------------------------
 
 
+def _cut(label: str, chars: int) -> str:
+    return label if len(label) <= chars else label[:chars - 1] + "…"
+
+
 def _short(label: str) -> str:
-    return label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
+    return _cut(label, LABEL_CHARS)
 
 
 def _item_width(s: Series) -> float:
@@ -352,11 +395,22 @@ def _number(value: float, step: float) -> str:
     return text[1:] if re.fullmatch(r"-0(\.0*)?", text) else text
 
 
-def _clock(seconds: float, step: float) -> str:
-    """0 s, 2.5 s, 45 s; 1:30 from a minute on (m:ss, then h:mm:ss)."""
-    if seconds < 60:
-        decimals = 1 if step < 1 and round(seconds, 1) != round(seconds) else 0
-        return f"{seconds:.{decimals}f} s"
-    whole = round(seconds)
+def clock(seconds: float, tenths: bool = False) -> str:
+    """The one time format of every page and the plot: m:ss (0:05, 1:30), h:mm:ss from an
+    hour on; with tenths (0:02.5) where whole seconds would not tell times apart."""
+    seconds = max(0.0, float(seconds))
+    if tenths and round(seconds, 1) != round(seconds):
+        tenth = round(seconds * 10)
+        whole, fraction = divmod(tenth, 10)
+        return f"{_hms(whole)}.{fraction}"
+    return _hms(round(seconds))
+
+
+def _hms(whole: int) -> str:
     h, m, s = whole // 3600, whole // 60 % 60, whole % 60
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def tag_colour(index: int) -> str:
+    """The colour of the vocabulary's index-th tag (chips use class c{index % 10})."""
+    return PALETTE[index % len(PALETTE)]
