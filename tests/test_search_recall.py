@@ -59,7 +59,9 @@ def test_a_text_query_ranks_apart_from_the_clips_on_the_right_side():
     text = data.queries("text", "clustered", vectors, 5)
     clips = data.queries("clip", "clustered", vectors, 5)
     centre = vectors.mean(axis=0)
-    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    def cos(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
     assert max(cos(q, centre) for q in text) < 0.5 < min(cos(q, centre) for q in clips)
     quantiser = Quantiser.fit(vectors)
     codes = quantiser.codes(vectors)

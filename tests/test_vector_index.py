@@ -86,6 +86,22 @@ def test_scores_are_exact_and_recall_at_10_reaches_the_target(library):
     assert np.mean(recalls) >= 0.98
 
 
+def test_recall_at_10_for_text_like_queries_across_the_modality_gap(library):
+    """Queries carrying an offset no clip has (a text embedding's side of the modality gap),
+    whole or short (half an activity + the offset), through the store-backed index."""
+    store, _, rng = library
+    index = VectorIndex.open(store, MODEL)
+    gap = (1.5 * np.random.default_rng(9).normal(size=DIM)).astype(np.float32)
+    recalls = []
+    for _ in range(20):
+        centre = rng.centres[rng.rng.integers(0, len(rng.centres))]
+        for query in (centre + gap + 0.3 * rng.rng.normal(size=DIM), 0.5 * centre + gap):
+            query = query.astype(np.float32)
+            got = {r.path for r, _ in index.ranked(query, 10)}
+            recalls.append(len(got & set(exact_top(store, query, 10))) / 10)
+    assert np.mean(recalls) >= 0.98
+
+
 def test_the_index_is_saved_beside_the_store_and_opened_without_a_rebuild(library, monkeypatch):
     store, _, rng = library
     VectorIndex.open(store, MODEL)
