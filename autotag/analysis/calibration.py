@@ -38,8 +38,9 @@ import numpy as np
 from autotag.analysis.labelled import Labelled
 from autotag.analysis.metrics import clip_scores, precision_recall_curve
 from autotag.config import Config, TaggingConfig
-from autotag.scoring import (  # the rule of the given tags is scoring's; re-exported here
+from autotag.scoring import (  # noqa: F401 - the given tags' rule is scoring's; re-exported
     CONFIRMED,
+    REJECTED,
     given_reviewed,
     review_matrix,
 )
