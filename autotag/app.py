@@ -19,9 +19,9 @@ from autotag.engine import Engine, RetryFailed
 from autotag.model import Embedder, LazyEmbedder, load_configured
 from autotag.outputs import build_outputs
 from autotag.passes import UpToDate, may_retry
+from autotag.search.vectors import keep_current
 from autotag.store import Store
 from autotag.tagging import ClipResult, Tagger
-from autotag.vector_index import keep_current
 from autotag.vocabulary import Vocabulary, build_vocabulary, example_embeddings
 
 log = logging.getLogger(__name__)

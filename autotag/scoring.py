@@ -86,3 +86,43 @@ def segments(column: np.ndarray, windows: Sequence[Window], threshold: float
                                  float(column[start:i].max())))
             start = None
     return tuple(spans)
+
+
+# -- the library's given tags, vectorised: the web app's counts, calibration's proposals --------
+
+CONFIRMED, REJECTED = 1, -1  # a review matrix's entries (0: not reviewed)
+
+
+def given_tags(scores: np.ndarray, labels: Sequence[str], tagging: TaggingConfig) -> np.ndarray:
+    """bool [n_clips, n_tags]: the tags tagging gives. The rule of tag_scores, vectorised: in
+    score order, the first top_k tags that reach their threshold (a test checks they agree)."""
+    thresholds = np.array([tagging.thresholds.get(label, tagging.min_score) for label in labels],
+                          np.float64)
+    order = np.argsort(-scores, axis=1, kind="stable")  # ties keep vocabulary order
+    passing = np.take_along_axis(scores >= thresholds, order, axis=1)
+    chosen = passing & (np.cumsum(passing, axis=1) <= tagging.top_k)
+    given = np.zeros_like(passing)
+    np.put_along_axis(given, order, chosen, axis=1)
+    return given
+
+
+def review_matrix(shas: Sequence[str | None], reviews: dict[str, dict[str, str]],
+                  labels: Sequence[str]) -> np.ndarray:
+    """Each clip's content hash + the store's reviews (sha256 → {label: verdict}) → int8
+    [n_clips, n_tags]: CONFIRMED, REJECTED, or 0 (not reviewed). Labels not in the
+    vocabulary are left out."""
+    column = {label: k for k, label in enumerate(labels)}
+    verdicts = np.zeros((len(shas), len(labels)), np.int8)
+    for i, sha in enumerate(shas):
+        for label, verdict in reviews.get(sha, {}).items() if sha else ():
+            if label in column:
+                verdicts[i, column[label]] = CONFIRMED if verdict == "confirmed" else REJECTED
+    return verdicts
+
+
+def given_reviewed(scores: np.ndarray, verdicts: np.ndarray, labels: Sequence[str],
+                   tagging: TaggingConfig) -> np.ndarray:
+    """bool [n_clips, n_tags]: the tags tagging gives, from clip scores [n_clips, n_tags]
+    (given_tags: reaches its threshold, within top_k), then reviews [n_clips, n_tags] win
+    (as `reviewed` does for one clip)."""
+    return np.where(verdicts != 0, verdicts == CONFIRMED, given_tags(scores, labels, tagging))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autotag.index import Snapshot
+from autotag.search.live import Snapshot
 from autotag.store import FileRecord
 from autotag.web.library_view import Columns, View, choose
 

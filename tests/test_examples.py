@@ -12,7 +12,7 @@ import pytest
 from autotag import cli
 from autotag.app import open_app
 from autotag.config import ConfigError, VocabEntry, load_config, parse_config
-from autotag.index import Filter, LiveIndex
+from autotag.search.live import Filter, LiveIndex
 from autotag.vocabulary import (
     MATCH_SCORE,
     Example,

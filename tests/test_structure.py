@@ -90,3 +90,12 @@ def test_the_library_never_prints():
                      and node.func.id == "print"]
     assert not printing, "print( outside autotag/cli/ (log instead; commands print): " + \
         ", ".join(printing)
+
+
+def test_the_search_room_imports_nothing_from_analysis():
+    """search/ ranks and keeps its index; the tagging rules it needs are scoring.py's (analysis
+    decodes and scores, so it sits above search, not below it)."""
+    graph = import_graph()
+    room = {name: deps for name, deps in graph.items() if name.startswith("autotag.search")}
+    assert {"autotag.search", "autotag.search.vectors", "autotag.search.live"} <= set(room)
+    assert not {d for deps in room.values() for d in deps if d.startswith("autotag.analysis")}

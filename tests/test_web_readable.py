@@ -13,7 +13,7 @@ import pytest
 
 from autotag.cli.common import Reporter
 from autotag.clip import Embedded, SourceInfo, Tag, Tagged, Window
-from autotag.index import Snapshot
+from autotag.search.live import Snapshot
 from autotag.outputs import preview
 from autotag.store import FileRecord
 from autotag.tagging import ClipResult

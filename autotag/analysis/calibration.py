@@ -29,15 +29,21 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autotag.analysis.labelled import Labelled
-from autotag.analysis.metrics import clip_scores, given_tags, precision_recall_curve
+from autotag.analysis.metrics import clip_scores, precision_recall_curve
 from autotag.config import Config, TaggingConfig
+from autotag.scoring import (  # noqa: F401 - the given tags' rule is scoring's; re-exported
+    CONFIRMED,
+    REJECTED,
+    given_reviewed,
+    review_matrix,
+)
 
 if TYPE_CHECKING:
     from autotag.store import Store
@@ -49,7 +55,6 @@ DEFAULT_PRECISION = 0.9  # target precision of each tag's threshold
 # clips of each kind a tag needs before its threshold is fitted: confirmed and rejected ones
 # (from reviews), or clips of the tag's folder and of the other folders (a labelled folder)
 MIN_REVIEWS = 5
-CONFIRMED, REJECTED = 1, -1  # a review matrix's entries (0: not reviewed)
 T_MIN, T_MAX = 0.01, 100.0  # the temperature search's range
 T_GRID = 81  # log-spaced grid points before refinement
 GOLDEN_STEPS = 60
@@ -325,28 +330,6 @@ class Proposal:
         return {"target_precision": self.target, "clips": self.clips,
                 "reviewed": self.reviewed, "thresholds": self.merged,
                 "per_tag": [t.to_json() for t in self.tags]}
-
-
-def review_matrix(shas: Sequence[str | None], reviews: Mapping[str, Mapping[str, str]],
-                  labels: Sequence[str]) -> np.ndarray:
-    """Each clip's content hash + the store's reviews (sha256 → {label: verdict}) → int8
-    [n_clips, n_tags]: CONFIRMED, REJECTED, or 0 (not reviewed). Labels not in the
-    vocabulary are left out."""
-    column = {label: k for k, label in enumerate(labels)}
-    verdicts = np.zeros((len(shas), len(labels)), np.int8)
-    for i, sha in enumerate(shas):
-        for label, verdict in reviews.get(sha, {}).items() if sha else ():
-            if label in column:
-                verdicts[i, column[label]] = CONFIRMED if verdict == "confirmed" else REJECTED
-    return verdicts
-
-
-def given_reviewed(scores: np.ndarray, verdicts: np.ndarray, labels: Sequence[str],
-                   tagging: TaggingConfig) -> np.ndarray:
-    """bool [n_clips, n_tags]: the tags tagging gives, from clip scores [n_clips, n_tags]
-    (metrics.given_tags: reaches its threshold, within top_k), then reviews [n_clips, n_tags]
-    win (scoring.reviewed)."""
-    return np.where(verdicts != 0, verdicts == CONFIRMED, given_tags(scores, labels, tagging))
 
 
 def library_changes(scores: np.ndarray, verdicts: np.ndarray, labels: Sequence[str],

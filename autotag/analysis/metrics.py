@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autotag.config import TaggingConfig
-from autotag.scoring import window_scores
+from autotag.scoring import given_tags, window_scores  # noqa: F401 - given_tags: scoring's rule
 
 
 def clip_scores(embeddings: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -55,19 +54,6 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     _, precision, recall = precision_recall_curve(scores, positive)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def given_tags(scores: np.ndarray, labels: Sequence[str], tagging: TaggingConfig) -> np.ndarray:
-    """bool [n_clips, n_tags]: the tags tagging gives. The rule of scoring.tag_scores, vectorised:
-    in score order, the first top_k tags that reach their threshold (a test checks they agree)."""
-    thresholds = np.array([tagging.thresholds.get(label, tagging.min_score) for label in labels],
-                          np.float64)
-    order = ranking(scores)
-    passing = np.take_along_axis(scores >= thresholds, order, axis=1)
-    chosen = passing & (np.cumsum(passing, axis=1) <= tagging.top_k)
-    given = np.zeros_like(passing)
-    np.put_along_axis(given, order, chosen, axis=1)
-    return given
 
 
 @dataclass(frozen=True)

@@ -96,15 +96,15 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 def _index(store, model: str, under: list[Path]):
     """What the query ranks: under folders, their clips' embeddings read from the store (exact);
-    else the on-disk vector index (search.py, vector_index.py), built here if it is missing or
-    unsound, with progress: its first build at a million clips takes minutes."""
+    else the search index (search.vectors.open_index, the one the web app ranks through too),
+    built here if it is missing or unsound, with progress."""
     from autotag.search import Index
-    from autotag.vector_index import VectorIndex
+    from autotag.search.vectors import open_index
 
     if under:
         return Index.load(store, model, under)
     with _progress("building the search index") as progress:
-        return VectorIndex.open(store, model, progress=progress)
+        return open_index(store, model, progress=progress)
 
 
 @contextlib.contextmanager

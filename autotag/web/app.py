@@ -45,7 +45,6 @@ from starlette.templating import Jinja2Templates
 from autotag.clip import SourceInfo
 from autotag.config import Config
 from autotag.files import Edge
-from autotag.index import Filter, LiveIndex
 from autotag.model import Embedder
 from autotag.opener import FdFile, NotServable, Source
 from autotag.outputs.nfo import nfo_path
@@ -55,6 +54,7 @@ from autotag.outputs.xmp import xmp_path
 from autotag.reviews import ReviewError, Verdicts, review
 from autotag.scoring import segments, window_scores
 from autotag.search import best_segment, like_vector
+from autotag.search.live import Filter, LiveIndex
 from autotag.store import FileRecord, Store
 from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from autotag.index import Snapshot
+from autotag.search.live import Snapshot
 from autotag.reviews import Verdicts
 from autotag.web.scores import against
 

@@ -1,15 +1,15 @@
-"""Clustered synthetic clip embeddings (benchmarks.scale.index's) → each candidate vector index,
-in memory → build time, query p50/p95 and recall@10 after the exact re-rank → a table.
+"""A library kind (benchmarks.scale.data) → each candidate search index, in memory → build time,
+bytes, query p50/p95 and recall@10 against exact search for text, short text and clip queries,
+after the exact re-rank → a table (docs/design/search.md has the one that chose).
 
-How the search index was chosen (docs/design/search-at-scale.md). Not part of `python -m
-benchmarks.scale`: it needs what autotag does not install,
+    python -m benchmarks.scale.candidates --clips 100000                 # recall and timing
+    python -m benchmarks.scale.candidates --clips 1000000 --library clustered
+    python -m benchmarks.scale.candidates --clips 100000 --no-timing     # recall only
 
-    .venv/bin/pip install faiss-cpu sqlite-vec apsw
-    python -m benchmarks.scale.candidates --clips 200000
-
-(apsw: Python's own sqlite3 module here is built without extension loading, which sqlite-vec
-needs). Every candidate answers RERANK candidates, re-ranked by the exact inner product as the
-product does; one thread per query, all cores to build.
+Every candidate returns its candidates, re-ranked by the exact inner product as the product
+does. Timing uses every core for a query when the candidate can (usearch's exact scan), one
+thread otherwise; build on every core. FAISS's IVF and numkong's int8 kernel are measured when
+they are installed (`pip install faiss-cpu numkong`; autotag needs neither).
 """
 
 from __future__ import annotations
@@ -18,143 +18,170 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.scale import index as index_module
-from benchmarks.scale.index import centres, clip_vectors, query_vectors
+from benchmarks.scale import data
 
-RERANK = 100  # vector_index.RERANK
 TOP = 10
 THREADS = len(os.sched_getaffinity(0))
 
 
-def measure_one(name: str, build, search, data: np.ndarray, queries: np.ndarray,
-                exact: np.ndarray) -> dict:
+def measure_one(name: str, build, search, vectors: np.ndarray, sets: dict, timing: bool
+                ) -> dict:
     started = time.perf_counter()
-    handle = build(data)
+    handle, size = build(vectors)
     built = time.perf_counter() - started
-    times, recalls = [], []
-    for q, truth in zip(queries, exact, strict=True):
-        t = time.perf_counter()
-        ids = np.asarray(search(handle, q), np.int64)
-        ids = ids[ids >= 0]
-        top = ids[np.argsort(-(data[ids] @ q))[:TOP]]
-        times.append(time.perf_counter() - t)
-        recalls.append(len(set(top.tolist()) & set(truth.tolist())) / TOP)
-    ms = np.array(times) * 1000
-    out = {"name": name, "build_s": built, "p50_ms": float(np.percentile(ms, 50)),
-           "p95_ms": float(np.percentile(ms, 95)), "recall@10": float(np.mean(recalls))}
+    out = {"name": name, "build_s": built, "bytes": size}
+    times = []
+    for kind, (queries, exact) in sets.items():
+        found = []
+        for q in queries:
+            t = time.perf_counter()
+            rows = np.asarray(search(handle, q), np.int64)
+            rows = rows[rows >= 0]
+            found.append(rows[np.argsort(-(vectors[rows] @ q), kind="stable")][:TOP])
+            times.append(time.perf_counter() - t)
+        out[f"recall_{kind}"] = data.recall(found, exact)
+    if timing:
+        ms = np.array(times) * 1000
+        out.update(p50_ms=float(np.percentile(ms, 50)), p95_ms=float(np.percentile(ms, 95)))
     print(json.dumps(out), flush=True)
     return out
 
 
-def usearch_candidate(dtype: str, expansion_add: int):
-    def build(data):
-        from usearch.index import Index
+def int8_scan(candidates: int):
+    """The chosen index (autotag.search.vectors): centred int8 codes, usearch's exact scan."""
+    def build(vectors):
+        from autotag.search.vectors import Quantiser
 
-        index = Index(ndim=data.shape[1], metric="cos" if dtype == "i8" else "ip", dtype=dtype,
-                      connectivity=16, expansion_add=expansion_add, expansion_search=256)
-        index.add(np.arange(len(data)), data, threads=THREADS)
-        return index
+        quantiser = Quantiser.fit(vectors)
+        codes = quantiser.codes(vectors)
+        return (quantiser, codes), codes.nbytes
 
-    return build, lambda index, q: index.search(q, RERANK, threads=1).keys
+    def search(handle, q):
+        from autotag.search.vectors import scan
 
-
-def faiss_hnsw():
-    def build(data):
-        import faiss
-
-        faiss.omp_set_num_threads(THREADS)
-        index = faiss.IndexHNSWFlat(data.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 64
-        index.add(data)
-        index.hnsw.efSearch = 256
-        faiss.omp_set_num_threads(1)
-        return index
-
-    return build, lambda index, q: index.search(q[None], RERANK)[1][0]
-
-
-def faiss_ivf(nprobe: int):
-    def build(data):
-        import faiss
-
-        faiss.omp_set_num_threads(THREADS)
-        nlist = int(4 * np.sqrt(len(data)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(data.shape[1]), data.shape[1], nlist,
-                                   faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).choice(len(data), min(len(data), 40 * nlist),
-                                                 replace=False)
-        index.train(data[sample])
-        index.add(data)
-        index.nprobe = nprobe
-        faiss.omp_set_num_threads(1)
-        return index
-
-    return build, lambda index, q: index.search(q[None], RERANK)[1][0]
-
-
-def sqlite_vec(folder: Path):
-    def build(data):
-        import apsw
-        import sqlite_vec as vec
-
-        db = apsw.Connection(str(folder / "vec.sqlite3"))
-        db.enable_load_extension(True)
-        db.load_extension(vec.loadable_path())
-        db.execute(f"CREATE VIRTUAL TABLE v USING vec0(e float[{data.shape[1]}] "
-                   "distance_metric=cosine)")
-        with db:
-            db.executemany("INSERT INTO v(rowid, e) VALUES (?, ?)",
-                           ((i, data[i].tobytes()) for i in range(len(data))))
-        return db
-
-    def search(db, q):
-        return [r[0] for r in db.execute("SELECT rowid FROM v WHERE e MATCH ? AND k = ?",
-                                         (q.tobytes(), RERANK))]
+        quantiser, codes = handle
+        return scan(codes, quantiser.query(q), candidates)
 
     return build, search
+
+
+def int8_numkong(candidates: int):
+    """The same codes, scored by numkong's cdist (every score returned, one thread), then
+    numpy's argpartition: a kernel without usearch's per-vector cost (`pip install numkong`)."""
+    build, _ = int8_scan(candidates)
+
+    def search(handle, q):
+        import numkong
+
+        quantiser, codes = handle
+        scores = np.asarray(numkong.cdist(quantiser.query(q)[None], codes, metric="dot",
+                                          out_dtype="float32"))[0]
+        return np.argpartition(-scores, candidates)[:candidates]
+
+    return build, search
+
+
+def binary_scan(candidates: int):
+    """Signs of the centred vectors, Hamming distance to the query's signs (usearch, exact)."""
+    def build(vectors):
+        mean = vectors.mean(axis=0)
+        return (mean, np.packbits(vectors > mean, axis=1)), len(vectors) * vectors.shape[1] // 8
+
+    def search(handle, q):
+        from usearch.index import MetricKind, search
+
+        _, bits = handle
+        return search(bits, np.packbits(q > 0), candidates, MetricKind.Hamming, exact=True,
+                      threads=THREADS).keys
+
+    return build, search
+
+
+def usearch_hnsw(candidates: int = 100, expansion_search: int = 512):
+    """The index autotag had: an HNSW graph of the float16 clip vectors, inner product."""
+    def build(vectors):
+        from usearch.index import Index
+
+        index = Index(ndim=vectors.shape[1], metric="ip", dtype="f16", connectivity=16,
+                      expansion_add=64, expansion_search=expansion_search)
+        index.add(np.arange(len(vectors)), vectors, threads=THREADS)
+        return index, index.memory_usage
+
+    return build, lambda index, q: index.search(q, candidates, threads=1).keys
+
+
+def f32_scan():
+    """numpy's float32 matrix-vector product: exact, every embedding in memory."""
+    return (lambda v: (v, v.nbytes),
+            lambda v, q: np.argpartition(-(v @ q), TOP)[:TOP])
+
+
+def faiss_ivf(nprobe: int, candidates: int = 200):
+    def build(vectors):
+        import faiss
+
+        faiss.omp_set_num_threads(THREADS)
+        nlist = int(4 * np.sqrt(len(vectors)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(vectors.shape[1]), vectors.shape[1], nlist,
+                                   faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(len(vectors), min(len(vectors), 40 * nlist),
+                                                 replace=False)
+        index.train(vectors[sample])
+        index.add(vectors)
+        index.nprobe = nprobe
+        return index, vectors.nbytes
+
+    return build, lambda index, q: index.search(q[None], candidates)[1][0]
+
+
+def candidates_to_run() -> list[tuple[str, tuple]]:
+    return [("numpy f32 exact", f32_scan()),
+            ("int8 centred scan, 200 re-ranked (chosen)", int8_scan(200)),
+            ("int8 centred scan, 100 re-ranked", int8_scan(100)),
+            ("int8 centred, numkong cdist, 200 re-ranked", int8_numkong(200)),
+            ("binary centred Hamming, 3,000 re-ranked", binary_scan(3_000)),
+            ("usearch HNSW f16 ip, ef 512, 100 re-ranked (before)", usearch_hnsw()),
+            ("faiss IVFFlat ip, nprobe 64, 200 re-ranked", faiss_ivf(64))]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale.candidates",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=200_000)
+    parser.add_argument("--clips", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--centres", type=int, default=400,
-                        help="activities (default 400: 500 clips each at 200,000, as a million "
-                             "clips have at benchmarks.scale.index's 2,000)")
+    parser.add_argument("--library", choices=data.LIBRARIES, action="append",
+                        help="library kinds (repeat; default: all)")
+    parser.add_argument("--only", action="append", metavar="WORD",
+                        help="only candidates whose name holds WORD (repeat)")
+    parser.add_argument("--no-timing", dest="timing", action="store_false",
+                        help="recall only (timing on a loaded machine means nothing)")
     args = parser.parse_args(argv)
-    index_module.CENTRES = args.centres  # centres() and query_vectors() read it
-    rng = np.random.default_rng(0)
-    data = clip_vectors(rng, args.clips, centres()).mean(axis=1)
-    queries = query_vectors(args.queries)
-    exact = np.argsort(-(queries @ data.T), axis=1)[:, :TOP]
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = [("numpy brute force (today)", lambda d: d,
-                 lambda d, q: np.argpartition(-(d @ q), RERANK)[:RERANK]),
-                ("usearch HNSW int8 cos, ef_add 64", *usearch_candidate("i8", 64)),
-                ("usearch HNSW int8 cos, ef_add 128", *usearch_candidate("i8", 128)),
-                ("usearch HNSW f16 ip, ef_add 64 (chosen)", *usearch_candidate("f16", 64)),
-                ("faiss HNSWFlat ip, ef_add 64", *faiss_hnsw()),
-                ("faiss IVFFlat ip, nprobe 16", *faiss_ivf(16)),
-                ("faiss IVFFlat ip, nprobe 64", *faiss_ivf(64)),
-                ("sqlite-vec vec0 (exact, cosine)", *sqlite_vec(Path(tmp)))]
-        for name, build, search in runs:
+    for kind in args.library or data.LIBRARIES:
+        vectors = data.library(kind, args.clips)
+        sets = {}
+        for query_kind in data.QUERIES:
+            queries = data.queries(query_kind, kind, vectors, args.queries)
+            sets[query_kind] = (queries, data.exact_top(vectors, queries, TOP))
+        for name, (build, search) in candidates_to_run():
+            if args.only and not any(w in name for w in args.only):
+                continue
             try:
-                results.append(measure_one(name, build, search, data, queries, exact))
+                results.append({"library": kind, "clips": args.clips,
+                                **measure_one(name, build, search, vectors, sets, args.timing)})
             except ImportError as exc:
                 print(f"{name}: not installed ({exc.name})", file=sys.stderr)
-    print(f"\n{'':44}  {'build s':>8}  {'p50 ms':>7}  {'p95 ms':>7}  recall@10")
+    print(f"\n{'library':10} {'':52} {'build s':>8} {'MB':>7} {'p50 ms':>7} {'p95 ms':>7}  "
+          "recall@10 text / short / clip")
     for r in results:
-        print(f"{r['name']:44}  {r['build_s']:8.1f}  {r['p50_ms']:7.2f}  {r['p95_ms']:7.2f}  "
-              f"{r['recall@10']:.4f}")
+        print(f"{r['library']:10} {r['name']:52} {r['build_s']:8.1f} {r['bytes'] / 2**20:7.0f} "
+              f"{r.get('p50_ms', float('nan')):7.2f} {r.get('p95_ms', float('nan')):7.2f}  "
+              f"{r['recall_text']:.3f} / {r['recall_short']:.3f} / {r['recall_clip']:.3f}")
     return 0
 
 

@@ -5,20 +5,20 @@ whole time, this checkout and --before's.
     python -m benchmarks.scale.index                           # 100,000 and 1,000,000 clips
     python -m benchmarks.scale.index --clips 100000 --before /tmp/scale-before
 
-The embeddings are clustered (CENTRES activities, each clip one of them plus noise, norms
-varying as MIL-NCE's do), because independent Gaussian vectors have no near neighbours at all
-and no index, nor any user, meets them; the queries are other noisy copies of the centres, as a
-text query is near the clips of its activity. Each clip has WINDOWS windows (the window count
-changes only the top hits' segment read). The media are empty files with the mtimes the store
+The embeddings are benchmarks.scale.data's (--library: clustered by default, a large shared
+"video" component + one of its activities + noise, norms varying as MIL-NCE's do); the queries
+are its text queries (an activity + the text offset of the modality gap), short text queries
+and clips ("more like this"), recall reported for each. Each clip has WINDOWS windows whose
+mean is its clip embedding (the window count changes only the top hits' segment read). The media are empty files with the mtimes the store
 records, so the top hits are fresh. No model is loaded: model.handle is an empty directory and
 the query's text embedding is in the text-embedding cache (benchmarks.serve.fill_text_cache).
 
 Measured, each in its own process (its memory is VmHWM, the peak):
   - brute force, today's search (search.Index.load: every clip embedding into one matrix, then
     one matrix-vector product and a partial sort per query): load time, query p50/p95;
-  - the vector index: its first build from the store, then a process that opens it (mapped) and
-    runs the same queries through VectorIndex.ranked (graph, then the exact re-rank from the
-    store): open time, query p50/p95, recall@10 against the brute force's top 10;
+  - the search index: its first build from the store, then a process that opens it (mapped) and
+    runs the same queries through VectorIndex.ranked (the int8 scan, then the exact re-rank
+    from the store): open time, query p50/p95, recall@10 against the brute force's top 10;
   - `autotag search --json --top 10 QUERY` as a user runs it (benchmarks.serve.Command).
 """
 
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.scale import data
 from benchmarks.serve import (
     Command,
     build_media,
@@ -55,11 +56,7 @@ SIZES = (100_000, 1_000_000)
 QUICK_SIZES = (3_000,)
 DIM = 512
 WINDOWS = 2
-CENTRES = 2_000  # activities in the library (50 clips each at 100,000)
-NOISE = 1.2  # a clip's spread around its centre (per coordinate; centres are N(0, 1))
-QUERY_NOISE = 1.5  # a query's
-NORM_SIGMA = 0.25  # log-normal spread of the clips' norms
-QUERIES = 200
+QUERIES = 100  # of each kind (data.QUERIES)
 TOP = 10
 BATCH = 5_000  # clips per transaction while filling
 MTIME0 = 1_700_000_000
@@ -78,11 +75,11 @@ if mode == "brute":
     index = Index.load(store, model)
     rank = lambda q: index.ranked(q, TOP)
 elif mode == "build":
-    from autotag.vector_index import VectorIndex
+    from autotag.search.vectors import VectorIndex
     index = VectorIndex.build(store, model)
     rank = lambda q: index.ranked(q, TOP)
 else:
-    from autotag.vector_index import VectorIndex
+    from autotag.search.vectors import VectorIndex
     index = VectorIndex.open(store, model, build=False)
     assert index is not None, "no sound index to open"
     rank = lambda q: index.ranked(q, TOP)
@@ -100,30 +97,35 @@ print(json.dumps({"open_s": opened, "query_s": times, "tops": tops,
 
 # -- the synthetic library ------------------------------------------------------------------------
 
-def centres() -> np.ndarray:
-    return np.random.default_rng(11).standard_normal((CENTRES, DIM), dtype=np.float32)
+LIBRARY = "clustered"  # benchmarks.scale.data's kind (--library)
+WINDOW_SPREAD = 0.3  # a window's offset from its clip embedding, per coordinate
 
 
-def clip_vectors(rng: np.random.Generator, n: int, at: np.ndarray) -> np.ndarray:
-    """float32 [n, WINDOWS, DIM]: each clip's windows around one centre, its norm varied."""
-    picked = at[rng.integers(0, len(at), n)]
-    scale = rng.lognormal(0, NORM_SIGMA, (n, 1, 1)).astype(np.float32)
-    noise = rng.standard_normal((n, WINDOWS, DIM), dtype=np.float32)
-    return ((picked[:, None, :] + NOISE * noise) * scale).astype(np.float32)
+def use_library(kind: str) -> None:
+    """Draw the stores and queries from this kind of library (the store cache keys on it)."""
+    global LIBRARY
+    LIBRARY = kind
 
 
-def query_vectors(count: int = QUERIES) -> np.ndarray:
-    rng = np.random.default_rng(5)
-    at = centres()
-    return (at[rng.integers(0, len(at), count)]
-            + QUERY_NOISE * rng.standard_normal((count, DIM), dtype=np.float32))
+def clip_vectors(rng: np.random.Generator, clips: np.ndarray) -> np.ndarray:
+    """float32 [n, WINDOWS, DIM]: each clip's windows, spread around its clip embedding (their
+    mean is the clip embedding: the first half of the windows + d, the second - d)."""
+    spread = WINDOW_SPREAD * rng.standard_normal((len(clips), WINDOWS // 2, DIM),
+                                                 dtype=np.float32)
+    return np.concatenate([clips[:, None, :] + spread, clips[:, None, :] - spread], axis=1)
+
+
+def query_sets(count: int = QUERIES) -> dict[str, np.ndarray]:
+    """Each of data.QUERIES kinds: float32 [count, DIM] (clip queries drawn from the library's
+    first BATCH clips, which are the same at every size)."""
+    first = data.library(LIBRARY, BATCH)
+    return {kind: data.queries(kind, LIBRARY, first, count) for kind in data.QUERIES}
 
 
 def fill(path: Path, media: Path, clips: int, model: str) -> None:
     """`clips` tagged clips into the empty store at `path`: their embeddings, then file rows
     (the vectors table is filled by the store's own trigger)."""
-    rng = np.random.default_rng(0)
-    at = centres()
+    rng = np.random.default_rng(1)
     windows = json.dumps([[i * 3.2, (i + 1) * 3.2] for i in range(WINDOWS)])
     db = sqlite3.connect(path, isolation_level=None)
     try:
@@ -131,8 +133,8 @@ def fill(path: Path, media: Path, clips: int, model: str) -> None:
         db.execute("PRAGMA synchronous = OFF")
         for start in range(0, clips, BATCH):
             n = min(BATCH, clips - start)
-            embeddings = clip_vectors(rng, n, at)
-            means = embeddings.mean(axis=1, dtype=np.float32)
+            means = data.library(LIBRARY, n, seed=start // BATCH)
+            embeddings = clip_vectors(rng, means)
             db.execute("BEGIN")
             for j in range(n):
                 i = start + j
@@ -156,7 +158,8 @@ def cached_store(checkout: Path, clips: int, media: Path, model: str, cache: Pat
     cache.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix="scale-build-", dir=cache)) / "state.sqlite3"
     try:
-        key = hashlib.sha256(f"{schema_by(checkout, fresh)} {model} {WINDOWS} {CENTRES}"
+        key = hashlib.sha256(f"{schema_by(checkout, fresh)} {model} {WINDOWS} {LIBRARY} "
+                             f"{data.CENTRES} {data.SHARED} {data.NOISE} {data.GAP}"
                              .encode()).hexdigest()[:12]
         path = cache / f"scale-store-{clips}-{key}.sqlite3"
         if not path.exists():
@@ -205,21 +208,25 @@ def at_size(clips: int, folder: Path, cache: Path, before: Path | None, say) -> 
     store.parent.mkdir()
     os.link(source, store)  # read only here: a hard link, not a copy of gigabytes
     queries = folder / "queries.npy"
-    np.save(queries, query_vectors())
+    sets = query_sets()
+    np.save(queries, np.concatenate(list(sets.values())))
     say(f"{clips:,} clips: brute force")
     brute = child(store, model, "brute", queries)
     say(f"{clips:,} clips: building the index")
     built = child(store, model, "build", queries)
     say(f"{clips:,} clips: the index, opened")
     opened = child(store, model, "open", queries)
-    index_bytes = sum(f.stat().st_size for f in store.parent.glob("*-index/*.usearch"))
+    index_bytes = sum(f.stat().st_size for f in store.parent.glob("*-index/*.np[yz]"))
     result = {
         "clips": clips,
         "brute": {k: brute[k] for k in ("open_s", "p50_ms", "p95_ms", "peak_mb")},
         "build": {"seconds": built["open_s"], "peak_mb": built["peak_mb"],
                   "bytes": index_bytes, "recall@10": recall(built["tops"], brute["tops"])},
         "index": {**{k: opened[k] for k in ("open_s", "p50_ms", "p95_ms", "peak_mb")},
-                  "recall@10": recall(opened["tops"], brute["tops"])},
+                  "recall@10": recall(opened["tops"], brute["tops"]),
+                  **{f"recall@10 {kind}": recall(opened["tops"][i * QUERIES:(i + 1) * QUERIES],
+                                                 brute["tops"][i * QUERIES:(i + 1) * QUERIES])
+                     for i, kind in enumerate(sets)}},
     }
     result["cli"] = cli_times(clips, folder, cache, before, handle, model, media, store, say)
     return result
@@ -276,8 +283,9 @@ def measure(quick: bool = False, before: Path | None = None, sizes: tuple[int, .
                  "after": r["index"]["p50_ms"], "unit": "ms"},
                 {"metric": f"{n}: query p95", "before": r["brute"]["p95_ms"],
                  "after": r["index"]["p95_ms"], "unit": "ms"},
-                {"metric": f"{n}: recall@10", "before": 1.0,
-                 "after": r["index"]["recall@10"], "unit": ""},
+                *({"metric": f"{n}: recall@10, {kind} queries", "before": 1.0,
+                   "after": r["index"][f"recall@10 {kind}"], "unit": ""}
+                  for kind in data.QUERIES),
                 {"metric": f"{n}: load / open", "before": r["brute"]["open_s"],
                  "after": r["index"]["open_s"], "unit": "s"},
                 {"metric": f"{n}: peak memory of a searching process",
@@ -290,8 +298,9 @@ def measure(quick: bool = False, before: Path | None = None, sizes: tuple[int, .
                  "before": r["cli"].get("before", {}).get("median_s"),
                  "after": r["cli"]["after"]["median_s"], "unit": "s"},
             ]
-    notes = [(f"synthetic clustered embeddings ({CENTRES} centres), {WINDOWS} windows a clip, "
-              f"{QUERIES} queries; before = today's brute force (search.Index) in the same "
+    notes = [(f"benchmarks.scale.data's {LIBRARY} library ({data.CENTRES} activities, a shared "
+              f"video component), {WINDOWS} windows a clip, {QUERIES} queries of each kind "
+              f"({', '.join(data.QUERIES)}); before = today's brute force (search.Index) in the same "
               "checkout, and `autotag search` of --before's checkout")]
     if before is not None and any(c > SIZES[0] for c in sizes):
         notes.append("the before checkout's autotag search is timed at 100,000 clips only "
@@ -306,8 +315,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="library sizes (repeat; default: 100,000 and 1,000,000)")
     parser.add_argument("--before", type=Path, metavar="CHECKOUT",
                         help="also time `autotag search` of this checkout (a git worktree)")
+    parser.add_argument("--library", choices=data.LIBRARIES, default="clustered",
+                        help="benchmarks.scale.data's library kind (default: clustered)")
     parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    use_library(args.library)
     out = measure(args.quick, args.before, tuple(args.clips or ()))
     print(json.dumps(out["rows"], indent=1))
     return 0

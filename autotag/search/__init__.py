@@ -6,11 +6,13 @@ a clip's score is its mean window score, the clip score tagging uses). Only the 
 then checked against the disk (a clip gone or changed since it was embedded is left out, never
 shown with stale scores) and read back window by window for the segment that matches best.
 
-Scale: `autotag search` ranks through the on-disk vector index (vector_index.py: a graph of
-the clip embeddings, memory-mapped, its candidates re-ranked exactly from the store), so its
-memory and time are bounded by the index, not by every embedding; `--under` ranks the folders'
-own clips exactly (Index.load reads only theirs). Index is the exact ranking in memory: float32
-[n, 512], one matrix-vector product (100,000 clips: 200 MB, milliseconds).
+The search room: this module ranks and reads hits; vectors.py is the search index (int8 codes of
+every clip embedding, memory-mapped, scanned whole, its top candidates re-ranked exactly from the
+store) and `vectors.open_index` the one way to it, for `autotag search`, the web app and "more
+like this"; live.py keeps the web app's index and tag scores current with the store. Memory and
+time are bounded by the index's codes, not by every float32 embedding. `--under` ranks the
+folders' own clips exactly (Index.load reads only theirs). Index is the exact ranking in memory:
+float32 [n, 512], one matrix-vector product (a folder's clips; tests' reference).
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
-"""Store's clip embeddings → one in-memory matrix, kept current by the store's change feed → ranked
-rows, filtered by folder and tag.
+"""Store's clip embeddings → the search index (vectors.py: int8 codes, memory-mapped) and each clip's
+tag scores (float32 [n, n_tags]), kept current by the store's change feed → ranked rows,
+filtered by folder and tag.
 
-What `autotag serve` (and the daemon serving it) searches. It is loaded once (100,000 clips:
-200 MB of float32 [n, 512], a few seconds) and then follows the store: before each query it asks
-for the files changed since the last change it applied (one indexed SQLite query when nothing
-changed) and loads only those, so clips the daemon tags, moves or forgets, in this process or
-another, are found, moved or gone at the next query. A rebuild from the store is always right:
-the store is the truth; this is a cache of it. From ANN_FROM clips an unfiltered query ranks
-through the on-disk vector index (vector_index.py) instead, which follows the same feed.
+What `autotag serve` (and the daemon serving it) searches. It is loaded once and then follows
+the store: before each query it asks for the files changed since the last change it applied
+(one indexed SQLite query when nothing changed) and loads only those, so clips the daemon tags,
+moves or forgets, in this process or another, are found, moved or gone at the next query. A
+rebuild from the store is always right: the store is the truth; this is a cache of it.
 
-A clip's given tags are computed here from its clip embedding (the mean of its windows, so
-vector · clip embedding is the tag's clip score, as tagging computes it) with the current
-vocabulary and thresholds, and its reviews winning: the tag counts and a tag's clips need no
-sidecar read.
+Every query, filtered or not, ranks through the one search index (vectors.open_index's): no
+float32 copy of every embedding is held (a million clips: 2 GB before; now the index's codes,
+512 MB of the page cache, shared with every other searching process). A clip's given tags are
+computed here from its clip score per tag (vector · clip embedding, kept per clip as it is
+loaded or changed) with the current vocabulary and thresholds, and its reviews winning: the tag
+counts and a tag's clips need no sidecar read.
 """
 
 from __future__ import annotations
@@ -29,27 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
-from autotag import vector_index
-from autotag.analysis.calibration import given_reviewed, review_matrix
 from autotag.config import TaggingConfig
-from autotag.search import Hit, Index, search
+from autotag.scoring import given_reviewed, review_matrix
+from autotag.search import Hit, search
+from autotag.search.vectors import Among, IndexUnavailable, StaleIndex, VectorIndex
 from autotag.store import FileRecord, Store
-from autotag.vector_index import IndexUnavailable, StaleIndex, VectorIndex
 from autotag.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
-GROWTH = 1.5  # the matrix grows by this factor when full (amortised appends)
-# An unfiltered query ranks through the on-disk vector index from this many clips (the matrix
-# product over 50,000 clips takes ~5 ms; over 1,000,000, 100+). A filtered one ranks the rows
-# its filter keeps, exactly: a tag or a folder keeps a share of the library, and a share of
-# the matrix is as fast as the graph.
-ANN_FROM = 50_000
+GROWTH = 1.5  # the score matrix grows by this factor when full (amortised appends)
 MERGE_RETRY = 60.0  # seconds before a merge that did not happen (another process's) is retried
-
-
-class _Closing(Exception):
-    """The index closed during a build: the build stops at its next step."""
 
 
 @dataclass(frozen=True)
@@ -73,21 +64,20 @@ class Snapshot:
 
 
 class LiveIndex:
-    """The clip embeddings of every file tagged with `model`, by store id, kept current."""
+    """The clips of every file tagged with `model`, by store id, kept current: the search index
+    and each clip's tag scores."""
 
     def __init__(self, store: Store, model: str, vocabulary: Vocabulary,
-                 tagging: TaggingConfig, ann_from: int = ANN_FROM) -> None:
+                 tagging: TaggingConfig) -> None:
         self.store, self.model = store, model
         self.vocabulary, self.tagging = vocabulary, tagging
         self._lock = threading.RLock()  # queries and refreshes come from the server's threads
         self._seq = -1
         self._version = 0  # bumped by every applied change: the caches below are per version
         self._given: tuple[int, np.ndarray] | None = None
-        self._scores: tuple[int, np.ndarray] | None = None
         self._folders: dict[tuple, tuple[int, np.ndarray]] = {}
-        self._ann_from = ann_from
+        self._kept: dict[tuple, tuple[int, np.ndarray]] = {}
         self._vectors: VectorIndex | None = None
-        self._builder: threading.Thread | None = None  # builds the vector index if missing
         self._merger: threading.Thread | None = None  # merges its changes into its file
         self._merge_after = 0.0  # monotonic time before which no merge is tried again
         self._closing = threading.Event()
@@ -96,19 +86,32 @@ class LiveIndex:
     # -- following the store ------------------------------------------------------------------
 
     def _reload(self) -> None:
+        """Every clip's record and tag scores, and the search index: the saved one if it is
+        sound, else built from the embeddings read here (read once, then let go)."""
         started = time.monotonic()
         seq = self.store.last_change()  # before reading: a change made meanwhile is re-applied
         records, matrix = self.store.clip_index(self.model)
-        dim = matrix.shape[1] if len(records) else 0
         self._records: list[FileRecord] = records
-        self._matrix = matrix if dim else np.zeros((0, 0), np.float32)  # writable, ours
         self._row = {r.id: i for i, r in enumerate(records)}
+        self._ids = np.fromiter((r.id for r in records), np.int64, count=len(records))
+        self._scores = self._tag_scores(matrix)  # float32 [rows, n_tags]: clip scores per tag
         self._folder_counts = collections.Counter(os.path.dirname(str(r.path)) for r in records)
         self._reviews = self.store.all_reviews()  # sha256 → {label: verdict}
+        self._vectors = VectorIndex.open(self.store, self.model, build=False)
+        if self._vectors is None:
+            self._vectors = VectorIndex.from_matrix(self.store, self.model, seq,
+                                                    self._ids.copy(), matrix)
+        del matrix
         self._seq = seq
         self._version += 1
         log.info("search index: %d clips loaded in %.2f s", len(records),
                  time.monotonic() - started)
+
+    def _tag_scores(self, matrix: np.ndarray) -> np.ndarray:
+        vectors = self.vocabulary.vectors.astype(np.float32)
+        if not len(matrix) or not len(vectors):
+            return np.zeros((len(matrix), len(vectors)), np.float32)
+        return matrix.astype(np.float32, copy=False) @ vectors.T
 
     def refresh(self) -> None:
         """Apply what changed in the store since the last refresh (any process's writes)."""
@@ -124,26 +127,18 @@ class LiveIndex:
                 self._seq = latest
 
     def _refresh_vectors(self) -> None:
-        """The vector index once the library reaches ann_from clips: the saved one, or one
-        built in a thread (minutes at a million clips: queries rank exactly meanwhile, and the
-        daemon serving this tags on); then kept current with the store, its changes merged
-        into its file past SYNC_AT by a thread of its own (_merge_in_thread: seconds at a
-        million clips, which no query waits for)."""
-        if self._vectors is None:
-            if len(self._records) >= self._ann_from and self._builder is None:
-                self._vectors = VectorIndex.open(self.store, self.model, build=False)
-                if self._vectors is None:
-                    self._builder = threading.Thread(target=self._build, daemon=True,
-                                                     name="autotag-index-build")
-                    self._builder.start()
-            return
+        """The search index, kept current with the store; its changes merged into its file
+        past SYNC_AT by a thread of its own (_merge_in_thread: seconds at a million clips,
+        which no query waits for). A stale one (the feed trimmed past it) is rebuilt."""
+        from autotag.search import vectors
+
         try:
             self._vectors.refresh()
         except (StaleIndex, IndexUnavailable) as exc:
             log.warning("search index: %s; rebuilding it from the store", exc)
-            self._vectors, self._builder = None, None
+            self._vectors = VectorIndex.build(self.store, self.model)
             return
-        if (self._vectors.pending() >= vector_index.SYNC_AT and self._merger is None
+        if (self._vectors.pending() >= vectors.SYNC_AT and self._merger is None
                 and time.monotonic() >= self._merge_after and not self._closing.is_set()):
             self._merger = threading.Thread(target=self._merge_in_thread, daemon=True,
                                             name="autotag-index-merge")
@@ -158,7 +153,7 @@ class LiveIndex:
             merged = VectorIndex.open(self.store, self.model, build=False)
             if merged is not None:
                 merged.sync()
-        except Exception as exc:  # noqa: BLE001 - queries go on with the index they have
+        except Exception as exc:
             log.warning("search index: the merge did not finish (%s)", exc,
                         exc_info=not isinstance(exc, (StaleIndex, IndexUnavailable)))
             merged = None
@@ -170,39 +165,16 @@ class LiveIndex:
                 self._merge_after = time.monotonic() + MERGE_RETRY
             self._merger = None
 
-    def _build(self) -> None:
-        def step(done: int, total: int) -> None:
-            log.info("building the search index: %d of %d clips", done, total)
-            if self._closing.is_set():
-                raise _Closing
-
-        try:
-            built = VectorIndex.build(self.store, self.model, progress=step)
-        except _Closing:
-            return
-        except Exception:  # queries go on ranking exactly; the next start tries again
-            log.exception("search index: the build failed; queries rank every clip exactly")
-            return
-        with self._lock:
-            self._vectors = built
-
-    def ready(self, timeout: float) -> bool:
-        """Wait for the vector index (built in a thread); True once queries rank through it."""
-        builder = self._builder
-        if builder is not None:
-            builder.join(timeout)
-        return self._vectors is not None
-
     def close(self) -> None:
-        """Stop a build in progress (at its next step) and wait for its thread."""
+        """Stop merging: wait for a merge in progress."""
         self._closing.set()
-        for thread in (self._builder, self._merger):
-            if thread is not None:
-                thread.join()
+        if self._merger is not None:
+            self._merger.join()
 
     def _apply(self, ids: set[int]) -> None:
         records, matrix = self.store.clip_index_of(self.model, ids)
-        current = {r.id: (r, matrix[i]) for i, r in enumerate(records)}
+        scores = self._tag_scores(matrix)
+        current = {r.id: (r, scores[i]) for i, r in enumerate(records)}
         for record in records:  # a review changed, or a clip (re)tagged: its reviews again
             found = self.store.reviews(record.sha256)
             if found:
@@ -216,18 +188,19 @@ class LiveIndex:
                 self._drop(file_id)  # forgotten, failed, moved away, or another model's
         self._version += 1
 
-    def _put(self, record: FileRecord, vector: np.ndarray) -> None:
+    def _put(self, record: FileRecord, scores: np.ndarray) -> None:
         row = self._row.get(record.id)
         if row is None:
             row = len(self._records)
-            self._ensure(row + 1, len(vector))
+            self._ensure(row + 1)
             self._records.append(record)
             self._row[record.id] = row
         else:
             self._folder_counts[os.path.dirname(str(self._records[row].path))] -= 1
             self._records[row] = record
         self._folder_counts[os.path.dirname(str(record.path))] += 1
-        self._matrix[row] = vector
+        self._scores[row] = scores
+        self._ids[row] = record.id
 
     def _drop(self, file_id: int) -> None:
         """Remove a row by moving the last one into its place."""
@@ -239,17 +212,20 @@ class LiveIndex:
         if row != last:
             moved = self._records[last]
             self._records[row] = moved
-            self._matrix[row] = self._matrix[last]
+            self._scores[row] = self._scores[last]
+            self._ids[row] = moved.id
             self._row[moved.id] = row
         self._records.pop()
 
-    def _ensure(self, rows: int, dim: int) -> None:
-        if self._matrix.shape[1] != dim:  # the first clip of an empty index
-            self._matrix = np.zeros((max(rows, 16), dim), np.float32)
-        elif rows > len(self._matrix):
-            grown = np.zeros((max(rows, int(len(self._matrix) * GROWTH) + 16), dim), np.float32)
-            grown[:len(self._matrix)] = self._matrix
-            self._matrix = grown
+    def _ensure(self, rows: int) -> None:
+        if rows > len(self._scores):
+            size = max(rows, int(len(self._scores) * GROWTH) + 16)
+            grown = np.zeros((size, self._scores.shape[1]), np.float32)
+            grown[:len(self._scores)] = self._scores
+            self._scores = grown
+            ids = np.zeros(size, np.int64)
+            ids[:len(self._ids)] = self._ids
+            self._ids = ids
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -264,11 +240,8 @@ class LiveIndex:
         self.refresh()
         threshold = self.tagging.min_score if threshold is None else threshold
         with self._lock:
-            keep = self._keep(where)
-            if keep is None and self._vectors is not None:
-                return search(self._vectors, self.store, self.model, query, top, threshold)
-            view = Index(self._records, self._matrix[:len(self._records)], keep)
-            return search(view, self.store, self.model, query, top, threshold)
+            ranker = Among(self._vectors, self._among(where), frozenset(where.exclude))
+            return search(ranker, self.store, self.model, query, top, threshold)
 
     def given(self) -> np.ndarray:
         """bool [n_clips, n_tags]: clip i is given tag k (its clip score reaches the tag's
@@ -285,17 +258,7 @@ class LiveIndex:
         if not n or not len(labels):
             return np.zeros((n, len(labels)), bool)
         verdicts = review_matrix([r.sha256 for r in self._records], self._reviews, labels)
-        return given_reviewed(self._tag_scores(), verdicts, labels, self.tagging)
-
-    def _tag_scores(self) -> np.ndarray:
-        """float32 [n_clips, n_tags]: each clip's clip score for each tag, cached per version."""
-        if self._scores is None or self._scores[0] != self._version:
-            n = len(self._records)
-            vectors = self.vocabulary.vectors.T.astype(np.float32)
-            scores = (self._matrix[:n] @ vectors if n and len(self.vocabulary.labels)
-                      else np.zeros((n, len(self.vocabulary.labels)), np.float32))
-            self._scores = (self._version, scores)
-        return self._scores[1]
+        return given_reviewed(self._scores[:n], verdicts, labels, self.tagging)
 
     def snapshot(self) -> Snapshot:
         """Every clip as of now, with its tag scores, given tags and reviews: what the library
@@ -303,7 +266,8 @@ class LiveIndex:
         reach them)."""
         with self._lock:  # re-entrant: given() refreshes under it, so all is one version
             given = self.given()
-            return Snapshot(list(self._records), self._tag_scores(), given,
+            n = len(self._records)
+            return Snapshot(list(self._records), self._scores[:n].copy(), given,
                             dict(self._reviews), self._version)
 
     def labels_of(self, file_ids: Sequence[int]) -> dict[int, list[str]]:
@@ -333,24 +297,26 @@ class LiveIndex:
             return heapq.nsmallest(limit, ((f, n) for f, n in self._folder_counts.items() if n),
                                    key=lambda kv: (-kv[1], kv[0]))
 
-    def _keep(self, where: Filter) -> np.ndarray | None:
-        """bool [n] of the rows the filter keeps (None: all), cached per version."""
-        if not where.folders and not where.tags and not where.exclude:
+    def _among(self, where: Filter) -> np.ndarray | None:
+        """The file ids (int64, ascending) the filter's folders and tags keep (None: all),
+        cached per version."""
+        if not where.folders and not where.tags:
             return None
-        keep = np.ones(len(self._records), bool)
-        for file_id in where.exclude:
-            if file_id in self._row:
-                keep[self._row[file_id]] = False
+        key = (tuple(sorted(map(str, where.folders))), tuple(sorted(where.tags)))
+        cached = self._kept.get(key)
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        n = len(self._records)
+        keep = np.ones(n, bool)
         if where.folders:
             keep &= self._under(where.folders)
-        if where.tags:
-            labels = self.vocabulary.labels
-            given = self.given()
-            for tag in where.tags:
-                if tag not in labels:
-                    return np.zeros(len(self._records), bool)
-                keep &= given[:, labels.index(tag)]
-        return keep
+        labels = self.vocabulary.labels
+        for tag in where.tags:
+            keep &= self.given()[:, labels.index(tag)] if tag in labels else False
+        if len(self._kept) > 32:
+            self._kept.clear()
+        ids = self._kept[key] = (self._version, np.sort(self._ids[:n][keep]))
+        return ids[1]
 
     def _under(self, folders: Sequence[Path]) -> np.ndarray:
         key = tuple(sorted(map(str, folders)))
