@@ -258,6 +258,15 @@ class LiveIndex:
             view = Index(self._records, self._matrix[:len(self._records)], keep)
             return search(view, self.store, self.model, query, top, threshold)
 
+    def scores(self, query: np.ndarray) -> tuple[list[FileRecord], np.ndarray]:
+        """Every clip and its score for query (float32 [n]): what a preview of a new tag
+        counts (teaching.preview), exactly, from the matrix the index holds."""
+        self.refresh()
+        with self._lock:
+            n = len(self._records)
+            records = [self._records[i] for i in range(n)]
+            return records, self._matrix[:n] @ query.astype(np.float32)
+
     def given(self) -> np.ndarray:
         """bool [n_clips, n_tags]: clip i is given tag k (its clip score reaches the tag's
         threshold and is among its top_k), as tagging decides from the same scores."""
