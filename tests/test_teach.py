@@ -247,3 +247,79 @@ def test_the_teach_preview_shows_what_the_tag_would_take_before_it_is_written(
     finally:
         for app in opened:
             app.close()
+
+
+# -- the background: kept by the store as clips are saved ----------------------------------------
+
+def _save(store: Store, sha: str, vector: np.ndarray) -> None:
+    from autotag.clip import Embedded, SourceInfo, Window
+
+    source = SourceInfo(Path(f"/x/{sha[:8]}.mp4"), 1, 1.0, sha)
+    store.save_embedded(Embedded(source, 1.0, (Window(0, 1),), vector[None].astype(np.float32),
+                                 np.zeros((0, 1, 1, 3), np.uint8)), "m")
+
+
+def test_the_store_keeps_the_librarys_sum_as_clips_are_saved_and_replaced(tmp_path):
+    rng = np.random.default_rng(0)
+    store = Store(tmp_path / "state.sqlite3")
+    try:
+        vectors = {f"{i:064x}": rng.normal(size=8) + 5 for i in range(20)}
+        for sha, v in vectors.items():
+            _save(store, sha, v)
+        vectors[f"{3:064x}"] = rng.normal(size=8)  # the same content embedded again
+        _save(store, f"{3:064x}", vectors[f"{3:064x}"])
+        count, total = store.background_total("m")
+        assert count == 20
+        np.testing.assert_allclose(total, np.sum([v.astype(np.float32) for v in
+                                                  vectors.values()], axis=0), rtol=1e-5)
+        assert store.background_total("other") is None
+    finally:
+        store.close()
+
+
+def test_a_fitted_background_is_kept_until_the_library_grows_by_a_quarter(tmp_path):
+    from autotag.vocabulary import MIN_BACKGROUND, REFIT_CHANGE, library_background
+
+    rng = np.random.default_rng(1)
+    store = Store(tmp_path / "state.sqlite3")
+    try:
+        for i in range(MIN_BACKGROUND - 1):
+            _save(store, f"{i:064x}", rng.normal(size=8))
+        assert library_background(store, "m") is None  # too few clips: no background
+        _save(store, f"{MIN_BACKGROUND:064x}", rng.normal(size=8))
+        first = library_background(store, "m")
+        assert first.count == MIN_BACKGROUND and len(first.sample) == MIN_BACKGROUND
+        _save(store, f"{100:064x}", rng.normal(size=8))  # one more clip: the same fit
+        assert library_background(store, "m").key() == first.key()
+        for i in range(int(MIN_BACKGROUND * REFIT_CHANGE)):
+            _save(store, f"{200 + i:064x}", rng.normal(size=8))
+        again = library_background(store, "m")
+        assert again.key() != first.key() and again.count > MIN_BACKGROUND * REFIT_CHANGE
+    finally:
+        store.close()
+
+
+def test_a_schema_5_store_gains_its_background_from_the_stored_vectors(tmp_path):
+    import sqlite3
+
+    rng = np.random.default_rng(2)
+    path = tmp_path / "state.sqlite3"
+    store = Store(path)
+    try:
+        vectors = [rng.normal(size=8) for _ in range(5)]
+        for i, v in enumerate(vectors):
+            _save(store, f"{i:064x}", v)
+    finally:
+        store.close()
+    db = sqlite3.connect(path)  # as schema 5 left it: no background table
+    db.execute("DROP TABLE background")
+    db.execute("PRAGMA user_version = 5")
+    db.commit()
+    db.close()
+    store = Store(path)
+    try:
+        count, total = store.background_total("m")
+        assert count == 5
+        np.testing.assert_allclose(total, np.sum(np.float32(vectors), axis=0), rtol=1e-5)
+    finally:
+        store.close()
