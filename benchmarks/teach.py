@@ -8,7 +8,8 @@ from the first n clips of each concept, the tag is scored on every other clip; c
 summed over concepts and trials. Correctness figures, not timings: any machine, a minute.
 
 Directions: centroid (the examples' centroid, the mean's direction taken out: the product's);
-white (the same, whitened by the library's covariance shrunk 5% toward the identity: LDA).
+white (the same, whitened by the library's covariance shrunk 5% toward the identity: LDA);
+with --logreg, a logistic regression (the examples against the library's sample).
 Thresholds, from a typical clip (the background's median) toward the examples' held-out mean,
 in background spreads: mid (half way), 0.65 (the product's), gap (the widest gap between).
 """
@@ -49,9 +50,23 @@ def library(seed: int, k: int, per: int, common: float, centre: float, noise: fl
     return x, y
 
 
-def direction(examples: np.ndarray, bg: Background, whiten: np.ndarray | None) -> np.ndarray:
+def direction(examples: np.ndarray, bg: Background, whiten) -> np.ndarray:
+    """whiten: None (the centroid), a matrix (LDA) or "logreg" (a classifier)."""
+    if isinstance(whiten, str):
+        return logreg(examples, bg)
     d = bg.off_mean(examples.mean(axis=0))
     return d if whiten is None else bg.off_mean(whiten @ d)
+
+
+def logreg(examples: np.ndarray, bg: Background) -> np.ndarray:
+    """scikit-learn's LogisticRegression: the examples against the background sample (which
+    holds the concept's own clips: a library has no labels), classes balanced."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.vstack([bg.off_mean(examples), bg.off_mean(bg.sample)])
+    y = np.r_[np.ones(len(examples)), np.zeros(len(bg.sample))]
+    model = LogisticRegression(class_weight="balanced", max_iter=1000).fit(x, y)
+    return bg.off_mean(model.coef_[0])
 
 
 def thresholds(examples: np.ndarray, bg: Background, whiten: np.ndarray | None
@@ -76,7 +91,7 @@ def thresholds(examples: np.ndarray, bg: Background, whiten: np.ndarray | None
 def measure(x: np.ndarray, y: np.ndarray, n: int, method: str) -> dict[str, list[int]]:
     """rule → [given, right, relevant] summed over the concepts."""
     bg = Background(len(x), x.mean(axis=0).astype(np.float32), x.astype(np.float32))
-    whiten = None
+    whiten = "logreg" if method == "logreg" else None
     if method == "white":
         z = bg.off_mean(x - x.mean(axis=0))
         cov = z.T @ z / len(z)
@@ -99,12 +114,15 @@ def measure(x: np.ndarray, y: np.ndarray, n: int, method: str) -> dict[str, list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=3, help="libraries per setting")
+    parser.add_argument("--logreg", action="store_true",
+                        help="also a logistic regression (needs scikit-learn; slow)")
     args = parser.parse_args()
+    methods = ("centroid", "white", "logreg") if args.logreg else ("centroid", "white")
     print("| library | examples | direction | rule | precision | recall |")
     print("|---|---|---|---|---|---|")
     for name, setting in SETTINGS.items():
         for n in (2, 3):
-            for method in ("centroid", "white"):
+            for method in methods:
                 total: dict[str, list[int]] = {}
                 for seed in range(args.trials):
                     for rule, c in measure(*library(seed, *setting), n, method).items():
