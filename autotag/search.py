@@ -157,7 +157,7 @@ def like_vector(store: Store, model: str, record: FileRecord, at: float | None,
             (clip.windows[i].start + clip.windows[i].end) / 2 - at))
         vector = clip.embeddings[row]
     vector = np.asarray(vector, np.float32)
-    background = library_background(store, model, minimum=2)
+    background = library_background(store, model, minimum=2, keep=False)
     if background is not None:
         return like_query(vector, background)
     self_score = float(vector @ vector)

@@ -210,11 +210,12 @@ def _fitted(label: str, embeddings: np.ndarray, background: Background, at: floa
     return fit.vector
 
 
-def library_background(store: Store, model: str, minimum: int = MIN_BACKGROUND
-                       ) -> Background | None:
+def library_background(store: Store, model: str, minimum: int = MIN_BACKGROUND,
+                       keep: bool = True) -> Background | None:
     """The background example tags are fitted against: the one fitted last, while the library
     is within REFIT_CHANGE of its size then, else a new one (the store's mean, a sample of
-    BACKGROUND_SAMPLE clips), saved. None below `minimum` clips."""
+    BACKGROUND_SAMPLE clips), saved unless keep is False (a reader: "more like this" leaves
+    the store as it was). None below `minimum` clips."""
     live = store.background_total(model)
     if live is None or live[0] < minimum:
         return None
@@ -224,6 +225,8 @@ def library_background(store: Store, model: str, minimum: int = MIN_BACKGROUND
         return Background(*fitted)
     mean = (total / count).astype(np.float32)
     background = Background(count, mean, store.vector_sample(model, BACKGROUND_SAMPLE))
+    if not keep:
+        return background
     try:
         store.save_background_fit(model, count, background.mean, background.sample)
     except sqlite3.Error as exc:  # a read-only store: fitted again next time
