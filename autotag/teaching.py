@@ -25,7 +25,7 @@ EDGE = 5  # clips listed on each side of the threshold
 
 @dataclass(frozen=True)
 class Preview:
-    """What a tag taught by these examples would do. scores: float32 [n] for records."""
+    """What a tag taught by these examples would do, at one threshold."""
 
     vector: np.ndarray  # float32 [dim]: the tag's vector, as the vocabulary would build it
     threshold: float  # the threshold the counts are at
