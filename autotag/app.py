@@ -22,7 +22,12 @@ from autotag.passes import UpToDate, may_retry
 from autotag.search.vectors import keep_current
 from autotag.store import Store
 from autotag.tagging import ClipResult, Tagger
-from autotag.vocabulary import Vocabulary, build_vocabulary, example_embeddings
+from autotag.vocabulary import (
+    Vocabulary,
+    build_vocabulary,
+    example_embeddings,
+    library_background,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +91,11 @@ def open_app(config: Config, embedder: Embedder | None = None, *, lazy: bool = F
     store = Store(config.state.store_path)
     try:
         engine = Engine(config, embedder, store)
+        examples = example_embeddings(config.vocabulary, engine)  # stored before the background
+        background = library_background(store, embedder.fingerprint) if examples else None
         vocabulary = build_vocabulary(config.vocabulary, embedder,
-                                      cache_dir or default_cache_dir(),
-                                      example_embeddings(config.vocabulary, engine))
+                                      cache_dir or default_cache_dir(), examples,
+                                      background, config.tagging.min_score)
     except BaseException:
         store.close()
         raise

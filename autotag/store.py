@@ -21,6 +21,11 @@
     clips: (sha256, model) → duration, windows, window embeddings, clip embedding
     thumbs: sha256 → a JPEG strip of the clip's thumbnails (previews and contact sheets without
             decoding)
+    background: model → the count and sum of every stored clip embedding (one per content),
+                kept as clips are saved, so the library's mean is read, never recomputed; and
+                the background a tag from examples was last fitted against (issue 31: its
+                mean then and a sample of clip embeddings, kept until the library has grown
+                or shrunk by a quarter, so a new clip does not re-tag the library)
 
 Embeddings are stored per content hash, so a copy or a rename is tagged without the model, and
 search and retag read them back without decoding a frame. WAL mode lets `autotag search` read
@@ -46,8 +51,8 @@ from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6  # 2: files.id, changes, roots; 3: vectors; 4: reviews; 5: files.sidecar;
-# 6: files.outputs
+SCHEMA_VERSION = 7  # 2: files.id, changes, roots; 3: vectors; 4: reviews; 5: files.sidecar;
+# 6: files.outputs; 7: background
 LOOKUP_CHUNK = 500  # paths per bulk query (versions): one statement, well under SQLite's limit
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another's lock
 CHANGES_KEPT = 100_000  # rows of the change feed kept; a reader further behind reloads all
@@ -109,6 +114,14 @@ CREATE TRIGGER IF NOT EXISTS reviews_changed AFTER UPDATE ON reviews
     BEGIN INSERT INTO changes (file_id) SELECT id FROM files WHERE sha256 = NEW.sha256; END;
 CREATE TRIGGER IF NOT EXISTS reviews_removed AFTER DELETE ON reviews
     BEGIN INSERT INTO changes (file_id) SELECT id FROM files WHERE sha256 = OLD.sha256; END;
+CREATE TABLE IF NOT EXISTS background (
+    model TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,          -- clip embeddings summed (one per content)
+    total BLOB NOT NULL,             -- float64 [dim]: their sum
+    fit_count INTEGER,               -- count when the fitted background was taken
+    fit_mean BLOB,                   -- float32 [dim]: the mean then
+    fit_sample BLOB                  -- float32 [k, dim]: clip embeddings then (by content hash)
+);
 CREATE TABLE IF NOT EXISTS roots (
     path TEXT PRIMARY KEY,           -- real path (symlinks resolved)
     added REAL NOT NULL
@@ -272,6 +285,8 @@ class Store:
             log.info("upgrading the state store %s to schema %d (once)", self.path,
                      SCHEMA_VERSION)
             db.execute(_MIGRATE_VECTORS)
+        if 0 < version < 7:
+            _sum_background(db)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _db(self) -> sqlite3.Connection:
@@ -472,6 +487,12 @@ class Store:
         emb = np.ascontiguousarray(clip.embeddings, dtype=np.float32)
         windows = json.dumps([[w.start, w.end] for w in clip.windows])
         with self._db() as db:
+            # immediate: the background's sum is read, then written (two writers reading it
+            # in deferred transactions would deadlock on the upgrade)
+            db.execute("BEGIN IMMEDIATE")
+            old = db.execute("SELECT vector FROM vectors WHERE sha256 = ? AND model = ?",
+                             (clip.source.sha256, model)).fetchone()
+            _add_to_background(db, model, clip.clip_embedding, old[0] if old else None)
             db.execute(
                 "INSERT OR REPLACE INTO clips (sha256, model, duration, windows, embeddings, "
                 "clip_embedding, dim) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -481,6 +502,40 @@ class Store:
             if strip is not None:
                 db.execute("INSERT OR REPLACE INTO thumbs (sha256, count, jpeg) VALUES (?, ?, ?)",
                            (clip.source.sha256, len(clip.thumbnails), strip))
+
+    # -- the library's background (issue 31) -------------------------------------------------
+
+    def background_total(self, model: str) -> tuple[int, np.ndarray] | None:
+        """(clips, float64 [dim] sum of their clip embeddings) for this model, or None."""
+        row = self._db().execute("SELECT count, total FROM background WHERE model = ?",
+                                 (model,)).fetchone()
+        return (row[0], np.frombuffer(row[1], np.float64)) if row else None
+
+    def background_fit(self, model: str) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """The background last fitted against: (count, float32 [dim] mean, float32 [k, dim]
+        sample), or None."""
+        row = self._db().execute("SELECT fit_count, fit_mean, fit_sample FROM background "
+                                 "WHERE model = ?", (model,)).fetchone()
+        if not row or row[0] is None:
+            return None
+        mean = np.frombuffer(row[1], np.float32)
+        return row[0], mean, np.frombuffer(row[2], np.float32).reshape(-1, len(mean))
+
+    def save_background_fit(self, model: str, count: int, mean: np.ndarray,
+                            sample: np.ndarray) -> None:
+        with self._db() as db:
+            db.execute("UPDATE background SET fit_count = ?, fit_mean = ?, fit_sample = ? "
+                       "WHERE model = ?",
+                       (count, np.ascontiguousarray(mean, np.float32).tobytes(),
+                        np.ascontiguousarray(sample, np.float32).tobytes(), model))
+
+    def vector_sample(self, model: str, k: int) -> np.ndarray:
+        """float32 [≤k, dim]: the clip embeddings of the k lowest content hashes, a uniform
+        sample that is the same for the same library (hashes are random), read in key order."""
+        rows = self._db().execute("SELECT vector FROM vectors WHERE model = ? ORDER BY sha256 "
+                                  "LIMIT ?", (model, k)).fetchall()
+        return np.stack([np.frombuffer(r[0], np.float32) for r in rows]) if rows \
+            else np.zeros((0, 0), np.float32)
 
     def load_embedded(self, source: SourceInfo, model: str,
                       thumbnails: bool = True) -> Embedded | None:
@@ -590,6 +645,32 @@ class Store:
 
 _RECORD = "path, size, mtime, sha256, status, attempts, last_error, model, vocabulary, updated, id"
 _RECORD_F = ", ".join("f." + c for c in _RECORD.split(", "))
+
+
+def _add_to_background(db: sqlite3.Connection, model: str, new: np.ndarray,
+                       old: bytes | None) -> None:
+    """The background's count and sum with one clip embedding saved (`old`: the one it
+    replaces, the same content embedded again)."""
+    new = np.asarray(new, np.float64)
+    row = db.execute("SELECT count, total FROM background WHERE model = ?", (model,)).fetchone()
+    count, total = (row[0], np.frombuffer(row[1], np.float64)) if row \
+        else (0, np.zeros_like(new))
+    if old is not None:
+        count, total = count - 1, total - np.frombuffer(old, np.float32)
+    db.execute("INSERT INTO background (model, count, total) VALUES (?, ?, ?) ON CONFLICT "
+               "(model) DO UPDATE SET count = excluded.count, total = excluded.total",
+               (model, count + 1, (total + new).tobytes()))
+
+
+def _sum_background(db: sqlite3.Connection) -> None:
+    """Schema 6: the background's count and sum from every stored clip embedding (one read)."""
+    totals: dict[str, tuple[int, np.ndarray]] = {}
+    for model, blob in db.execute("SELECT model, vector FROM vectors"):
+        count, total = totals.get(model, (0, 0.0))
+        totals[model] = (count + 1, total + np.frombuffer(blob, np.float32).astype(np.float64))
+    for model, (count, total) in totals.items():
+        db.execute("INSERT OR REPLACE INTO background (model, count, total) VALUES (?, ?, ?)",
+                   (model, count, np.asarray(total, np.float64).tobytes()))
 
 
 def record_of(row) -> FileRecord:

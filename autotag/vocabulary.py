@@ -2,29 +2,30 @@
 
     prompts  → text embeddings (cached on disk per model) → their mean ──────────────┐
     examples → the engine: stored clip embeddings (or embedded once, then stored)     ├→ mean
-             → their centroid c, scaled: MATCH_SCORE · c / (c · c) ───────────────────┘
+             → fitted against the library's background (scoring.fit_examples) ────────┘
 
 A tag with several prompts is a prompt ensemble: its vector is the mean of its prompts' text
 embeddings, so its score is the mean of the prompts' scores (CLIP's prompt ensembling).
 Embeddings are cached per model fingerprint and prompt, so a restart, or adding one tag,
 embeds only what is new.
 
-Tags from examples (issue 21). A tag may name example clips instead of, or beside, prompts.
-MIL-NCE's text·video scores are raw dot products (matches about 4..9, the rest below 0), and
-tagging.min_score (3.0) is on that scale; a video·video dot product is not (the test model
-scores a blue clip 150 against another blue one, where the text "blue" scores it 9.9). So an
-example tag's vector is the centroid c of its examples' clip embeddings (each example weighs
-the same, whatever its length), scaled so that the examples' own mean score, the mean of
-vector · example, is MATCH_SCORE:
+Tags from examples (issues 21, 31). A tag may name example clips instead of, or beside,
+prompts. It means "more like these than like the rest of the library": scoring.fit_examples
+measures the examples against the library's background (the store's mean clip embedding, kept
+current as clips are saved, and a sample of the library's clips): the mean's direction, which
+every clip shares, is taken out, the examples' centroid is the direction, and the threshold
+falls HELD_OUT_FRACTION of the way from a typical clip to the examples (each scored by the
+others' direction, in the background's spread). The vector is scaled so that a typical
+clip scores 0 and the threshold tagging.min_score: an example tag is given, segmented and
+searched like a text tag. The background a tag was fitted against is stored and kept until the
+library grows or shrinks by a quarter (REFIT_CHANGE), so adding a clip does not re-tag the
+library; its key is in the fingerprint, so a refit re-tags every clip from stored embeddings.
 
-    vector = MATCH_SCORE · c / (c · c)      (vector · c = MATCH_SCORE, for one example too)
-
-A clip then scores MATCH_SCORE times its projection onto c relative to the examples' own: a
-clip like the examples scores about MATCH_SCORE, one halfway there min_score, an unrelated
-one about 0 or below, as with a text tag. A tag with prompts and examples averages its text
-vector and its example vector: its score is the mean of the two scores. The fingerprint holds
-each example's content hash and a digest of its stored embeddings, so new examples (or the
-same clips embedded again) re-tag every clip, from stored embeddings.
+A library of fewer than MIN_BACKGROUND clips has no background to speak of: its example tags
+are scaled from the origin (the examples' mean score MATCH_SCORE: MATCH_SCORE · c / (c · c)),
+with a warning, until a start or reload finds enough clips. A tag with prompts and examples
+averages its text vector and its example vector: its score is the mean of the two scores. The
+fingerprint holds each example's content hash and a digest of its stored embeddings.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -48,9 +50,11 @@ from autotag.atomic import write_atomic
 from autotag.config import ConfigError, VocabEntry
 from autotag.engine import EMBEDDED, STORED
 from autotag.model import Embedder, ModelError
+from autotag.scoring import STANDS_OUT, Background, fit_examples
 
 if TYPE_CHECKING:
     from autotag.engine import Engine
+    from autotag.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +62,12 @@ TEXT_BATCH = 256  # prompts per text-signature call
 # The raw score an example tag's own examples get, on average: twice tagging.min_score's
 # default (3.0), a good text match (MIL-NCE scores matches about 4..9)
 MATCH_SCORE = 6.0
-# The example rule, in the fingerprint: a new rule or MATCH_SCORE re-tags every clip
-EXAMPLE_RULE = f"centroid-scaled-to-{MATCH_SCORE:g}"
+# The example rules, in the fingerprint: a new rule or MATCH_SCORE re-tags every clip
+EXAMPLE_RULE = f"centroid-scaled-to-{MATCH_SCORE:g}"  # from the origin: no background yet
+BACKGROUND_RULE = "centroid-off-mean-half-way-v1"  # scoring.fit_examples
+MIN_BACKGROUND = 16  # clips the store must hold before example tags are fitted against them
+BACKGROUND_SAMPLE = 2000  # clips whose scores give the background's spread (4 MB at 512 wide)
+REFIT_CHANGE = 1.25  # the fitted background is kept until the library is this × larger/smaller
 # Examples whose centroid is this small against their own size (c·c / mean e·e) cancel out:
 # nothing in common to find (and the vector would divide by nearly zero)
 MIN_COHERENCE = 1e-6
@@ -100,19 +108,25 @@ class ExampleError(ConfigError, ModelError):
 
 
 def vocabulary_fingerprint(entries: tuple[VocabEntry, ...], model_fingerprint: str,
-                           examples: Mapping[Path, Example] | None = None) -> str:
-    """Changes when a tag, a prompt, an example's content or the model changes: what makes
+                           examples: Mapping[Path, Example] | None = None,
+                           background: Background | None = None,
+                           at: float = MATCH_SCORE / 2) -> str:
+    """Changes when a tag, a prompt, an example's content, the background example tags were
+    fitted against (and the score their threshold maps to) or the model changes: what makes
     stored tags stale. A vocabulary of prompts only hashes as it did before examples existed.
     examples: every entry's examples (example_embeddings), needed when any entry has some."""
-    spec = json.dumps([model_fingerprint, [_entry_spec(e, examples or {}) for e in entries]])
+    rule = [BACKGROUND_RULE, background.key(), at] if background is not None \
+        else EXAMPLE_RULE
+    spec = json.dumps([model_fingerprint,
+                       [_entry_spec(e, examples or {}, rule) for e in entries]])
     return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
-def _entry_spec(entry: VocabEntry, examples: Mapping[Path, Example]) -> list:
+def _entry_spec(entry: VocabEntry, examples: Mapping[Path, Example], rule) -> list:
     spec: list = [entry.label, list(entry.prompts)]
     if entry.examples:  # content, not paths: a renamed example changes nothing
-        spec.append([EXAMPLE_RULE, sorted(_example_key(_example(entry, path, examples))
-                                          for path in entry.examples)])
+        spec.append([rule, sorted(_example_key(_example(entry, path, examples))
+                                  for path in entry.examples)])
     return spec
 
 
@@ -137,11 +151,20 @@ def normalise_prompt(prompt: str) -> str:
 
 def build_vocabulary(entries: tuple[VocabEntry, ...], embedder: Embedder,
                      cache_dir: Path | None,
-                     examples: Mapping[Path, Example] | None = None) -> Vocabulary:
+                     examples: Mapping[Path, Example] | None = None,
+                     background: Background | None = None,
+                     at: float = MATCH_SCORE / 2) -> Vocabulary:
     """Embed every prompt (from the cache where possible), average each tag's prompts, and
     combine them with its examples' vector (examples: example_embeddings' answer; needed when
-    an entry has examples). Raises ExampleError for examples that cancel out."""
+    an entry has examples), fitted against `background` (library_background's answer) so
+    that its threshold scores `at` (tagging.min_score). Raises ExampleError for examples
+    that cancel out."""
     examples = examples or {}
+    if background is None and any(e.examples for e in entries):
+        log.warning("the library holds fewer than %d clips, so tags from examples are scored "
+                    "from the origin (they may tag nearly every clip); they are fitted against "
+                    "the library at the next start or reload once it holds more",
+                    MIN_BACKGROUND)
     prompts = sorted({normalise_prompt(p) for e in entries for p in e.prompts} | {""})
     table = embed_texts(prompts, embedder, text_cache(cache_dir, embedder))
     empty = table[""]
@@ -149,13 +172,15 @@ def build_vocabulary(entries: tuple[VocabEntry, ...], embedder: Embedder,
     for prompt in unknown:
         log.warning("prompt %r: the model knows none of its words, so it scores like an empty "
                     "string; rephrase it in plain English words", prompt)
-    vectors = np.stack([tag_vector(e, table, examples) for e in entries]).astype(np.float32)
-    return Vocabulary(entries, vectors,
-                      vocabulary_fingerprint(entries, embedder.fingerprint, examples), unknown)
+    vectors = np.stack([tag_vector(e, table, examples, background, at)
+                        for e in entries]).astype(np.float32)
+    return Vocabulary(entries, vectors, vocabulary_fingerprint(
+        entries, embedder.fingerprint, examples, background, at), unknown)
 
 
 def tag_vector(entry: VocabEntry, table: Mapping[str, np.ndarray],
-               examples: Mapping[Path, Example]) -> np.ndarray:
+               examples: Mapping[Path, Example], background: Background | None = None,
+               at: float = MATCH_SCORE / 2) -> np.ndarray:
     """One tag's vector, float32 [512]: the mean of its prompts' text embeddings (table: the
     normalised prompt's), its examples' vector (example_vector), or the mean of the two."""
     parts = []
@@ -163,13 +188,55 @@ def tag_vector(entry: VocabEntry, table: Mapping[str, np.ndarray],
         parts.append(np.mean([table[normalise_prompt(p)] for p in entry.prompts], axis=0))
     if entry.examples:
         embeddings = np.stack([_example(entry, p, examples).embedding for p in entry.examples])
-        vector = example_vector(embeddings)
+        vector = example_vector(embeddings) if background is None \
+            else _fitted(entry.label, embeddings, background, at)
         if vector is None:
             raise ExampleError(f"vocabulary: the examples of the tag {entry.label!r} cancel "
                                "out (their embeddings have nothing in common, or the model "
                                "sees nothing in them); choose clips that show the same thing")
         parts.append(vector)
     return np.mean(parts, axis=0).astype(np.float32)
+
+
+def _fitted(label: str, embeddings: np.ndarray, background: Background, at: float
+            ) -> np.ndarray | None:
+    fit = fit_examples(embeddings, background, at)
+    if fit is None:
+        return None
+    log.info("the tag %r from %d example(s): its threshold %.1f background spreads above a "
+             "typical clip; the examples score %.1f of them held out", label,
+             len(embeddings), fit.threshold_spreads, float(np.mean(fit.examples)) / fit.spread)
+    if np.mean(fit.examples) / fit.spread < STANDS_OUT:
+        log.warning("the examples of the tag %r are hardly more alike than a typical clip of "
+                    "the library (held out, %.1f background spreads above one); choose clips "
+                    "that show one thing the rest of the library does not", label,
+                    float(np.mean(fit.examples)) / fit.spread)
+    return fit.vector
+
+
+def library_background(store: Store, model: str, minimum: int = MIN_BACKGROUND,
+                       keep: bool = True) -> Background | None:
+    """The background example tags are fitted against: the one fitted last, while the library
+    is within REFIT_CHANGE of its size then, else a new one (the store's mean, a sample of
+    BACKGROUND_SAMPLE clips), saved unless keep is False (a reader: "more like this" leaves
+    the store as it was). None below `minimum` clips."""
+    live = store.background_total(model)
+    if live is None or live[0] < minimum:
+        return None
+    count, total = live
+    fitted = store.background_fit(model)
+    if fitted is not None and count / REFIT_CHANGE <= fitted[0] <= count * REFIT_CHANGE:
+        return Background(*fitted)
+    mean = (total / count).astype(np.float32)
+    background = Background(count, mean, store.vector_sample(model, BACKGROUND_SAMPLE))
+    if not keep:
+        return background
+    try:
+        store.save_background_fit(model, count, background.mean, background.sample)
+    except sqlite3.Error as exc:  # a read-only store: fitted again next time
+        log.debug("cannot keep the fitted background in the store: %s", exc)
+    log.info("example tags are fitted against a new background: %d clips", count)
+    return background
 
 
 def example_vector(embeddings: np.ndarray) -> np.ndarray | None:

@@ -29,6 +29,21 @@ def embedder(model_dir):
 
 
 @pytest.fixture(scope="session")
+def model_dir_common(tmp_path_factory) -> Path:
+    """The test model whose video embeddings all carry one large common vector (issue 31)."""
+    from tests.testmodel import build
+
+    return build(tmp_path_factory.mktemp("model-common") / "colour-motion-common", common=True)
+
+
+@pytest.fixture(scope="session")
+def embedder_common(model_dir_common):
+    from autotag.model import load_model
+
+    return load_model(str(model_dir_common))
+
+
+@pytest.fixture(scope="session")
 def model_dir_tf1(tmp_path_factory) -> Path:
     """The same model in the real model's TF1 Hub module format (tfhub_module.pb, empty tag set,
     hash-table vocabulary initialised by the main op, signatures called by position)."""

@@ -513,3 +513,26 @@ def test_no_page_breaks_the_content_security_policy_or_throws(site, visit):
     page.wait_for_function("() => window.__csp.length > 0")
     assert page.evaluate("window.__ran") is None
     assert [v["directive"] for v in visit.csp] == ["script-src-elem"]
+
+
+def test_on_a_phone_the_teach_preview_shows_what_the_tag_would_take_before_it_writes(
+        site, visit, made):
+    page = visit.page
+    page.set_viewport_size(PHONE)
+    before = made["config"].read_text()
+    cards = search(page, site.url, "red")
+    for name in ("red.webm", "late red.webm"):
+        cards.filter(has=page.locator(".name", has_text=re.compile(f"^{re.escape(name)}$"))) \
+            .locator("input[name=clip]").check()
+    page.locator("#teach input[name=label]").fill("crimson thing")
+    page.locator("#teach-preview").click()
+    count = page.locator("#teach-count")
+    count.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#teach-count').textContent !== ''")
+    assert re.match(r"The tag would go on \d+ clips?", count.inner_text()), count.inner_text()
+    assert page.locator("#teach-taken li").count() >= 1
+    assert page.locator("#teach-slider").is_visible()
+    visit.shot("teach-preview-phone")
+    assert _sideways(page) == []
+    assert made["config"].read_text() == before  # a preview writes nothing
+    assert not visit.problems()

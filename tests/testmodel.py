@@ -9,6 +9,15 @@ bright it is ((mean - 0.5) ×10). A text embedding is the sum of its known words
 "red" scores ~10 on a pure red clip and -5 on a blue one, like MIL-NCE's 4..9 for matches and < 0
 for the rest. Unknown words add nothing: a prompt of only unknown words embeds like "", as it does
 in the real model. Built once per test session (seconds); never part of the product.
+
+The shared-component variant (build(..., common=True), issue 31) is shaped like a joint
+space: every video embedding carries one large vector, COMMON (MIL-NCE's video embeddings
+are neither centred nor normalised): |COMMON|² is COMMON_NORM² = 3600, where a clip's own
+features give at most ~250; and each of eight colour concepts (PROTOTYPES) has a direction of
+its own, as a joint space gives a concept (dims 5-12: 10·exp(-d²/(2·0.25²)), d the distance of
+the window's mean colour to the prototype, in [0, 1] RGB). Text embeddings are unchanged
+(no word points at dims 5..), so text tags score as before; likeness measured from the origin
+calls every clip alike.
 """
 
 from __future__ import annotations
@@ -32,11 +41,27 @@ FEATURE_SCALE = [10.0, 10.0, 10.0, 40.0, 10.0]
 # tensorflow_hub's ModuleDef proto {format: FORMAT_V3}, serialised (field 1, varint 3): the
 # marker file of a TF1 Hub module; hub.load only checks that it exists.
 HUB_MODULE_DEF = b"\x08\x03"
+COMMON_NORM = 60.0  # the shared component's length (the features' own: about 5..15)
+# the shared-component variant's concept directions (dims 5-12): mean colour, [0, 1] RGB
+PROTOTYPES = [(1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1), (1, 0, 1), (1, 1, 1),
+              (0, 0, 0)]
+PROTOTYPE_WIDTH = 0.25  # RGB distance at which a concept's feature falls to 10·e^-0.5
+
+
+def common_vector() -> list[float]:
+    """COMMON: a fixed vector of length COMMON_NORM over dims 13..511 (none on the features)."""
+    import numpy as np
+
+    rng = np.random.default_rng(31)
+    tail = np.abs(rng.normal(size=DIM - 5 - len(PROTOTYPES))) + 0.5  # one sign: none cancel
+    return [0.0] * (5 + len(PROTOTYPES)) + (tail * COMMON_NORM / np.linalg.norm(tail)).tolist()
 
 
 class ColourMotionModel(tf.Module):
-    def __init__(self) -> None:
+    def __init__(self, common: bool = False) -> None:
         super().__init__()
+        # the colour model's graph stays as it was without it
+        self.common = tf.Variable(common_vector(), trainable=False) if common else None
         keys = tf.constant(list(WORDS))
         values = tf.range(len(WORDS), dtype=tf.int64)
         self.table = tf.lookup.StaticHashTable(
@@ -47,15 +72,17 @@ class ColourMotionModel(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None, 3], tf.float32)])
     def video(self, frames: tf.Tensor) -> dict[str, tf.Tensor]:
-        return video_outputs(frames, self.feature_scale)
+        return video_outputs(frames, self.feature_scale, self.common)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def text(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
         return text_outputs(texts, self.table, self.word_vectors)
 
 
-def video_outputs(frames: tf.Tensor, scale: tf.Tensor) -> dict[str, tf.Tensor]:
-    """float32 [B, T, H, W, 3] → the five features × `scale` [5], zero-padded to 512 wide."""
+def video_outputs(frames: tf.Tensor, scale: tf.Tensor, common: tf.Tensor | None = None
+                  ) -> dict[str, tf.Tensor]:
+    """float32 [B, T, H, W, 3] → the five features × `scale` [5], zero-padded to 512 wide,
+    plus `common` [512] (the shared component, or nothing)."""
     rgb = tf.reduce_mean(frames, axis=[1, 2, 3])  # [B, 3]
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     steps = tf.shape(frames)[1] - 1
@@ -64,7 +91,13 @@ def video_outputs(frames: tf.Tensor, scale: tf.Tensor) -> dict[str, tf.Tensor]:
         tf.maximum(steps, 1) * tf.reduce_prod(tf.shape(frames)[2:]), tf.float32)
     features = tf.stack([r - (g + b) / 2, g - (r + b) / 2, b - (r + g) / 2, motion,
                          (r + g + b) / 3 - 0.5], axis=1) * scale
-    embedding = tf.pad(features, [[0, 0], [0, DIM - 5]])
+    if common is not None:  # the shared-component variant: concept directions, COMMON
+        distance = tf.norm(rgb[:, None, :] - tf.constant(PROTOTYPES, tf.float32)[None], axis=2)
+        concepts = 10.0 * tf.exp(-tf.square(distance) / (2 * PROTOTYPE_WIDTH ** 2))
+        features = tf.concat([features, concepts], axis=1)
+    embedding = tf.pad(features, [[0, 0], [0, DIM - features.shape[1]]])
+    if common is not None:
+        embedding = embedding + common[None, :]
     mixed_5c = tf.tile(embedding, [1, 2])
     return {"video_embedding": embedding, "mixed_5c": mixed_5c}
 
@@ -84,9 +117,10 @@ def _word_rows() -> list:
     return [tf.one_hot(dim, DIM) * sign for dim, sign in WORDS.values()] + [tf.zeros(DIM)]
 
 
-def build(path: Path) -> Path:
-    """Write the SavedModel (TF2 format) to `path` and return it."""
-    module = ColourMotionModel()
+def build(path: Path, common: bool = False) -> Path:
+    """Write the SavedModel (TF2 format) to `path` and return it; common: the variant whose
+    video embeddings share one large vector."""
+    module = ColourMotionModel(common)
     tf.saved_model.save(module, str(path), signatures={"video": module.video, "text": module.text})
     return path
 

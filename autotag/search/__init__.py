@@ -29,7 +29,7 @@ import numpy as np
 
 from autotag.clip import Embedded, Segment, SourceInfo
 from autotag.outputs.preview import ascii_text, label_box
-from autotag.scoring import segments, window_scores
+from autotag.scoring import like_query, segments, window_scores
 from autotag.store import FileRecord, Store, record_of
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,9 @@ class Without:
         return [rs for rs in self.index.ranked(query, k + 1) if rs[0].path != self.path][:k]
 
 
-LIKE_MATCH_FACTOR = 2.0  # a "more like this" query scores its own clip this × min_score
+# a "more like this" query in a library of one clip (no background) scores its own clip
+# this × min_score
+LIKE_MATCH_FACTOR = 2.0
 
 
 def like_vector(store: Store, model: str, record: FileRecord, at: float | None,
@@ -139,10 +141,13 @@ def like_vector(store: Store, model: str, record: FileRecord, at: float | None,
     """A stored clip's embedding as a query ("more like this"): its clip embedding, or with
     `at` (seconds) the window around that moment, float32 [512]; None when not stored.
 
-    A video embedding against video embeddings scores on another scale than text does, so the
-    vector is scaled to score itself LIKE_MATCH_FACTOR × min_score: the clip itself (and its
-    copies) is a strong match, and a clip scoring min_score is half as alike, which is where
-    segments and the threshold scale of the results sit for a text query."""
+    Scored against the library's background (scoring.like_query, issue 31): the direction
+    every clip shares is taken out, and a score counts background spreads, so 0 is a typical
+    clip of the library and min_score (3.0) three spreads more alike than one, where segments
+    are cut. From the origin, every clip shares the library's common component and looks
+    half as alike."""
+    from autotag.vocabulary import library_background  # vocabulary imports the engine
+
     source = SourceInfo(record.path, record.size, record.mtime, record.sha256)
     clip = store.load_embedded(source, model, thumbnails=False)
     if clip is None:
@@ -154,6 +159,9 @@ def like_vector(store: Store, model: str, record: FileRecord, at: float | None,
             (clip.windows[i].start + clip.windows[i].end) / 2 - at))
         vector = clip.embeddings[row]
     vector = np.asarray(vector, np.float32)
+    background = library_background(store, model, minimum=2, keep=False)
+    if background is not None:
+        return like_query(vector, background)
     self_score = float(vector @ vector)
     if self_score <= 0:
         return None

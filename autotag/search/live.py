@@ -243,6 +243,13 @@ class LiveIndex:
             ranker = Among(self._vectors, self._among(where), frozenset(where.exclude))
             return search(ranker, self.store, self.model, query, top, threshold)
 
+    def scores(self, query: np.ndarray) -> tuple[list[FileRecord], np.ndarray]:
+        """Every clip and its score for query (float32 [n]): what a preview of a new tag
+        counts (teaching.preview), exactly. The index holds no float32 embeddings (its codes
+        are int8), so they are read from the store for the preview and let go after it."""
+        records, matrix = self.store.clip_index(self.model)
+        return records, matrix @ query.astype(np.float32)
+
     def given(self) -> np.ndarray:
         """bool [n_clips, n_tags]: clip i is given tag k (its clip score reaches the tag's
         threshold and is among its top_k), as tagging decides from the same scores."""

@@ -599,11 +599,57 @@ async def calibrate_write(request: Request) -> Response:
     return RedirectResponse(f"{_base(request)}/calibrate?written=1", 303)
 
 
+def _teach_ids(values: list[str]) -> list[int]:
+    ids = sorted({params.clip_id(v) for v in values})
+    if not ids:
+        raise HTTPException(400, "select the clips that show it first")
+    return ids
+
+
+def _teach_threshold(raw: str | None) -> float | None:
+    """The threshold a person moved the preview to (None: the tag's own, min_score)."""
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HTTPException(400, "threshold is a number") from None
+    if not np.isfinite(value) or abs(value) > 1e6:
+        raise HTTPException(400, "threshold is a number") from None
+    return value
+
+
+def api_teach_preview(request: Request) -> Response:
+    """GET /api/teach/preview?clip=ID&clip=ID[&threshold=X]: what teaching a tag from these
+    clips would do (teaching.preview), before anything is written: how many clips it would
+    get, the farthest it would take, the closest it would leave out (issue 31)."""
+    from autotag.teaching import preview
+
+    lib = _lib(request)
+    ids = _teach_ids(request.query_params.getlist("clip"))
+    threshold = _teach_threshold(request.query_params.get("threshold"))
+    examples = [lib.clip(i) for i in ids]
+    result = preview(lib.store, lib.model, examples, lib.index.scores,
+                     lib.config.tagging.min_score, threshold)
+    if result is None:
+        raise HTTPException(409, "these clips cannot make a tag: their embeddings are not "
+                                 "stored for the current model, or they cancel out")
+    return JSONResponse(result.to_json(lambda r, score: {
+        "id": r.id, "name": r.path.name, "folder": str(r.path.parent),
+        "score": round(score, 4), "example": r.id in ids}))
+
+
 async def teach_tag(request: Request) -> Response:
     """The search page's "teach a tag from the selected clips": a vocabulary entry
     `- LABEL: {examples: [...]}` added to the config with the config editor, then a reload
     (the tag's vector comes from the clips' stored embeddings)."""
-    from autotag.analysis.config_editor import CannotEdit, added_tag, snippet_tag, write_config
+    from autotag.analysis.config_editor import (
+        CannotEdit,
+        added_tag,
+        snippet_tag,
+        write_config,
+        write_tagging,
+    )
 
     form = await _form_lists(request)
     lib = _lib(request)
@@ -614,12 +660,17 @@ async def teach_tag(request: Request) -> Response:
         joiner = "&" if "?" in back else "?"
         return RedirectResponse(f"{_base(request)}{back}{joiner}"
                                 + urlencode({"label": label, "teach": "select"}) + "#teach", 303)
+    threshold = _teach_threshold((form.get("threshold") or [""])[0])
     examples = [lib.clip(i).path for i in ids]
     if lib.config.source is None:
         raise HTTPException(409, "autotag runs on its defaults, with no config file to write")
     try:
         text = await run_in_threadpool(added_tag, lib.config.source, label, examples)
         await run_in_threadpool(write_config, lib.config.source, text)
+        if threshold is not None and threshold != lib.config.tagging.min_score:
+            # the threshold the preview was moved to: the tag's own, in tagging.thresholds
+            await run_in_threadpool(write_tagging, lib.config.source,
+                                    {**lib.config.tagging.thresholds, label: threshold})
     except (CannotEdit, OSError) as exc:
         raise HTTPException(409, f"cannot add the tag to {lib.config.source} ({exc}); add this "
                                  f"line to its vocabulary: {snippet_tag(label, examples)}") \
@@ -885,6 +936,7 @@ def create_app(library: Library, token: str | None = None,
         Route("/api/clips/{id:int}/reviews", api_review, methods=["POST"]),
         Route("/clips/{id:int}/reviews", page_review, methods=["POST"]),
         Route("/api/tags", api_tags),
+        Route("/api/teach/preview", api_teach_preview),
         Route("/api/status", api_status),
         Route("/api/jobs", api_jobs),
         Route("/api/session", api_session),

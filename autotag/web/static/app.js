@@ -239,3 +239,55 @@ function step(items, current, by) {
     });
   });
 })();
+(function () {
+  // the teach form's preview: what the new tag would take, before the config is written
+  const form = document.getElementById("teach");
+  const button = document.getElementById("teach-preview");
+  if (!form || !button || !window.fetch) return;
+  const base = form.getAttribute("action").replace(/\/tags$/, "");
+  const result = document.getElementById("teach-result");
+  const slider = document.getElementById("teach-slider");
+  const hidden = document.getElementById("teach-threshold");
+  button.hidden = false;
+  function clips() {
+    return Array.from(document.querySelectorAll('input[name="clip"][form="teach"]:checked'))
+      .map(function (box) { return box.value; });
+  }
+  function list(id, items) {
+    const ol = document.getElementById(id);
+    ol.textContent = "";
+    items.forEach(function (item) {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = base + "/clips/" + item.id;
+      a.textContent = item.name;
+      li.append(a, " " + item.score.toFixed(2) + (item.example ? " (example)" : ""));
+      ol.append(li);
+    });
+    if (!items.length) ol.textContent = "none";
+  }
+  function show(threshold) {
+    const ids = clips();
+    if (!ids.length) { result.hidden = false; document.getElementById("teach-count").textContent = "Select the clips that show it first."; return; }
+    const query = new URLSearchParams(ids.map(function (id) { return ["clip", id]; }));
+    if (threshold !== undefined) query.set("threshold", threshold);
+    fetch(base + "/api/teach/preview?" + query, { credentials: "same-origin" })
+      .then(function (r) { return r.json().then(function (body) { return [r.ok, body]; }); })
+      .then(function ([ok, body]) {
+        result.hidden = false;
+        const count = document.getElementById("teach-count");
+        if (!ok) { count.textContent = body.error || "no preview"; return; }
+        count.textContent = "The tag would go on " + body.count + " clip" + (body.count === 1 ? "" : "s") +
+          (body.fitted ? " (against the library's " + body.background + " clips)." : " (the library is too small for a background: scored from the origin).");
+        slider.max = Math.max(10, Math.ceil(body.threshold * 2));
+        slider.value = body.threshold;
+        document.getElementById("teach-value").textContent = body.threshold.toFixed(1);
+        hidden.value = body.threshold === body.default_threshold ? "" : body.threshold;
+        list("teach-taken", body.farthest_taken);
+        list("teach-left", body.closest_left_out);
+      });
+  }
+  button.addEventListener("click", function () { show(); });
+  slider.addEventListener("input", function () { document.getElementById("teach-value").textContent = parseFloat(slider.value).toFixed(1); });
+  slider.addEventListener("change", function () { show(slider.value); });
+})();
