@@ -24,7 +24,7 @@ from autotag.app import open_app
 from autotag.clip import SourceInfo, Window
 from autotag.config import load_config
 from autotag.engine import STORED, hash_file
-from autotag.files import find_clips
+from autotag.files import Edge, find_clips
 from autotag.passes import fresh_pass
 from autotag.store import SCHEMA_VERSION, Store
 from tests.clips import GREEN, RED, write_video
@@ -341,14 +341,17 @@ def test_the_daemon_scan_resolves_no_clip_path_under_real_roots(tmp_path, monkey
     real = watcher.Watcher.canonical
     monkeypatch.setattr(watcher.Watcher, "canonical",
                         lambda self, p: asked.append(p) or real(self, p))
-    w = watcher.Watcher([root], WatchConfig(), queue.Queue(),
+    # a link out of the library is followed here (watch.follow_symlinks_out): what is measured
+    # is which paths are resolved, not where the library ends (test_web_security has that)
+    follow = WatchConfig(follow_symlinks_out=True)
+    w = watcher.Watcher([root], follow, queue.Queue(),
                         known_many=lambda i: [False] * len(i))
     assert w.scan([root]) == 3
     assert asked == [root, root / "linked.mp4"]
     # a root that is a symlink: every path is resolved, and named under the root as given
     asked.clear()
     link = tmp_path / "link-root"
-    w = watcher.Watcher([link], WatchConfig(), queue.Queue(),
+    w = watcher.Watcher([link], follow, queue.Queue(),
                         known_many=lambda i: [False] * len(i))
     assert w.scan([link]) == 3
     assert asked == [link, link / "a.mp4", link / "linked.mp4", link / "sub" / "b.mp4"]
@@ -368,7 +371,8 @@ def test_the_walk_yields_each_file_once_through_links_and_remembers_folders_only
     os.symlink(tmp_path / "outside" / "o.mp4", root / "c-link.mp4")  # ... and a link into it
     for i in range(5):
         (root / f"plain{i}.mp4").write_bytes(b"p")
-    found = list(find_clips([root]))
+    edge = Edge.of([root], follow_out=True)  # links out of the library followed (opted in)
+    found = list(find_clips([root], edge=edge))
     assert sorted(p.resolve() for p in found) == sorted(
         {real.resolve(), (tmp_path / "outside" / "o.mp4").resolve(),
          *((root / f"plain{i}.mp4").resolve() for i in range(5))})
@@ -376,7 +380,7 @@ def test_the_walk_yields_each_file_once_through_links_and_remembers_folders_only
     assert len(found) == 7 and root / "a-link.mp4" in found
     os.unlink(root / "a-link.mp4")
     os.symlink(real, root / "zz-link.mp4")  # met after its target's folder: not again
-    found = list(find_clips([root]))
+    found = list(find_clips([root], edge=edge))
     assert len(found) == 7 and {root / "z" / "hard.mp4", root / "b-dir" / "o.mp4"} <= set(found)
 
 
