@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 from autotag.atomic import TEMP_SUFFIX
+from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ DESCRIPTOR = ".descriptor.txt"  # tensorflow_hub's note beside an entry: which h
 LOCK = ".download-lock"  # beside an entry; flock'd while one process downloads it
 
 
-class DownloadError(OSError):
-    """The handle could not be downloaded or unpacked; `reason` is one line."""
+class DownloadError(AutotagError, OSError):
+    """The handle could not be downloaded or unpacked; `reason` is one line. An OSError too,
+    as urllib's own failures are: model.py reports every download failure the same way."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

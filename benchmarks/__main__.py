@@ -7,9 +7,7 @@ everything side by side in one run, prints the table and writes it to benchmarks
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,27 +16,11 @@ from pathlib import Path
 import yaml
 
 from benchmarks import measure, report, runtimes, suite
-
-HERE = Path(__file__).resolve().parent
-CACHE = HERE / ".cache"
-RESULTS = HERE / "results"
+from benchmarks.measure import CACHE, RESULTS, standin
 
 QUICK = {"model_calls": 2, "cheap": (1280, 720, 4), "heavy": (1920, 1080, 2),
          "codecs": ("h264", "vp9"), "rss_clips": (10, 40), "watch_clips": 1,
          "sweep_batches": (1, 4, 8), "sweep_threads": ((1, 1), (2, 2))}
-
-
-def standin(cache: Path) -> Path:
-    """The stand-in SavedModel, built by a child process once per version of standin.py."""
-    digest = hashlib.sha256((HERE / "standin.py").read_bytes()).hexdigest()[:12]
-    path = cache / f"standin-{digest}"
-    if not (path / "saved_model.pb").exists():
-        tmp = Path(tempfile.mkdtemp(prefix="standin-", dir=cache))
-        subprocess.run([sys.executable, "-m", "benchmarks.standin", str(tmp / "model")],
-                       check=True, cwd=HERE.parent, env=measure.Workspace(tmp, "").env(tmp))
-        (tmp / "model").replace(path)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
 def settings(args: argparse.Namespace, handle: str) -> suite.Settings:

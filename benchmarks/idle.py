@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.__main__ import CACHE, standin
+from benchmarks.measure import CACHE, standin
 
 SETTLE_SECONDS = 5.0  # after "watching": the startup scan and first checks are done
 CPU_TARGET = 0.0005  # 0.05 % of one core

@@ -8,6 +8,7 @@ cache, so nothing is "up to date" or reused from another run.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -25,6 +26,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "benchmarks"
+CACHE = HERE / ".cache"  # the stand-in model, generated clips, stores (kept between runs)
+RESULTS = HERE / "results"  # every run's table and rows (not committed)
 BASE_CONFIG = ROOT / "config.yaml"  # the shipped defaults, vocabulary included
 CHILD_TIMEOUT = 900.0  # s; a child that takes longer is killed (a hung run, not a slow one)
 READY_TIMEOUT = 300.0  # s from the daemon's start to READY=1
@@ -253,3 +257,16 @@ def media_limit() -> int:
     from autotag.config import SamplingConfig
 
     return SamplingConfig().max_pixels
+
+
+def standin(cache: Path) -> Path:
+    """The stand-in SavedModel, built by a child process once per version of standin.py."""
+    digest = hashlib.sha256((HERE / "standin.py").read_bytes()).hexdigest()[:12]
+    path = cache / f"standin-{digest}"
+    if not (path / "saved_model.pb").exists():
+        tmp = Path(tempfile.mkdtemp(prefix="standin-", dir=cache))
+        subprocess.run([sys.executable, "-m", "benchmarks.standin", str(tmp / "model")],
+                       check=True, cwd=HERE.parent, env=Workspace(tmp, "").env(tmp))
+        (tmp / "model").replace(path)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -278,7 +278,7 @@ def render(f: Figures, before: Path | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.__main__ import RESULTS, standin
+    from benchmarks.measure import RESULTS, standin
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runtimes", description=__doc__)
     parser.add_argument("--before", type=Path, metavar="CHECKOUT",

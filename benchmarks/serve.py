@@ -564,7 +564,7 @@ def run(args: argparse.Namespace, say=print) -> dict:
     if args.model is not None:
         handle = str(args.model.resolve())
     else:
-        from benchmarks.__main__ import standin
+        from benchmarks.measure import standin
 
         handle = str(standin(cache))
     from autotag.model import fingerprint
