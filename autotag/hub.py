@@ -48,7 +48,8 @@ LOCK = ".download-lock"  # beside an entry; flock'd while one process downloads 
 
 
 class DownloadError(AutotagError, OSError):
-    """The handle could not be downloaded or unpacked; `reason` is one line."""
+    """The handle could not be downloaded or unpacked; `reason` is one line. An OSError too,
+    as urllib's own failures are: model.py reports every download failure the same way."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -1,4 +1,4 @@
-"""Model loading through tensorflow_hub: local SavedModel, the hub cache, clear offline errors."""
+"""Model loading: local SavedModel, the hub cache (tensorflow_hub's layout), offline errors."""
 
 from __future__ import annotations
 

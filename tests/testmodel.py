@@ -39,7 +39,7 @@ WORDS = {
 # The features' scales: red, green, blue, motion, brightness.
 FEATURE_SCALE = [10.0, 10.0, 10.0, 40.0, 10.0]
 # tensorflow_hub's ModuleDef proto {format: FORMAT_V3}, serialised (field 1, varint 3): the
-# marker file of a TF1 Hub module; hub.load only checks that it exists.
+# marker file of a TF1 Hub module; loading only checks that it exists (the empty tag set).
 HUB_MODULE_DEF = b"\x08\x03"
 COMMON_NORM = 60.0  # the shared component's length (the features' own: about 5..15)
 # the shared-component variant's concept directions (dims 5-12): mean colour, [0, 1] RGB
