@@ -64,7 +64,17 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
+    from autotag.mqtt import publishing
+
+    # MQTT (on in config): what earlier runs left in the outbox goes out from the start, this
+    # run's events as they come; the end waits a bounded time for the broker's PUBACKs
+    with publishing(config) as publisher:
+        return _once(config, dirs, force, ctx, publisher)
+
+
+def _once(config, dirs: list[Path], force: bool, ctx: Context, publisher) -> int:
     from autotag.model import ModelError
+    from autotag.mqtt import model_status
     from autotag.tagging import fresh_pass, not_in_store_message
 
     clips = Walk(config, dirs)  # streamed: the first clip is tagged while the walk goes on
@@ -75,6 +85,8 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     # lazy: the video model loads at the first clip that needs it, so a re-run over a tagged
     # library (every clip up to date) is instant
     app = open_app(config, ctx, lazy=True)
+    if publisher is not None:  # the runtime the model loads on, for Home Assistant's sensor
+        publisher.status = lambda: model_status(config, app.embedder)
     lost: Counter[str] = Counter()  # clips with a sidecar the store does not know
     try:
         app.store.record_roots([absolute(d) for d in dirs])  # what the web app may serve
@@ -87,6 +99,8 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
                      if not force else (entry.path for entry in entries))
             for result in app.tag(paths, force=force, on_windows=reporter.windows):
                 reporter.result(result)
+                if publisher is not None:
+                    publisher.wake()
     except ModelError as exc:
         raise startup_error(exc, config) from None
     finally:
