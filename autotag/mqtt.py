@@ -133,7 +133,7 @@ def _tag_template(label: str) -> str:
     string literal, which Jinja reads as its own string literal."""
     return (f"{{% if value_json.why == '{NEW}' and {json.dumps(label)} in value_json.labels %}}"
             f"{{{{ {{'event_type': '{TAG_EVENT}', 'path': value_json.path, "
-            "'name': value_json.name, 'labels': value_json.labels, "
+            "'clip': value_json.name, 'labels': value_json.labels, "
             "'event_id': value_json.id} | tojson }}{% endif %}")
 
 

@@ -421,3 +421,25 @@ def test_an_unreadable_password_file_is_a_startup_error(tmp_path, model_dir, cli
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mqtt.password_file" in err[0] and "Traceback" not in err[0]
     assert not (clips / "red.mp4.autotag.json").exists()
+
+
+def test_the_daemon_announces_a_reloaded_vocabulary_and_says_offline_at_its_end(
+        tmp_path, model_dir, embedder, broker):
+    from tests.helpers import write_daemon_config
+
+    root = tmp_path / "inbox"
+    root.mkdir()
+    config = write_daemon_config(tmp_path, model_dir, "[red, green]")
+    config.write_text(config.read_text() + mqtt_block(broker.port))
+    node = node_id(tmp_path / "state.sqlite3")
+    green = f"homeassistant/event/{node}/{tag_object_id('green')}/config"
+    with Running(config, root, embedder) as run:
+        wait_for(lambda: {green, "autotag/status"} <= set(retained_now(broker, "#")),
+                 what="the announcement")
+        assert retained_now(broker, "autotag/status")["autotag/status"] == b"online"
+        config.write_text(config.read_text().replace("[red, green]", "[red]"))
+        run.daemon.request_reload()
+        wait_for(lambda: green not in retained_now(broker, "homeassistant/#"),
+                 what="green's entity removed")
+    assert retained_now(broker, "autotag/status")["autotag/status"] == b"offline"
+    assert run.code == 0
