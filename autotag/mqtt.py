@@ -103,7 +103,8 @@ def discovery(mqtt: MqttConfig, node: str, labels: Sequence[str]) -> dict[str, d
     entities = [
         entity("sensor", "last_clip", name="Last clip tagged", icon="mdi:filmstrip",
                state_topic=named["state"],
-               value_template="{{ value_json.last.name if value_json.last else None }}",
+               # Home Assistant refuses a state past 255 characters
+               value_template="{{ value_json.last.name[:255] if value_json.last else None }}",
                json_attributes_topic=named["state"],
                json_attributes_template="{{ (value_json.last or {}) | tojson }}"),
         sensor("tagged_today", "Clips tagged today", "tagged_today", icon="mdi:tag-multiple",
@@ -205,6 +206,7 @@ class Publisher:
         self._state_due = True
         self._state_at = 0.0
         self._polled = time.monotonic()
+        self._day = _midnight(time.time())  # today's count starts again after midnight
         self._drain_until: float | None = None
         self._started = 0.0
         self.left = 0  # events still waiting when it stopped
@@ -319,6 +321,9 @@ class Publisher:
                 self._publish_announcements(client, store)
             if time.monotonic() - self._polled >= POLL_SECONDS:
                 self._polled = time.monotonic()
+                self._state_due = True
+            if _midnight(time.time()) != self._day:
+                self._day = _midnight(time.time())
                 self._state_due = True
             self._send_waiting(client, store)
             self._publish_state(client, store, final)

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import paho.mqtt.client as paho
 import pytest
@@ -63,7 +64,7 @@ class Broker:
         self.config = folder / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
-    def start(self) -> Broker:
+    def start(self) -> Self:
         self.proc = subprocess.Popen([str(MOSQUITTO), "-c", str(self.config)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         end = time.monotonic() + DEADLINE
@@ -88,7 +89,7 @@ class Broker:
             self.proc.stderr.close()
         self.proc = None
 
-    def __enter__(self) -> Broker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -127,7 +128,7 @@ class Consumer:
         with self.lock:
             self.messages.append((message.topic, message.payload, bool(message.retain)))
 
-    def __enter__(self) -> Consumer:
+    def __enter__(self) -> Self:
         self.client.connect_async("127.0.0.1", self.broker.port, 30)
         self.client.loop_start()
         assert self.subscribed.wait(DEADLINE), "the consumer did not subscribe"
