@@ -12,10 +12,12 @@ import os
 import secrets
 from pathlib import Path
 
+from autotag.errors import AutotagError
+
 TEMP_SUFFIX = ".autotag.tmp"
 
 
-class AtomicWriteError(OSError):
+class AtomicWriteError(AutotagError, OSError):
     """Writing failed; nothing was changed. The message says why (disk full, permission...)."""
 
 

@@ -51,6 +51,7 @@ from autotag import media, pictures
 from autotag.clip import SourceInfo, Window
 from autotag.config import Config, ModelConfig, SamplingConfig
 from autotag.engine import FAILED, Engine, Outcome
+from autotag.errors import AutotagError
 from autotag.model import EMBED_DIM, Embedder, native_stderr_quiet
 
 if TYPE_CHECKING:
@@ -70,14 +71,14 @@ DECODE_RETRIES = 2
 # room to restart on the nodes left (each holds its own actor), so the run hung (issue 22, a
 # node removed mid-run). They are named LOST at once and tried again by the next run.
 EMBED_RETRIES = 0
-# The model's resident memory (README, Performance: 1.1 GB alone, 1.35 GB with batches). Asked
+# The model's resident memory (docs/design/performance.md: 1.1 GB alone, 1.35 GB with batches). Asked
 # of Ray so it places no more actors on a node than it holds; it also makes the stages'
 # resources differ where their CPU counts do not (two-core nodes), or Ray fuses decoding into
 # the model actor and nothing overlaps (issue 15).
 MODEL_MEMORY = 1_500 * 2**20  # bytes
 GPU_ACTOR_CPUS = 1  # a GPU actor's CPU: feeding the GPU; the model runs on the GPU
 GPU_ACTOR_THREADS = 2  # TensorFlow intra-op threads in a GPU actor (model.threads overrides)
-# On a CPU node decoding costs about a quarter of the model's time (README, Performance:
+# On a CPU node decoding costs about a quarter of the model's time (docs/design/performance.md:
 # 2.9 s of decoding for 9.1 s of model on 720p clips): the actor reserves the rest.
 DECODE_SHARE = 4
 MIN_NODE_CPUS = 2  # nodes with fewer CPUs (a KubeRay head with num-cpus: 0) run no actor
@@ -97,7 +98,7 @@ RUN_CONTEXT = {  # ray.data.DataContext for a backfill
 }
 
 
-class ClusterError(Exception):
+class ClusterError(AutotagError):
     """The run cannot start or go on (no Ray, no cluster, the model will not load); one line."""
 
 
@@ -117,7 +118,7 @@ def plan_resources(nodes: Iterable[dict], threads: int = 0) -> Resources:
     """From `ray.nodes()`: one actor per GPU if the cluster has GPUs; otherwise one actor per
     CPU node, reserving all but a decoding share of the smallest node's CPUs, with TensorFlow
     threads for all of that node's cores (as `--once` runs: on two cores one intra-op thread
-    halves the model's speed, README Performance). `threads` (model.threads) overrides."""
+    halves the model's speed, docs/design/performance.md). `threads` (model.threads) overrides."""
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
     gpus = int(sum(r.get("GPU", 0) for r in alive))
     if gpus:

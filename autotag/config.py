@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from autotag.errors import AutotagError
+
 HUB_HANDLE = "https://tfhub.dev/deepmind/mil-nce/s3d/1"
 CONFIG_NAME = "config.yaml"
 # Where the video signature runs (issue 14). auto: OpenVINO unless there is a GPU TensorFlow can
@@ -27,7 +29,7 @@ RUNTIMES = ("auto", "tensorflow", "openvino")
 PRECISIONS = ("f32", "bf16", "int8")
 
 
-class ConfigError(Exception):
+class ConfigError(AutotagError):
     """A configuration problem; the message is one line naming the key and the fix."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from autotag import media, pictures
 from autotag.clip import Embedded, SourceInfo
 from autotag.config import Config, SamplingConfig
+from autotag.errors import AutotagError
 from autotag.model import Embedder, ModelError
 from autotag.store import FileRecord, Store, Version
 
@@ -434,7 +435,7 @@ class _Run:
             return decode_failure(planned, exc)
 
 
-class ModelFailure(Exception):
+class ModelFailure(AutotagError):
     """One model call failed (an exception, or NaN/infinite embeddings); one line."""
 
 

@@ -125,7 +125,7 @@ def walk_clips(roots: Iterable[Path], patterns: Iterable[str] = (),
                 continue
             if Path(root.name).suffix.lower() not in VIDEO_EXTENSIONS:
                 on_error(root, f"{Path(root.name).suffix or 'no extension'} is not a video "
-                               "extension autotag tags (the README lists them)")
+                               "extension autotag tags (docs/guides/what-it-does.md lists them)")
             elif (st := _first(root, seen.files)) is not None:
                 yield Found(root, st, root.is_symlink())
             continue

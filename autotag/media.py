@@ -33,6 +33,7 @@ from av.video.frame import VideoFrame
 
 from autotag import pictures
 from autotag.clip import Window
+from autotag.errors import AutotagError
 from autotag.files import show
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ SEEK_AHEAD = 1.5 / WINDOW_FPS  # s; a target nearer than this to the last frame 
 TICK_SLACK = 1e-5  # s: ten ticks, more than rounding to the grid makes of a frame's length
 
 
-class DecodeError(Exception):
+class DecodeError(AutotagError):
     """This file cannot be sampled; the message is the reason, without the path."""
 
 

@@ -33,6 +33,7 @@ from typing import Protocol
 import numpy as np
 
 from autotag.config import HUB_HANDLE, ModelConfig, default_cache_dir
+from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Embedder(Protocol):
         """N strings → float32 [N, 512]."""
 
 
-class ModelError(Exception):
+class ModelError(AutotagError):
     """The model cannot be loaded or does not have the MIL-NCE interface; one line, with the fix."""
 
 

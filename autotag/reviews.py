@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from autotag.errors import AutotagError
 from autotag.events import REVIEW
 from autotag.retag import retag
 from autotag.store import FileRecord, Store
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 CONFIRMED, REJECTED = "confirmed", "rejected"
 
 
-class ReviewError(ValueError):
+class ReviewError(AutotagError, ValueError):
     """A review that cannot be applied: one line saying why."""
 
 

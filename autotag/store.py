@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from autotag.clip import Embedded, SourceInfo, Window
+from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Version:
                 and self.model == model and self.vocabulary == vocabulary)
 
 
-class StoreError(Exception):
+class StoreError(AutotagError):
     """The state store cannot be opened; one line with the fix."""
 
 

@@ -12,7 +12,7 @@ than SYNC_AT changes, the process that sees it (under a lock file, one at a time
 a new file: removed ids out, changed ones in, written beside the old one and published by
 rewriting the manifest atomically (a reader holding the old file keeps reading it).
 
-Why usearch's HNSW (README, Search at scale, has the figures of `python -m benchmarks.scale`
+Why usearch's HNSW (docs/design/search-at-scale.md has the figures of `python -m benchmarks.scale`
 and `benchmarks.scale.candidates`): it builds a million clips in minutes on two cores, keeps
 recall@10 at 0.98+ after the exact re-rank, answers in milliseconds, and its file is mapped, not
 loaded. FAISS's IVF lists matched it on clustered vectors (faster, a third of the build) but
@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from autotag.atomic import AtomicWriteError, write_atomic
+from autotag.errors import AutotagError
 from autotag.store import FileRecord, Store
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ BUILD_CHUNK = 20_000  # clips added to the graph per step (progress, and Ctrl-C 
 CRC_CHUNK = 64 * 2**20  # bytes checksummed per read
 
 
-class IndexUnavailable(Exception):
+class IndexUnavailable(AutotagError):
     """The index cannot be read or written here (a read-only state folder, usearch missing)."""
 
 

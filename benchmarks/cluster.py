@@ -30,7 +30,7 @@ from benchmarks import clipset, measure
 from benchmarks.__main__ import CACHE, standin
 
 OVERHEAD_TARGET = 0.15  # backfill may take 15 % more wall time than --once after start-up
-WIDTH, HEIGHT = 1280, 720  # px: the README's "generated 720p" clips
+WIDTH, HEIGHT = 1280, 720  # px: docs/design/performance.md's "generated 720p" clips
 
 
 def child(mode: str, config_path: Path, folder: Path) -> dict:

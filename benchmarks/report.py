@@ -357,7 +357,7 @@ def render(r: Results, console=None) -> str:
 
 
 def markdown(r: Results) -> str:
-    """The rows as a Markdown table (what README's Performance section shows)."""
+    """The rows as a Markdown table (what docs/design/performance.md shows)."""
     lines = ["| section | measure | figure | target | status |", "|---|---|---|---|---|"]
     previous = None
     for row in rows(r):

@@ -32,7 +32,7 @@ def test_a_named_file_is_taken_by_its_extension_and_refused_in_one_line_otherwis
     errors: list[tuple[Path, str]] = []
     found = list(find_clips([clip, photo, output], on_error=lambda p, r: errors.append((p, r))))
     assert found == [clip]  # autotag's own output, named too (a shell's *), is skipped quietly
-    reason = ".jpg is not a video extension autotag tags (the README lists them)"
+    reason = ".jpg is not a video extension autotag tags (docs/guides/what-it-does.md lists them)"
     assert errors == [(photo, reason)]
 
 

@@ -20,9 +20,10 @@ import yaml
 
 from autotag.atomic import write_atomic
 from autotag.config import ConfigError, parse_config
+from autotag.errors import AutotagError
 
 
-class CannotEdit(Exception):
+class CannotEdit(AutotagError):
     """The config cannot be edited safely; the message says why."""
 
 

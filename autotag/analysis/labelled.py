@@ -4,7 +4,7 @@ DIR holds one subfolder per tag (DIR/skiing/*.mp4, the layout of UCF101 and HMDB
 matches a vocabulary tag by name, ignoring case, spaces, '_' and '-' (UCF101's "ApplyEyeMakeup"
 and HMDB51's "brush_hair" match "apply eye makeup" and "brush hair"). A subfolder that matches no
 tag is reported and its clips are left out: with no tag to be right about they have no accuracy,
-and counting them only as negatives would mix two questions (see the README). A clip found in
+and counting them only as negatives would mix two questions (see docs/guides/calibrate.md). A clip found in
 several subfolders (by symlink, hard link or copy: the same content) is one clip with each of
 those tags as a true label; its top-1 prediction is right when it is any of them.
 
@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from autotag.engine import Engine
+from autotag.errors import AutotagError
 from autotag.files import absolute, find_clips, is_ignored_name, show
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 OnProgress = Callable[[int, int], None]  # (clips done, clips in all)
 
 
-class EvalError(Exception):
+class EvalError(AutotagError):
     """The labelled folder cannot be evaluated; one line naming the fix (a usage error, exit 2)."""
 
 

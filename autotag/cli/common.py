@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from autotag.errors import AutotagError
 from autotag.model import Embedder
 
 log = logging.getLogger("autotag")
@@ -25,7 +26,7 @@ SUBCOMMANDS = ("init", "fetch-model", "search", "retag", "eval", "calibrate", "b
                "quantize", "serve", "review")
 
 
-class UsageError(Exception):
+class UsageError(AutotagError):
     """A startup problem the user fixes: one line, exit 2."""
 
 
@@ -96,7 +97,7 @@ def load_config(args: argparse.Namespace):
 def startup_error(exc: Exception, config) -> UsageError:
     """A model, store or daemon error at startup, naming the config file whose settings
     (model.handle, state.path, ...) it is about: the file read is the first of several places
-    (README, Configuration), and an edit to another one changes nothing."""
+    (docs/guides/configuration.md), and an edit to another one changes nothing."""
     where = f" (config: {config.source})" if getattr(config, "source", None) else ""
     return UsageError(f"{exc}{where}")
 
@@ -105,12 +106,11 @@ def open_app(config, ctx: Context, lazy: bool = False):
     """The app (app.open_app) with the context's embedder; its startup errors as UsageError.
     lazy: the model loads on its first call, if any (a run with nothing to do never loads it)."""
     from autotag.app import open_app as factory
-    from autotag.model import ModelError
-    from autotag.store import StoreError
+    from autotag.errors import AutotagError
 
     try:
         return factory(config, ctx.embedder, lazy=lazy)
-    except (ModelError, StoreError) as exc:
+    except AutotagError as exc:
         raise startup_error(exc, config) from None
 
 

@@ -113,10 +113,8 @@ def _once(config, dirs: list[Path], force: bool, ctx: Context, publisher) -> int
 
 def watch(args: argparse.Namespace, config, ctx: Context) -> int:
     from autotag.app import open_app as factory
-    from autotag.config import ConfigError
-    from autotag.daemon.service import Daemon, DaemonError
-    from autotag.model import ModelError
-    from autotag.store import StoreError
+    from autotag.daemon.service import Daemon
+    from autotag.errors import AutotagError
 
     if not args.dirs and not config.watch.paths:
         raise UsageError("name folders to watch, e.g. 'autotag ./clips', or set watch.paths")
@@ -131,5 +129,5 @@ def watch(args: argparse.Namespace, config, ctx: Context) -> int:
                     reload_config=lambda: load_config(args))
     try:
         return daemon.run()
-    except (DaemonError, ModelError, StoreError, ConfigError) as exc:
+    except AutotagError as exc:
         raise startup_error(exc, config) from None

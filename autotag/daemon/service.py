@@ -27,6 +27,7 @@ from pathlib import Path
 from autotag.config import Config
 from autotag.daemon.notify import Notifier, watchdog_interval
 from autotag.daemon.watcher import BACKLOG_WARNING, QUEUE_SIZE, Watcher
+from autotag.errors import AutotagError
 from autotag.files import absolute, show
 from autotag.store import FileRecord
 from autotag.tagging import ClipResult, not_in_store_message
@@ -39,7 +40,7 @@ RECENT_RESULTS = 10  # the last results the status page shows
 MAX_RETRIES = 3  # decode failures right after a file looked stable: retried with backoff
 
 
-class DaemonError(Exception):
+class DaemonError(AutotagError):
     """The daemon cannot start; one line naming the fix (exit code 2)."""
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from autotag.atomic import AtomicWriteError, append_line, write_atomic
+from autotag.errors import AutotagError
 
 
-class OutputError(Exception):
+class OutputError(AutotagError):
     """An output could not be written; one line saying why. Nothing partial was left."""
 
 

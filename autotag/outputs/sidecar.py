@@ -83,7 +83,7 @@ def sidecar_json(tagged: Tagged) -> dict:
 
 
 def dumps(data: dict) -> str:
-    """The sidecar's text as the README shows it: a key per line, and a list one item per line,
+    """The sidecar's text as docs/reference/sidecar.md shows it: a key per line, and a list one item per line,
     each item compact. Half the time of json.dumps(indent=2), which leaves the C encoder for
     the pure-Python one, and a tenth of the lines (a 30-tag vocabulary: 59 lines, not 619)."""
     if not data:

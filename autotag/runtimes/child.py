@@ -30,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from autotag.errors import AutotagError
+
 CHILD_TIMEOUT = 1800.0  # s; a first run downloads the model (about 100 MB) before converting
 EXIT_CONVERSION = 1
 EXIT_MODEL = 2
 
 
-class ChildError(Exception):
+class ChildError(AutotagError):
     """A child's failure: its exit code and the last line it wrote to stderr."""
 
     def __init__(self, code: int, line: str) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from autotag.atomic import TEMP_SUFFIX
+from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,11 @@ INT8_FOLDER = "int8"  # inside the f32 IR's folder: the quantized IR, its manife
 REPORT = "report.json"  # the quantization's validation report; {"accepted": true, ...}
 
 
-class ConversionError(Exception):
+class ConversionError(AutotagError):
     """The video signature could not be converted or compiled; one line saying why."""
 
 
-class NotQuantized(Exception):
+class NotQuantized(AutotagError):
     """model.precision is int8 but no accepted INT8 model is cached; one line naming the fix."""
 
 

@@ -40,6 +40,7 @@ from autotag import media, pictures
 from autotag.atomic import TEMP_SUFFIX
 from autotag.clip import Window
 from autotag.config import SamplingConfig, TaggingConfig
+from autotag.errors import AutotagError
 from autotag.files import show
 from autotag.runtimes import openvino
 from autotag.scoring import tag_scores, window_scores
@@ -89,7 +90,7 @@ RANGES = ("mean", "full")
 OnClip = Callable[[Path, int, int], None]  # (clip, windows so far, windows wanted)
 
 
-class QuantizeError(Exception):
+class QuantizeError(AutotagError):
     """Quantization cannot be done; one line naming the fix (a usage error, exit 2)."""
 
 

@@ -29,6 +29,7 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, VideoReformatter
 
 from autotag import pictures
+from autotag.errors import AutotagError
 from autotag.files import show
 from autotag.media import IO_TIMEOUT, deinterlacer, drained
 
@@ -83,7 +84,7 @@ UNSPECIFIED = 2  # FFmpeg's AVCOL_SPC/PRI/TRC_UNSPECIFIED
 CHROMA = {"422": "4:2:2", "444": "4:4:4", "440": "4:4:0", "411": "4:1:1", "410": "4:1:0"}
 
 
-class PreviewError(Exception):
+class PreviewError(AutotagError):
     """A clip that cannot be probed or previewed; the message names the file and the reason."""
 
 

@@ -1,7 +1,7 @@
 """Clustered synthetic clip embeddings (benchmarks.scale.index's) → each candidate vector index,
 in memory → build time, query p50/p95 and recall@10 after the exact re-rank → a table.
 
-How the search index was chosen (README, Search at scale). Not part of `python -m
+How the search index was chosen (docs/design/search-at-scale.md). Not part of `python -m
 benchmarks.scale`: it needs what autotag does not install,
 
     .venv/bin/pip install faiss-cpu sqlite-vec apsw
