@@ -436,22 +436,35 @@ class Publisher:
             self._wake.set()
 
 
+def start_run(config: Config, status: Callable[[], dict] = dict) -> Publisher | None:
+    """A short run's publisher (--once, retag, review), started first: what earlier runs left
+    goes out at once. None: MQTT is off."""
+    if not config.mqtt.enabled:
+        return None
+    publisher = Publisher(config.mqtt, config.state.store_path, config.labels, status)
+    publisher.start()
+    return publisher
+
+
+def end_run(publisher: Publisher | None, drain: float = DRAIN_SECONDS) -> None:
+    """Stop a short run's publisher after up to `drain` seconds for the broker's
+    acknowledgements; the events it could not send wait for the next run, and one line says
+    so (the broker, why, how many)."""
+    if publisher is None:
+        return
+    left = publisher.stop(drain)
+    if left:
+        log.warning("MQTT broker %s %s; %d event(s) waiting in the state store, sent by the "
+                    "next autotag run that reaches it", publisher.broker,
+                    publisher.problem or "did not acknowledge them in time", left)
+
+
 @contextmanager
 def publishing(config: Config, status: Callable[[], dict] = dict,
                drain: float = DRAIN_SECONDS) -> Iterator[Publisher | None]:
-    """A short run's publisher (--once): started first (what earlier runs left goes out at
-    once), stopped last after up to `drain` seconds for the broker's acknowledgements; the
-    events it could not send wait for the next run, and a line says so. None: MQTT is off."""
-    if not config.mqtt.enabled:
-        yield None
-        return
-    publisher = Publisher(config.mqtt, config.state.store_path, config.labels, status)
-    publisher.start()
+    """start_run … end_run around a block."""
+    publisher = start_run(config, status)
     try:
         yield publisher
     finally:
-        left = publisher.stop(drain)
-        if left:
-            log.warning("MQTT broker %s %s; %d event(s) waiting in the state store, sent by the "
-                        "next autotag run that reaches it", publisher.broker,
-                        publisher.problem or "did not acknowledge them in time", left)
+        end_run(publisher, drain)

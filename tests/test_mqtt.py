@@ -467,3 +467,19 @@ def test_clips_tagged_today_counts_new_clips_since_local_midnight(tmp_path):
     assert found["tagged_today"] == 2  # the retag and yesterday's clip are not today's new ones
     assert found["last"]["id"] == "3" and found["events_waiting"] == 4
     assert (found["waiting"], found["runtime"], found["precision"]) == (2, "openvino", "bf16")
+
+
+def test_autotag_review_and_retag_send_their_events_before_they_exit(tmp_path, model_dir, clips,
+                                                                      broker, run_once,
+                                                                      embedder):
+    config = write_config(tmp_path, model_dir, mqtt_block(broker.port))
+    assert run_once(config, clips) == 0
+    with Consumer(broker, "autotag/tagged") as consumer:
+        assert cli.main(["review", "--config", str(config), "--reject", "red",
+                         str(clips / "red.mp4")], embedder=embedder) == 0
+        wait_for(lambda: consumer.on("autotag/tagged"), what="the review's event")
+        assert all(sent is not None for _, _, sent in outbox(config))  # acknowledged, at exit
+        assert cli.main(["retag", "--config", str(config), str(clips)], embedder=embedder) == 0
+    (event,) = consumer.json("autotag/tagged")  # the retag changed no tag: nothing more
+    assert event["why"] == "review" and "red" not in event["labels"]
+    assert len(outbox(config)) == 2
