@@ -36,7 +36,7 @@ import paho.mqtt.client as paho
 from autotag import __version__
 from autotag.config import Config, ConfigError, MqttConfig
 from autotag.events import NEW, TAGGED
-from autotag.store import Store
+from autotag.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,11 @@ class Publisher:
     # -- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        store = Store(self.store_path)
+        try:
+            store = Store(self.store_path)
+        except StoreError as exc:  # the app that opened it first has said so already
+            log.debug("MQTT: no events sent: %s", exc)
+            return
         client = None
         try:
             client = self._client()
