@@ -146,6 +146,41 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """MQTT events and Home Assistant discovery (issue 35; autotag/mqtt.py)."""
+
+    host: str | None = None  # the broker; None = off
+    port: int = 1883
+    username: str | None = None
+    password_file: Path | None = None  # a file holding the password: never in config.yaml
+    tls: bool | Path = False  # true: TLS with the system's CAs; a path: TLS with this CA file
+    topic_prefix: str = "autotag"
+    discovery_prefix: str | None = "homeassistant"  # None = no Home Assistant discovery
+
+    @property
+    def enabled(self) -> bool:
+        return self.host is not None
+
+    def password(self) -> str | None:
+        """The password file's first line, read when needed (a rotated password is picked up
+        at the next connection); ConfigError naming the key when it cannot be read."""
+        if self.password_file is None:
+            return None
+        try:
+            text = self.password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise ConfigError(f"'mqtt.password_file': cannot read {self.password_file} "
+                              f"({reason}); point it at a readable file holding the broker's "
+                              "password") from None
+        lines = text.splitlines()
+        if not lines or not lines[0]:
+            raise ConfigError(f"'mqtt.password_file': {self.password_file} is empty; write the "
+                              "broker's password on its first line")
+        return lines[0]
+
+
+@dataclass(frozen=True)
 class Config:
     vocabulary: tuple[VocabEntry, ...]
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -156,6 +191,7 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     state: StateConfig = field(default_factory=StateConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     source: Path | None = None  # the file this was read from
 
     @property
@@ -263,6 +299,7 @@ def _validated(raw: dict, base: Path, source: Path | None) -> Config:
     _check_thresholds(config)
     _check_runtime(config.model)
     _check_serve(config.serve)
+    _check_mqtt(config.mqtt)
     return config
 
 
@@ -290,6 +327,31 @@ def _check_serve(serve: ServeConfig) -> None:
             raise ConfigError(f"'serve.trusted_proxies' holds {proxy!r}, which is not an IP "
                               "address or network; give the proxy's address, e.g. 127.0.0.1"
                               ) from None
+
+
+# MQTT topic levels: a wildcard or an empty level would publish where no consumer looks
+MQTT_TOPIC_KEYS = ("topic_prefix", "discovery_prefix")
+
+
+def _check_mqtt(mqtt: MqttConfig) -> None:
+    """The port's range, prefixes usable as topics, the CA file there, a password that can
+    be read now (a startup error, not a warning at the first clip)."""
+    if not 0 < mqtt.port < 65536:
+        raise ConfigError(f"'mqtt.port' must be 1..65535, got {mqtt.port}")
+    for key in MQTT_TOPIC_KEYS:
+        value = getattr(mqtt, key)
+        if value is not None and (set(value) & set("+#\0") or value.startswith("/")
+                                  or value.endswith("/") or "//" in value):
+            raise ConfigError(f"'mqtt.{key}' must be a topic like autotag or home/autotag (no "
+                              f"+, #, leading, trailing or double /), got {value!r}")
+    if isinstance(mqtt.tls, Path) and not mqtt.tls.is_file():
+        raise ConfigError(f"'mqtt.tls': the CA file {mqtt.tls} does not exist; set it to the "
+                          "CA certificate that signed the broker's, true for the system's CAs, "
+                          "or false")
+    if mqtt.password_file is not None and mqtt.username is None:
+        raise ConfigError("'mqtt.password_file' is set but 'mqtt.username' is not; MQTT sends a "
+                          "password only with a user name")
+    mqtt.password()
 
 
 def _check_runtime(model: ModelConfig) -> None:
@@ -342,7 +404,9 @@ def _value(key: str, hint: Any, value: Any, base: Path) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
+        if bool in args and isinstance(value, bool):  # mqtt.tls: false, true or a path
+            return value
+        (inner,) = [a for a in args if a not in (type(None), bool)]
         return _value(key, inner, value, base)
     if hint is bool:
         if not isinstance(value, bool):
@@ -497,4 +561,5 @@ def _kind(value: Any) -> str:
 
 
 _TYPES = {c.__name__: c for c in (ModelConfig, TaggingConfig, SamplingConfig, OutputsConfig,
-                                  HooksConfig, WatchConfig, StateConfig, ServeConfig)}
+                                  HooksConfig, WatchConfig, StateConfig, ServeConfig,
+                                  MqttConfig)}

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from autotag.clip import SourceInfo
+from autotag.events import RETAG
 from autotag.search import is_fresh, is_under
 from autotag.store import FileRecord, Store
 from autotag.tagging import ClipResult, Tagger
@@ -29,8 +30,10 @@ def stored_clips(store: Store, model: str, under: Sequence[Path] = ()) -> list[F
     return [r for r in records if not under or is_under(r.path, under)]
 
 
-def retag(tagger: Tagger, store: Store, records: Sequence[FileRecord]) -> Iterator[ClipResult]:
-    """Re-score and rewrite the outputs of each record's clip; one result per record, lazily."""
+def retag(tagger: Tagger, store: Store, records: Sequence[FileRecord],
+          why: str = RETAG) -> Iterator[ClipResult]:
+    """Re-score and rewrite the outputs of each record's clip; one result per record, lazily.
+    why: what an MQTT event of a clip whose tags change says (events.RETAG or REVIEW)."""
     for record in records:
         if not is_fresh(record):  # one stat for the usual, fresh clip
             yield ClipResult(record.path, "skipped", "changed since it was tagged; "
@@ -43,7 +46,7 @@ def retag(tagger: Tagger, store: Store, records: Sequence[FileRecord]) -> Iterat
             yield ClipResult(record.path, "skipped", "no stored embeddings")
             continue
         try:
-            yield tagger.finish(clip, "reused")
+            yield tagger.finish(clip, "reused", why=why)
         except Exception as exc:  # noqa: BLE001 - one clip's fault must not end the run
             log.debug("retagging %s", record.path, exc_info=True)
             yield ClipResult(record.path, "failed", f"internal error: {type(exc).__name__}: {exc}")

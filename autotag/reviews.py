@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from autotag.errors import AutotagError
+from autotag.events import REVIEW
 from autotag.retag import retag
 from autotag.store import FileRecord, Store
 from autotag.tagging import ClipResult, Tagger
@@ -56,4 +57,4 @@ def review(tagger: Tagger, store: Store, record: FileRecord, verdicts: Verdicts
     if record.sha256 is None or record.status != "tagged":
         raise ReviewError(f"{record.path} is not tagged yet; run 'autotag --once' on it first")
     store.set_reviews(record.sha256, verdicts.as_map(tagger.vocabulary.labels))
-    return list(retag(tagger, store, store.files_with(record.sha256)))
+    return list(retag(tagger, store, store.files_with(record.sha256), why=REVIEW))

@@ -26,6 +26,10 @@
                 the background a tag from examples was last fitted against (issue 31: its
                 mean then and a sample of clip embeddings, kept until the library has grown
                 or shrunk by a quarter, so a new clip does not re-tag the library)
+    outbox: seq → event id, kind, payload JSON, created, sent: the events MQTT delivers
+            (autotag/mqtt.py), written in the same transaction as the clip's record, so an
+            event is never lost with the broker away nor sent for a record that was not written
+    mqtt_entities: the Home Assistant discovery topics announced, to remove what is gone
 
 Embeddings are stored per content hash, so a copy or a rename is tagged without the model, and
 search and retag read them back without decoding a frame. WAL mode lets `autotag search` read
@@ -40,6 +44,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +56,12 @@ from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7  # 2: files.id, changes, roots; 3: vectors; 4: reviews; 5: files.sidecar;
-# 6: files.outputs; 7: background
+SCHEMA_VERSION = 8  # 2: files.id, changes, roots; 3: vectors; 4: reviews; 5: files.sidecar;
+# 6: files.outputs; 7: background; 8: outbox, mqtt_entities
 LOOKUP_CHUNK = 500  # paths per bulk query (versions): one statement, well under SQLite's limit
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another's lock
 CHANGES_KEPT = 100_000  # rows of the change feed kept; a reader further behind reloads all
+OUTBOX_KEPT_SECONDS = 2 * 86400.0  # sent MQTT events kept this long (today's count needs them)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS files (
@@ -154,6 +160,21 @@ INSERT INTO files (id, path, size, mtime, sha256, status, attempts, last_error, 
            updated FROM files_v1;
 DROP TABLE files_v1;
 """
+# schema 6 (issue 35): the transactional outbox of MQTT events, and the discovery topics announced
+_OUTBOX = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- the order events are sent in
+    id TEXT NOT NULL UNIQUE,                 -- the event id consumers drop duplicates by
+    kind TEXT NOT NULL,                      -- 'tagged' or 'failed'
+    payload TEXT NOT NULL,                   -- the message, JSON
+    created REAL NOT NULL,
+    sent REAL                                -- when the broker acknowledged it; NULL: waiting
+);
+CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (seq) WHERE sent IS NULL;
+CREATE TABLE IF NOT EXISTS mqtt_entities (
+    topic TEXT PRIMARY KEY                   -- a retained discovery config published
+);
+"""
 _MIGRATE_VECTORS = """
 INSERT OR REPLACE INTO vectors (sha256, model, vector, dim)
     SELECT sha256, model, clip_embedding, dim FROM clips;
@@ -176,6 +197,23 @@ class FileRecord:
 
     def matches(self, size: int, mtime: float) -> bool:
         return self.size == size and self.mtime == mtime
+
+
+@dataclass(frozen=True)
+class Event:
+    """One message of the outbox: its id (what consumers drop duplicates by), its kind (the
+    topic under mqtt.topic_prefix), its payload as JSON text, when it was made."""
+
+    id: str
+    kind: str
+    payload: str
+    created: float
+    seq: int = 0  # its place in the outbox (0: not written yet)
+
+
+def _add_event(db: sqlite3.Connection, event: Event) -> None:
+    db.execute("INSERT INTO outbox (id, kind, payload, created) VALUES (?, ?, ?, ?)",
+               (event.id, event.kind, event.payload, event.created))
 
 
 @dataclass(frozen=True)
@@ -279,7 +317,7 @@ class Store:
             db.execute("DROP TRIGGER IF EXISTS files_updated")
         if 1 < version < 6:  # unknown until the sidecar is read once (passes.UpToDate)
             db.execute("ALTER TABLE files ADD COLUMN outputs TEXT")
-        for statement in _statements(_SCHEMA):
+        for statement in _statements(_SCHEMA) + _statements(_OUTBOX):
             db.execute(statement)
         if 0 < version < 3:  # reads every clip's row once: a minute for 100,000 clips
             log.info("upgrading the state store %s to schema %d (once)", self.path,
@@ -335,10 +373,14 @@ class Store:
         return dict(self._db().execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
 
     def record_tagged(self, source: SourceInfo, model: str, vocabulary: str,
-                      sidecar: int | None = None, outputs: str | None = None) -> None:
+                     sidecar: int | None = None, outputs: str | None = None,
+                     event: Event | None = None) -> None:
         """sidecar: st_mtime_ns of the JSON sidecar just written (None: none written);
-        outputs: the digest of the output settings written with (passes.outputs_digest)."""
+        outputs: the digest of the output settings written with (passes.outputs_digest);
+        event: an MQTT event to send, written in the same transaction (both or neither)."""
         with self._db() as db:
+            if event is not None:
+                _add_event(db, event)
             db.execute(
                 "INSERT INTO files (path, size, mtime, sha256, status, attempts, last_error, "
                 "model, vocabulary, updated, sidecar, outputs) "
@@ -350,8 +392,10 @@ class Store:
                 (str(source.path), source.size, source.mtime, source.sha256, model, vocabulary,
                  time.time(), sidecar, outputs))
 
-    def record_failure(self, path: Path, size: int, mtime: float, reason: str) -> int:
-        """Record a failed attempt; returns how many attempts this version of the file has had."""
+    def record_failure(self, path: Path, size: int, mtime: float, reason: str,
+                       event: Callable[[int], Event] | None = None) -> int:
+        """Record a failed attempt; returns how many attempts this version of the file has had.
+        event(attempts): the MQTT event to send, written in the same transaction."""
         with self._db() as db:
             db.execute(
                 "INSERT INTO files (path, size, mtime, status, attempts, last_error, updated) "
@@ -364,6 +408,8 @@ class Store:
                 (str(path), size, mtime, reason, time.time()))
             (attempts,) = db.execute("SELECT attempts FROM files WHERE path = ?",
                                      (str(path),)).fetchone()
+            if event is not None:
+                _add_event(db, event(attempts))
         return attempts
 
     def versions(self, paths: list[str]) -> dict[str, Version]:
@@ -480,6 +526,50 @@ class Store:
         ids = {r[0] for r in db.execute(
             "SELECT DISTINCT file_id FROM changes WHERE seq > ? AND seq <= ?", (seq, latest))}
         return latest, ids
+
+    # -- the outbox of MQTT events (autotag/mqtt.py) ------------------------------------------
+
+    def waiting_events(self, after: int = 0, limit: int = 100) -> list[Event]:
+        """Events not yet acknowledged by the broker, oldest first, from seq > after."""
+        rows = self._db().execute(
+            "SELECT seq, id, kind, payload, created FROM outbox WHERE sent IS NULL AND seq > ? "
+            "ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+        return [Event(*row[1:], seq=row[0]) for row in rows]
+
+    def events_waiting(self) -> int:
+        return self._db().execute(
+            "SELECT COUNT(*) FROM outbox WHERE sent IS NULL").fetchone()[0]
+
+    def mark_sent(self, ids: list[str], keep: float = OUTBOX_KEPT_SECONDS) -> None:
+        """The broker acknowledged these events; sent ones older than `keep` seconds go
+        (they are kept a while for 'clips tagged today' and for a look after the fact)."""
+        now = time.time()
+        with self._db() as db:
+            db.executemany("UPDATE outbox SET sent = ? WHERE id = ?", [(now, i) for i in ids])
+            db.execute("DELETE FROM outbox WHERE sent IS NOT NULL AND sent < ?", (now - keep,))
+
+    def events_since(self, kind: str, since: float, why: str | None = None) -> int:
+        """Events of this kind created since `since` (time.time()), sent or not."""
+        query = "SELECT COUNT(*) FROM outbox WHERE kind = ? AND created >= ?"
+        if why is not None:
+            query += " AND json_extract(payload, '$.why') = ?"
+        return self._db().execute(query, (kind, since) + ((why,) if why else ())).fetchone()[0]
+
+    def last_event(self, kind: str) -> Event | None:
+        row = self._db().execute("SELECT seq, id, kind, payload, created FROM outbox WHERE "
+                                 "kind = ? ORDER BY seq DESC LIMIT 1", (kind,)).fetchone()
+        return Event(*row[1:], seq=row[0]) if row else None
+
+    def announced(self) -> set[str]:
+        """The discovery topics published retained (mqtt_entities)."""
+        return {r[0] for r in self._db().execute("SELECT topic FROM mqtt_entities")}
+
+    def set_announced(self, added: set[str], removed: set[str]) -> None:
+        with self._db() as db:
+            db.executemany("INSERT OR IGNORE INTO mqtt_entities (topic) VALUES (?)",
+                           [(t,) for t in sorted(added)])
+            db.executemany("DELETE FROM mqtt_entities WHERE topic = ?",
+                           [(t,) for t in sorted(removed)])
 
     # -- embeddings -------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 The step after the engine, shared by `--once`, the daemon, `retag` (stored embeddings) and a
 cluster backfill (embeddings from remote workers): whoever produced a clip's embeddings, its
 tags, sidecar, log line, preview, XMP/NFO, hook and file record come from here, the same way.
-The store's files table is written here only (what was tagged, what failed and how often).
+The store's files table is written here only (what was tagged, what failed and how often), and
+with MQTT on (config.mqtt) each record's event for the outbox in the same transaction
+(autotag/events.py says what is sent and when).
 """
 
 from __future__ import annotations
@@ -11,16 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from autotag.clip import Embedded, Tag, Tagged
 from autotag.config import Config
 from autotag.engine import EMBEDDED, FAILED, SKIPPED, STORED, Outcome
-from autotag.outputs import OutputSet, outputs_digest, own_outputs, sidecar_path
+from autotag.events import NEW, RETAG, failed_event, tag_marks, tagged_event
+from autotag.outputs import OutputSet, outputs_digest, own_outputs, read_sidecar, sidecar_path
 from autotag.scoring import reviewed, tag_scores, window_scores
-from autotag.store import Store
+from autotag.store import Event, Store
 from autotag.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class Tagger:
         self.model = model
         # recorded with each clip: what the up-to-date rule (passes.UpToDate) compares
         self.digest = outputs_digest(config)
+        self.events = config.mqtt.enabled  # write MQTT events to the store's outbox
         # finish() and forget() of one path never interleave: a clip moved away while its
         # outputs were being written is cleaned up by one of them, whichever comes second
         self._lock = threading.Lock()
@@ -64,24 +68,33 @@ class Tagger:
         tags, ranking = reviewed(tags, ranking, reviews)
         return Tagged(clip, self.model, self.vocabulary.fingerprint, tags, ranking)
 
-    def finish(self, clip: Embedded, status: str, windows: int = 0) -> ClipResult:
+    def finish(self, clip: Embedded, status: str, windows: int = 0,
+               why: str | None = None) -> ClipResult:
         """Tag, write every output, record it; a failed output fails the clip (others written).
-        A clip moved away or deleted since it was read gets no outputs (they would outlive it)."""
+        A clip moved away or deleted since it was read gets no outputs (they would outlive it).
+        why: what the MQTT event says of it (events.py; None: new or retag, from the store)."""
         with self._lock:
-            return self._finish(clip, status, windows)
+            return self._finish(clip, status, windows, why)
 
-    def _finish(self, clip: Embedded, status: str, windows: int) -> ClipResult:
+    def _finish(self, clip: Embedded, status: str, windows: int, why: str | None) -> ClipResult:
         path = clip.source.path
         if not path.exists():
             return ClipResult(path, "skipped", "moved or deleted before its tags were written")
+        before = self._before(clip, why) if self.events else None
         tagged, errors = self.outputs.write_all(self.tag(clip))
         if errors:
             reason = "; ".join(errors)
             attempts = self.store.record_failure(path, clip.source.size, clip.source.mtime,
-                                                 reason)
+                                                 reason, event=self._failed(path, reason, False))
             return ClipResult(path, "failed", reason, windows=windows, attempts=attempts)
+        event = None
+        if before is not None:
+            why, marks = before
+            if why == NEW or marks is None or marks != tag_marks(tagged.tags):
+                event = tagged_event(tagged, why)
         self.store.record_tagged(clip.source, self.model, self.vocabulary.fingerprint,
-                                 sidecar=self._sidecar_mtime(path), outputs=self.digest)
+                                 sidecar=self._sidecar_mtime(path), outputs=self.digest,
+                                 event=event)
         return ClipResult(path, status, tags=tagged.tags, windows=windows,
                           closest=None if tagged.tags else self._closest(tagged))
 
@@ -96,6 +109,29 @@ class Tagger:
             if best is None or gap > best[0]:
                 best = (gap, (tag.label, tag.score, threshold))
         return best[1] if best else None
+
+    def _before(self, clip: Embedded, why: str | None) -> tuple[str, list | None]:
+        """(why this clip is tagged, its tags before as tag_marks, None: unknown), read before
+        the outputs are rewritten. Content tagged before under this path is a RETAG; the tags
+        it had are the sidecar's (the store keeps no tags)."""
+        path = clip.source.path
+        record = self.store.file(path)
+        if why is None:
+            same = (record is not None and record.status == "tagged"
+                    and record.sha256 == clip.source.sha256)
+            why = RETAG if same else NEW
+        if why == NEW or not self.config.outputs.sidecars:
+            return why, None
+        old = read_sidecar(sidecar_path(path, self.config.outputs)) or {}
+        tags = old.get("tags")
+        return why, tag_marks(tags) if isinstance(tags, list) and all(
+            isinstance(t, dict) for t in tags) else None
+
+    def _failed(self, path: Path, reason: str, retryable: bool) -> Callable[[int], Event] | None:
+        """The failed event, made once the store knows the attempt's number; None: MQTT off."""
+        if not self.events:
+            return None
+        return lambda attempts: failed_event(path, reason, attempts, retryable)
 
     def _sidecar_mtime(self, path: Path) -> int | None:
         """st_mtime_ns of the sidecar just written: the up-to-date rule stats it later."""
@@ -117,8 +153,9 @@ class Tagger:
                 return ClipResult(path, "skipped", outcome.reason)
             attempts = 0
             if outcome.size is not None:  # a version of a file to remember as failed
-                attempts = self.store.record_failure(path, outcome.size, outcome.mtime,
-                                                     outcome.reason)
+                attempts = self.store.record_failure(
+                    path, outcome.size, outcome.mtime, outcome.reason,
+                    event=self._failed(path, outcome.reason, outcome.retryable))
             return ClipResult(path, FAILED, outcome.reason, outcome.retryable,
                               attempts=attempts)
         except Exception as exc:

@@ -35,6 +35,7 @@ def build() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    from autotag.mqtt import end_run, start_run
     from autotag.retag import retag, stored_clips
 
     config = load_config(args)
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if missing:  # as --once: a typo must not look like "nothing stored there"
         raise UsageError(f"{show(missing[0])} does not exist; name an existing folder")
     app = open_app(config, ctx, lazy=True)  # the text model loads only for uncached prompts
+    publisher = start_run(config)  # MQTT: the events of clips whose tags change
     try:
         records = stored_clips(app.store, app.tagger.model, [absolute(d) for d in args.dirs])
         if not records:
@@ -52,5 +54,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                 reporter.result(result)
     finally:
         app.close()
+        end_run(publisher)
     reporter.summary(skipped="skipped (gone or changed)")
     return EXIT_FAILED if reporter.counts["failed"] else EXIT_OK

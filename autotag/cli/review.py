@@ -39,11 +39,13 @@ def build() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    from autotag.mqtt import end_run, start_run
     from autotag.reviews import ReviewError, Verdicts, review
 
     config = load_config(args)
     verdicts = Verdicts(tuple(args.confirm), tuple(args.reject), tuple(args.clear))
     app = open_app(config, ctx, lazy=True)  # only the text model, and only for a new prompt
+    publisher = start_run(config)  # MQTT: the reviewed clips' events go out now
     failed = 0
     try:
         try:
@@ -68,4 +70,5 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                     log.info("reviewed %s: %s", show(result.path), tags)
     finally:
         app.close()
+        end_run(publisher)
     return EXIT_FAILED if failed else EXIT_OK

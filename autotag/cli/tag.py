@@ -64,7 +64,17 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
+    from autotag.mqtt import publishing
+
+    # MQTT (on in config): what earlier runs left in the outbox goes out from the start, this
+    # run's events as they come; the end waits a bounded time for the broker's PUBACKs
+    with publishing(config) as publisher:
+        return _once(config, dirs, force, ctx, publisher)
+
+
+def _once(config, dirs: list[Path], force: bool, ctx: Context, publisher) -> int:
     from autotag.model import ModelError
+    from autotag.mqtt import model_status
     from autotag.passes import not_in_store_message, run_pass
 
     clips = Walk(config, dirs)  # streamed: the first clip is tagged while the walk goes on
@@ -75,6 +85,8 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
     # lazy: the video model loads at the first clip that needs it, so a re-run over a tagged
     # library (every clip up to date) is instant
     app = open_app(config, ctx, lazy=True)
+    if publisher is not None:  # the runtime the model loads on, for Home Assistant's sensor
+        publisher.status = lambda: model_status(config, app.embedder)
     lost: Counter[str] = Counter()  # clips with a sidecar the store does not know
     try:
         app.store.record_roots([absolute(d) for d in dirs])  # what the web app may serve
@@ -83,8 +95,8 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
         # the library's one pass: the up-to-date pass (the walk's stat and a batched store
         # lookup per clip, no file opened), then the engine and tagging for the others
         with Reporter(None, found=lambda: clips.found) as reporter:
-            run_pass(app, itertools.chain([first], found), reporter, force=force,
-                     lost=lambda _: lost.update(["n"]))
+            run_pass(app, itertools.chain([first], found), _Waking(reporter, publisher),
+                     force=force, lost=lambda _: lost.update(["n"]))
     except ModelError as exc:
         raise startup_error(exc, config) from None
     finally:
@@ -93,6 +105,25 @@ def once(config, dirs: list[Path], force: bool, ctx: Context) -> int:
         log.warning(not_in_store_message(lost["n"], config))
     reporter.summary()
     return EXIT_FAILED if clips.unreadable or reporter.counts["failed"] else EXIT_OK
+
+
+class _Waking:
+    """The terminal reporter as the pass's listener, waking the MQTT publisher (if any) after
+    each clip's result, whose event the store's outbox now holds."""
+
+    def __init__(self, reporter: Reporter, publisher) -> None:
+        self.reporter, self.publisher = reporter, publisher
+
+    def up_to_date(self, paths: list[Path]) -> None:
+        self.reporter.up_to_date(paths)
+
+    def windows(self, count: int) -> None:
+        self.reporter.windows(count)
+
+    def result(self, result) -> None:
+        self.reporter.result(result)
+        if self.publisher is not None:
+            self.publisher.wake()
 
 
 def watch(args: argparse.Namespace, config, ctx: Context) -> int:

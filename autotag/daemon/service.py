@@ -189,6 +189,7 @@ class Daemon:
         self._web = None  # the web app's server, when serve.listen is set
         self._stopped = False  # shut down: the status says so
         self._web_app = None
+        self._publisher = None  # MQTT events and discovery (mqtt.Publisher), when mqtt.host is set
 
     # -- control (signal handlers and tests) ------------------------------------------------
 
@@ -222,6 +223,7 @@ class Daemon:
         try:
             self._install_signals()
             self._app = self.open_app(self.config, None)
+            self._start_mqtt()
             self._start_web(web)
             self._start_watcher()
             self._start_worker()
@@ -319,6 +321,7 @@ class Daemon:
         if self._watcher:
             self._watcher.stop()
         clean = self._stop_worker(STOP_TIMEOUT)
+        self._stop_mqtt()  # after the worker: the last clip's event gets its chance
         self._stopped = True
         self._write_status()
         if self._app is not None and clean:
@@ -402,6 +405,43 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
+
+    # -- MQTT ------------------------------------------------------------------------------------
+
+    def _start_mqtt(self) -> None:
+        """The publisher of the outbox in a thread (mqtt.Publisher): this daemon is the
+        instance Home Assistant sees (its status online, its last will offline)."""
+        if not self.config.mqtt.enabled:
+            return
+        from autotag.mqtt import Publisher
+
+        self._publisher = Publisher(self.config.mqtt, self.config.state.store_path,
+                                    self.config.labels, self._mqtt_status, persistent=True)
+        self._publisher.start()
+
+    def _stop_mqtt(self) -> None:
+        from autotag.mqtt import STOP_DRAIN_SECONDS
+
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            publisher.stop(STOP_DRAIN_SECONDS)
+
+    def _reload_mqtt(self, old: Config) -> None:
+        """A reload: new MQTT settings start a new publisher; a new vocabulary is announced
+        (a tag gone from it loses its Home Assistant entity)."""
+        if old.mqtt != self.config.mqtt or old.state != self.config.state:
+            self._stop_mqtt()
+            self._start_mqtt()
+        elif self._publisher is not None and old.labels != self.config.labels:
+            self._publisher.set_labels(self.config.labels)
+
+    def _mqtt_status(self) -> dict:
+        """What the sensors show besides the store's counts: clips waiting, runtime, precision."""
+        from autotag.mqtt import model_status
+
+        watcher = self._watcher
+        return {"waiting": watcher.backlog if watcher is not None else 0,
+                **model_status(self.config, getattr(self._app, "embedder", None))}
 
     # -- watcher and worker -----------------------------------------------------------------
 
@@ -496,6 +536,8 @@ class Daemon:
                                         "tags": [t.label for t in result.tags],
                                         "reason": result.reason, "when": time.time()})
                 self._write_status()
+        if self._publisher is not None:
+            self._publisher.wake()  # its event is in the outbox
         if self.on_result is not None:
             try:
                 self.on_result(result)
@@ -545,6 +587,7 @@ class Daemon:
             self._web_app.state.library.jobs.handed_to_daemon(os.getpid())
             previous.close()
         old.close()
+        self._reload_mqtt(old.config)
         if self._app.vocabulary.fingerprint != old.vocabulary.fingerprint:
             log.info("the vocabulary changed; re-tagging the watched clips from their stored "
                      "embeddings")
