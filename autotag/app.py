@@ -89,5 +89,8 @@ def open_app(config: Config, embedder: Embedder | None = None, *, lazy: bool = F
     except BaseException:
         store.close()
         raise
+    judge = getattr(embedder, "judge_with", None)
+    if judge is not None:  # model.precision auto: a precision's trial scores with these tags
+        judge(vocabulary.vectors)
     tagger = Tagger(config, vocabulary, build_outputs(config), store, embedder.fingerprint)
     return App(config, embedder, vocabulary, store, engine, tagger, store.last_change())
