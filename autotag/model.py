@@ -152,6 +152,11 @@ class LazyEmbedder:
         return bool(unload and unload())
 
     @property
+    def loaded_model(self) -> Embedder | None:
+        """The model once loaded (OpenVINO's or TensorFlow's embedder), else None."""
+        return self._model
+
+    @property
     def running_precision(self) -> str | None:
         """The precision the loaded video model runs (f32, bf16, int8), None before loading."""
         return running_precision(self._model) if self._model is not None else None

@@ -133,6 +133,21 @@ class _Inbox:
             self.cond.notify_all()
 
 
+class _Stop(threading.Event):
+    """The worker's stop Event, waking the inbox when set: the engine sets it as its run ends
+    (a failed model call) and then joins its decode workers, one of which may wait in the
+    inbox for a path; without this wake it waited for the watcher's next tick (2 s, then 30 s
+    since issue 34)."""
+
+    def __init__(self, inbox: _Inbox) -> None:
+        super().__init__()
+        self._inbox = inbox
+
+    def set(self) -> None:
+        super().set()
+        self._inbox.wake()
+
+
 class Daemon:
     """Watch `dirs` (plus watch.paths) and tag each complete clip once.
 
@@ -170,6 +185,7 @@ class Daemon:
         self.started = time.time()
         self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_RESULTS)
         self._web = None  # the web app's server, when serve.listen is set
+        self._int8 = None  # daemon/int8.py's AutoInt8: the daemon's own INT8 copy (issue 34)
         self._stopped = False  # shut down: the status says so
         self._web_app = None
 
@@ -207,6 +223,7 @@ class Daemon:
             self._app = self.open_app(self.config, None)
             self._start_web(web)
             self._start_watcher()
+            self._start_int8()
             self._start_worker()
             self.notifier.ready(self._status())
             self.ready.set()
@@ -301,6 +318,8 @@ class Daemon:
             self._web_app.state.library.close()
         if self._watcher:
             self._watcher.stop()
+        if self._int8 is not None:
+            self._int8.stop()
         clean = self._stop_worker(STOP_TIMEOUT)
         self._stopped = True
         self._write_status()
@@ -358,9 +377,33 @@ class Daemon:
             "queue": watcher.backlog if watcher is not None else 0,
             "in_progress": self.inbox.outstanding, "counts": dict(self.counts),
             "windows": self.windows,
-            "model": {"resident": bool(getattr(embedder, "resident", embedder is not None))},
+            "model": {"resident": bool(getattr(embedder, "resident", embedder is not None)),
+                      **self._precision(embedder)},
             "recent": list(self.recent),
         }
+
+    def _precision(self, embedder) -> dict:
+        """Which precision the video model runs, why, and the daemon's INT8 (issue 34)."""
+        from autotag.model import running_precision
+
+        out = {"precision": running_precision(embedder) if embedder is not None else None,
+               "precision_reason": getattr(embedder, "precision_reason", None)}
+        if self._int8 is not None:
+            out["int8"] = self._int8.status()
+        return out
+
+    def _start_int8(self) -> None:
+        """The daemon's own INT8 copy, prepared once enough clips are tagged (daemon/int8.py)."""
+        from autotag.daemon.int8 import AutoInt8
+
+        if self._int8 is not None:
+            self._int8.stop()
+        self._int8 = AutoInt8(self.config, lambda: self._app.embedder, self._tagged_clips)
+        self._int8.check()
+
+    def _tagged_clips(self, limit: int) -> list[Path]:
+        """The most recently tagged clips still there, newest first (INT8's calibration)."""
+        return [r.path for r in self._app.store.recent("tagged", limit) if r.path.is_file()]
 
     def _write_status(self) -> None:
         from autotag.daemon.status import status_path, write_status
@@ -433,7 +476,7 @@ class Daemon:
                      ", ".join(map(show, removed)) if removed else "nothing (no output left)")
 
     def _start_worker(self) -> None:
-        self._run_stop = threading.Event()
+        self._run_stop = _Stop(self.inbox)
         self._worker = threading.Thread(target=self._work, args=(self._app, self._run_stop),
                                         name="autotag-tagging")
         self._worker.start()
@@ -482,6 +525,8 @@ class Daemon:
             elif result.status in ("tagged", "reused"):
                 tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
                 log.info("%s %s: %s", result.status, show(path), tags)  # reused: no model
+            if result.status == "tagged" and self._int8 is not None:
+                self._int8.check()
             if result.status in ("tagged", "reused", "failed"):
                 self.recent.appendleft({"path": str(path), "status": result.status,
                                         "tags": [t.label for t in result.tags],
@@ -539,6 +584,7 @@ class Daemon:
             log.info("the vocabulary changed; re-tagging the watched clips from their stored "
                      "embeddings")
         self._start_watcher(carried)
+        self._start_int8()
         self._start_worker()
         self.notifier.ready(self._status())
         self._write_status()
