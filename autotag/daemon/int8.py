@@ -45,7 +45,7 @@ try:
 except (AttributeError, OSError):
     os.nice(19)
 """
-IDLE_PRIORITY = LOWER_PRIORITY + """
+RUN_QUANTIZE = """
 from autotag.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -122,7 +122,7 @@ class AutoInt8:
 
     def _command(self, clips: list[Path]) -> list[str]:
         config = self.config
-        args = [sys.executable, "-c", IDLE_PRIORITY, "quantize", "--windows",
+        args = [sys.executable, "-c", LOWER_PRIORITY + RUN_QUANTIZE, "quantize", "--windows",
                 str(AUTO_INT8_WINDOWS), "--model", config.model.handle]
         if config.source is not None:
             args += ["--config", str(config.source)]
