@@ -15,7 +15,6 @@ One thread owns the child; `stop()` ends both.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
