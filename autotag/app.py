@@ -99,6 +99,9 @@ def open_app(config: Config, embedder: Embedder | None = None, *, lazy: bool = F
     except BaseException:
         store.close()
         raise
+    judge = getattr(embedder, "judge_with", None)
+    if judge is not None:  # model.precision auto: a precision's trial scores with these tags
+        judge(vocabulary.vectors)
     tagger = Tagger(config, vocabulary, build_outputs(config), store, embedder.fingerprint)
     rule = UpToDate(config, store, embedder.fingerprint, vocabulary.fingerprint)
     return App(config, embedder, vocabulary, store, engine, tagger, rule, store.last_change())

@@ -26,8 +26,9 @@ CONFIG_NAME = "config.yaml"
 # Where the video signature runs (issue 14). auto: OpenVINO unless there is a GPU TensorFlow can
 # use. On OpenVINO, TensorFlow only converts the model and embeds new text, in a child process.
 RUNTIMES = ("auto", "tensorflow", "openvino")
-# model.precision: OpenVINO's inference precision, or int8: the copy `autotag quantize` accepted
-PRECISIONS = ("f32", "bf16", "int8")
+# model.precision: auto (the fastest whose tags agree with f32 on this CPU: issue 34), OpenVINO's
+# inference precision, or int8: the copy `autotag quantize` (or the daemon) validated
+PRECISIONS = ("auto", "f32", "bf16", "int8")
 
 
 class ConfigError(AutotagError):
@@ -42,9 +43,12 @@ class ModelConfig:
     batch_size: int = 2
     threads: int = 0  # TensorFlow intra-op and OpenVINO threads; 0 = the runtime's choice (all)
     runtime: str = "auto"  # one of RUNTIMES: where the video signature runs
-    # OpenVINO's arithmetic: f32 gives TensorFlow's embeddings to float error; bf16 runs about
-    # twice as fast on CPUs with AVX-512 BF16 or AMX, scores within about 0.4% (issue 14)
-    precision: str = "f32"
+    # OpenVINO's arithmetic. auto: bf16 on CPUs with AVX-512 BF16 or AMX once it agreed with
+    # f32 on your first windows (3.7x f32 on a Sapphire Rapids), an INT8 copy validated on your
+    # clips where there is one, else f32 (TensorFlow's embeddings to float error) (issue 34)
+    precision: str = "auto"
+    # the daemon makes that INT8 copy by itself, at idle priority, where the CPU gains from it
+    auto_int8: bool = True
     # an idle daemon releases the compiled video model after this long with nothing embedded
     # and loads it again (from the cached IR) for the next clip; 0 never. 300: Immich's model TTL
     idle_unload_seconds: float = 300.0

@@ -61,6 +61,13 @@ PTS_NEIGHBOURS = 16
 # from the engine's decode workers, one clip each; frame threads cost more CPU than they save
 # (issue 13; PySceneDetect's PyAV backend turns them off) and x264 writes one slice a frame.
 DECODE_THREADS = 1
+# Frames at least this many times the model's square on their shorter side (720p and up) are
+# decoded without the in-loop deblocking filter (FFmpeg's skip_loop_filter; HEVC's SAO too):
+# its edges are a pixel or two wide, and the 224-px square is shrunk by 3x or more, so the
+# model sees what it saw (scores' cosine to full decoding >= 0.999: tests/test_decode_speed.py)
+# for less CPU a frame (benchmarks.decoding measures it). Smaller frames decode in full.
+SKIP_LOOP_FILTER_FROM = 3  # × pictures.FRAME_SIZE
+LOOP_FILTER_SKIPPED = {"skip_loop_filter": "all"}
 # bwdif on frames flagged interlaced only, one output frame per frame, field order per frame.
 DEINTERLACER = ("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
 # A window reached by seeking starts at the keyframe before it when that is at most this earlier:
@@ -175,6 +182,8 @@ class _Clip:
                               f"sampling.max_pixels ({max_pixels}); raise it to tag this clip")
         ctx.thread_type, ctx.thread_count = "NONE", DECODE_THREADS
         limit_pixels(ctx, max_pixels)
+        if min(ctx.width, ctx.height) >= SKIP_LOOP_FILTER_FROM * pictures.FRAME_SIZE:
+            ctx.options = {**ctx.options, **LOOP_FILTER_SKIPPED}  # read when the codec opens
         self.ctx = ctx
         self.max_pixels = max_pixels
         self.deadline = deadline

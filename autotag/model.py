@@ -123,6 +123,7 @@ class LazyEmbedder:
         self.precision = precision
         self.fingerprint = fingerprint(handle)  # what load_model's embedder would carry
         self._model: Embedder | None = None
+        self._vectors: np.ndarray | None = None  # the vocabulary's, for precision auto
 
     @classmethod
     def from_config(cls, model: ModelConfig, text_idle: float = 0.0) -> LazyEmbedder:
@@ -154,11 +155,38 @@ class LazyEmbedder:
         unload = getattr(self._model, "unload", None)
         return bool(unload and unload())
 
+    @property
+    def loaded_model(self) -> Embedder | None:
+        """The model once loaded (OpenVINO's or TensorFlow's embedder), else None."""
+        return self._model
+
+    @property
+    def running_precision(self) -> str | None:
+        """The precision the loaded video model runs (f32, bf16, int8), None before loading."""
+        return running_precision(self._model) if self._model is not None else None
+
+    @property
+    def precision_reason(self) -> str | None:
+        return getattr(self._model, "precision_reason", None)
+
+    def judge_with(self, vectors: np.ndarray) -> None:
+        """The vocabulary's vectors, for model.precision auto's trial (handed on at loading)."""
+        self._vectors = vectors
+        judge = getattr(self._model, "judge_with", None)
+        if judge is not None:
+            judge(vectors)
+
+    def switch(self, precision: str, reason: str) -> None:
+        """Run another precision from the next call on (OpenVINO only; loads the model)."""
+        self._get().switch(precision, reason)
+
     def _get(self) -> Embedder:
         if self._model is None:
             log.info("loading the model from %s", self.handle)
             self._model = load_model(self.handle, self.threads, runtime=self.requested_runtime,
                                      batch_size=self.batch_size, precision=self.precision)
+            if self._vectors is not None and hasattr(self._model, "judge_with"):
+                self._model.judge_with(self._vectors)
         return self._model
 
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
@@ -203,6 +231,12 @@ class TextInChild:
         close = getattr(self._child, "close", None)
         if close is not None:
             close()
+
+
+def running_precision(embedder: object) -> str:
+    """What an embedder's video model runs: OpenVINO's says; TensorFlow runs f32."""
+    value = getattr(embedder, "running_precision", None) or getattr(embedder, "precision", None)
+    return value if isinstance(value, str) and value != "auto" else "f32"
 
 
 def fingerprint(handle: str) -> str:
@@ -379,7 +413,8 @@ def _on_openvino(handle: str, threads: int, batch_size: int, precision: str,
             failure.clear()  # a retry that worked
         return openvino.OpenVinoEmbedder(
             video, TextInChild(handle, threads), model_fingerprint, handle,
-            tensorflow=functools.cache(lambda: load_tensorflow_model(handle, threads)))
+            tensorflow=functools.cache(lambda: load_tensorflow_model(handle, threads)),
+            threads=threads)
     if precision == "int8":
         raise ModelError(f"the INT8 model cannot run on OpenVINO ({reason}); run 'autotag "
                          "quantize' again, or set model.precision: f32")

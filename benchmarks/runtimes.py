@@ -5,7 +5,9 @@ a table (issue 19).
                              off on a CPU without AVX-512 VNNI/BF16 or AMX), TensorFlow with
                              oneDNN, OpenVINO f32, OpenVINO INT8 (`autotag quantize`), bf16
                              where the CPU has it
-    autotag --once:          windows/s after startup and peak RSS, on each of those
+    autotag --once:          windows/s after startup and peak RSS, on each of those, and
+                             model.precision auto (the default since issue 34: run twice, the
+                             first run's bf16 check recorded); on 1080p clips too
     the daemon:              resident memory after tagging (steady) and after an idle release
 
 Every figure comes from a child process of its own (peak RSS from wait4), one after another in
@@ -42,7 +44,9 @@ CLIPS = (1280, 720, 4)  # the --once clip set: 4 generated 720p clips of 10 s (1
 QUANTIZE_WINDOWS = 48  # windows `autotag quantize` decodes from the clips
 IDLE_SECONDS = 3.0  # model.idle_unload_seconds for the daemon's release figure
 SETTLE_SECONDS = 2.0  # after a daemon's last sidecar, before its resident memory is read
-NEW_KEYS = ("idle_unload_seconds",)  # model keys an older checkout (1169684) does not know
+NEW_KEYS = ("idle_unload_seconds", "auto_int8")  # model keys an older checkout does not know
+OLD_PRECISIONS = ("f32", "bf16", "int8")  # before issue 34: auto is f32 there (its default)
+CLIPS_1080P = (1920, 1080, 2)  # the 1080p --once set: 2 generated clips of 10 s (8 windows)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -112,6 +116,8 @@ def config_for(ws, folder: Path, checkout: Path | None, **sections) -> Path:
         data = yaml.safe_load(path.read_text())
         for key in NEW_KEYS:
             data["model"].pop(key, None)
+        if data["model"].get("precision") not in OLD_PRECISIONS:
+            data["model"]["precision"] = "f32"
         path.write_text(yaml.safe_dump(data))
     return path
 
@@ -119,7 +125,8 @@ def config_for(ws, folder: Path, checkout: Path | None, **sections) -> Path:
 def once(ws, cache: Path, clips: Path, model: dict, checkout: Path | None = None,
          onednn: str | None = None) -> tuple[float, float]:
     """(windows/s after startup, peak RSS MB) of `autotag --once` on `clips`."""
-    folder = ws.run_dir(f"once-{model.get('runtime')}-{model.get('precision', 'f32')}")
+    folder = ws.run_dir(f"once-{model.get('runtime')}-{model.get('precision', 'f32')}-"
+                        f"{clips.name}")
     argv = ["--once", "--config", str(config_for(ws, folder, checkout, model=model)),
             str(clips)]
     child = measure.run_child([sys.executable, "-m", "benchmarks.probe", "once",
@@ -200,22 +207,45 @@ def daemon(ws, cache: Path, clips: list[Path], checkout: Path | None = None,
     return out
 
 
-def run(ws, before: Path | None, say=print) -> Figures:
+def auto_rows(ws, cache: Path, folder: Path, say) -> list[Row]:
+    """model.precision auto's --once, on the 720p set and on 1080p clips, each run twice: the
+    first checks bf16 on the first windows (where the CPU has it) and records the verdict, the
+    second runs what auto chose; and f32's 1080p --once beside it."""
+    rows = []
+    hd = clipset.generated(CACHE / "clips", "runtimes-1080p", *CLIPS_1080P,
+                           clipset.SHORT_SECONDS).folder
+    for label, clips in ((f"{CLIPS[1]}p", folder), (f"{CLIPS_1080P[1]}p", hd)):
+        say(f"OpenVINO auto: autotag --once on the {label} clips, twice")
+        model = {"runtime": "openvino", "precision": "auto"}
+        first, _ = once(ws, cache, clips, model)
+        rate, rss = once(ws, cache, clips, model)
+        rows.append(Row(f"OpenVINO auto (the default now), {label} clips", once=rate,
+                        once_rss=rss, note=f"(first run, with its check: {first:.2f})"))
+    say("OpenVINO f32: autotag --once on the 1080p clips")
+    rate, rss = once(ws, cache, hd, {"runtime": "openvino", "precision": "f32"})
+    rows.append(Row("OpenVINO f32, 1080p clips", once=rate, once_rss=rss))
+    return rows
+
+
+def run(ws, before: Path | None, say=print, quick: bool = False) -> Figures:
     name, flags = cpu()
     figures = Figures(f"{name}; flags: {', '.join(f for f in CPU_FLAGS if f in flags) or '-'}")
     clip_set = clipset.generated(CACHE / "clips", "runtimes", *CLIPS, clipset.SHORT_SECONDS)
     folder, clips = clip_set.folder, clip_set.clips
     cache = ws.root / "shared-cache"  # one hub/OpenVINO/text cache: the IR is converted once
     say("OpenVINO f32: autotag --once (converts and caches the IR, embeds the vocabulary)")
-    once(ws, cache, folder, {"runtime": "openvino"})
-    say("autotag quantize on the clips (INT8)")
-    figures.quantize = quantize(ws, cache, folder)
+    once(ws, cache, folder, {"runtime": "openvino", "precision": "f32"})
+    if not quick:
+        say("autotag quantize on the clips (INT8)")
+        figures.quantize = quantize(ws, cache, folder)
     int8 = bool(figures.quantize and figures.quantize.get("accepted"))
-    cases = [("TensorFlow, oneDNN off (the default install before issue 19)", "tensorflow",
-              None, "0"),
-             ("TensorFlow, oneDNN on (model.runtime: tensorflow now)", "tensorflow", None, None),
-             ("OpenVINO f32 (the default now)", "openvino", None, None),
-             ("OpenVINO INT8 (model.precision: int8)", "openvino", "int8", None)]
+    f32 = ("OpenVINO f32 (model.precision: f32, the default before issue 34)", "openvino",
+           "f32", None)
+    cases = [f32] if quick else [
+        ("TensorFlow, oneDNN off (the default install before issue 19)", "tensorflow", None,
+         "0"),
+        ("TensorFlow, oneDNN on (model.runtime: tensorflow now)", "tensorflow", None, None),
+        f32, ("OpenVINO INT8 (model.precision: int8)", "openvino", "int8", None)]
     if "avx512_bf16" in flags or "amx_bf16" in flags:
         cases.append(("OpenVINO bf16 (model.precision: bf16)", "openvino", "bf16", None))
     for label, runtime, precision, onednn in cases:
@@ -229,8 +259,10 @@ def run(ws, before: Path | None, say=print) -> Figures:
         model = {"runtime": runtime, **({"precision": precision} if precision else {})}
         row.once, row.once_rss = once(ws, cache, folder, model, onednn=onednn)
         figures.rows.append(row)
-    say("the daemon: steady, then released after idle")
-    figures.daemon = daemon(ws, cache, clips[:2])
+    figures.rows += auto_rows(ws, cache, folder, say)
+    if not quick:
+        say("the daemon: steady, then released after idle")
+        figures.daemon = daemon(ws, cache, clips[:2])
     if before is not None:
         figures.before = run_before(ws, before, folder, say)
         say(f"the daemon at {before.name}")
@@ -242,13 +274,17 @@ def run(ws, before: Path | None, say=print) -> Figures:
 
 def run_before(ws, checkout: Path, folder: Path, say) -> list[Row]:
     """The other checkout's `--once` as its default install ran it (TensorFlow, oneDNN as
-    TensorFlow decides) and with its OpenVINO extra."""
+    TensorFlow decides), with its OpenVINO extra, and its default on the 1080p clips."""
     rows = []
     cache = ws.root / "before-cache"
-    for label, runtime in (("before: default install (TensorFlow)", "tensorflow"),
-                           ("before: with the [openvino] extra", "openvino")):
+    hd = clipset.generated(CACHE / "clips", "runtimes-1080p", *CLIPS_1080P,
+                           clipset.SHORT_SECONDS).folder
+    for label, runtime, clips in (
+            ("before: default install (TensorFlow)", "tensorflow", folder),
+            ("before: with the [openvino] extra", "openvino", folder),
+            (f"before: with the [openvino] extra, {CLIPS_1080P[1]}p clips", "openvino", hd)):
         say(f"{label}: autotag --once")
-        rate, rss = once(ws, cache, folder, {"runtime": runtime}, checkout=checkout)
+        rate, rss = once(ws, cache, clips, {"runtime": runtime}, checkout=checkout)
         rows.append(Row(label, once=rate, once_rss=rss))
     return rows
 
@@ -284,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, metavar="CHECKOUT",
                         help="also measure this checkout's --once and daemon (a git worktree)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folders")
+    parser.add_argument("--quick", action="store_true",
+                        help="OpenVINO f32, bf16 and auto only, no quantize or daemon: to see "
+                             "that it runs (the figures are not the table's)")
     args = parser.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -293,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = run(measure.Workspace(scratch, handle, {"model": {"batch_size": BATCH}}),
                       args.before and args.before.resolve(),
                       say=lambda m: print(f"[{time.perf_counter() - started:5.0f} s] {m}",
-                                          flush=True))
+                                          flush=True), quick=args.quick)
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)

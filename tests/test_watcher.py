@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from autotag.config import WatchConfig
-from autotag.daemon.watcher import StabilityTracker, Watcher
-from tests.helpers import wait_for
+from autotag.daemon.watcher import CHECK_SECONDS, StabilityTracker, Watcher
+from tests.helpers import REPO, wait_for
 
 STABLE = 0.3  # s; short stability delay for tests
 DEADLINE = 15.0  # s; generous upper bound for anything to arrive
@@ -191,3 +193,76 @@ def test_a_folder_that_disappears_and_comes_back(tmp_path):
         assert root / "after.mp4" in collect(out, 1, watcher)
     finally:
         watcher.stop()
+
+
+def test_a_watched_folder_moved_away_and_back_is_seen_by_events_not_the_slow_check(tmp_path):
+    """Moved away and back (a rename, as a sync tool does): events on the folder that holds it
+    say so at once; the periodic check (CHECK_SECONDS, 30 s) would come after DEADLINE."""
+    assert CHECK_SECONDS > DEADLINE
+    root = tmp_path / "library" / "clips"
+    root.mkdir(parents=True)
+    out: queue.Queue[Path] = queue.Queue()
+    watcher = Watcher([root], WatchConfig(stability_seconds=STABLE, rescan_seconds=0), out)
+    watcher.start()
+    try:
+        away = tmp_path / "library" / "elsewhere"
+        root.rename(away)
+        (away / "moved-in.mp4").write_bytes(b"x")
+        wait_for(lambda: root not in watcher._watched, DEADLINE)  # noticed it went
+        away.rename(root)
+        assert root / "moved-in.mp4" in collect(out, 1, watcher)  # the return's scan
+    finally:
+        watcher.stop()
+
+
+def test_a_watched_folder_made_later_deep_down_is_picked_up_by_events(tmp_path):
+    """Neither the folder nor the one above it is there at start: each level's creation is an
+    event on the nearest folder that exists, and the folder's clips arrive well before the
+    periodic check."""
+    root = tmp_path / "mnt" / "share"
+    out: queue.Queue[Path] = queue.Queue()
+    watcher = Watcher([root], WatchConfig(stability_seconds=STABLE, rescan_seconds=0), out)
+    watcher.start()
+    try:
+        (tmp_path / "mnt").mkdir()
+        wait_for(lambda: tmp_path / "mnt" in watcher._holders, DEADLINE)
+        root.mkdir()
+        (root / "first.mp4").write_bytes(b"x")
+        assert collect(out, 1, watcher) == [root / "first.mp4"]
+    finally:
+        watcher.stop()
+
+
+IDLE = """
+import os, queue, sys, time
+from pathlib import Path
+from autotag.config import WatchConfig
+from autotag.daemon.watcher import Watcher
+
+def ticks():  # utime + stime of this process, in clock ticks (/proc/PID/stat, proc(5))
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+watcher = Watcher([Path(sys.argv[1])], WatchConfig(), queue.Queue())
+watcher.start()
+time.sleep(float(sys.argv[2]))  # the startup scan, imports' aftermath
+before = ticks()
+time.sleep(float(sys.argv[3]))
+print(ticks() - before)
+watcher.stop()
+"""
+IDLE_SECONDS = 30.0  # issue 34's target: at most 2 clock ticks in 30 s
+IDLE_TICKS = 2
+
+
+def test_an_idle_watcher_sleeps(tmp_path):
+    """A watcher with nothing to do, in a process of its own, uses at most IDLE_TICKS clock
+    ticks of CPU in IDLE_SECONDS: its own CPU time, so a loaded machine does not change it
+    (2 s checks cost 1-21 in 30 s before issue 34)."""
+    root = tmp_path / "library" / "clips"
+    root.mkdir(parents=True)
+    (root / "tagged.mp4").write_bytes(b"x")
+    done = subprocess.run([sys.executable, "-c", IDLE, str(root), "3", str(IDLE_SECONDS)],
+                          capture_output=True, text=True, cwd=REPO, timeout=IDLE_SECONDS + 60,
+                          check=True)
+    assert int(done.stdout.split()[-1]) <= IDLE_TICKS, done.stdout

@@ -106,8 +106,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     else:
         print_report(report)
     if report.accepted:
-        log.info("INT8 accepted: set model.precision: int8 to run it (report: %s)",
-                 report.path / q.REPORT)
+        how = ("model.precision auto runs it from the next start (or the daemon that "
+               "started this, now)" if configured == "auto" else
+               "set model.precision: int8 (or auto) to run it")
+        log.info("INT8 accepted: %s (report: %s)", how, report.path / q.REPORT)
         return EXIT_OK
     stays = ("autotag stays at f32" if configured != "int8" else
              "model.precision: int8 cannot run until a quantization passes; set "

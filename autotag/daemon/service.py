@@ -150,6 +150,21 @@ class _Listener:
         self.daemon._finished(result)
 
 
+class _Stop(threading.Event):
+    """The worker's stop Event, waking the inbox when set: the engine sets it as its run ends
+    (a failed model call) and then joins its decode workers, one of which may wait in the
+    inbox for a path; without this wake it waited for the watcher's next tick (2 s, then 30 s
+    since issue 34)."""
+
+    def __init__(self, inbox: _Inbox) -> None:
+        super().__init__()
+        self._inbox = inbox
+
+    def set(self) -> None:
+        super().set()
+        self._inbox.wake()
+
+
 class Daemon:
     """Watch `dirs` (plus watch.paths) and tag each complete clip once.
 
@@ -187,6 +202,7 @@ class Daemon:
         self.started = time.time()
         self.recent: collections.deque[dict] = collections.deque(maxlen=RECENT_RESULTS)
         self._web = None  # the web app's server, when serve.listen is set
+        self._int8 = None  # daemon/int8.py's AutoInt8: the daemon's own INT8 copy (issue 34)
         self._stopped = False  # shut down: the status says so
         self._web_app = None
         self._publisher = None  # MQTT events and discovery (mqtt.Publisher), when mqtt.host is set
@@ -226,6 +242,7 @@ class Daemon:
             self._start_mqtt()
             self._start_web(web)
             self._start_watcher()
+            self._start_int8()
             self._start_worker()
             self.notifier.ready(self._status())
             self.ready.set()
@@ -320,6 +337,8 @@ class Daemon:
             self._web_app.state.library.close()
         if self._watcher:
             self._watcher.stop()
+        if self._int8 is not None:
+            self._int8.stop()
         clean = self._stop_worker(STOP_TIMEOUT)
         self._stop_mqtt()  # after the worker: the last clip's event gets its chance
         self._stopped = True
@@ -380,9 +399,33 @@ class Daemon:
             "in_progress": self.inbox.outstanding, "counts": dict(self.counts),
             "windows": self.windows,
             "model": {"resident": not self._stopped
-                      and bool(getattr(embedder, "resident", embedder is not None))},
+                      and bool(getattr(embedder, "resident", embedder is not None)),
+                      **self._precision(embedder)},
             "recent": list(self.recent),
         }
+
+    def _precision(self, embedder) -> dict:
+        """Which precision the video model runs, why, and the daemon's INT8 (issue 34)."""
+        from autotag.model import running_precision
+
+        out = {"precision": running_precision(embedder) if embedder is not None else None,
+               "precision_reason": getattr(embedder, "precision_reason", None)}
+        if self._int8 is not None:
+            out["int8"] = self._int8.status()
+        return out
+
+    def _start_int8(self) -> None:
+        """The daemon's own INT8 copy, prepared once enough clips are tagged (daemon/int8.py)."""
+        from autotag.daemon.int8 import AutoInt8
+
+        if self._int8 is not None:
+            self._int8.stop()
+        self._int8 = AutoInt8(self.config, lambda: self._app.embedder, self._tagged_clips)
+        self._int8.check()
+
+    def _tagged_clips(self, limit: int) -> list[Path]:
+        """The most recently tagged clips still there, newest first (INT8's calibration)."""
+        return [r.path for r in self._app.store.recent("tagged", limit) if r.path.is_file()]
 
     def _write_status(self) -> None:
         from autotag.daemon.status import status_path, write_status
@@ -484,7 +527,7 @@ class Daemon:
                      ", ".join(map(show, removed)) if removed else "nothing (no output left)")
 
     def _start_worker(self) -> None:
-        self._run_stop = threading.Event()
+        self._run_stop = _Stop(self.inbox)
         self._worker = threading.Thread(target=self._work, args=(self._app, self._run_stop),
                                         name="autotag-tagging")
         self._worker.start()
@@ -531,6 +574,8 @@ class Daemon:
             elif result.status in ("tagged", "reused"):
                 tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
                 log.info("%s %s: %s", result.status, show(path), tags)  # reused: no model
+            if result.status == "tagged" and self._int8 is not None:
+                self._int8.check()
             if result.status in ("tagged", "reused", "failed"):
                 self.recent.appendleft({"path": str(path), "status": result.status,
                                         "tags": [t.label for t in result.tags],
@@ -592,6 +637,7 @@ class Daemon:
             log.info("the vocabulary changed; re-tagging the watched clips from their stored "
                      "embeddings")
         self._start_watcher(carried)
+        self._start_int8()
         self._start_worker()
         self.notifier.ready(self._status())
         self._write_status()

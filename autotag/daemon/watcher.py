@@ -4,8 +4,11 @@ Events are hints; stability decides (paperless-ngx's consume folder): any event 
 (re)starts its timer, and the path is handed on only once its size and mtime have held for
 `watch.stability_seconds` and it is still a regular file. Files found at startup and by the
 periodic rescans go through the same check, so a lost event costs at most one rescan period.
-The ticker sleeps until the earliest pending file may be stable, a rescan is due, an event
-arrives or the folders are due for a check (every CHECK_SECONDS): an idle watcher does not poll.
+The ticker sleeps until the earliest pending file may be stable, a rescan is due or an event
+arrives: an idle watcher does not poll. A watched folder that goes away or comes back is an event
+too: inotify's IN_DELETE_SELF on the folder (watchdog's DirDeletedEvent for it) and, on the folder
+that holds it, its deletion, move or creation (a non-recursive watch there). What no event says
+(an unmount, a network share, a dead observer thread) is caught by a check every CHECK_SECONDS.
 No ML imports: this module only knows paths.
 """
 
@@ -24,7 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
@@ -33,10 +42,19 @@ from autotag.files import Edge, absolute, is_clip_name, is_ignored_path, show, w
 
 log = logging.getLogger(__name__)
 
-CHECK_SECONDS = 2.0  # how often an idle watcher checks its folders are there and its observer lives
+# How often an idle watcher checks its folders are there and its observer lives, for what no
+# event tells: an unmount (inotify's IN_UNMOUNT, which watchdog does not pass on), a share that
+# is only polled. Events say the rest at once; 2 s cost an idle daemon 1-21 clock ticks in 30 s
+# (issue 34), a check each 30 s wakes it once.
+CHECK_SECONDS = 30.0
+# watchdog's dispatcher waits this long for an event before it looks whether it was stopped
+# (its default: 1 s, a wake-up each second); a stop puts a sentinel in its queue, so it ends at
+# once whatever this is.
+OBSERVER_TIMEOUT = 60.0
 BACKLOG_WARNING = 1000  # queued paths before the backlog is logged as a warning
 SCAN_BATCH = 500  # clips stat'ed and looked up in the store together by a scan
 QUEUE_SIZE = 10_000  # stable paths waiting for the engine; past this, rescans catch up
+HOLDER_EVENTS = (DirCreatedEvent, DirDeletedEvent, DirMovedEvent)  # watched folders come, go
 INOTIFY_LIMIT = (errno.ENOSPC, errno.EMFILE)  # inotify_add_watch(2): watch or instance limit
 
 
@@ -134,6 +152,14 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
+def _holder(root: Path) -> Path | None:
+    """The nearest existing folder above `root` (None for /)."""
+    for parent in root.parents:
+        if parent.is_dir():
+            return parent
+    return None
+
+
 def _resolved(path: Path) -> Path | None:
     try:
         return path.resolve()
@@ -165,6 +191,22 @@ class _Handler(FileSystemEventHandler):
                     self.watcher.new_folder(path)
             else:
                 self.watcher.hint(path)
+
+
+class _RootsHandler(FileSystemEventHandler):
+    """Events in the folders holding the watched ones (watched non-recursively): a watched
+    folder (or a folder on its path) deleted, moved away, created or moved in → check now."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if not event.is_directory or event.event_type not in ("created", "deleted", "moved"):
+            return
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if raw and self.watcher.on_path_to_a_root(Path(os.fsdecode(raw))):
+                self.watcher.check_soon()
+                return
 
 
 class Watcher:
@@ -199,6 +241,7 @@ class Watcher:
         self._kick = threading.Event()  # a path was touched: its due time may be the earliest
         self._observer = None
         self._watched: dict[Path, tuple[int, int] | None] = {}  # root → (st_dev, st_ino)
+        self._holders: set[Path] = set()  # the folders watched for roots coming and going
         self._check_now = False  # a root itself was deleted: check the folders at once
         self._real_roots = {r: _resolved(r) for r in self.roots}  # a root may be a symlink
         self.edge = Edge.of(self.roots, config.follow_symlinks_out)  # where the library ends
@@ -259,8 +302,16 @@ class Watcher:
     def root_deleted(self, folder: Path) -> None:
         """A watched folder itself went away (an unmount, a delete): check the folders now."""
         if folder in self._watched:
-            self._check_now = True
-            self._kick.set()
+            self.check_soon()
+
+    def check_soon(self) -> None:
+        """Check the folders and the observer at the next tick, not CHECK_SECONDS from now."""
+        self._check_now = True
+        self._kick.set()
+
+    def on_path_to_a_root(self, path: Path) -> bool:
+        """`path` is a watched folder or a folder on the way to one."""
+        return any(root == path or root.is_relative_to(path) for root in self.roots)
 
     def new_folder(self, folder: Path) -> None:
         """A folder created or moved in: files may have landed before its watch existed."""
@@ -325,8 +376,8 @@ class Watcher:
     # -- threads ----------------------------------------------------------------------------
 
     def _tick_loop(self) -> None:
-        """Sleep until a pending path may be stable, a rescan is due, a path is touched or the
-        folders are due for a check: an idle watcher wakes every CHECK_SECONDS, no more."""
+        """Sleep until a pending path may be stable, a rescan is due, a path is touched, a
+        watched folder went or came, or the folders are due for their CHECK_SECONDS check."""
         next_check = time.monotonic() + CHECK_SECONDS
         while not self._stop.is_set():
             due = self.tracker.next_due()
@@ -365,7 +416,7 @@ class Watcher:
 
     def _start_observer(self) -> None:
         self._observer = (PollingObserver(timeout=self.config.polling_seconds) if self.polling
-                          else Observer())
+                          else Observer(timeout=OBSERVER_TIMEOUT))
         self._watched = {}
         self._schedule_roots()
         try:
@@ -376,6 +427,7 @@ class Watcher:
             self._fall_back_to_polling(exc)
 
     def _schedule_roots(self) -> None:
+        self._schedule_holders()
         handler = _Handler(self)
         for root in self.roots:
             if root in self._watched or not root.is_dir():
@@ -391,6 +443,27 @@ class Watcher:
                     self._fall_back_to_polling(exc)
                     return
                 log.warning("cannot watch %s: %s", root, exc.strerror or exc)
+
+    def _schedule_holders(self) -> None:
+        """A non-recursive watch on the nearest existing folder above each watched one, so its
+        deletion, move or return is an event (inotify on the folder itself goes when it does).
+        Polling observers skip this: their CHECK_SECONDS check sees as much for less."""
+        if self.polling:
+            return
+        handler = _RootsHandler(self)
+        self._holders = self._holders_now()
+        for holder in sorted(self._holders):
+            try:
+                # folder events only: inotify's mask leaves out a busy parent's file writes
+                self._observer.schedule(handler, str(holder), recursive=False,
+                                        event_filter=HOLDER_EVENTS)
+            except OSError as exc:  # unreadable: the periodic check still covers its roots
+                log.debug("cannot watch %s for watched folders coming and going: %s", holder,
+                          exc.strerror or exc)
+
+    def _holders_now(self) -> set[Path]:
+        return set() if self.polling else {
+            h for h in (_holder(r) for r in self.roots) if h is not None}
 
     def _fall_back_to_polling(self, exc: OSError) -> None:
         log.error("the inotify watch limit is reached (%s); raise it with 'sysctl "
@@ -420,9 +493,15 @@ class Watcher:
         alive = self._observer is not None and self._observer.is_alive()
         if not alive:
             log.error("the file watcher stopped; restarting it")
-        if gone or back or not alive:
+        # a folder on the way to a missing one came or went: watch the nearest one there is
+        moved = self._holders_now() != self._holders
+        if gone or back or not alive or moved:
+            kept = set(self._watched) - gone - back
             self._stop_observer()
             self._start_observer()
+            # what is watched now and was not: back before the check, or during the restart
+            # (the folder above it is watched before it is looked for: no moment unwatched)
+            back = set(self._watched) - kept
             if back:
                 log.info("watched folder(s) back: %s", ", ".join(map(str, sorted(back))))
                 self.scan(back)

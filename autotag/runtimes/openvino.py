@@ -8,7 +8,9 @@ into place, with a manifest of the files' hashes), so a later start in any proce
 conversion, and a damaged copy is noticed and rebuilt. The conversion itself needs TensorFlow to
 read the SavedModel: `convert_signature` runs in runtimes/tfworker.py's child process, so this
 process never imports it (issue 19). An INT8 copy made by `autotag quantize` sits in the IR
-folder's `int8/`, with the report that accepted it.
+folder's `int8/`, with the report that accepted it. `model.precision: auto` (the default) picks
+the precision by runtimes/precision.py's rule and, where bf16 is yet to be measured on this CPU,
+runs bf16 beside f32 on the first windows, then switches (or stays) without a restart.
 """
 
 from __future__ import annotations
@@ -48,10 +50,10 @@ PERFORMANCE_HINT = "LATENCY"
 # (issue 19, three interleaved pairs: --once 1.50/1.38/1.39 vs 1.34/1.28/1.44 windows/s pinned;
 # the model alone 1.66/1.81/1.55 vs 1.58/1.48/1.38)
 CPU_PINNING = False
-# f32: the same embeddings as TensorFlow's to float error. OpenVINO's default on a CPU with
-# AVX-512 BF16 or AMX is bf16, about twice as fast, but 0.4% of the largest value off on the
-# stand-in (cosine 0.99999), over the 0.1% issue 14 allows; model.precision: bf16 opts in.
+# f32: the same embeddings as TensorFlow's to float error: the reference every other precision
+# is measured against, and what auto runs where nothing faster has agreed with it (issue 34).
 PRECISION = "f32"
+AUTO = "auto"  # model.precision: chosen per CPU and model by runtimes/precision.py
 FORMAT_VERSION = 1  # bump when the conversion changes: older cached copies are then ignored
 VIDEO_OUTPUT = "video_embedding"
 MANIFEST = "manifest.json"
@@ -120,9 +122,10 @@ class CompiledVideo:
     time and no conversion."""
 
     def __init__(self, compile_ir, batch_size: int, path: Path, converted: bool,
-                 seconds: float, compiled=None) -> None:
+                 seconds: float, compiled=None, precision: str = PRECISION) -> None:
         self._compile_ir = compile_ir  # () → openvino.CompiledModel, from `path`
         self.batch_size = batch_size
+        self.precision = precision  # f32, bf16 or int8: what this compiled model runs
         self.path = path  # the cached IR folder it was compiled from
         self.converted = converted  # True when this process converted it (False: the cache)
         self.seconds = seconds  # conversion (if any) + compilation
@@ -144,6 +147,11 @@ class CompiledVideo:
             self._request = compiled.create_infer_request()
             self._output = compiled.output(VIDEO_OUTPUT)
             self.last_used = time.monotonic()
+
+    def load(self) -> None:
+        """Compile it now if it is not (a switch's check that it compiles)."""
+        with self._lock:
+            self._load()
 
     def unload(self) -> bool:
         """Release the compiled model; False when it was not loaded."""
@@ -199,7 +207,8 @@ def compile_video(convert, fingerprint: str, batch_size: int, threads: int, cach
     """The video signature compiled for the CPU, converted first unless the cache has it:
     convert(folder) writes the IR into `folder` (the child process, runtimes/child.py). A
     damaged cached copy is converted again. precision int8 compiles the accepted INT8 copy
-    (NotQuantized without one). `quiet`: a context manager that hides native libraries'
+    (NotQuantized without one); auto: runtimes/precision.py's choice, in `.choice` (the
+    start-up line names it and why). `quiet`: a context manager that hides native libraries'
     chatter on stderr (model.py's) while OpenVINO works; our log lines stay outside it.
     Raises ConversionError (one line)."""
     with quiet():
@@ -207,32 +216,89 @@ def compile_video(convert, fingerprint: str, batch_size: int, threads: int, cach
 
     started = time.perf_counter()
     path = cache_root / cache_key(fingerprint, batch_size)
-    converted = False
-    compiled = None
+    choice, converted, compiled = None, False, None
+    if precision == AUTO:
+        if not _intact(path):  # the choice reads the records beside the converted model
+            converted = _convert(convert, path)
+        choice = auto_choice(ov, path)
+        precision = choice.precision
     if _intact(path):
         try:
             compiled = _compile(ov, path, precision, threads, quiet)
-        except ConversionError as exc:  # whole, but not for this OpenVINO: convert again
-            if precision == INT8:
+        except (ConversionError, NotQuantized) as exc:
+            if precision != INT8:  # whole, but not for this OpenVINO: convert again
+                log.info("%s; converting it again", exc)
+            elif choice is None:
                 raise
-            log.info("%s; converting it again", exc)
+            else:  # auto's INT8 copy does not compile: f32, saying why
+                choice, precision = _f32_instead(exc), PRECISION
+                with contextlib.suppress(ConversionError):
+                    compiled = _compile(ov, path, precision, threads, quiet)
     elif path.exists():
         log.info("the converted video model in %s is damaged or incomplete; converting it "
                  "again", path)
     if compiled is None:
         if precision == INT8:
             raise NotQuantized(not_quantized(path))
-        log.info("converting the video model for OpenVINO (once, in a child process; cached in "
-                 "%s)", path)
-        convert(path)
-        converted = True
+        converted = _convert(convert, path)
         compiled = _compile(ov, path, precision, threads, quiet)
-    video = CompiledVideo(lambda: _compile(ov, path, precision, threads, quiet), batch_size,
-                          path, converted, time.perf_counter() - started, compiled)
-    log.info("video model on OpenVINO %s (%s, batch %d, %s): %s in %.1f s", version(), DEVICE,
-             batch_size, precision,
+    video = _compiled_video(ov, path, precision, threads, quiet, batch_size, converted,
+                            time.perf_counter() - started, compiled)
+    video.choice = choice
+    why = f" (auto: {choice.reason})" if choice is not None else ""
+    log.info("video model on OpenVINO %s (%s, batch %d, %s%s): %s in %.1f s", version(), DEVICE,
+             batch_size, precision, why,
              "converted and compiled" if converted else "compiled from the cache", video.seconds)
     return video
+
+
+def _convert(convert, path: Path) -> bool:
+    log.info("converting the video model for OpenVINO (once, in a child process; cached in "
+             "%s)", path)
+    convert(path)
+    return True
+
+
+def _compiled_video(ov, path: Path, precision: str, threads: int, quiet, batch_size: int,
+                    converted: bool = False, seconds: float = 0.0,
+                    compiled=None) -> CompiledVideo:
+    return CompiledVideo(lambda: _compile(ov, path, precision, threads, quiet), batch_size,
+                         path, converted, seconds, compiled, precision)
+
+
+def compile_precision(video: CompiledVideo, precision: str, threads: int,
+                      quiet=contextlib.nullcontext) -> CompiledVideo:
+    """The same cached IR as `video`'s, for another precision, compiled on its first call
+    (auto's bf16 trial; its switch to an INT8 copy prepared meanwhile)."""
+    return _compiled_video(import_openvino(), video.path, precision, threads, quiet,
+                           video.batch_size)
+
+
+def auto_choice(ov, path: Path):
+    """model.precision auto's choice (runtimes/precision.py) for the IR in `path` on this CPU,
+    OpenVINO's OPTIMIZATION_CAPABILITIES standing in where /proc/cpuinfo has no flags."""
+    from autotag.runtimes import precision
+
+    capabilities: tuple[str, ...] = ()
+    with contextlib.suppress(Exception):  # an old plugin without the property: flags alone
+        capabilities = tuple(ov.Core().get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
+    return precision.choose(path, precision.this_cpu(capabilities=capabilities),
+                            int8_report(path))
+
+
+def int8_report(f32_dir: Path) -> dict | None:
+    """The accepted INT8 copy's report, None when no accepted copy is cached whole."""
+    if not accepted_int8(f32_dir):
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((int8_dir(f32_dir) / REPORT).read_text())
+    return None
+
+
+def _f32_instead(exc: Exception):
+    from autotag.runtimes import precision
+
+    return precision.Choice(PRECISION, f"the INT8 copy does not compile ({exc})")
 
 
 def not_quantized(path: Path) -> str:
@@ -354,17 +420,38 @@ class OpenVinoEmbedder:
     """MIL-NCE with its video signature on OpenVINO and its text signature wherever `text`
     runs it (a child process with TensorFlow: runtimes/child.py), so this process holds no
     TensorFlow. Windows of another shape than the model's (only tests make them) load
-    TensorFlow in this process for them: `tensorflow()` gives that model."""
+    TensorFlow in this process for them: `tensorflow()` gives that model.
+
+    With model.precision auto and a candidate to check (bf16 on a CPU where it has not been
+    measured), the first windows run through both precisions once the vocabulary is known
+    (`judge_with`): f32's embeddings are returned, and after precision.TRIAL_WINDOWS the
+    verdict is recorded beside the cached model and the candidate runs from then on if it
+    agreed. `switch()` changes the precision in place (the daemon's INT8 copy)."""
 
     runtime = "openvino"
 
     def __init__(self, video: CompiledVideo, text, fingerprint: str, handle: str,
-                 tensorflow=None) -> None:
+                 tensorflow=None, threads: int = 0) -> None:
+        from autotag.runtimes import precision
+
         self.video = video
         self.text = text  # has embed_text(texts) → float32 [N, 512]
         self.fingerprint = fingerprint  # TensorFlow's own: stored embeddings stay valid
         self.handle = handle
+        self.threads = threads
         self._tensorflow = tensorflow  # () → model.HubEmbedder, loaded on demand
+        self.choice = getattr(video, "choice", None)  # auto's (precision.Choice), else None
+        self.precision_reason = (self.choice.reason if self.choice is not None
+                                 else "set by model.precision")
+        self._trial = (precision.Trial(self.choice.trial)
+                       if self.choice is not None and self.choice.trial else None)
+        self._candidate: CompiledVideo | None = None
+        self._vectors: np.ndarray | None = None  # the vocabulary's, for the trial's verdict
+
+    @property
+    def precision(self) -> str:
+        """The precision the video model runs now: f32, bf16 or int8."""
+        return self.video.precision
 
     @property
     def converted(self) -> bool:
@@ -387,13 +474,67 @@ class OpenVinoEmbedder:
 
     def unload(self) -> bool:
         """Release the compiled video model until the next call; False when it was not loaded."""
+        if self._candidate is not None:
+            self._candidate.unload()
         return self.video.unload()
+
+    def judge_with(self, vectors: np.ndarray) -> None:
+        """The vocabulary's vectors float32 [n_tags, 512]: a pending trial may start."""
+        self._vectors = vectors
+
+    def switch(self, precision: str, reason: str) -> None:
+        """Run `precision` from the next call on (compiled now, so a failure leaves the running
+        one); raises ConversionError or NotQuantized with one line."""
+        new = compile_precision(self.video, precision, self.threads)
+        new.load()
+        old, self.video = self.video, new
+        self.precision_reason = reason
+        self._trial = None  # a precision chosen for it supersedes what a trial would say
+        old.unload()
+        log.info("the video model runs %s from now on: %s", precision, reason)
 
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
         """float32 [B, 32, 224, 224, 3] in [0, 1] → float32 [B, 512]."""
         if tuple(frames.shape[1:]) != WINDOW_SHAPE:
             return self._tensorflow().embed_video(frames)
+        if self._trial is not None and self._vectors is not None:
+            return self._side_by_side(frames)
         return self.video(frames)
+
+    def _side_by_side(self, frames: np.ndarray) -> np.ndarray:
+        """f32's embeddings, the candidate's beside them for the trial."""
+        video, trial = self.video, self._trial
+        if self._candidate is None:
+            self._candidate = compile_precision(video, trial.precision, self.threads)
+        self._candidate.load()  # its compile time is not the candidate's speed
+        started = time.perf_counter()
+        reference = video(frames)
+        middle = time.perf_counter()
+        candidate = self._candidate(frames)
+        trial.add(reference, candidate, middle - started, time.perf_counter() - middle)
+        if trial.full:
+            self._conclude(trial)
+        return reference
+
+    def _conclude(self, trial) -> None:
+        from autotag.runtimes import precision
+
+        verdict = trial.verdict(self._vectors)
+        if self.choice is not None and self.choice.cpu is not None:
+            precision.record_verdict(self.video.path, self.choice.cpu, verdict)
+        self._trial, candidate, self._candidate = None, self._candidate, None
+        if verdict.accepted:
+            old, self.video = self.video, candidate
+            self.precision_reason = verdict.reason
+            old.unload()
+            log.info("%s; running %s from now on (%.1f× f32 here; recorded in %s)",
+                     verdict.reason, verdict.precision, verdict.speedup,
+                     self.video.path / precision.AGREEMENT)
+        else:
+            candidate.unload()
+            self.precision_reason = verdict.reason
+            log.warning("%s; staying at f32 (recorded in %s)", verdict.reason,
+                        self.video.path / precision.AGREEMENT)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         return self.text.embed_text(texts)

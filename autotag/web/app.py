@@ -426,7 +426,7 @@ def status_json(lib: Library) -> dict:
         "daemon": daemon,
         "model": {"handle": model.handle, "fingerprint": lib.model,
                   "runtime": getattr(lib.embedder, "runtime", None) or model.runtime,
-                  "precision": model.precision,
+                  "precision": daemon.get("model", {}).get("precision") or model.precision,
                   "resident": bool(getattr(lib.embedder, "resident", True))},
         "store": {"path": str(lib.store.path), "bytes": store_bytes,
                   "tagged": counts.get("tagged", 0), "failed": counts.get("failed", 0),
@@ -738,6 +738,11 @@ def metrics_text(request: Request) -> Response:
     lines += metrics.sample("autotag_outputs_pending", "gauge",
                             "clips this web app is still bringing up to date after a change",
                             jobs["total"] - jobs["done"] if jobs["state"] == "running" else 0)
+    model = daemon.get("model", {})
+    if model.get("precision"):  # issue 34: which precision runs (auto may change it)
+        lines += metrics.sample("autotag_model_precision", "gauge",
+                                "1 for the precision the daemon's video model runs", 1,
+                                {"precision": model["precision"]})
     lines += metrics.sample("autotag_index_clips", "gauge", "clips in the search index",
                             len(lib.index))
     lines += lib.search_latency.lines("autotag_search_latency_seconds",

@@ -1,0 +1,68 @@
+"""Cheaper decoding that leaves what the model sees (issue 34): frames of 720p and up are decoded
+without FFmpeg's in-loop deblocking filter (media.SKIP_LOOP_FILTER_FROM), accepted only with the
+scores' cosine to full decoding >= 0.999 on H.264 and HEVC test clips (testsrc2 with grain, the
+pattern moving, so predicted frames carry the skipped filter's drift through the GOP)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autotag import media, pictures
+from autotag.engine import model_input
+
+MIN_SCORE_COSINE = 0.999
+SIZE = "1280x720"  # the smallest frames the filter is skipped for
+PROMPTS = ["red", "green", "blue", "moving", "bright", "sky"]
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+
+
+def encode(path: Path, codec: str) -> Path:
+    extra = ["-x265-params", "log-level=error"] if codec == "libx265" else []
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+                    f"testsrc2=size={SIZE}:rate=25,noise=alls=8:allf=t", "-t", "4",
+                    "-c:v", codec, "-preset", "veryfast", "-g", "50", "-pix_fmt", "yuv420p",
+                    *extra, str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("decode-speed")
+    return [encode(folder / "h264.mp4", "libx264"), encode(folder / "hevc.mp4", "libx265")]
+
+
+def sampled(path: Path, skip: bool, monkeypatch) -> np.ndarray:
+    monkeypatch.setattr(media, "LOOP_FILTER_SKIPPED",
+                        {"skip_loop_filter": "all"} if skip else {})
+    return media.sample_clip(path, 4, 20_000_000).frames
+
+
+def test_skipping_the_loop_filter_keeps_the_scores(clips, embedder, monkeypatch):
+    assert 720 >= media.SKIP_LOOP_FILTER_FROM * pictures.FRAME_SIZE  # the rule covers 720p
+    texts = embedder.embed_text(PROMPTS)
+    for clip in clips:
+        full, cheap = sampled(clip, False, monkeypatch), sampled(clip, True, monkeypatch)
+        assert not np.array_equal(full, cheap), f"{clip.name}: the option had no effect"
+        a = embedder.embed_video(model_input(list(full))) @ texts.T
+        b = embedder.embed_video(model_input(list(cheap))) @ texts.T
+        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cosine.min() >= MIN_SCORE_COSINE, (clip.name, cosine)
+        # and the pixels the model sees move by about a grey level on average
+        assert np.abs(full.astype(np.float32) - cheap).mean() < 2.0, clip.name
+
+
+def test_small_frames_decode_in_full(tmp_path, monkeypatch):
+    """Below SKIP_LOOP_FILTER_FROM × 224 px the filter runs: a 480p frame shrinks by 2x only."""
+    clip = tmp_path / "small.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=854x480:rate=25,noise=alls=8:allf=t", "-t", "2", "-c:v",
+                    "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(clip)],
+                   check=True)
+    np.testing.assert_array_equal(sampled(clip, False, monkeypatch),
+                                  sampled(clip, True, monkeypatch))
