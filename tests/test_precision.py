@@ -156,3 +156,24 @@ def test_auto_is_the_default_and_auto_int8_is_validated(tmp_path):
 
     with pytest.raises(ConfigError, match="model.auto_int8"):
         parse_config("vocabulary: [red]\nmodel: {auto_int8: sometimes}\n", tmp_path)
+
+
+def test_a_trial_s_windows_wait_for_the_next_process_until_the_verdict(tmp_path):
+    """`autotag --once` runs of a few windows each reach bf16's verdict together: the windows
+    seen are kept beside the cached model and read back, and go once the verdict is given."""
+    from autotag.runtimes.precision import TRIAL_WINDOWS, Trial
+
+    rng = np.random.default_rng(0)
+    keep = tmp_path / "trial.npz"
+    first = Trial("bf16", keep=keep)
+    half = rng.normal(size=(TRIAL_WINDOWS // 2, 512)).astype(np.float32)
+    first.add(half, half + 1e-4, 1.0, 0.5)
+    assert not first.full and keep.exists()
+    second = Trial("bf16", keep=keep)  # the next run
+    assert second.seen == TRIAL_WINDOWS // 2
+    second.add(half, half + 1e-4, 1.0, 0.5)
+    assert second.full
+    verdict = second.verdict(rng.normal(size=(4, 512)).astype(np.float32))
+    assert verdict.accepted and verdict.windows == TRIAL_WINDOWS and verdict.speedup == 2.0
+    second.forget()
+    assert not keep.exists() and Trial("bf16", keep=keep).seen == 0

@@ -443,8 +443,11 @@ class OpenVinoEmbedder:
         self.choice = getattr(video, "choice", None)  # auto's (precision.Choice), else None
         self.precision_reason = (self.choice.reason if self.choice is not None
                                  else "set by model.precision")
-        self._trial = (precision.Trial(self.choice.trial)
-                       if self.choice is not None and self.choice.trial else None)
+        self._trial = None
+        if self.choice is not None and self.choice.trial:
+            keep = (precision.trial_file(video.path, self.choice.cpu, self.choice.trial)
+                    if self.choice.cpu is not None else None)
+            self._trial = precision.Trial(self.choice.trial, keep=keep)
         self._candidate: CompiledVideo | None = None
         self._vectors: np.ndarray | None = None  # the vocabulary's, for the trial's verdict
 
@@ -522,6 +525,7 @@ class OpenVinoEmbedder:
         verdict = trial.verdict(self._vectors)
         if self.choice is not None and self.choice.cpu is not None:
             precision.record_verdict(self.video.path, self.choice.cpu, verdict)
+        trial.forget()
         self._trial, candidate, self._candidate = None, self._candidate, None
         if verdict.accepted:
             old, self.video = self.video, candidate

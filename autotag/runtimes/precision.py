@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import time
@@ -136,6 +137,11 @@ def record_verdict(ir: Path, cpu: Cpu, verdict: Verdict) -> None:
         log.warning("cannot record the precision's agreement in %s (%s)", ir, exc)
 
 
+def trial_file(ir: Path, cpu: Cpu, precision: str) -> Path:
+    """Where a trial's windows wait for the next process (Trial's `keep`), beside AGREEMENT."""
+    return ir / f"trial-{cpu.key}-{precision}.npz"
+
+
 @dataclass(frozen=True)
 class Choice:
     """What auto runs now, why, and the candidate to check on the first windows (or None)."""
@@ -177,14 +183,49 @@ def _choose(ir: Path, cpu: Cpu, int8_report: dict | None) -> Choice:
 
 class Trial:
     """A candidate precision's embeddings beside f32's on the same windows, until there are
-    TRIAL_WINDOWS of them; then `verdict(vectors, ...)` judges them."""
+    TRIAL_WINDOWS of them; then `verdict(vectors, ...)` judges them.
 
-    def __init__(self, precision: str, windows: int = TRIAL_WINDOWS) -> None:
+    With a `keep` file the windows seen so far are saved there after each call and read back
+    by the next process, so runs of a few windows each (`autotag --once` on a folder that
+    gains a clip or two a day) reach a verdict together, instead of each running both
+    precisions side by side forever. float32 [n, 512] twice: 128 KB at most."""
+
+    def __init__(self, precision: str, windows: int = TRIAL_WINDOWS,
+                 keep: Path | None = None) -> None:
         self.precision = precision
         self.windows = windows
+        self.keep = keep
         self._reference: list[np.ndarray] = []
         self._candidate: list[np.ndarray] = []
         self._seconds = [0.0, 0.0]  # f32, candidate
+        if keep is not None:
+            self._resume(keep)
+
+    def _resume(self, keep: Path) -> None:
+        with contextlib.suppress(OSError, ValueError, KeyError, EOFError):
+            with np.load(keep) as saved:
+                reference, candidate = saved["reference"], saved["candidate"]
+                seconds = saved["seconds"]
+            if reference.shape == candidate.shape and reference.ndim == 2 and len(seconds) == 2:
+                self._reference, self._candidate = [reference], [candidate]
+                self._seconds = [float(seconds[0]), float(seconds[1])]
+
+    def _save(self) -> None:
+        if self.keep is None:
+            return
+        buffer = io.BytesIO()
+        np.savez(buffer, reference=np.concatenate(self._reference),
+                 candidate=np.concatenate(self._candidate), seconds=np.array(self._seconds))
+        try:
+            write_atomic(self.keep, buffer.getvalue())
+        except OSError as exc:  # a read-only cache: this process's windows still count
+            log.debug("cannot keep the precision trial's windows in %s (%s)", self.keep, exc)
+
+    def forget(self) -> None:
+        """The verdict is recorded: the windows kept for it go."""
+        if self.keep is not None:
+            with contextlib.suppress(OSError):
+                self.keep.unlink()
 
     @property
     def seen(self) -> int:
@@ -200,6 +241,8 @@ class Trial:
         self._candidate.append(candidate)
         self._seconds[0] += reference_seconds
         self._seconds[1] += candidate_seconds
+        if not self.full:
+            self._save()
 
     def verdict(self, vectors: np.ndarray) -> Verdict:
         """Both precisions' scores against the vocabulary's vectors float32 [n_tags, 512]:
