@@ -301,7 +301,6 @@ def _validated(raw: dict, base: Path, source: Path | None) -> Config:
         values["model"] = _resolve_handle(values["model"], base)
     config = Config(source=source, **values)
     _check_thresholds(config)
-    _check_runtime(config.model)
     _check_serve(config.serve)
     _check_mqtt(config.mqtt)
     return config
@@ -356,16 +355,6 @@ def _check_mqtt(mqtt: MqttConfig) -> None:
         raise ConfigError("'mqtt.password_file' is set but 'mqtt.username' is not; MQTT sends a "
                           "password only with a user name")
     mqtt.password()
-
-
-def _check_runtime(model: ModelConfig) -> None:
-    """model.runtime: openvino needs OpenVINO installed (looked up, not imported: startup stays
-    fast). auto without it is TensorFlow, silently: that is what auto means."""
-    from autotag.runtimes.openvino import INSTALL_HINT, installed
-
-    if model.runtime == "openvino" and not installed():
-        raise ConfigError(f"'model.runtime' is openvino but OpenVINO is not installed; run "
-                          f"{INSTALL_HINT}, or set model.runtime: auto")
 
 
 def _resolve_handle(model: ModelConfig, base: Path) -> ModelConfig:

@@ -35,9 +35,9 @@ import numpy as np
 from autotag import media, pictures
 from autotag.clip import Embedded, SourceInfo
 from autotag.config import Config, SamplingConfig
+from autotag.embedder import Embedder, ModelError
 from autotag.errors import AutotagError
 from autotag.files import Edge
-from autotag.model import Embedder, ModelError
 from autotag.opener import NotServable, Source
 from autotag.store import FileRecord, Store, Version
 

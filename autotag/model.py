@@ -28,12 +28,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from autotag.config import HUB_HANDLE, ModelConfig, default_cache_dir
-from autotag.errors import AutotagError
+from autotag.embedder import Embedder, ModelError  # noqa: F401  (their names here too)
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +44,6 @@ RETRY_HINT = ("run 'autotag fetch-model' to try OpenVINO again once that is fixe
               "model.runtime: tensorflow")
 INTER_OP_THREADS = 2  # TensorFlow inter-op threads when model.threads caps them (benchmarks)
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the NVIDIA driver sees
-
-
-class Embedder(Protocol):
-    """What the engine needs from a model; tests hand the engine (through app.open_app) theirs."""
-
-    fingerprint: str  # changes when the weights or the handle change
-
-    def embed_video(self, frames: np.ndarray) -> np.ndarray:
-        """float32 [B, T, H, W, 3] in [0, 1] → float32 [B, 512]."""
-
-    def embed_text(self, texts: list[str]) -> np.ndarray:
-        """N strings → float32 [N, 512]."""
-
-
-class ModelError(AutotagError):
-    """The model cannot be loaded or does not have the MIL-NCE interface; one line, with the fix."""
 
 
 def openvino_cache_dir() -> Path:

@@ -167,7 +167,8 @@ def test_a_failed_conversion_falls_back_to_tensorflow_with_one_line(model_dir, t
                                                                     monkeypatch, capsys, caplog):
     """The converting child says why in its last stderr line; the parent warns with it, once,
     and runs the model on TensorFlow."""
-    from autotag.runtimes import child, tfworker
+    from autotag import tfworker
+    from autotag.runtimes import child
 
     openvino = openvino_runtime.import_openvino()
 

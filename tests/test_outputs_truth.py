@@ -350,7 +350,7 @@ def test_autotag_serve_reloads_on_sighup_and_brings_the_outputs_up_to_date(
 
 def test_a_stopped_daemon_is_not_said_to_have_a_model_loaded(tmp_path, model_dir, embedder,
                                                              run_once):
-    from autotag.daemon.status import status_path, write_status
+    from autotag.status import status_path, write_status
 
     clips, config = _library(tmp_path, model_dir)
     assert run_once(config, clips) == 0

@@ -115,8 +115,7 @@ def test_the_converter_child_reports_a_broken_tensorflow_in_one_line(model_dir, 
                                                                      monkeypatch, capsys):
     """What tensorflow_hub did with setuptools >= 81: an ImportError while loading. It is not a
     conversion failure (the parent could not run TensorFlow either): exit EXIT_MODEL, one line."""
-    from autotag import model
-    from autotag.runtimes import tfworker
+    from autotag import model, tfworker
 
     def broken(*args, **kwargs):
         raise ModuleNotFoundError("No module named 'pkg_resources'")

@@ -13,8 +13,8 @@ import pytest
 
 from autotag.cli.common import Reporter
 from autotag.clip import Embedded, SourceInfo, Tag, Tagged, Window
-from autotag.search.live import Snapshot
 from autotag.outputs import preview
+from autotag.search.live import Snapshot
 from autotag.store import FileRecord
 from autotag.tagging import ClipResult
 from autotag.web.library_view import View, choose, needs_review

@@ -415,7 +415,7 @@ def test_the_reload_signal_goes_only_to_the_process_holding_the_stores_lock(tmp_
     import subprocess
     import sys
 
-    from autotag.daemon.status import signal_daemon
+    from autotag.status import signal_daemon
 
     store = tmp_path / "state.sqlite3"
     sleeper = subprocess.Popen(["sleep", "60"])  # a stale status file's PID, reused

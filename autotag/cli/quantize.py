@@ -1,7 +1,7 @@
 """`autotag quantize [DIR...]`: an INT8 video model, calibrated and validated on your own clips.
 
 argv → config (the model on OpenVINO at f32) → app (cli.common.open_app) → clips (cli.common.walk;
-watch.paths when no DIR) → windows (runtimes.quantize, progress bar) → split by clip → NNCF →
+watch.paths when no DIR) → windows (analysis.quantize, progress bar) → split by clip → NNCF →
 validation against f32 → the report printed (a rich table, or JSON) and kept beside the cached
 IR. Exit 0 when the INT8 model passed the bar (model.precision: int8 then runs it), 1 when it
 was refused (autotag stays at f32), 2 for usage and startup errors.
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def build() -> argparse.ArgumentParser:
-    from autotag.runtimes.quantize import (
+    from autotag.analysis.quantize import (
         DEFAULT_WINDOWS,
         MIN_MEAN_COSINE,
         MIN_TAG_AGREEMENT,
@@ -59,7 +59,7 @@ def build() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from autotag.runtimes import quantize as q
+    from autotag.analysis import quantize as q
 
     config = load_config(args)
     if args.windows < q.MIN_WINDOWS:
@@ -124,7 +124,7 @@ def print_report(report, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from autotag.runtimes import quantize as q
+    from autotag.analysis import quantize as q
 
     console = console or Console()
     f = report.figures

@@ -88,7 +88,7 @@ def _reload(args: argparse.Namespace, ctx: Context, web, opened: list) -> None:
     read it again here, and bring every output up to date: a running daemon of the same store
     is told to (SIGHUP; one writer of the outputs), else this process re-tags the stale clips
     from their stored embeddings in the background (web.jobs, GET /api/jobs)."""
-    from autotag.daemon.status import read_status, signal_daemon, status_path
+    from autotag.status import read_status, signal_daemon, status_path
     from autotag.web.app import open_library
 
     log.info("reloading the configuration")

@@ -428,7 +428,7 @@ class Daemon:
         return [r.path for r in self._app.store.recent("tagged", limit) if r.path.is_file()]
 
     def _write_status(self) -> None:
-        from autotag.daemon.status import status_path, write_status
+        from autotag.status import status_path, write_status
 
         write_status(status_path(self.config.state.store_path), self.status_snapshot())
 

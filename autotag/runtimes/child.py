@@ -1,9 +1,9 @@
 """TensorFlow's work in a child process → its result on disk or on stdout → the child exits.
 
-    parent: convert(handle, batch, folder) ─► `python -m autotag.runtimes.tfworker convert ...`
+    parent: convert(handle, batch, folder) ─► `python -m autotag.tfworker convert ...`
             ─► the child loads the SavedModel with TensorFlow, converts the video signature
                to OpenVINO IR in `folder` (atomically) ─► exit 0
-    parent: ChildText.embed_text(texts) ─► `python -m autotag.runtimes.tfworker text ...`
+    parent: ChildText.embed_text(texts) ─► `python -m autotag.tfworker text ...`
             ─► JSON list of texts on stdin ─► float32 [N, 512] as .npy on stdout ─► exit 0
     parent: ResidentText.embed_text(texts) ─► `... tfworker text-server HANDLE --idle S`, kept
             ─► per call: a framed JSON list in, a framed .npy (or error line) out ─► the child
@@ -50,7 +50,7 @@ def run(args: list[str], stdin: bytes = b"", threads: int = 0,
     """Run one child command (with `env` added to ours: the hub cache); its stdout, or
     ChildError with its one line. The child's chatter stays in its stderr."""
     env = {**os.environ, **(env or {})}
-    command = [sys.executable, "-m", "autotag.runtimes.tfworker", *args, "--threads",
+    command = [sys.executable, "-m", "autotag.tfworker", *args, "--threads",
                str(threads)]
     try:
         done = subprocess.run(command, input=stdin, capture_output=True, env=env,
@@ -127,7 +127,7 @@ class ResidentText:
     def _start(self) -> None:
         env = {**os.environ, **(self.env or {})}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "autotag.runtimes.tfworker", "text-server", self.handle,
+            [sys.executable, "-m", "autotag.tfworker", "text-server", self.handle,
              "--idle", str(self.idle), "--threads", str(self.threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         # The child ends itself when idle, with no call of ours to notice: a thread of this

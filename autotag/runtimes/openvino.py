@@ -6,7 +6,7 @@ nor TensorFlow. The converted model (OpenVINO IR: video.xml + video.bin) is cach
 fingerprint, OpenVINO version and batch size, written whole or not at all (a temp folder renamed
 into place, with a manifest of the files' hashes), so a later start in any process skips the
 conversion, and a damaged copy is noticed and rebuilt. The conversion itself needs TensorFlow to
-read the SavedModel: `convert_signature` runs in runtimes/tfworker.py's child process, so this
+read the SavedModel: `convert_signature` runs in autotag/tfworker.py's child process, so this
 process never imports it (issue 19). An INT8 copy made by `autotag quantize` sits in the IR
 folder's `int8/`, with the report that accepted it. `model.precision: auto` (the default) picks
 the precision by runtimes/precision.py's rule and, where bf16 is yet to be measured on this CPU,
@@ -335,7 +335,7 @@ def _compile(ov, path: Path, precision: str, threads: int, quiet) -> object:
 
 def convert_signature(video_fn, batch_size: int, path: Path) -> None:
     """Convert and save the IR into a temp folder beside `path`, then rename it into place.
-    Needs the TensorFlow signature: runs in the converting child (runtimes/tfworker.py)."""
+    Needs the TensorFlow signature: runs in the converting child (autotag/tfworker.py)."""
     from autotag.runtimes.ovcompat import patch_tensorflow_frontend
 
     ov = import_openvino()

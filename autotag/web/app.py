@@ -1002,7 +1002,7 @@ def open_library(app, status: Callable[[], dict] | None = None,
     the live index (loaded here: seconds for 100,000 clips) and the preview cache. status:
     the daemon's live status (a daemon serving the app), else read from its status file."""
     from autotag.config import default_cache_dir
-    from autotag.daemon.status import read_status, status_path
+    from autotag.status import read_status, status_path
 
     cache = cache_dir or default_cache_dir()
     config = app.config

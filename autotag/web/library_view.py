@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from autotag.search.live import Snapshot
 from autotag.reviews import Verdicts
+from autotag.search.live import Snapshot
 from autotag.web.scores import against
 
 log = logging.getLogger(__name__)

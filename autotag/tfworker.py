@@ -3,9 +3,9 @@ embeddings on stdout → exit. The child's side of runtimes/child.py: the only p
 imports TensorFlow when the video model runs on OpenVINO, and it exits when its job is done
 (text-server: when its parent stops asking for `--idle` seconds).
 
-    python -m autotag.runtimes.tfworker convert HANDLE BATCH FOLDER [--threads N]
-    python -m autotag.runtimes.tfworker text HANDLE [--threads N]   (JSON texts on stdin)
-    python -m autotag.runtimes.tfworker text-server HANDLE [--idle S] [--threads N]
+    python -m autotag.tfworker convert HANDLE BATCH FOLDER [--threads N]
+    python -m autotag.tfworker text HANDLE [--threads N]   (JSON texts on stdin)
+    python -m autotag.tfworker text-server HANDLE [--idle S] [--threads N]
 """
 
 from __future__ import annotations
