@@ -34,7 +34,7 @@ import numpy as np
 
 from autotag.engine import Engine
 from autotag.errors import AutotagError
-from autotag.files import absolute, find_clips, is_ignored_name, show
+from autotag.files import Edge, absolute, find_clips, is_ignored_name, show
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,10 @@ def _find(root: Path, folders: dict[str, str], ignore: Sequence[str],
     """Every clip path under the matched subfolders → its labels. One walk per folder: a clip
     symlinked into several folders is found under each."""
     found: dict[Path, set[str]] = collections.defaultdict(set)
+    edge = Edge.of([root])  # the labelled folder is the library: a link between its folders
     for name, label in folders.items():
-        for path in find_clips([root / name], ignore, (), lambda p, r: failed.append((p, r))):
+        for path in find_clips([root / name], ignore, (), lambda p, r: failed.append((p, r)),
+                               edge):
             found[path].add(label)
     return found
 
