@@ -243,8 +243,9 @@ def test_filesystem_faults_in_watch_mode(tmp_path, model_dir, embedder):
 
     def vanishing(path, *args, **kwargs):
         sampled = real_sample(path, *args, **kwargs)
-        if path.name == "vanishes.mp4":
-            path.unlink()  # deleted while it was being read
+        clip = kwargs.get("shown") or path  # the daemon reads the checked file by descriptor
+        if clip.name == "vanishes.mp4":
+            clip.unlink()  # deleted while it was being read
         return sampled
 
     with mock.patch("autotag.atomic.os.write", full_for_full), \
