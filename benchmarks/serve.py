@@ -254,14 +254,17 @@ def queries(count: int) -> list[str]:
 
 
 def fill_text_cache(cache_dir: Path, model: str, texts: list[str]) -> None:
-    """Random vectors for `texts` (and the empty prompt) in the text-embedding cache, as if the
-    model had embedded them: a cached query starts no TensorFlow."""
+    """Random vectors for `texts` (and the empty prompt) in the text-embedding caches, as if
+    the model had embedded them: a cached query starts no TensorFlow. Both folders: the
+    vocabulary's prompts (text-embeddings) and, since issue 30, search queries apart in a
+    bounded cache (query-embeddings; a checkout before it reads the first only)."""
     from autotag.vocabulary import TextCache, normalise_prompt
 
-    cache = TextCache(cache_dir / "autotag" / "text-embeddings" / model)
-    rng = np.random.default_rng(7)
-    for text in ["", *texts]:
-        cache.put(normalise_prompt(text), rng.standard_normal(DIM, dtype=np.float32))
+    for folder in ("text-embeddings", "query-embeddings"):
+        cache = TextCache(cache_dir / "autotag" / folder / model)
+        rng = np.random.default_rng(7)
+        for text in ["", *texts]:
+            cache.put(normalise_prompt(text), rng.standard_normal(DIM, dtype=np.float32))
 
 
 def write_config(folder: Path, handle: str, store: Path) -> Path:
