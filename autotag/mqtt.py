@@ -144,7 +144,17 @@ def model_status(config: Config, embedder: object | None) -> dict:
     """The runtime and precision in use: the loaded model's runtime when it has loaded (auto
     resolves to one), else what the config asks for."""
     runtime = getattr(embedder, "runtime", None) or config.model.runtime
-    return {"runtime": runtime, "precision": config.model.precision}
+    return {"runtime": runtime, "precision": _precision(config, embedder)}
+
+
+def _precision(config: Config, embedder: object | None) -> str:
+    """The precision the video model runs (auto has chosen one once it loaded: f32, bf16 or
+    int8; a TensorFlow model runs f32), else what the config asks for."""
+    running = getattr(embedder, "running_precision", None)
+    value = running() if callable(running) else running
+    if value is None and embedder is not None and not hasattr(embedder, "loaded_model"):
+        value = getattr(embedder, "precision", None) or "f32"  # a model, not a lazy one
+    return value if isinstance(value, str) and value != "auto" else config.model.precision
 
 
 def _midnight(now: float) -> float:

@@ -151,13 +151,15 @@ def test_the_event_is_written_with_the_record_or_not_at_all(tmp_path):
         store.close()
 
 
-def test_a_store_of_schema_5_gains_the_outbox(tmp_path):
+def test_a_store_of_the_schema_before_gains_the_outbox(tmp_path):
+    from autotag.store import SCHEMA_VERSION
+
     path = tmp_path / "state.sqlite3"
     Store(path).close()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(path) as db:  # the store as the schema before the outbox left it
         db.execute("DROP TABLE outbox")
         db.execute("DROP TABLE mqtt_entities")
-        db.execute("PRAGMA user_version = 5")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     store = Store(path)
     try:
         assert store.events_waiting() == 0 and store.announced() == set()

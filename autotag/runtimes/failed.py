@@ -59,5 +59,9 @@ class Failure:
             write_atomic(self.path, (json.dumps(record, indent=1) + "\n").encode())
 
     def clear(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.unlink(missing_ok=True)
+        """The model converted and compiled: this key's records go, at every precision (the
+        conversion they failed at works now; auto and an explicit precision share it)."""
+        key = self.path.name.rsplit("-", 1)[0]
+        for path in self.path.parent.glob(f"{key}-*{SUFFIX}"):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
