@@ -300,7 +300,7 @@ def test_a_fitted_background_is_kept_until_the_library_grows_by_a_quarter(tmp_pa
         store.close()
 
 
-def test_a_schema_5_store_gains_its_background_from_the_stored_vectors(tmp_path):
+def test_a_store_before_the_background_gains_it_from_the_stored_vectors(tmp_path):
     import sqlite3
 
     rng = np.random.default_rng(2)
@@ -312,9 +312,9 @@ def test_a_schema_5_store_gains_its_background_from_the_stored_vectors(tmp_path)
             _save(store, f"{i:064x}", v)
     finally:
         store.close()
-    db = sqlite3.connect(path)  # as schema 5 left it: no background table
+    db = sqlite3.connect(path)  # as schema 6 left it: no background table
     db.execute("DROP TABLE background")
-    db.execute("PRAGMA user_version = 5")
+    db.execute("PRAGMA user_version = 6")
     db.commit()
     db.close()
     store = Store(path)
