@@ -450,6 +450,10 @@ class OpenVinoEmbedder:
             self._trial = precision.Trial(self.choice.trial, keep=keep)
         self._candidate: CompiledVideo | None = None
         self._vectors: np.ndarray | None = None  # the vocabulary's, for the trial's verdict
+        # compiled models a switch replaced, released with the running one (unload): released
+        # at the switch itself, while the new one runs, the process crashed at its exit
+        # (SIGSEGV in OpenVINO's teardown, seen after the daemon's INT8 switch)
+        self._retired: list[CompiledVideo] = []
 
     @property
     def precision(self) -> str:
@@ -479,7 +483,10 @@ class OpenVinoEmbedder:
         """Release the compiled video model until the next call; False when it was not loaded."""
         if self._candidate is not None:
             self._candidate.unload()
-        return self.video.unload()
+        loaded = self.video.unload()
+        while self._retired:
+            self._retired.pop().unload()
+        return loaded
 
     def judge_with(self, vectors: np.ndarray) -> None:
         """The vocabulary's vectors float32 [n_tags, 512]: a pending trial may start."""
@@ -493,7 +500,7 @@ class OpenVinoEmbedder:
         old, self.video = self.video, new
         self.precision_reason = reason
         self._trial = None  # a precision chosen for it supersedes what a trial would say
-        old.unload()
+        self._retired.append(old)
         log.info("the video model runs %s from now on: %s", precision, reason)
 
     def embed_video(self, frames: np.ndarray) -> np.ndarray:
@@ -530,7 +537,7 @@ class OpenVinoEmbedder:
         if verdict.accepted:
             old, self.video = self.video, candidate
             self.precision_reason = verdict.reason
-            old.unload()
+            self._retired.append(old)
             log.info("%s; running %s from now on (%.1f× f32 here; recorded in %s)",
                      verdict.reason, verdict.precision, verdict.speedup,
                      self.video.path / precision.AGREEMENT)
