@@ -57,8 +57,10 @@ def local_ray(tmp_path_factory):
     token.write_text(secrets.token_hex(32))
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # as `autotag backfill` starts Ray
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=OBJECT_STORE,
-             log_to_driver=False, logging_level=logging.ERROR,
+    # address "local": a Ray of its own, never the three-node cluster test_cluster_nodes.py may
+    # be running beside it (pytest -n 2), which ray.init would otherwise join
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             object_store_memory=OBJECT_STORE, log_to_driver=False, logging_level=logging.ERROR,
              runtime_env={"worker_process_setup_hook": f"{__name__}.crash_on_name",
                           "env_vars": {"PYTHONPATH": str(REPO)}})
     yield
