@@ -8,6 +8,7 @@ line and exit code 2. Relative paths resolve against the config file's folder.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import math
 import os
@@ -301,6 +302,7 @@ def _validated(raw: dict, base: Path, source: Path | None) -> Config:
         values["model"] = _resolve_handle(values["model"], base)
     config = Config(source=source, **values)
     _check_thresholds(config)
+    _check_runtime(config.model)
     _check_serve(config.serve)
     _check_mqtt(config.mqtt)
     return config
@@ -355,6 +357,27 @@ def _check_mqtt(mqtt: MqttConfig) -> None:
         raise ConfigError("'mqtt.password_file' is set but 'mqtt.username' is not; MQTT sends a "
                           "password only with a user name")
     mqtt.password()
+
+
+OPENVINO_HINT = "pip install 'autotag[openvino]'"
+
+
+def openvino_installed() -> bool:
+    """OpenVINO can be imported (looked up, not imported: start-up stays fast). The one check,
+    here at the bottom because configuration validates model.runtime with it; the runtimes
+    ask it too."""
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except (ImportError, ValueError):  # a broken install, a stub in sys.modules
+        return False
+
+
+def _check_runtime(model: ModelConfig) -> None:
+    """model.runtime: openvino needs OpenVINO installed, said at start even when nothing is
+    to be tagged (the model loads lazily). auto without it is TensorFlow: what auto means."""
+    if model.runtime == "openvino" and not openvino_installed():
+        raise ConfigError(f"'model.runtime' is openvino but OpenVINO is not installed; run "
+                          f"{OPENVINO_HINT}, or set model.runtime: auto")
 
 
 def _resolve_handle(model: ModelConfig, base: Path) -> ModelConfig:

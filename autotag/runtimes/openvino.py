@@ -19,7 +19,6 @@ import contextlib
 import ctypes
 import gc
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -34,11 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from autotag.atomic import TEMP_SUFFIX
+from autotag.config import OPENVINO_HINT, openvino_installed
 from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'autotag[openvino]'"
+INSTALL_HINT = OPENVINO_HINT
 WINDOW_SHAPE = (32, 224, 224, 3)  # frames, height, width, channels: media.py's windows
 DEVICE = "CPU"
 # LATENCY: one request at a time, every thread on it. THROUGHPUT (2 streams × 1 thread, a batch
@@ -86,11 +86,8 @@ def accepted_int8(f32_dir: Path) -> bool:
 
 
 def installed() -> bool:
-    """OpenVINO can be imported (checked without importing it)."""
-    try:
-        return importlib.util.find_spec("openvino") is not None
-    except (ImportError, ValueError):  # a broken install, a stub in sys.modules
-        return False
+    """OpenVINO can be imported (checked without importing it; config owns the check)."""
+    return openvino_installed()
 
 
 def import_openvino():
