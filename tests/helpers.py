@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -179,3 +180,18 @@ def tags_of(config: Path, embedder, paths: list[Path]) -> dict[str, tuple]:
         app.close()
     assert [r.status for r in results] == ["tagged"] * len(paths)
     return {r.path.name: r.tags for r in results}
+
+
+def serve_process(config: Path, folder: Path) -> tuple[subprocess.Popen, int]:
+    """`autotag serve` on a free loopback port as users start it, its home and caches in
+    `folder`, its stderr piped: (the process, its port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autotag", "serve", "--config", str(config), "--listen",
+         f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True, cwd=folder,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(folder),
+             "XDG_CACHE_HOME": str(folder / "xdg-cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
+             "XDG_DATA_HOME": str(folder / "xdg-data")})
+    return proc, port

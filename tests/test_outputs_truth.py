@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -26,7 +23,14 @@ from autotag.outputs.xmp import Xmp
 from autotag.passes import MAX_RETRIES
 from autotag.web.app import create_app, open_library
 from tests.clips import BLUE, GREEN, RED, write_gif, write_video
-from tests.helpers import CountingEmbedder, sidecar, tagged, wait_for, write_config
+from tests.helpers import (
+    CountingEmbedder,
+    serve_process,
+    sidecar,
+    tagged,
+    wait_for,
+    write_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = "http://127.0.0.1:8765"
@@ -310,15 +314,7 @@ def test_autotag_serve_reloads_on_sighup_and_brings_the_outputs_up_to_date(
         tmp_path, model_dir, run_once):
     clips, config = _library(tmp_path, model_dir)
     assert run_once(config, clips) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autotag", "serve", "--config", str(config), "--listen",
-         f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-             "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
-             "XDG_DATA_HOME": str(tmp_path / "xdg-data")})
+    proc, port = serve_process(config, tmp_path)
 
     def get(path: str):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:

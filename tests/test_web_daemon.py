@@ -7,8 +7,6 @@ import json
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +14,7 @@ import urllib.request
 import pytest
 
 from tests.clips import GREEN, RED, write_video
-from tests.helpers import REPO, Running, wait_for, write_daemon_config
+from tests.helpers import Running, serve_process, wait_for, write_daemon_config
 
 
 def get(port: int, path: str):
@@ -71,15 +69,7 @@ def test_autotag_serve_runs_until_sigterm_and_reports_a_stopped_daemon(tmp_path,
     write_video(root / "red.mp4", [(RED, 3)])
     config = write_daemon_config(tmp_path, model_dir)
     assert run_once(config, root) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autotag", "serve", "--config", str(config), "--listen",
-         f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-             "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
-             "XDG_DATA_HOME": str(tmp_path / "xdg-data")})
+    proc, port = serve_process(config, tmp_path)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
