@@ -31,7 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from autotag.config import HUB_HANDLE, ModelConfig, default_cache_dir
+from autotag.config import (
+    HUB_HANDLE,
+    OPENVINO_HINT,
+    ModelConfig,
+    default_cache_dir,
+    openvino_installed,
+)
 from autotag.embedder import Embedder, ModelError  # noqa: F401  (their names here too)
 
 log = logging.getLogger(__name__)
@@ -328,18 +334,16 @@ def choose_runtime(runtime: str) -> str:
     """"tensorflow" or "openvino" for a requested runtime. auto: OpenVINO when it is installed
     and there is no GPU TensorFlow can use (a GPU runs the model faster than a CPU compiled for;
     issue 14). Decided without importing TensorFlow."""
-    from autotag.runtimes import openvino
-
     if runtime == "tensorflow":
         return runtime
     if runtime == "openvino":
-        if not openvino.installed():
+        if not openvino_installed():
             raise ModelError("model.runtime is openvino but OpenVINO is not installed; run "
-                             f"{openvino.INSTALL_HINT} or set model.runtime: auto")
+                             f"{OPENVINO_HINT} or set model.runtime: auto")
         return runtime
     if runtime != "auto":
         raise ModelError(f"unknown model.runtime {runtime!r}; use auto, tensorflow or openvino")
-    if not openvino.installed():
+    if not openvino_installed():
         return "tensorflow"
     return "tensorflow" if gpu_for_tensorflow() else "openvino"
 

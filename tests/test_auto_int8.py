@@ -19,7 +19,7 @@ import pytest
 
 from autotag.analysis import quantize as q
 from autotag.app import open_app
-from autotag.config import load_config
+from autotag.config import load_config, openvino_installed
 from autotag.daemon import int8 as auto_int8
 from autotag.daemon.service import Daemon
 from autotag.model import load_model
@@ -28,7 +28,7 @@ from autotag.runtimes import precision as p
 from tests.clips import BLUE, GREEN, RED, write_video
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.skipif(not openvino.installed(), reason="OpenVINO not installed")
+pytestmark = pytest.mark.skipif(not openvino_installed(), reason="OpenVINO not installed")
 
 BATCH = 2
 CLIPS = 8  # AUTO_INT8_CLIPS for the test: 8 clips of 4 windows, as test_quantize's

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from autotag.runtimes import openvino
+from autotag.config import openvino_installed
 from tests.clips import BLUE, GREEN, RED, write_video
 from tests.helpers import DEADLINE, REPO, DaemonProcess, wait_for
 
-pytestmark = pytest.mark.skipif(not openvino.installed(), reason="OpenVINO not installed")
+pytestmark = pytest.mark.skipif(not openvino_installed(), reason="OpenVINO not installed")
 
 # TensorFlow's own native libraries (libtensorflow_framework, libtensorflow_cc,
 # _pywrap_tensorflow_internal), not OpenVINO's TensorFlow frontend, which `import openvino` maps

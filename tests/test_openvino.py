@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from autotag import cli
-from autotag.config import ConfigError, load_config, parse_config
+from autotag.config import ConfigError, load_config, openvino_installed, parse_config
 from autotag.model import LazyEmbedder, choose_runtime, load_model, prepare_runtime
 from autotag.runtimes import openvino as openvino_runtime
 from tests.clips import BLUE, GREEN, RED, write_gif, write_video
@@ -23,7 +23,7 @@ from tests.helpers import tags_of
 
 # the test extra installs OpenVINO, so CI runs all of this; looked up, not imported (autotag
 # imports it itself, without its converter's telemetry)
-pytestmark = pytest.mark.skipif(not openvino_runtime.installed(), reason="OpenVINO not installed")
+pytestmark = pytest.mark.skipif(not openvino_installed(), reason="OpenVINO not installed")
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 2  # model.batch_size the OpenVINO model is compiled for (the default)

@@ -12,12 +12,11 @@ import shutil
 import numpy as np
 import pytest
 
-from autotag.config import ModelConfig, parse_config
+from autotag.config import ModelConfig, openvino_installed, parse_config
 from autotag.model import load_model
-from autotag.runtimes import openvino
 from autotag.runtimes import precision as p
 
-pytestmark = pytest.mark.skipif(not openvino.installed(), reason="OpenVINO not installed")
+pytestmark = pytest.mark.skipif(not openvino_installed(), reason="OpenVINO not installed")
 
 BATCH = 2
 WINDOW = (32, 224, 224, 3)

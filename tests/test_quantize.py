@@ -24,12 +24,13 @@ import pytest
 from autotag import cli
 from autotag.analysis import quantize as q
 from autotag.clip import Window
+from autotag.config import openvino_installed
 from autotag.model import load_model
 from autotag.runtimes import openvino
 from tests.clips import BLUE, GREEN, RED, write_video
 from tests.helpers import REPO, tags_of
 
-pytestmark = pytest.mark.skipif(not openvino.installed(), reason="OpenVINO not installed")
+pytestmark = pytest.mark.skipif(not openvino_installed(), reason="OpenVINO not installed")
 
 BATCH = 2  # the IR's batch (model.batch_size's default)
 WINDOWS = 32  # --windows: 8 clips of 4 windows; a few seconds of NNCF on the test model

@@ -10,12 +10,11 @@ import sys
 
 import pytest
 
-from autotag.config import parse_config
+from autotag.config import openvino_installed, parse_config
 from autotag.model import ModelError, load_model, prepare_runtime
 from autotag.runtimes import child, failed
-from autotag.runtimes import openvino as openvino_runtime
 
-pytestmark = pytest.mark.skipif(not openvino_runtime.installed(), reason="OpenVINO not installed")
+pytestmark = pytest.mark.skipif(not openvino_installed(), reason="OpenVINO not installed")
 
 REASON = "OpenVINO cannot convert the video signature: no translator found for Conv3DNew"
 

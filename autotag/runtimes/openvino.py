@@ -33,12 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from autotag.atomic import TEMP_SUFFIX
-from autotag.config import OPENVINO_HINT, openvino_installed
 from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = OPENVINO_HINT
 WINDOW_SHAPE = (32, 224, 224, 3)  # frames, height, width, channels: media.py's windows
 DEVICE = "CPU"
 # LATENCY: one request at a time, every thread on it. THROUGHPUT (2 streams × 1 thread, a batch
@@ -83,11 +81,6 @@ def accepted_int8(f32_dir: Path) -> bool:
         report = json.loads((folder / REPORT).read_text())
         return isinstance(report, dict) and report.get("accepted") is True and _intact(folder)
     return False
-
-
-def installed() -> bool:
-    """OpenVINO can be imported (checked without importing it; config owns the check)."""
-    return openvino_installed()
 
 
 def import_openvino():
