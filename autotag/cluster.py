@@ -13,6 +13,7 @@ in chunks of growing size (8, 32, ... up to MAX_CHUNK clips), one dataset each:
       └─► map_batches(EmbedActor)      actor pool, the model loaded once per actor; embed_windows
       └─► iter_rows() on the driver    float32 [n, 512] embeddings + duration, windows, thumbnails
       └─► engine.embedded → tagger.result   the one writer of the store, sidecars and outputs
+      └─► the pass's Listener            as --once reports (OnRay: what passes.run_pass runs)
 
 Why chunks: Ray Data's inputs are finite (from_items holds its list; a Datasource makes every
 read task when the dataset starts), and the driver must not hold a million-clip plan nor wait
@@ -57,6 +58,7 @@ from autotag.passes import may_retry
 
 if TYPE_CHECKING:
     from autotag.app import App
+    from autotag.engine import RetryFailed
     from autotag.tagging import ClipResult
 
 log = logging.getLogger(__name__)
@@ -300,19 +302,43 @@ class Timing:
     clips: int = 0
 
 
+class OnRay:
+    """An app whose clips are decoded and embedded on Ray: what the library's one pass
+    (passes.run_pass) runs for `autotag backfill`, reporting to the same Listener as `--once`
+    and the daemon (passes.Tags: the app's up-to-date rule, and `tag`, which is `backfill`).
+    before_cluster(): connect to Ray, called only if a clip needs it."""
+
+    def __init__(self, app: App, *, debug: bool = False,
+                 before_cluster: Callable[[], None] = lambda: None,
+                 timing: Timing | None = None) -> None:
+        self.app = app
+        self.rule = app.rule
+        self.debug = debug
+        self.before_cluster = before_cluster
+        self.timing = timing
+
+    def tag(self, paths: Iterable[Path], *, force: bool = False,
+            retry_failed: RetryFailed = may_retry, stop: threading.Event | None = None,
+            on_windows: Callable[[int], None] | None = None) -> Iterator[ClipResult]:
+        return backfill(self.app, paths, force=force, debug=self.debug,
+                        before_cluster=self.before_cluster, on_windows=on_windows,
+                        timing=self.timing, retry_failed=retry_failed, stop=stop)
+
+
 def backfill(app: App, paths: Iterable[Path], *, force: bool = False, debug: bool = False,
              before_cluster: Callable[[], None] = lambda: None,
              on_windows: Callable[[int], None] | None = None,
-             timing: Timing | None = None) -> Iterator[ClipResult]:
+             timing: Timing | None = None, retry_failed: RetryFailed = may_retry,
+             stop: threading.Event | None = None) -> Iterator[ClipResult]:
     """One result per path, as `--once` gives (the same up-to-date rule, failures retried),
     streamed: a planner thread plans the paths as they are found (up to date, failed, or
     stored embeddings are tagged here at once), a Ray thread runs the rest on Ray in chunks
     (`run`) as they are planned, and each outcome is tagged here, on the calling thread, as it
-    comes. before_cluster(): connect to Ray, called (on this thread) only if a clip needs it.
-    Raises ClusterError when the cluster part cannot start or go on."""
-    flow = _Flow(app, paths, force, debug, timing)
+    comes; it ends early once `stop` is set. Raises ClusterError when the cluster part cannot
+    start or go on."""
+    flow = _Flow(app, paths, force, debug, timing, retry_failed)
     try:
-        yield from flow.results(before_cluster, on_windows)
+        yield from flow.results(before_cluster, on_windows, stop)
     finally:
         flow.close()
 
@@ -327,8 +353,9 @@ class _Flow:
     other way round, and the driver holds PLAN_AHEAD sources and one chunk at most."""
 
     def __init__(self, app: App, paths: Iterable[Path], force: bool, debug: bool,
-                 timing: Timing | None) -> None:
+                 timing: Timing | None, retry_failed: RetryFailed = may_retry) -> None:
         self.app = app
+        self.retry_failed = retry_failed
         self.paths = paths
         self.force = force
         self.debug = debug
@@ -343,11 +370,13 @@ class _Flow:
                                        daemon=True)
 
     def results(self, before_cluster: Callable[[], None],
-                on_windows: Callable[[int], None] | None) -> Iterator[ClipResult]:
+                on_windows: Callable[[int], None] | None,
+                stop: threading.Event | None = None) -> Iterator[ClipResult]:
         self.planner.start()
         planned = ran = False
         # "cluster", if it comes, comes before "planned": then the Ray thread's "ran" ends it
-        while not (planned and (ran or not self._started)):
+        while not (planned and (ran or not self._started)) \
+                and not (stop is not None and stop.is_set()):
             kind, value = self.events.get()
             if kind == "outcome":
                 if on_windows and value.windows:
@@ -384,7 +413,7 @@ class _Flow:
         try:
             for item in engine.plan_many(self.paths, fresh_many=self.app.rule.fresh_many,
                                          force=self.force, hash_if=self._maybe_copy,
-                                         retry_failed=may_retry):
+                                         retry_failed=self.retry_failed):
                 if isinstance(item, Outcome):
                     if not self._put(self.events, ("outcome", item)):
                         return

@@ -17,6 +17,7 @@ is tagged again from its stored embeddings (no decoding), which writes what it l
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import stat
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from autotag.config import Config
+from autotag.files import show
 from autotag.outputs import listed_outputs, outputs_digest
 from autotag.outputs.sidecar import read_sidecar, sidecar_file, sidecar_path
 from autotag.store import FileRecord, Store, Version
@@ -160,6 +162,22 @@ def not_in_store_message(count: int, config: Config) -> str:
     """Said once per run: clips tagged by their sidecars that the store does not know."""
     return (f"{count} clip{'s' if count != 1 else ''} not in the state store "
             f"({config.state.store_path}): embedding them again")
+
+
+def say_result(result: ClipResult, logger: logging.Logger) -> None:
+    """The one line a clip's result gets, for the terminal and the daemon alike: `skipping
+    PATH: REASON` for a failure, `tagged PATH: label score, ...` (or reused: from stored
+    embeddings, no model), and a skipped clip's reason (up to date: only with --debug)."""
+    path = show(result.path)
+    if result.status == "failed":
+        logger.error("skipping %s: %s", path, result.reason)
+    elif result.status in ("tagged", "reused"):
+        tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
+        logger.info("%s %s: %s", result.status, path, tags)
+    elif result.reason == "up to date":
+        logger.debug("%s %s: %s", result.status, path, result.reason)
+    else:
+        logger.info("%s %s: %s", result.status, path, result.reason)
 
 
 class Listener(Protocol):

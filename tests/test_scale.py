@@ -172,6 +172,49 @@ def test_a_copy_of_stored_content_is_hashed_and_tagged_on_the_driver_only(
     assert sum(size for size, _ in fake.chunks) == 2
 
 
+class Heard:
+    """A passes.Listener that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.window_count = 0
+        self.results: list = []
+        self.fresh: list[Path] = []
+
+    def up_to_date(self, paths: list[Path]) -> None:
+        self.fresh += paths
+
+    def windows(self, count: int) -> None:
+        self.window_count += count
+
+    def result(self, result) -> None:
+        self.results.append(result)
+
+
+def test_the_cluster_driver_runs_the_one_pass_and_reports_to_its_listener(
+        tmp_path, library, model_dir, embedder, monkeypatch):
+    from autotag.passes import run_pass
+
+    walked = [0]
+    monkeypatch.setattr(cluster, "run", FakeCluster(walked))
+    config = write_config(tmp_path, model_dir)
+    clips = sorted(library.glob("*.mp4"))[:4]
+    heard = Heard()
+    app = open_app(load_config(config), embedder)
+    try:
+        run_pass(cluster.OnRay(app), iter(clips), heard)
+        first = [(r.path, r.status) for r in heard.results]
+        heard.results.clear()
+        run_pass(cluster.OnRay(app), iter(clips), heard)  # again: every clip is done
+    finally:
+        app.close()
+    # the first run: each clip tagged once, its window counted by the listener as it came
+    # back from the cluster; the second: each clip up to date by the same rule
+    assert sorted(first) == [(p, "tagged") for p in clips]
+    assert heard.window_count == len(clips)
+    assert sorted((r.path, r.status, r.reason) for r in heard.results) == \
+        [(p, "skipped", "up to date") for p in clips]
+
+
 def test_the_decode_task_hashes_a_clip_the_driver_did_not(tmp_path):
     from autotag.config import SamplingConfig
 

@@ -1,4 +1,4 @@
-"""`autotag backfill DIR...`: the `--once` walk → cluster.backfill on Ray → the `--once` summary."""
+"""`autotag backfill DIR...`: the `--once` walk → the one pass (passes.run_pass) on Ray → the `--once` summary."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
     from autotag import cluster
     from autotag.model import ModelError
+    from autotag.passes import run_pass
 
     clips = Walk(config, args.dirs)  # the walk of `autotag --once`, streamed
     found = iter(clips)
@@ -69,13 +70,12 @@ def backfill(config, args: argparse.Namespace, ctx: Context) -> int:
     started: list[bool] = []  # Ray is started (or joined) only if a clip needs decoding
     timing = cluster.Timing()
     try:
+        on_ray = cluster.OnRay(app, debug=args.debug, timing=timing,
+                               before_cluster=lambda: started.append(
+                                   cluster.connect(args.address, debug=args.debug)))
         with Reporter(None, verb="backfilling", found=lambda: clips.found) as reporter:
-            for result in cluster.backfill(
-                    app, itertools.chain([first], found), force=args.force, debug=args.debug,
-                    before_cluster=lambda: started.append(cluster.connect(args.address,
-                                                                          debug=args.debug)),
-                    on_windows=reporter.windows, timing=timing):
-                reporter.result(result)
+            # the library's one pass, as --once runs it, with the clips decoded on Ray
+            run_pass(on_ray, itertools.chain([first], found), reporter, force=args.force)
     except (cluster.ClusterError, ModelError) as exc:
         raise startup_error(exc, config) from None
     finally:

@@ -253,23 +253,14 @@ class Reporter:
                                      **({"found": self.found()} if self.found else {}))
 
     def result(self, result) -> None:
-        from autotag.files import show
+        from autotag.passes import say_result
 
         with self._lock:
             self.counts[result.status] += 1
         self.window_count += result.windows
-        if result.status == "failed":
-            log.error("skipping %s: %s", show(result.path), result.reason)
-        elif result.status in ("tagged", "reused"):
-            tags = ", ".join(f"{t.label} {t.score:.2f}" for t in result.tags) or "no tag"
-            log.info("%s %s: %s", result.status, show(result.path), tags)
-            if not result.tags:
-                self._note_untagged(result)
-        elif result.reason == "up to date":
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s %s: %s", result.status, show(result.path), result.reason)
-        else:
-            log.info("%s %s: %s", result.status, show(result.path), result.reason)
+        say_result(result, log)
+        if result.status in ("tagged", "reused") and not result.tags:
+            self._note_untagged(result)
         if self.progress:
             failed = self.counts["failed"]
             self.progress.update(self.task, failed=f"{failed} failed" if failed else "",
