@@ -104,7 +104,7 @@ def test_once_and_the_daemon_retry_a_failed_file_under_the_same_rule(tmp_path, m
     def daemon_would_queue() -> bool:
         daemon._app = open_app(load_config(config), embedder)  # the daemon's own question
         try:
-            return not daemon._known([(bad, bad.stat())])[0]
+            return not daemon.watching.known([(bad, bad.stat())])[0]
         finally:
             daemon._app.close()
 
