@@ -57,9 +57,9 @@ from __future__ import annotations
 
 from autotag.store.background import Background
 from autotag.store.clips import ClipRows
-from autotag.store.connection import DAMAGED, Connection, StoreError, damaged
+from autotag.store.connection import DAMAGED, LOOKUP_CHUNK, Connection, StoreError, damaged
 from autotag.store.embeddings import Embeddings
-from autotag.store.files import LOOKUP_CHUNK, Files
+from autotag.store.files import Files
 from autotag.store.outbox import OUTBOX_KEPT_SECONDS, Outbox
 from autotag.store.records import Event, FileRecord, Version, record_of
 from autotag.store.reviews import ChangeFeed, Reviews

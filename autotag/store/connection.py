@@ -14,6 +14,7 @@ from pathlib import Path
 from autotag.errors import AutotagError
 from autotag.store.schema import SCHEMA_VERSION, migrate
 
+LOOKUP_CHUNK = 500  # paths per bulk query (versions): one statement, well under SQLite's limit
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for another's lock
 
 

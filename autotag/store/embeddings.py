@@ -14,8 +14,7 @@ import numpy as np
 
 from autotag.clip import Embedded, SourceInfo, Window
 from autotag.store.background import add_to_background
-from autotag.store.connection import Connection
-from autotag.store.files import LOOKUP_CHUNK
+from autotag.store.connection import LOOKUP_CHUNK, Connection
 
 THUMB_STRIP_HEIGHT = 120  # px; stored thumbnails are scaled to this to keep the store small
 THUMB_JPEG_QUALITY = 85

@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from autotag.clip import SourceInfo
-from autotag.store.connection import Connection
+from autotag.store.connection import LOOKUP_CHUNK, Connection
 from autotag.store.outbox import add_event
 from autotag.store.records import RECORD, Event, FileRecord, Version, record_of
-
-LOOKUP_CHUNK = 500  # paths per bulk query (versions): one statement, well under SQLite's limit
 
 
 class Files(Connection):
