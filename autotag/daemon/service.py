@@ -238,10 +238,11 @@ class Daemon:
 
     def _finished(self, result: ClipResult) -> None:
         say_result(result, log)
-        if self.progress.finished(result):
-            self._write_status()
+        shown = self.progress.finished(result)
         if result.status == "tagged" and self._int8 is not None:
-            self._int8.check()
+            self._int8.check()  # before the status is written: it shows INT8's state
+        if shown:
+            self._write_status()
 
     # -- status --------------------------------------------------------------------------------
 
@@ -320,6 +321,7 @@ class Daemon:
         self._app, self.config = new, config
         self.retries = Retries(config.watch)
         self.worker.retry_failed = self.retries.may_retry
+        self.progress.store_path = config.state.store_path  # the status file beside it
         if self.web is not None:
             self.web.swap(new)  # the pages read the new store, vocabulary, thresholds
         old.close()
