@@ -15,7 +15,6 @@ One class a job, each over the same per-thread connection (connection.py), with 
 
 The tables:
 
-
     files: id, path → size, mtime, sha256, status (tagged | failed), attempts, last error,
            model and vocabulary fingerprints of the tags last written, the st_mtime_ns of the
            JSON sidecar written with them (so the up-to-date rule stats it instead of reading
@@ -51,7 +50,6 @@ Embeddings are stored per content hash, so a copy or a rename is tagged without 
 search and retag read them back without decoding a frame. WAL mode lets `autotag search` read
 while the daemon writes. Connections are per thread (sqlite3 objects must not cross threads).
 """
-
 
 from __future__ import annotations
 
