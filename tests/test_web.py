@@ -17,7 +17,8 @@ from autotag import cli
 from autotag.app import open_app
 from autotag.config import load_config
 from autotag.store import Store
-from autotag.web.app import create_app, open_library
+from autotag.web.library import open_library
+from autotag.web.routes import create_app
 from tests.clips import RED, write_video
 from tests.library import module_library
 

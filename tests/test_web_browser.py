@@ -19,7 +19,8 @@ import pytest
 
 from autotag.app import open_app
 from autotag.config import load_config
-from autotag.web.app import create_app, open_library
+from autotag.web.library import open_library
+from autotag.web.routes import create_app
 from autotag.web.server import WebServer
 from tests.library import module_library
 

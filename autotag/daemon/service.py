@@ -373,7 +373,8 @@ class Daemon:
         model, with this daemon's live status."""
         if web is None:
             return
-        from autotag.web.app import create_app, open_library
+        from autotag.web.library import open_library
+        from autotag.web.routes import create_app
         from autotag.web.server import WebServer
 
         host, port, token = web
@@ -625,7 +626,7 @@ class Daemon:
         carried = old_watcher.pending() if old_watcher is not None else []
         self._app, self.config = new, config
         if self._web_app is not None:  # the pages read the new store, vocabulary, thresholds
-            from autotag.web.app import open_library
+            from autotag.web.library import open_library
 
             previous = self._web_app.state.library
             self._web_app.state.library = open_library(new, status=self.status_snapshot)
