@@ -147,7 +147,6 @@ def api_session(request: Request) -> Response:
                          "authenticated": bool(request.scope["state"].get("authenticated"))})
 
 
-
 def _clip_json(detail: dict) -> JSONResponse:
     """clip_detail without what only the page draws."""
     for key in PAGE_ONLY:

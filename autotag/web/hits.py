@@ -24,8 +24,8 @@ from autotag.web.library import Library
 
 
 def hit_json(request: Request, lib: Library, record: FileRecord, score: float,
-              segment: dict | None, window: int, query: str = "",
-              threshold: float | None = None) -> dict:
+             segment: dict | None, window: int, query: str = "",
+             threshold: float | None = None) -> dict:
     """One search result as the API gives it and a card shows it."""
     base = params.prefix(request)
     thumb = {"window": window}
@@ -105,5 +105,5 @@ def _tag_hits(request: Request, lib: Library, where: Filter, top: int) -> list[d
     vector = lib.vocabulary.vectors[lib.vocabulary.labels.index(label)]
     hits, _stale = lib.index.search(vector, top, where, lib.threshold(label))
     return [hit_json(request, lib, h.record, h.score, h.segment.to_json(), h.best_window,
-                      threshold=lib.threshold(label)) for h in hits]
+                     threshold=lib.threshold(label)) for h in hits]
 

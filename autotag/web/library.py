@@ -206,7 +206,6 @@ def _query_embedder(embedder: Embedder, config: Config) -> Embedder:
     return embedder
 
 
-
 def library_of(request: Request) -> Library:
     """The library the app serves now (a reload replaces it: app.state.library)."""
     return request.app.state.library

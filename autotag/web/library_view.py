@@ -426,4 +426,3 @@ async def bulk_review(request: Request) -> Response:
                             + urlencode({"done": f"{verdict} {label} {len(ids)}"}), 303)
 
 
-
