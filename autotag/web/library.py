@@ -22,6 +22,7 @@ import numpy as np
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from autotag.app import App
 from autotag.config import Config
 from autotag.files import Edge
 from autotag.model import Embedder
@@ -45,17 +46,14 @@ THUMB_JPEG_QUALITY = 85
 
 @dataclass
 class Library:
-    """What the pages read: built from the same parts as every command (app.open_app)."""
+    """What the pages read: the App every command builds (app.open_app), not a copy of its
+    parts, and what serving adds to it (the live index, caches, the daemon's status)."""
 
-    config: Config
-    store: Store
-    vocabulary: Vocabulary
-    embedder: Embedder
+    app: App  # config, store, vocabulary, embedder, tagger: the CLI's composition root
     index: LiveIndex
     previews: PreviewCache
     cache_dir: Path | None
     status: Callable[[], dict]  # the daemon's status: live, or read from its status file
-    tagger: Tagger  # a clip's tags as its outputs have them; rewrites them after a review
     queries: Embedder | None = None  # what embeds query text (default: embedder)
     jobs: Retagger = field(default_factory=Retagger)  # outputs brought up to date after a change
     search_latency: prometheus.Histogram = field(default_factory=prometheus.Histogram)
@@ -63,6 +61,27 @@ class Library:
     _thumbs: OrderedDict = field(default_factory=OrderedDict)
     _playable: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def config(self) -> Config:
+        return self.app.config
+
+    @property
+    def store(self) -> Store:
+        return self.app.store
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        return self.app.vocabulary
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.app.embedder
+
+    @property
+    def tagger(self) -> Tagger:
+        """A clip's tags as its outputs have them; rewrites them after a review."""
+        return self.app.tagger
 
     @property
     def model(self) -> str:
@@ -169,7 +188,7 @@ class Library:
         self.index.close()
 
 
-def open_library(app, status: Callable[[], dict] | None = None,
+def open_library(app: App, status: Callable[[], dict] | None = None,
                  cache_dir: Path | None = None) -> Library:
     """The web app's view of an App (app.open_app): its store, vocabulary and embedder, plus
     the live index (loaded here: seconds for 100,000 clips) and the preview cache. status:
@@ -185,8 +204,7 @@ def open_library(app, status: Callable[[], dict] | None = None,
     index = LiveIndex(app.store, app.embedder.fingerprint, app.vocabulary, config.tagging)
     previews = PreviewCache(cache / "web-previews", max_pixels=config.sampling.max_pixels,
                             encodes=config.serve.max_previews)
-    return Library(config, app.store, app.vocabulary, app.embedder, index,
-                   previews, cache, status, app.tagger,
+    return Library(app, index, previews, cache, status,
                    queries=_query_embedder(app.embedder, config))
 
 
