@@ -96,7 +96,7 @@ def _http() -> str:
     from starlette.routing import Mount, Route
 
     from autotag.config import load_config
-    from autotag.web.app import create_app
+    from autotag.web.routes import create_app
 
     app = create_app(SimpleNamespace(config=load_config(ROOT / "config.yaml")))
     while not hasattr(app, "routes"):  # through the security middleware to the router
@@ -108,7 +108,7 @@ def _http() -> str:
         elif isinstance(route, Route):
             methods = ", ".join(sorted(set(route.methods or ["GET"]) - {"HEAD"}))
             doc = (route.endpoint.__doc__ or "").strip().split("\n\n")[0]
-            doc = doc.replace("\n", " ").replace("|", "\\|")
+            doc = " ".join(doc.split()).replace("|", "\\|")  # one line of a table row
             out.append(f"| {methods} | `{route.path}` | {doc} |")
     return "\n".join(out)
 

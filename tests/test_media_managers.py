@@ -12,7 +12,7 @@ import pytest
 
 from autotag.clip import Tag, Tagged
 from autotag.config import parse_config
-from autotag.outputs import OutputError, build_outputs
+from autotag.outputs import OutputError, build_outputs, clip_outputs
 from autotag.outputs.hook import Hook
 from autotag.outputs.nfo import Nfo
 from autotag.outputs.xmp import Xmp, xmp_path
@@ -205,6 +205,19 @@ def test_outputs_are_listed_in_the_sidecar(tmp_path):
     assert set(sidecar["outputs"]) == {"preview", "xmp", "nfo", "sidecar"}
     assert sidecar["outputs"]["xmp"] == str(tmp_path / "a.mp4.xmp")
     assert set(result.outputs) == {"preview", "xmp", "nfo", "sidecar", "log"}
+
+
+def test_clip_outputs_names_every_file_the_outputs_write_where_they_write_it(tmp_path):
+    config = parse_config(f"vocabulary: [x]\nstate: {{path: {tmp_path / 's.db'}}}\n"
+                          "outputs: {xmp: true, nfo: true, log: log.jsonl, previews: p, "
+                          "sidecar_dir: side}\n", base=tmp_path)
+    clip = tmp_path / "a.mp4"
+    result, errors = build_outputs(config).write_all(tagged(clip, "x"))
+    assert errors == []
+    listed = clip_outputs(clip, config.outputs)
+    assert {o.name: str(o.path) for o in listed} == result.outputs
+    assert [o.name for o in listed] == [o.name for o in build_outputs(config).outputs]
+    assert all(o.path.is_file() for o in listed)
 
 
 def test_comments_and_instructions_around_the_root_are_kept(tmp_path):

@@ -21,7 +21,8 @@ from autotag.outputs import own_outputs
 from autotag.outputs.nfo import Nfo
 from autotag.outputs.xmp import Xmp
 from autotag.passes import MAX_RETRIES
-from autotag.web.app import create_app, open_library
+from autotag.web.library import open_library
+from autotag.web.routes import create_app
 from tests.clips import BLUE, GREEN, RED, write_gif, write_video
 from tests.helpers import (
     CountingEmbedder,

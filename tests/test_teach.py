@@ -191,7 +191,8 @@ def test_the_teach_preview_shows_what_the_tag_would_take_before_it_is_written(
 
     from starlette.testclient import TestClient
 
-    from autotag.web.app import create_app, open_library
+    from autotag.web.library import open_library
+    from autotag.web.routes import create_app
 
     local = "http://127.0.0.1:8765"
     clips = tmp_path / "clips"

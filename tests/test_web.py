@@ -3,6 +3,8 @@ security rules (Host, token, CSRF, traversal, symlinks out of the library, stale
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import re
 import shutil
@@ -13,11 +15,13 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+import autotag.web
 from autotag import cli
 from autotag.app import open_app
 from autotag.config import load_config
 from autotag.store import Store
-from autotag.web.app import create_app, open_library
+from autotag.web.library import open_library
+from autotag.web.routes import create_app
 from tests.clips import RED, write_video
 from tests.library import module_library
 
@@ -96,6 +100,17 @@ def test_clip_api_gives_tags_thresholds_confidences_segments_and_outputs(served)
     sidecar = next(o for o in detail["outputs"] if o["kind"] == "sidecar")
     assert sidecar["exists"] and sidecar["path"].endswith("late red.webm.autotag.json")
     assert client.get(f"/api/clips/{late}").json()["start"] >= 9.0  # the top tag's segment
+
+
+def test_a_clips_outputs_in_the_api_are_the_files_its_tagging_wrote(served):
+    client, _, _ = served
+    late = ids(client, "red")["late red.webm"]
+    shown = {o["kind"]: o for o in client.get(f"/api/clips/{late}").json()["outputs"]}
+    assert all(o["exists"] for o in shown.values()), shown
+    written = json.loads(Path(shown["sidecar"]["path"]).read_text())["outputs"]
+    assert shown["preview image"]["path"] == written["preview"]
+    assert shown["XMP"]["path"] == written["xmp"]
+    assert set(shown) == {"preview image", "XMP", "sidecar", "match log"}
 
 
 def test_tags_api_counts_the_clips_given_each_tag(served):
@@ -618,3 +633,24 @@ def test_a_tag_taught_from_selected_clips_is_added_to_the_config_and_finds_a_thi
     finally:
         for app in opened:
             app.close()
+
+
+# -- the web app's place among the rooms -------------------------------------------------------
+
+def _imported(path: Path) -> set[str]:
+    """Every module a file imports, at its top or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_web_app_imports_neither_the_daemon_nor_a_command():
+    """The daemon hands the app its status (Library.status); the app never reaches up."""
+    web = Path(autotag.web.__file__).parent
+    reaching = {f"{p.name}: {m}" for p in sorted(web.glob("*.py")) for m in _imported(p)
+                if m.split(".")[:2] in (["autotag", "daemon"], ["autotag", "cli"])}
+    assert reaching == set()

@@ -19,7 +19,8 @@ import pytest
 
 from autotag.app import open_app
 from autotag.config import load_config
-from autotag.web.app import create_app, open_library
+from autotag.web.library import open_library
+from autotag.web.routes import create_app
 from autotag.web.server import WebServer
 from tests.library import module_library
 
@@ -300,6 +301,32 @@ def test_on_a_phone_a_clip_page_fits_the_width_of_the_screen(site, visit):
     open_card(page, search(page, site.url, "red"), "late red.webm")
     visit.shot("clip-late-red-phone")
     assert _sideways(page) == []
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_every_main_page_fits_the_width_of_a_desktop_and_of_a_phone(site, visit, size):
+    """The library, a clip, the tags, the teach preview, status and calibrate, each drawn
+    (a screenshot to look at) with nothing past the window's right edge and no error."""
+    page = visit.page
+    page.set_viewport_size(PHONE if size == "phone" else VIEWPORT)
+    wide = {}
+    for name, route in (("library", "/library"), ("tags", "/tags"), ("status", "/status"),
+                        ("calibrate", "/calibrate")):
+        page.goto(site.url + route)
+        visit.shot(f"{name}-{size}")
+        wide[name] = _sideways(page)
+    open_card(page, search(page, site.url, "red"), "late red.webm")
+    visit.shot(f"clip-{size}")
+    wide["clip"] = _sideways(page)
+    cards = search(page, site.url, "red")
+    cards.locator("input[name=clip]").first.check()
+    page.locator("#teach input[name=label]").fill("crimson thing")
+    page.locator("#teach-preview").click()
+    page.wait_for_function("() => document.querySelector('#teach-count').textContent !== ''")
+    visit.shot(f"teach-{size}")
+    wide["teach"] = _sideways(page)
+    assert {k: v for k, v in wide.items() if v} == {}
+    assert not visit.problems()
 
 
 # -- a clip's page ------------------------------------------------------------------------------

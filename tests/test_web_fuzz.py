@@ -17,7 +17,8 @@ from starlette.testclient import TestClient
 
 from autotag.app import open_app
 from autotag.config import load_config
-from autotag.web.app import create_app, open_library
+from autotag.web.library import open_library
+from autotag.web.routes import create_app
 
 settings.register_profile("web-default", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow,

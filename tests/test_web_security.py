@@ -23,7 +23,8 @@ from autotag import cli, opener
 from autotag.app import open_app
 from autotag.config import load_config
 from autotag.opener import Expected, NotServable, open_beneath, open_checked
-from autotag.web.app import create_app, open_library
+from autotag.web.library import open_library
+from autotag.web.routes import create_app
 from tests.clips import RED, write_video
 from tests.helpers import write_config
 

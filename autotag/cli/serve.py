@@ -37,8 +37,9 @@ def build() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from autotag.config import ConfigError
-    from autotag.web.app import create_app, open_library
     from autotag.web.jobs import Reloader
+    from autotag.web.library import open_library
+    from autotag.web.routes import create_app
     from autotag.web.server import address, check_bind, serve_forever, token_for
 
     config = load_config(args)
@@ -89,7 +90,7 @@ def _reload(args: argparse.Namespace, ctx: Context, web, opened: list) -> None:
     is told to (SIGHUP; one writer of the outputs), else this process re-tags the stale clips
     from their stored embeddings in the background (web.jobs, GET /api/jobs)."""
     from autotag.status import read_status, signal_daemon, status_path
-    from autotag.web.app import open_library
+    from autotag.web.library import open_library
 
     log.info("reloading the configuration")
     config = load_config(args)

@@ -53,7 +53,7 @@ class WebHost:
         model, with the daemon's live status."""
         if self._address is None:
             return
-        from autotag.web.app import create_app
+        from autotag.web.routes import create_app
         from autotag.web.server import WebServer
 
         host, port, token = self._address
@@ -78,7 +78,7 @@ class WebHost:
             self._web_app.state.library.close()
 
     def _library(self, app):
-        from autotag.web.app import open_library
+        from autotag.web.library import open_library
 
         library = open_library(app, status=self.status)
         library.jobs.handed_to_daemon(os.getpid())  # its queue is the outputs' progress

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from autotag.clip import Tagged
 from autotag.config import Config, OutputsConfig
@@ -23,7 +25,7 @@ from autotag.outputs.nfo import Nfo, nfo_path
 from autotag.outputs.nfo import autotags_alone as nfo_alone
 from autotag.outputs.preview import Preview, preview_name
 from autotag.outputs.sidecar import Sidecar, read_sidecar, sidecar_path
-from autotag.outputs.xmp import Xmp
+from autotag.outputs.xmp import Xmp, xmp_path
 from autotag.outputs.xmp import autotags_alone as xmp_alone
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,54 @@ log = logging.getLogger(__name__)
 # checks, reading the sidecar once, in place of the digest it lacks (passes.UpToDate)
 LISTED_OUTPUTS = ("preview", "xmp", "nfo")
 
-__all__ = ["Output", "OutputError", "OutputSet", "build_outputs", "listed_outputs",
-           "outputs_digest", "own_outputs", "read_sidecar", "sidecar_path"]
+__all__ = ["ClipOutput", "Output", "OutputError", "OutputSet", "build_outputs", "clip_outputs",
+           "listed_outputs", "outputs_digest", "own_outputs", "read_sidecar", "sidecar_path"]
+
+
+class Output(Protocol):
+    name: str
+
+    def write(self, tagged: Tagged) -> Path | None:
+        """Write this output for one clip; return the path written. Raises OutputError."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One output that writes a file: whether a config has it, how it is built, where it
+    writes for a clip, and what a person calls it."""
+
+    name: str  # as Tagged.outputs and the sidecar's "outputs" name it
+    title: str  # as the web app's clip page shows it
+    on: Callable[[OutputsConfig], object]
+    make: Callable[[OutputsConfig], Output]
+    where: Callable[[Path, OutputsConfig], Path]
+
+
+# The one list of the files a clip's outputs are, in the order they are written: the
+# preview, XMP and NFO before the sidecar that lists them, the match log after it. The hook
+# (config.hooks, no file) runs after all of them (build_outputs).
+KINDS: tuple[Kind, ...] = (
+    Kind("preview", "preview image", lambda o: o.previews, lambda o: Preview(o.previews),
+         lambda clip, o: o.previews / preview_name(clip)),
+    Kind("xmp", "XMP", lambda o: o.xmp, lambda o: Xmp(o.xmp_root),
+         lambda clip, o: xmp_path(clip)),
+    Kind("nfo", "NFO", lambda o: o.nfo, lambda o: Nfo(), lambda clip, o: nfo_path(clip)),
+    Kind("sidecar", "sidecar", lambda o: o.sidecars, Sidecar, sidecar_path),
+    Kind("log", "match log", lambda o: o.log, lambda o: MatchLog(o.log),
+         lambda clip, o: o.log),
+)
+
+
+class ClipOutput(NamedTuple):
+    name: str
+    title: str
+    path: Path
+
+
+def clip_outputs(clip: Path, outputs: OutputsConfig) -> list[ClipOutput]:
+    """What outputs this config gives a clip, and where: each file's output name, title and
+    path, in the order written (the match log is one file for every clip)."""
+    return [ClipOutput(k.name, k.title, k.where(clip, outputs)) for k in KINDS if k.on(outputs)]
 
 
 def outputs_digest(config: Config) -> str:
@@ -54,9 +102,8 @@ def outputs_digest(config: Config) -> str:
 
 def listed_outputs(config: Config) -> tuple[str, ...]:
     """The outputs of LISTED_OUTPUTS this config writes."""
-    on = {"preview": bool(config.outputs.previews), "xmp": config.outputs.xmp,
-          "nfo": config.outputs.nfo}
-    return tuple(name for name in LISTED_OUTPUTS if on[name])
+    on = {k.name for k in KINDS if k.on(config.outputs)}
+    return tuple(name for name in LISTED_OUTPUTS if name in on)
 
 
 def own_outputs(clip: Path, outputs: OutputsConfig) -> list[Path]:
@@ -64,9 +111,8 @@ def own_outputs(clip: Path, outputs: OutputsConfig) -> list[Path]:
     its XMP and NFO only while their content is autotag's alone (a file a person or another
     program has added to is theirs, and stays). An NFO or XMP named by a stem another clip
     still has (bikes.nfo, with bikes.mkv still there) is not this clip's to remove."""
-    found = [sidecar_path(clip, outputs)] if outputs.sidecars else []
-    if outputs.previews:
-        found.append(outputs.previews / preview_name(clip))
+    # the log is every clip's; an XMP or NFO may be a person's too (below)
+    found = [o.path for o in clip_outputs(clip, outputs) if o.name in ("sidecar", "preview")]
     named = clip.with_name(clip.name + ".xmp")
     if named.exists() and xmp_alone(named):
         found.append(named)
@@ -74,13 +120,6 @@ def own_outputs(clip: Path, outputs: OutputsConfig) -> list[Path]:
         found += [p for p, alone in ((clip.with_suffix(".xmp"), xmp_alone),
                                      (nfo_path(clip), nfo_alone)) if p.exists() and alone(p)]
     return found
-
-
-class Output(Protocol):
-    name: str
-
-    def write(self, tagged: Tagged) -> Path | None:
-        """Write this output for one clip; return the path written. Raises OutputError."""
 
 
 class OutputSet:
@@ -112,17 +151,8 @@ class OutputSet:
 
 
 def build_outputs(config: Config) -> OutputSet:
-    outputs: list[Output] = []
-    if config.outputs.previews:
-        outputs.append(Preview(config.outputs.previews))
-    if config.outputs.xmp:
-        outputs.append(Xmp(config.outputs.xmp_root))
-    if config.outputs.nfo:
-        outputs.append(Nfo())
-    if config.outputs.sidecars:
-        outputs.append(Sidecar(config.outputs))
-    if config.outputs.log:
-        outputs.append(MatchLog(config.outputs.log))
+    """The outputs of this config (KINDS, then the hook), in the order they are written."""
+    outputs: list[Output] = [k.make(config.outputs) for k in KINDS if k.on(config.outputs)]
     if config.hooks.on_tagged:
         outputs.append(Hook(config.hooks.on_tagged, config.hooks.timeout))
     return OutputSet(outputs, advisory=frozenset({"hook"}))

@@ -5,7 +5,7 @@ review of the clips selected on it.
 Every clip the store tagged is here, not only a search's best: the live index's snapshot holds
 each clip's tag scores, given tags and reviews (as tagging decides them), the store its duration.
 The state of the view is its URL (a filtered, sorted page can be bookmarked and shared); a bulk
-action posts the selected ids and goes back to that URL. Routes are mounted by app.create_app.
+action posts the selected ids and goes back to that URL. Routes are mounted by routes.create_app.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import math
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
@@ -30,6 +29,9 @@ from starlette.routing import Route
 
 from autotag.reviews import Verdicts
 from autotag.search.live import Snapshot
+from autotag.web import params
+from autotag.web.library import library_of
+from autotag.web.pages import render
 from autotag.web.scores import against
 
 log = logging.getLogger(__name__)
@@ -286,7 +288,7 @@ def page_of(request: Request, lib, view: View) -> Page:
     rows = choose(snap, {}, labels, thresholds, view, columns)
     pages = max(1, math.ceil(len(rows) / view.per))
     shown = rows[(view.page - 1) * view.per:view.page * view.per]
-    base = request.scope.get("root_path", "")
+    base = params.prefix(request)
     return Page([_card(snap, i, labels, thresholds, columns, base) for i in shown],
                 len(rows), pages)
 
@@ -349,49 +351,24 @@ def _rank(a) -> float:
 
 # -- routes --------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Pages:
-    """What the library view's routes use of the app's pages (app.create_app passes them in:
-    this module is below app in the import graph)."""
-
-    render: Callable[..., Response]  # (request, template, context) → the page
-    form: Callable[[Request], Awaitable[dict[str, list[str]]]]  # a form's fields, bounded
-    review: Callable  # (library, file id, Verdicts): store it, rewrite the clip's outputs
-    safe_next: Callable[[object], str]  # a path of this app only
+def routes() -> list[Route]:
+    """The library view's routes (mounted by routes.create_app)."""
+    return [Route("/library", page_library, name="library", methods=["GET"]),
+            Route("/library/reviews", bulk_review, methods=["POST"])]
 
 
-def routes(pages: Pages) -> list[Route]:
-    """The library view's routes, each endpoint a function with its own docstring (the HTTP
-    reference is made from them)."""
-
-    def library(request: Request) -> Response:
-        """The library view: every clip, filtered, sorted and paged as its URL says."""
-        return page_library(pages, request)
-
-    async def library_reviews(request: Request) -> Response:
-        """The library's bulk bar: confirm, reject or undo a tag on the selected clips."""
-        return await bulk_review(pages, request)
-
-    return [Route("/library", library, name="library", methods=["GET"]),
-            Route("/library/reviews", library_reviews, methods=["POST"])]
-
-
-def _lib(request: Request):
-    return request.app.state.library
-
-
-def page_library(pages: Pages, request: Request) -> Response:
-    """GET /library: the view's page of clips, its filters' form, its bulk bar."""
-    lib = _lib(request)
+def page_library(request: Request) -> Response:
+    """The library view: every clip, filtered, sorted and paged as its URL says."""
+    lib = library_of(request)
     view = parse(request, lib.vocabulary.labels)
-    base = request.scope.get("root_path", "")
+    base = params.prefix(request)
     here = f"{base}/library"
     if any(not v for _, v in request.query_params.multi_items()):
         # the filter form sends its empty fields too: the URL to bookmark is without them
         kept = [(k, v) for k, v in request.query_params.multi_items() if v]
         return RedirectResponse(here + (f"?{urlencode(kept)}" if kept else ""), 302)
     found = page_of(request, lib, view)
-    return pages.render(request, "library.html", {
+    return render(request, "library.html", {
         "view": view, "found": found, "sorts": SORTS, "here": here,
         "back": "/library" + (f"?{view.params()}" if view.params() else ""),
         "previous": f"{here}?{view.params(page=view.page - 1)}" if view.page > 1 else None,
@@ -401,7 +378,7 @@ def page_library(pages: Pages, request: Request) -> Response:
         "done": _done(request.query_params.get("done", ""), lib.vocabulary.labels),
         "key_tag": view.tags[0] if len(view.tags) == 1 else "",
         "from_day": _day(view.since), "to_day": _day(view.until, end=True),
-        "teach_label": request.query_params.get("label", "")[:60],
+        "teach_label": request.query_params.get("label", "")[:params.MAX_LABEL],
         "teach_error": request.query_params.get("teach") == "select",
     })
 
@@ -419,11 +396,13 @@ def _done(raw: str, labels) -> str | None:
            "are rewritten."
 
 
-async def bulk_review(pages: Pages, request: Request) -> Response:
-    """The library's bulk bar: confirm, reject or undo one tag on every selected clip (each
-    clip's outputs rewritten, as a review on its page does), then back to the same view."""
-    form = await pages.form(request)
-    lib = _lib(request)
+async def bulk_review(request: Request) -> Response:
+    """The library's bulk bar: confirm, reject or undo a tag on the selected clips.
+
+    Each clip's outputs are rewritten, as a review on its page does; then back to the same
+    view."""
+    form = await params.form_lists(request)
+    lib = library_of(request)
     label = (form.get("tag") or [""])[0]
     verdict = (form.get("verdict") or [""])[0]
     if verdict not in ("confirm", "reject", "clear"):
@@ -436,15 +415,14 @@ async def bulk_review(pages: Pages, request: Request) -> Response:
         raise HTTPException(400, "clips are given by id") from None
     if len(ids) > MAX_BULK:
         raise HTTPException(413, f"at most {MAX_BULK} clips at once")
-    back = pages.safe_next((form.get("back") or ["/library"])[0])
+    back = params.safe_next((form.get("back") or ["/library"])[0])
     verdicts = Verdicts(**{verdict: (label,)})
     for file_id in ids:
-        await run_in_threadpool(pages.review, lib, file_id, verdicts)
+        await run_in_threadpool(lib.review, file_id, verdicts)
     if ids:
         log.info("%s %r on %d clip(s) from the library view", verdict, label, len(ids))
     joiner = "&" if "?" in back else "?"
-    return RedirectResponse(f"{request.scope.get('root_path', '')}{back}{joiner}"
+    return RedirectResponse(f"{params.prefix(request)}{back}{joiner}"
                             + urlencode({"done": f"{verdict} {label} {len(ids)}"}), 303)
-
 
 
