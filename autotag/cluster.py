@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autotag import engine as stages
-from autotag import media, pictures
+from autotag import media
+from autotag.media import pictures
 from autotag.clip import SourceInfo, Window
 from autotag.config import Config, ModelConfig, SamplingConfig
 from autotag.engine import FAILED, Engine, Outcome

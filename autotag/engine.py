@@ -32,7 +32,8 @@ from typing import Protocol
 
 import numpy as np
 
-from autotag import media, pictures
+from autotag import media
+from autotag.media import pictures
 from autotag.clip import Embedded, SourceInfo
 from autotag.config import Config, SamplingConfig
 from autotag.embedder import Embedder, ModelError

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotag import pictures
 from autotag.media import (
-    KEYFRAME_PULL,
     WINDOW_FRAMES,
     DecodeError,
     sample_clip,
     window_starts,
 )
-from autotag.pictures import FRAME_SIZE, THUMB_HEIGHT, to_model_input
+from autotag.media import pictures
+from autotag.media.pictures import FRAME_SIZE, THUMB_HEIGHT, to_model_input
+from autotag.media.sampling import KEYFRAME_PULL
 from tests.clips import (
     BLUE,
     CODECS,

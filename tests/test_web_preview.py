@@ -17,17 +17,11 @@ import cv2
 import numpy as np
 import pytest
 
-from autotag.web import preview
-from autotag.web.preview import (
-    PREVIEW_FPS,
-    PREVIEW_HEIGHT,
-    PREVIEW_MAX_SECONDS,
-    Playability,
-    PreviewCache,
-    PreviewError,
-    clamp,
-    playability,
-)
+from autotag.media import webm
+from autotag.media.playable import Playability, playability
+from autotag.media.webm import PREVIEW_FPS, PREVIEW_HEIGHT, PreviewError
+from autotag.web import preview_cache as preview
+from autotag.web.preview_cache import PREVIEW_MAX_SECONDS, PreviewCache, clamp
 from tests.clips import (
     FFMPEG,
     RED,
@@ -325,7 +319,7 @@ def test_each_frame_is_the_one_on_screen_at_its_time(tmp_path, counted, containe
 
 
 def test_vp8_when_there_is_no_vp9(tmp_path, avi, monkeypatch):
-    monkeypatch.setattr(preview, "ENCODERS", preview.ENCODERS[1:])
+    monkeypatch.setattr(webm, "ENCODERS", webm.ENCODERS[1:])
     path = PreviewCache(tmp_path).get(KEY, avi, 0, 1)
     with av.open(str(path)) as container:
         assert container.streams.video[0].codec_context.name == "vp8"

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autotag import media, pictures
+from autotag import media
+from autotag.media import pictures
 from autotag.atomic import TEMP_SUFFIX
 from autotag.clip import Window
 from autotag.config import SamplingConfig, TaggingConfig

@@ -45,6 +45,8 @@ from starlette.templating import Jinja2Templates
 from autotag.clip import SourceInfo
 from autotag.config import Config
 from autotag.files import Edge
+from autotag.media.playable import playability
+from autotag.media.webm import PreviewError
 from autotag.model import Embedder
 from autotag.opener import FdFile, NotServable, Source
 from autotag.outputs.nfo import nfo_path
@@ -61,13 +63,7 @@ from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt
 from autotag.web import library_view, metrics, params
 from autotag.web.jobs import Retagger, api_jobs
 from autotag.web.plot import QUERY_COLOUR, Series, clock, score_plot, tag_colour
-from autotag.web.preview import (
-    PREVIEW_MAX_SECONDS,
-    Busy,
-    PreviewCache,
-    PreviewError,
-    playability,
-)
+from autotag.web.preview_cache import PREVIEW_MAX_SECONDS, Busy, PreviewCache
 from autotag.web.scores import against, nothing_reaches
 from autotag.web.security import COOKIE, CSRF_FIELD, BodyLimit, Security, held_back
 from autotag.web.serving import FdResponse
