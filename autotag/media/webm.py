@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Self
@@ -73,24 +74,15 @@ def encode(path: Clip, start: float, end: float, out: Path,
     frame is larger than max_pixels."""
     times = [tick(start + k / PREVIEW_FPS)
              for k in range(max(1, math.ceil((end - start) * PREVIEW_FPS - 1e-6)))]
-    name = show(name_of(path))
-    try:
-        with opened(path) as container:
-            stream = video_stream(container)
-            if stream is None:
-                raise PreviewError(f"{name}: no video stream")
-            reader = FrameReader(container, stream, max_pixels, threads=DECODE_THREADS)
-            reader.wanted = times  # frames shown at none of them (most B-frames) not decoded
-            with _Writer(out, reader.aspect) as writer:
-                for k, frame in enumerate(_pick(_from(reader, start), times)):
-                    writer.write(frame, k)
-                if not writer.frames:
-                    raise PreviewError(f"{name}: no frame could be decoded "
-                                       "(truncated or corrupt file)")
-    except DecodeError as exc:  # cannot open it; a frame larger than max_pixels
-        raise PreviewError(f"{name}: {exc}") from None
-    except av.FFmpegError as exc:
-        raise PreviewError(f"{name}: the preview could not be made ({reason(exc)})") from None
+    with _video(path) as (container, stream):
+        reader = FrameReader(container, stream, max_pixels, threads=DECODE_THREADS)
+        reader.wanted = times  # frames shown at none of them (most B-frames) not decoded
+        with _Writer(out, reader.aspect) as writer:
+            for k, frame in enumerate(_pick(_from(reader, start), times)):
+                writer.write(frame, k)
+            if not writer.frames:
+                raise PreviewError(f"{show(name_of(path))}: no frame could be decoded "
+                                   "(truncated or corrupt file)")
 
 
 def _from(reader: FrameReader, start: float) -> Iterator[tuple[float, VideoFrame]]:
@@ -103,15 +95,25 @@ def _from(reader: FrameReader, start: float) -> Iterator[tuple[float, VideoFrame
 def duration(path: Clip) -> float:
     """The clip's duration in seconds (0 when its headers do not say). PreviewError when it
     cannot be opened or has no video."""
+    with _video(path) as (container, stream):
+        return stream_duration(container, stream)
+
+
+@contextmanager
+def _video(path: Clip) -> Iterator[tuple[av.container.InputContainer, av.video.VideoStream]]:
+    """The clip's container and video stream. PreviewError naming the file when FFmpeg cannot
+    open or read it, it has no video, or a frame is larger than max_pixels (DecodeError)."""
     name = show(name_of(path))
     try:
         with opened(path) as container:
             stream = video_stream(container)
             if stream is None:
                 raise PreviewError(f"{name}: no video stream")
-            return stream_duration(container, stream)
+            yield container, stream
     except DecodeError as exc:
         raise PreviewError(f"{name}: {exc}") from None
+    except av.FFmpegError as exc:
+        raise PreviewError(f"{name}: the preview could not be made ({reason(exc)})") from None
 
 
 def _pick(frames: Iterator[tuple[float, VideoFrame]], times: list[float]
