@@ -48,11 +48,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autotag import engine as stages
-from autotag import media, pictures
+from autotag import media
 from autotag.clip import SourceInfo, Window
 from autotag.config import Config, ModelConfig, SamplingConfig
 from autotag.engine import FAILED, Engine, Outcome
 from autotag.errors import AutotagError
+from autotag.media import pictures
 from autotag.model import EMBED_DIM, Embedder, native_stderr_quiet
 from autotag.passes import may_retry
 

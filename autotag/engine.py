@@ -32,12 +32,13 @@ from typing import Protocol
 
 import numpy as np
 
-from autotag import media, pictures
+from autotag import media
 from autotag.clip import Embedded, SourceInfo
 from autotag.config import Config, SamplingConfig
 from autotag.embedder import Embedder, ModelError
 from autotag.errors import AutotagError
 from autotag.files import Edge
+from autotag.media import pictures
 from autotag.opener import NotServable, Source
 from autotag.store import FileRecord, Store, Version
 

@@ -33,7 +33,7 @@ def model(handle: str, batch: int, calls: int, threads: int = 0, inter: int = 0,
     OpenVINO conversion cache (a shared one makes a warm start); `precision`: OpenVINO's
     inference precision instead of autotag's (to measure what bf16 would give)."""
     from autotag.model import load_model
-    from autotag.pictures import to_model_input
+    from autotag.media.pictures import to_model_input
 
     if inter:
         import tensorflow as tf

@@ -28,7 +28,7 @@ DEADLINE = 30.0  # s; generous upper bound for anything to happen
 
 class ContainerProxy:
     """A PyAV container passed through, for a test to override one of its methods (slow
-    demuxing, counted seeks) while media.py uses it as usual, `with` included."""
+    demuxing, counted seeks) while the media reader uses it as usual, `with` included."""
 
     def __init__(self, inner):
         self.inner = inner

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from autotag.media import sample_clip
-from autotag.pictures import to_model_input
+from autotag.media.pictures import to_model_input
 from tests.clips import (
     BAR_SPAN,
     BAR_STEP,
@@ -237,19 +237,19 @@ def test_the_same_clip_gives_the_same_pixels_in_any_process(kinds):
 def test_mpeg_ts_seeks_land_before_their_windows_or_back_off_boundedly(tmp_path, monkeypatch):
     """MPEG-TS has no index: FFmpeg seeks by estimate and often lands after the target. Every
     sample must still be the frame on screen, with a bounded number of seeks."""
-    from autotag import media
-    from autotag.media import SEEK_TRIES
+    from autotag.media import reader
+    from autotag.media.reader import SEEK_TRIES
 
     path = write_counted(tmp_path / "counted.ts", ["-g", "90"], seconds=60)
     seeks = []
-    real_open = media.av.open
+    real_open = reader.av.open
 
     class Counting(ContainerProxy):
         def seek(self, *args, **kwargs):
             seeks.append(args[0])
             return self.inner.seek(*args, **kwargs)
 
-    monkeypatch.setattr(media.av, "open", lambda *a, **k: Counting(real_open(*a, **k)))
+    monkeypatch.setattr(reader.av, "open", lambda *a, **k: Counting(real_open(*a, **k)))
     s = sample_clip(path, 8, BIG)
     assert s.duration == pytest.approx(60, abs=0.1)
     for window, frames in zip(s.windows, s.frames, strict=True):

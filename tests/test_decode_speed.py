@@ -1,5 +1,5 @@
 """Cheaper decoding that leaves what the model sees (issue 34): frames of 720p and up are decoded
-without FFmpeg's in-loop deblocking filter (media.SKIP_LOOP_FILTER_FROM), accepted only with the
+without FFmpeg's in-loop deblocking filter (sampling.SKIP_LOOP_FILTER_FROM), accepted only with the
 scores' cosine to full decoding >= 0.999 on H.264 and HEVC test clips (testsrc2 with grain, the
 pattern moving, so predicted frames carry the skipped filter's drift through the GOP)."""
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotag import media, pictures
+from autotag import media
 from autotag.engine import model_input
+from autotag.media import pictures, reader, sampling
 
 MIN_SCORE_COSINE = 0.999
 SIZE = "1280x720"  # the smallest frames the filter is skipped for
@@ -38,13 +39,13 @@ def clips(tmp_path_factory) -> list[Path]:
 
 
 def sampled(path: Path, skip: bool, monkeypatch) -> np.ndarray:
-    monkeypatch.setattr(media, "LOOP_FILTER_SKIPPED",
+    monkeypatch.setattr(reader, "LOOP_FILTER_SKIPPED",
                         {"skip_loop_filter": "all"} if skip else {})
     return media.sample_clip(path, 4, 20_000_000).frames
 
 
 def test_skipping_the_loop_filter_keeps_the_scores(clips, embedder, monkeypatch):
-    assert 720 >= media.SKIP_LOOP_FILTER_FROM * pictures.FRAME_SIZE  # the rule covers 720p
+    assert 720 >= sampling.SKIP_LOOP_FILTER_FROM * pictures.FRAME_SIZE  # the rule covers 720p
     texts = embedder.embed_text(PROMPTS)
     for clip in clips:
         full, cheap = sampled(clip, False, monkeypatch), sampled(clip, True, monkeypatch)

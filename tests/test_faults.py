@@ -18,6 +18,7 @@ import pytest
 from autotag import engine, media
 from autotag.app import open_app
 from autotag.config import load_config
+from autotag.media import reader
 from tests.clips import BLUE, GREEN, RED, write_video
 from tests.helpers import ContainerProxy, Running, log_lines, wait_for, write_daemon_config
 
@@ -116,7 +117,7 @@ def test_file_deleted_or_replaced_while_decoding(library, embedder):
 def test_a_hanging_decode_is_cut_off_by_the_timeout(library, embedder):
     clips, config = library
     config.write_text(config.read_text() + "sampling: {decode_timeout: 0.5}\n")
-    real_open = media.av.open
+    real_open = reader.av.open
 
     class SlowContainer(ContainerProxy):
         """A container whose demuxing takes forever (a stuck network read)."""
@@ -130,7 +131,7 @@ def test_a_hanging_decode_is_cut_off_by_the_timeout(library, embedder):
         container = real_open(path, *args, **kwargs)
         return SlowContainer(container) if str(path).endswith("a.mp4") else container
 
-    with mock.patch.object(media.av, "open", slow_open):
+    with mock.patch.object(reader.av, "open", slow_open):
         started = time.monotonic()
         results = run(config, sorted(clips.iterdir()), embedder)
     assert results["a.mp4"].status == "failed"

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autotag import pictures
 from autotag.media import (
-    KEYFRAME_PULL,
     WINDOW_FRAMES,
     DecodeError,
+    pictures,
     sample_clip,
     window_starts,
 )
-from autotag.pictures import FRAME_SIZE, THUMB_HEIGHT, to_model_input
+from autotag.media.pictures import FRAME_SIZE, THUMB_HEIGHT, to_model_input
+from autotag.media.sampling import KEYFRAME_PULL
 from tests.clips import (
     BLUE,
     CODECS,
@@ -297,3 +297,22 @@ def test_interlaced_video_is_sampled_never_black(tmp_path, name, codec):
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
                          check=True, timeout=120).stdout
     assert float(out) > 5, out
+
+
+def test_a_thumbnail_is_the_whole_frame_shrunk_as_shown():
+    """A 1080p frame's thumbnail (shrunk and converted by one swscale call) is the picture
+    converted at full size and then shrunk, within a grey level or two."""
+    import cv2
+    from av.video.frame import VideoFrame
+
+    y, x = np.mgrid[0:1080, 0:1920]
+    rgb = np.stack([x * 255 // 1919, y * 255 // 1079, ((x // 240 + y // 270) % 2) * 200],
+                   axis=2).astype(np.uint8)
+    frame = VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    thumb = pictures.thumbnail(frame)
+    assert thumb.shape == (THUMB_HEIGHT, 320, 3)
+    full = cv2.resize(frame.to_ndarray(format="rgb24"), (320, THUMB_HEIGHT),
+                      interpolation=cv2.INTER_AREA)
+    assert np.abs(thumb.astype(np.float32) - full).mean() < 2.0
+    assert np.abs(thumb.astype(np.float32) - cv2.resize(rgb, (320, THUMB_HEIGHT),
+                                                        interpolation=cv2.INTER_AREA)).mean() < 4

@@ -14,7 +14,7 @@ import av
 import pytest
 
 from autotag import media
-from autotag.web import preview
+from autotag.media import playable, reader
 from tests.clips import FFMPEG, ffmpeg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,13 +40,13 @@ def test_a_clip_whose_tags_are_not_utf8_is_decoded_on_this_pyav(latin1_tagged):
 
 
 def test_the_web_preview_opens_it_on_this_pyav_too(latin1_tagged):
-    assert preview.playability(latin1_tagged).reason != ""  # MPEG-4 part 2: not playable
+    assert playable.playability(latin1_tagged).reason != ""  # MPEG-4 part 2: not playable
 
 
 def test_pyav_18_needs_the_option_the_code_passes_it(latin1_tagged):
-    """The reason for media.OPEN_OPTIONS: without it PyAV 18 cannot open the clip."""
+    """The reason for reader.OPEN_OPTIONS: without it PyAV 18 cannot open the clip."""
     if int(av.__version__.split(".")[0]) >= 19:
-        assert media.OPEN_OPTIONS == {}
+        assert reader.OPEN_OPTIONS == {}
         with av.open(str(latin1_tagged)) as container:  # 19 opens it as it is
             assert "caf" in container.metadata["title"]
     else:

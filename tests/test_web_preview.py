@@ -17,17 +17,11 @@ import cv2
 import numpy as np
 import pytest
 
-from autotag.web import preview
-from autotag.web.preview import (
-    PREVIEW_FPS,
-    PREVIEW_HEIGHT,
-    PREVIEW_MAX_SECONDS,
-    Playability,
-    PreviewCache,
-    PreviewError,
-    clamp,
-    playability,
-)
+from autotag.media import webm
+from autotag.media.playable import Playability, playability
+from autotag.media.webm import PREVIEW_FPS, PREVIEW_HEIGHT, PreviewError
+from autotag.web import preview_cache as preview
+from autotag.web.preview_cache import PREVIEW_MAX_SECONDS, PreviewCache, clamp
 from tests.clips import (
     FFMPEG,
     RED,
@@ -325,8 +319,35 @@ def test_each_frame_is_the_one_on_screen_at_its_time(tmp_path, counted, containe
 
 
 def test_vp8_when_there_is_no_vp9(tmp_path, avi, monkeypatch):
-    monkeypatch.setattr(preview, "ENCODERS", preview.ENCODERS[1:])
+    monkeypatch.setattr(webm, "ENCODERS", webm.ENCODERS[1:])
     path = PreviewCache(tmp_path).get(KEY, avi, 0, 1)
     with av.open(str(path)) as container:
         assert container.streams.video[0].codec_context.name == "vp8"
         assert len(list(container.decode(video=0))) == PREVIEW_FPS
+
+
+def test_an_interlaced_recording_whose_picture_changes_size_previews_across_the_change(
+        tmp_path):
+    """The preview reads through the same frame reader as tagging: its deinterlacer is built
+    again when the picture changes size (576i red, then 1080i blue, in one MPEG-TS stream)."""
+    parts = [write_interlaced(tmp_path / "sd.ts", (230, 20, 10), (720, 576), "50", True,
+                              ["-c:v", "mpeg2video", "-q:v", "2"], seconds=4),
+             write_interlaced(tmp_path / "hd.ts", (0, 0, 255), (1920, 1080), "50", True,
+                              ["-c:v", "mpeg2video", "-q:v", "2"], seconds=4)]
+    listing = tmp_path / "parts.txt"
+    listing.write_text("".join(f"file '{p}'\n" for p in parts))
+    recording = tmp_path / "recording.ts"
+    ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(recording))
+    frames = [f.to_ndarray(format="rgb24")
+              for f in decoded(PreviewCache(tmp_path / "cache").get(KEY, recording, 3.0, 5.0))]
+    assert len(frames) == 2 * PREVIEW_FPS
+    before, after = frames[:PREVIEW_FPS - 1], frames[PREVIEW_FPS + 1:]  # either side of 4 s
+
+    def bar(rgb: np.ndarray) -> np.ndarray:  # the moving bar: bright in all three channels
+        return rgb.min(axis=2) > 120
+
+    assert all(f[..., 0].mean() > f[..., 2].mean() for f in before)  # red
+    assert all(f[..., 2].mean() > f[..., 0].mean() for f in after)  # blue, pictures decoded
+    assert all(bar(f).any() for f in after)  # the bar: the 1080i pictures themselves
+    # (the preview's own decode loop, before the one reader, fed the 1080i frames to the 576i
+    # deinterlacer and the preview failed: "Operation not permitted")

@@ -527,7 +527,8 @@ def test_max_pixels_is_checked_on_every_decoded_frame_when_tagging(tmp_path):
 
 
 def test_max_pixels_is_checked_on_every_decoded_frame_of_a_preview(tmp_path):
-    from autotag.web.preview import PreviewCache, PreviewError
+    from autotag.media.webm import PreviewError
+    from autotag.web.preview_cache import PreviewCache
 
     clip = _mixed_sizes(tmp_path)
     cache = PreviewCache(tmp_path / "previews", max_pixels=100_000)
@@ -538,8 +539,8 @@ def test_max_pixels_is_checked_on_every_decoded_frame_of_a_preview(tmp_path):
 
 def test_at_most_max_previews_are_encoded_at_once(tmp_path):
     """A third preview while two are being encoded is told Busy (the web app's 429)."""
-    from autotag.web import preview
-    from autotag.web.preview import Busy, PreviewCache
+    from autotag.web import preview_cache as preview
+    from autotag.web.preview_cache import Busy, PreviewCache
 
     clip = write_video(tmp_path / "clip.mp4", [(RED, 6)])
     cache = PreviewCache(tmp_path / "previews", encodes=2)

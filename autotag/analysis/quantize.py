@@ -36,12 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from autotag import media, pictures
+from autotag import media
 from autotag.atomic import TEMP_SUFFIX
 from autotag.clip import Window
 from autotag.config import SamplingConfig, TaggingConfig
 from autotag.errors import AutotagError
 from autotag.files import show
+from autotag.media import pictures
 from autotag.runtimes import openvino
 from autotag.scoring import tag_scores, window_scores
 from autotag.vocabulary import Vocabulary

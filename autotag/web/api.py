@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from autotag.media.webm import PreviewError
 from autotag.opener import NotServable
 from autotag.reviews import Verdicts
 from autotag.web import params
@@ -22,7 +23,7 @@ from autotag.web.detail import clip_detail
 from autotag.web.hits import run_search
 from autotag.web.library import library_of
 from autotag.web.monitoring import status_json
-from autotag.web.preview import PREVIEW_MAX_SECONDS, Busy, PreviewError
+from autotag.web.preview_cache import PREVIEW_MAX_SECONDS, Busy
 from autotag.web.security import Security
 from autotag.web.serving import FdResponse
 

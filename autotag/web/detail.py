@@ -23,7 +23,7 @@ from autotag.store import FileRecord
 from autotag.web import params
 from autotag.web.library import Library
 from autotag.web.plot import QUERY_COLOUR, Series, score_plot, tag_colour
-from autotag.web.preview import PREVIEW_MAX_SECONDS
+from autotag.web.preview_cache import PREVIEW_MAX_SECONDS
 from autotag.web.scores import against, nothing_reaches
 
 PLOT_NARROW, PLOT_NARROW_HEIGHT = 380, 300  # px: the clip page's plot on a phone

@@ -25,6 +25,8 @@ from starlette.requests import Request
 from autotag.app import App
 from autotag.config import Config
 from autotag.files import Edge
+from autotag.media.playable import playability
+from autotag.media.webm import PreviewError
 from autotag.model import Embedder
 from autotag.opener import FdFile, NotServable, Source
 from autotag.reviews import ReviewError, Verdicts, review
@@ -34,7 +36,7 @@ from autotag.tagging import Tagger
 from autotag.vocabulary import Vocabulary, embed_query, normalise_prompt
 from autotag.web import params, prometheus
 from autotag.web.jobs import Retagger
-from autotag.web.preview import PreviewCache, PreviewError, playability
+from autotag.web.preview_cache import PreviewCache
 
 log = logging.getLogger(__name__)
 
