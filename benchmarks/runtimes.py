@@ -116,11 +116,19 @@ def model_alone(ws, cache: Path, runtime: str, precision: str | None = None,
 
 
 def config_for(ws, folder: Path, checkout: Path | None, **sections) -> Path:
-    """The shipped config with `sections`; for another checkout, without the keys it predates
-    (a key it does not know is a configuration error there)."""
+    """The shipped config with `sections`; for another checkout, without the keys and sections
+    its own shipped config.yaml lacks (a key it does not know is a configuration error there:
+    watch.follow_symlinks_out, the mqtt section, ...)."""
     path = ws.config(folder, **sections)
     if checkout is not None:
         data = yaml.safe_load(path.read_text())
+        known = yaml.safe_load((checkout / "config.yaml").read_text())
+        for section in list(data):
+            if section not in known:
+                del data[section]
+            elif isinstance(data[section], dict) and isinstance(known[section], dict):
+                for key in set(data[section]) - set(known[section]):
+                    del data[section][key]
         for key in NEW_KEYS:
             data["model"].pop(key, None)
         if data["model"].get("precision") not in OLD_PRECISIONS:

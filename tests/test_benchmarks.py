@@ -265,3 +265,27 @@ def test_the_runtimes_table_puts_issue_34_s_ratios_side_by_side():
     assert "2.70 / 3.00 windows/s = **0.90×**" in text
     assert f"| OpenVINO auto (the default now), {runtimes.HD} clips | 10.00 | 2.70 | 10.00 s |" \
         in text
+
+
+def test_an_older_checkout_gets_only_the_config_keys_it_knows(tmp_path):
+    """benchmarks.runtimes --before: keys and sections the other checkout's config.yaml lacks
+    (a key it does not know is an error there) are left out of the config it runs with."""
+    import yaml
+
+    from benchmarks import runtimes
+
+    old = tmp_path / "old"
+    old.mkdir()
+    shipped = yaml.safe_load(measure.BASE_CONFIG.read_text())
+    del shipped["mqtt"], shipped["watch"]["follow_symlinks_out"], shipped["model"]["auto_int8"]
+    (old / "config.yaml").write_text(yaml.safe_dump(shipped))
+    run = tmp_path / "run"
+    run.mkdir()
+    ws = measure.Workspace(tmp_path / "ws", "/model")
+    data = yaml.safe_load(runtimes.config_for(ws, run, old, model={"precision": "auto"})
+                          .read_text())
+    assert "mqtt" not in data and "follow_symlinks_out" not in data["watch"]
+    assert "auto_int8" not in data["model"] and data["model"]["precision"] == "f32"
+    assert data["model"]["handle"] == "/model" and data["state"]["path"] == str(run / "state.sqlite3")
+    mine = yaml.safe_load(runtimes.config_for(ws, run, None).read_text())
+    assert "follow_symlinks_out" in mine["watch"] and "mqtt" in mine
