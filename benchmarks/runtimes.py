@@ -145,7 +145,7 @@ def once(ws, cache: Path, clips: Path, model: dict, checkout: Path | None = None
                         f"{clips.name}")
     argv = ["--once", "--config", str(config_for(ws, folder, checkout, model=model)),
             str(clips)]
-    child = measure.run_child([sys.executable, "-m", "benchmarks.probe", "once",
+    child = measure.run_child([python_of(checkout), "-m", "benchmarks.probe", "once",
                                json.dumps({"argv": argv})],
                               env_for(ws, folder, cache, checkout, onednn), folder)
     result = child.result
@@ -167,6 +167,14 @@ def quantize(ws, cache: Path, clips: Path) -> dict | None:
         return json.loads(done.stdout)
     except ValueError:
         return {"accepted": False, "reason": (done.stderr.strip().splitlines() or ["?"])[-1]}
+
+
+def python_of(checkout: Path | None) -> str:
+    """The interpreter a checkout runs with: its own venv's (.venv, as the development guide
+    makes it) where it has one, since its dependencies may differ (49c77ea loads hub handles
+    with tensorflow_hub, which is no longer installed); else this one."""
+    own = checkout / ".venv" / "bin" / "python" if checkout is not None else None
+    return str(own) if own is not None and own.exists() else sys.executable
 
 
 def rss_mb(pid: int) -> float:
@@ -192,7 +200,7 @@ def daemon(ws, cache: Path, clips: list[Path], checkout: Path | None = None,
     env = dict(env_for(ws, folder, cache, checkout, None), NOTIFY_SOCKET=str(sock_dir / "notify"))
     out = {}
     with open(folder / "output.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "autotag", "--config", str(config),
+        proc = subprocess.Popen([python_of(checkout), "-m", "autotag", "--config", str(config),
                                  str(watched)], stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=folder)  # not ours: `-m` puts the cwd first on sys.path
         try:
