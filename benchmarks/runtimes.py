@@ -16,7 +16,8 @@ a table (issue 19).
 Every figure comes from a child process of its own (peak RSS from wait4), one after another in
 one run, with the stand-in model and clips `python -m benchmarks` builds (built here if
 missing). --before runs the same `--once` and daemon figures on another checkout's autotag
-(a `git worktree` of the commit to compare with), with the same model, clips and venv.
+(a `git worktree` of the commit to compare with, with its own .venv where it has one), with
+the same model and clips.
 --quick keeps what issue 34 asks to see (the model alone at f32 and bf16, auto and f32 on the
 1080p clips, the limit, --before's 1080p --once) and drops the rest (TensorFlow, quantize, the
 720p --once rows, the daemon): a few minutes on a quiet 2-core machine.
