@@ -358,7 +358,8 @@ def render(f: Figures, before: Path | None) -> str:
         lines.append(f"| {row.name} | {num(row.model)} | {num(row.once)} | "
                      f"{num(row.wall, ' s')} | {num(row.once_rss, ' MB')} {row.note} |")
     lines += ["", *side_by_side(f, before)]
-    lines += ["", "| daemon | resident memory |", "|---|---:|"]
+    if f.daemon or f.before_daemon:  # not measured by --quick
+        lines += ["", "| daemon | resident memory |", "|---|---:|"]
     for label, mb in f.daemon.items():
         lines.append(f"| now, {label} | {mb:.0f} MB |")
     for label, mb in f.before_daemon.items():
