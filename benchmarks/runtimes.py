@@ -5,15 +5,22 @@ a table (issue 19).
                              off on a CPU without AVX-512 VNNI/BF16 or AMX), TensorFlow with
                              oneDNN, OpenVINO f32, OpenVINO INT8 (`autotag quantize`), bf16
                              where the CPU has it
-    autotag --once:          windows/s after startup and peak RSS, on each of those, and
-                             model.precision auto (the default since issue 34: run twice, the
-                             first run's bf16 check recorded); on 1080p clips too
+    autotag --once:          windows/s after startup, wall with start-up and peak RSS, on
+                             each of those, and model.precision auto (the default since issue
+                             34: run twice, the first run's bf16 check recorded); on 1080p clips
+                             too (issue 34's set: 4 × 20 s 1080p30 H.264 with grain, 28
+                             windows), beside the limit on those clips (benchmarks.stages:
+                             decoding alone + the model alone on the same windows)
     the daemon:              resident memory after tagging (steady) and after an idle release
 
 Every figure comes from a child process of its own (peak RSS from wait4), one after another in
 one run, with the stand-in model and clips `python -m benchmarks` builds (built here if
 missing). --before runs the same `--once` and daemon figures on another checkout's autotag
-(a `git worktree` of the commit to compare with), with the same model, clips and venv.
+(a `git worktree` of the commit to compare with, with its own .venv where it has one), with
+the same model and clips.
+--quick keeps what issue 34 asks to see (the model alone at f32 and bf16, auto and f32 on the
+1080p clips, the limit, --before's 1080p --once) and drops the rest (TensorFlow, quantize, the
+720p --once rows, the daemon): a few minutes on a quiet 2-core machine.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks import clipset, measure
+from benchmarks import clipset, measure, stages
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -46,7 +53,7 @@ IDLE_SECONDS = 3.0  # model.idle_unload_seconds for the daemon's release figure
 SETTLE_SECONDS = 2.0  # after a daemon's last sidecar, before its resident memory is read
 NEW_KEYS = ("idle_unload_seconds", "auto_int8")  # model keys an older checkout does not know
 OLD_PRECISIONS = ("f32", "bf16", "int8")  # before issue 34: auto is f32 there (its default)
-CLIPS_1080P = (1920, 1080, 2)  # the 1080p --once set: 2 generated clips of 10 s (8 windows)
+HD = f"{stages.GRAIN[1]}p"  # the 1080p --once set: stages.grain_clips (issue 34's, 28 windows)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
@@ -56,6 +63,7 @@ class Row:
     model: float | None = None  # windows/s, the model alone
     once: float | None = None  # windows/s, autotag --once after startup
     once_rss: float | None = None  # MB, peak RSS of autotag --once
+    wall: float | None = None  # s, autotag --once from its start to its exit
     note: str = ""
 
 
@@ -109,11 +117,19 @@ def model_alone(ws, cache: Path, runtime: str, precision: str | None = None,
 
 
 def config_for(ws, folder: Path, checkout: Path | None, **sections) -> Path:
-    """The shipped config with `sections`; for another checkout, without the keys it predates
-    (a key it does not know is a configuration error there)."""
+    """The shipped config with `sections`; for another checkout, without the keys and sections
+    its own shipped config.yaml lacks (a key it does not know is a configuration error there:
+    watch.follow_symlinks_out, the mqtt section, ...)."""
     path = ws.config(folder, **sections)
     if checkout is not None:
         data = yaml.safe_load(path.read_text())
+        known = yaml.safe_load((checkout / "config.yaml").read_text())
+        for section in list(data):
+            if section not in known:
+                del data[section]
+            elif isinstance(data[section], dict) and isinstance(known[section], dict):
+                for key in set(data[section]) - set(known[section]):
+                    del data[section][key]
         for key in NEW_KEYS:
             data["model"].pop(key, None)
         if data["model"].get("precision") not in OLD_PRECISIONS:
@@ -123,20 +139,21 @@ def config_for(ws, folder: Path, checkout: Path | None, **sections) -> Path:
 
 
 def once(ws, cache: Path, clips: Path, model: dict, checkout: Path | None = None,
-         onednn: str | None = None) -> tuple[float, float]:
-    """(windows/s after startup, peak RSS MB) of `autotag --once` on `clips`."""
+         onednn: str | None = None) -> tuple[float, float, float]:
+    """(windows/s after startup, peak RSS MB, wall s with start-up) of `autotag --once` on
+    `clips`."""
     folder = ws.run_dir(f"once-{model.get('runtime')}-{model.get('precision', 'f32')}-"
                         f"{clips.name}")
     argv = ["--once", "--config", str(config_for(ws, folder, checkout, model=model)),
             str(clips)]
-    child = measure.run_child([sys.executable, "-m", "benchmarks.probe", "once",
+    child = measure.run_child([python_of(checkout), "-m", "benchmarks.probe", "once",
                                json.dumps({"argv": argv})],
                               env_for(ws, folder, cache, checkout, onednn), folder)
     result = child.result
     if result.get("exit_code") != 0 or not result.get("windows"):
         raise RuntimeError(f"--once {model}: {result}\n"
                            + (folder / "output.log").read_text(errors="replace")[-800:])
-    return result["windows"] / result["seconds"], child.peak_rss_mb
+    return result["windows"] / result["seconds"], child.peak_rss_mb, child.seconds
 
 
 def quantize(ws, cache: Path, clips: Path) -> dict | None:
@@ -151,6 +168,14 @@ def quantize(ws, cache: Path, clips: Path) -> dict | None:
         return json.loads(done.stdout)
     except ValueError:
         return {"accepted": False, "reason": (done.stderr.strip().splitlines() or ["?"])[-1]}
+
+
+def python_of(checkout: Path | None) -> str:
+    """The interpreter a checkout runs with: its own venv's (.venv, as the development guide
+    makes it) where it has one, since its dependencies may differ (49c77ea loads hub handles
+    with tensorflow_hub, which is no longer installed); else this one."""
+    own = checkout / ".venv" / "bin" / "python" if checkout is not None else None
+    return str(own) if own is not None and own.exists() else sys.executable
 
 
 def rss_mb(pid: int) -> float:
@@ -176,7 +201,7 @@ def daemon(ws, cache: Path, clips: list[Path], checkout: Path | None = None,
     env = dict(env_for(ws, folder, cache, checkout, None), NOTIFY_SOCKET=str(sock_dir / "notify"))
     out = {}
     with open(folder / "output.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "autotag", "--config", str(config),
+        proc = subprocess.Popen([python_of(checkout), "-m", "autotag", "--config", str(config),
                                  str(watched)], stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=folder)  # not ours: `-m` puts the cwd first on sys.path
         try:
@@ -207,24 +232,45 @@ def daemon(ws, cache: Path, clips: list[Path], checkout: Path | None = None,
     return out
 
 
-def auto_rows(ws, cache: Path, folder: Path, say) -> list[Row]:
-    """model.precision auto's --once, on the 720p set and on 1080p clips, each run twice: the
-    first checks bf16 on the first windows (where the CPU has it) and records the verdict, the
-    second runs what auto chose; and f32's 1080p --once beside it."""
+def auto_rows(ws, cache: Path, folder: Path, say, quick: bool = False) -> list[Row]:
+    """model.precision auto's --once, on the 720p set (not --quick) and on the 1080p clips, each
+    run twice: the first checks bf16 on the first windows (where the CPU has it) and records the
+    verdict, the second runs what auto chose; then auto's model alone, the limit on the 1080p
+    clips (decoding alone + the model alone, benchmarks.stages) and f32's 1080p --once."""
     rows = []
-    hd = clipset.generated(CACHE / "clips", "runtimes-1080p", *CLIPS_1080P,
-                           clipset.SHORT_SECONDS).folder
-    for label, clips in ((f"{CLIPS[1]}p", folder), (f"{CLIPS_1080P[1]}p", hd)):
+    hd = stages.grain_clips(CACHE / "clips")
+    model = {"runtime": "openvino", "precision": "auto"}
+    sets = ((HD, hd),) if quick else ((f"{CLIPS[1]}p", folder), (HD, hd))
+    for label, clips in sets:
         say(f"OpenVINO auto: autotag --once on the {label} clips, twice")
-        model = {"runtime": "openvino", "precision": "auto"}
-        first, _ = once(ws, cache, clips, model)
-        rate, rss = once(ws, cache, clips, model)
+        first, _, _ = once(ws, cache, clips, model)
+        rate, rss, wall = once(ws, cache, clips, model)
         rows.append(Row(f"OpenVINO auto (the default now), {label} clips", once=rate,
-                        once_rss=rss, note=f"(first run, with its check: {first:.2f})"))
-    say("OpenVINO f32: autotag --once on the 1080p clips")
-    rate, rss = once(ws, cache, hd, {"runtime": "openvino", "precision": "f32"})
-    rows.append(Row("OpenVINO f32, 1080p clips", once=rate, once_rss=rss))
+                        once_rss=rss, wall=wall,
+                        note=f"(first run, with its check: {first:.2f})"))
+    say("OpenVINO auto: the model alone (its verdict recorded), the limit on the 1080p clips")
+    rows[-1].model = model_alone(ws, cache, "openvino", "auto")
+    rows.append(limit_row(ws, cache, hd, model, rows[-1]))
+    say(f"OpenVINO f32: autotag --once on the {HD} clips")
+    rate, rss, wall = once(ws, cache, hd, {"runtime": "openvino", "precision": "f32"})
+    rows.append(Row(f"OpenVINO f32, {HD} clips", once=rate, once_rss=rss, wall=wall))
     return rows
+
+
+def limit_row(ws, cache: Path, clips: Path, model: dict, measured: Row) -> Row:
+    """The limit on `clips` (issue 34): decoding them alone, then the model alone on their
+    windows, both on every core (benchmarks.stages' child); `measured` is --once's row."""
+    folder = ws.run_dir("limit")
+    config = config_for(ws, folder, None, model=model)
+    limit = stages.run_child("limit", [str(config), str(clips)],
+                             env_for(ws, folder, cache, None, None), folder)
+    seconds = limit["decode_wall"] + limit["model_wall"]
+    rate = limit["windows"] / seconds
+    share = f"; --once after start-up at {measured.once / rate:.2f}× it" if measured.once else ""
+    return Row(f"the limit, {HD} clips ({limit['precision']}): decoding alone + the model alone",
+               once=rate, wall=seconds,
+               note=f"(decoding {limit['decode_wall']:.1f} s, {limit['decode_cpu']:.1f} s CPU; "
+                    f"the model {limit['model_wall']:.1f} s{share})")
 
 
 def run(ws, before: Path | None, say=print, quick: bool = False) -> Figures:
@@ -254,38 +300,44 @@ def run(ws, before: Path | None, say=print, quick: bool = False) -> Figures:
             row.note = "refused: " + str((figures.quantize or {}).get("reason"))
             figures.rows.append(row)
             continue
-        say(f"{label}: the model alone, then autotag --once")
+        say(f"{label}: the model alone" + ("" if quick else ", then autotag --once"))
         row.model = model_alone(ws, cache, runtime, precision, onednn)
-        model = {"runtime": runtime, **({"precision": precision} if precision else {})}
-        row.once, row.once_rss = once(ws, cache, folder, model, onednn=onednn)
+        if not quick:  # --quick: the 1080p --once rows only
+            model = {"runtime": runtime, **({"precision": precision} if precision else {})}
+            row.once, row.once_rss, row.wall = once(ws, cache, folder, model, onednn=onednn)
         figures.rows.append(row)
-    figures.rows += auto_rows(ws, cache, folder, say)
+    figures.rows += auto_rows(ws, cache, folder, say, quick)
     if not quick:
         say("the daemon: steady, then released after idle")
         figures.daemon = daemon(ws, cache, clips[:2])
     if before is not None:
-        figures.before = run_before(ws, before, folder, say)
-        say(f"the daemon at {before.name}")
-        old_cache = ws.root / "before-cache"
-        once(ws, old_cache, folder, {"runtime": "openvino"}, checkout=before)  # its IR
-        figures.before_daemon = daemon(ws, old_cache, clips[:2], checkout=before, idle=None)
+        figures.before = run_before(ws, before, folder, say, quick)
+        if not quick:
+            say(f"the daemon at {before.name}")
+            old_cache = ws.root / "before-cache"
+            figures.before_daemon = daemon(ws, old_cache, clips[:2], checkout=before, idle=None)
     return figures
 
 
-def run_before(ws, checkout: Path, folder: Path, say) -> list[Row]:
+def run_before(ws, checkout: Path, folder: Path, say, quick: bool = False) -> list[Row]:
     """The other checkout's `--once` as its default install ran it (TensorFlow, oneDNN as
-    TensorFlow decides), with its OpenVINO extra, and its default on the 1080p clips."""
+    TensorFlow decides; not --quick), with its OpenVINO extra (its IR converted by a first run
+    on the 720p clips, timed unless --quick), and its default on the 1080p clips."""
     rows = []
     cache = ws.root / "before-cache"
-    hd = clipset.generated(CACHE / "clips", "runtimes-1080p", *CLIPS_1080P,
-                           clipset.SHORT_SECONDS).folder
-    for label, runtime, clips in (
-            ("before: default install (TensorFlow)", "tensorflow", folder),
-            ("before: with the [openvino] extra", "openvino", folder),
-            (f"before: with the [openvino] extra, {CLIPS_1080P[1]}p clips", "openvino", hd)):
-        say(f"{label}: autotag --once")
-        rate, rss = once(ws, cache, clips, {"runtime": runtime}, checkout=checkout)
-        rows.append(Row(label, once=rate, once_rss=rss))
+    hd = stages.grain_clips(CACHE / "clips")
+    say(f"{checkout.name}: autotag --once on the {CLIPS[1]}p clips (converts its IR)")
+    rate, rss, wall = once(ws, cache, folder, {"runtime": "openvino"}, checkout=checkout)
+    if not quick:
+        rows.append(Row("before: with the [openvino] extra", once=rate, once_rss=rss, wall=wall))
+        say("before: default install (TensorFlow): autotag --once")
+        rate, rss, wall = once(ws, cache, folder, {"runtime": "tensorflow"}, checkout=checkout)
+        rows.append(Row("before: default install (TensorFlow)", once=rate, once_rss=rss,
+                        wall=wall))
+    say(f"{checkout.name}: autotag --once on the {HD} clips")
+    rate, rss, wall = once(ws, cache, hd, {"runtime": "openvino"}, checkout=checkout)
+    rows.append(Row(f"before: with the [openvino] extra, {HD} clips", once=rate, once_rss=rss,
+                    wall=wall))
     return rows
 
 
@@ -296,13 +348,18 @@ def render(f: Figures, before: Path | None) -> str:
     lines = [f"# Runtimes side by side ({time.strftime('%Y-%m-%d')})", "",
              f"CPU: {f.cpu}", "",
              (f"Batch {BATCH}, the stand-in model; --once on {CLIPS[2]} generated "
-              f"{CLIPS[1]}p clips."), "",
-             "| runtime | model alone, windows/s | --once, windows/s | --once peak RSS |",
-             "|---|---:|---:|---:|"]
+              f"{CLIPS[1]}p clips unless the row names the {HD} ones ({stages.GRAIN[3]} × "
+              f"{stages.GRAIN[2]} s 1080p30 H.264 with grain). --once wall: from its start to "
+              "its exit (start-up included)."), "",
+             ("| runtime | model alone, windows/s | --once, windows/s | --once wall | "
+             "--once peak RSS |"),
+             "|---|---:|---:|---:|---:|"]
     for row in [*f.rows, *f.before]:
         lines.append(f"| {row.name} | {num(row.model)} | {num(row.once)} | "
-                     f"{num(row.once_rss, ' MB')} {row.note} |")
-    lines += ["", "| daemon | resident memory |", "|---|---:|"]
+                     f"{num(row.wall, ' s')} | {num(row.once_rss, ' MB')} {row.note} |")
+    lines += ["", *side_by_side(f, before)]
+    if f.daemon or f.before_daemon:  # not measured by --quick
+        lines += ["", "| daemon | resident memory |", "|---|---:|"]
     for label, mb in f.daemon.items():
         lines.append(f"| now, {label} | {mb:.0f} MB |")
     for label, mb in f.before_daemon.items():
@@ -313,6 +370,26 @@ def render(f: Figures, before: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def side_by_side(f: Figures, before: Path | None) -> list[str]:
+    """Issue 34's two ratios on the 1080p clips: the default now over the --before checkout's
+    default (wall, start-up included), and --once after start-up over the limit."""
+    def find(rows: list[Row], start: str) -> Row | None:
+        return next((r for r in rows if r.name.startswith(start) and HD in r.name), None)
+
+    now, limit = find(f.rows, "OpenVINO auto"), find(f.rows, "the limit")
+    old = find(f.before, "before: with the [openvino] extra")
+    out = []
+    if now and old and now.wall and old.wall:
+        out.append(f"{HD}, the default now against {before.name if before else 'before'}'s: "
+                   f"{old.wall:.1f} s / {now.wall:.1f} s = **{old.wall / now.wall:.2f}×** "
+                   "(wall, start-up included; target ≥ 2×)")
+    if now and limit and now.once and limit.once:
+        out.append(f"{HD}, --once after start-up / the limit: {now.once:.2f} / "
+                   f"{limit.once:.2f} windows/s = **{now.once / limit.once:.2f}×** "
+                   "(target ≥ 0.9×)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.measure import RESULTS, standin
 
@@ -321,8 +398,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure this checkout's --once and daemon (a git worktree)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folders")
     parser.add_argument("--quick", action="store_true",
-                        help="OpenVINO f32, bf16 and auto only, no quantize or daemon: to see "
-                             "that it runs (the figures are not the table's)")
+                        help="issue 34's rows only (f32 and bf16 alone, auto and f32 on the "
+                             "1080p clips, the limit, --before's 1080p --once): minutes, not "
+                             "an hour")
     args = parser.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -128,7 +128,7 @@ def test_the_runtimes_table_names_the_cpu_and_every_runtime():
     figures.quantize = {"accepted": False, "reason": "why", "examples": [1, 2]}
     text = runtimes.render(figures, None)
     assert f"CPU: {name}; flags: avx2" in text
-    assert "| OpenVINO f32 (the default now) | 1.90 | 1.70 | 700 MB  |" in text
+    assert "| OpenVINO f32 (the default now) | 1.90 | 1.70 | - | 700 MB  |" in text
     assert "refused: why" in text and "| now, released | 150 MB |" in text
     assert '"accepted": false' in text and "examples" not in text
 
@@ -184,3 +184,108 @@ def test_the_scale_plan_benchmark_runs_quick():
     first = rows[f"backfill, {n:,} clips: command start → first model call"]
     assert first["before"] is None and 0 < first["after"] < plan.FIRST_CALL_TIMEOUT
     assert rows[f"backfill, {n:,} clips: driver peak memory (VmHWM)"]["after"] > 20
+
+
+def _burn(seconds: float) -> None:
+    """Spend `seconds` of this thread's CPU (not wall: the machine may be loaded)."""
+    import time
+
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_the_stage_profiler_counts_each_thread_s_cpu_in_its_group():
+    """benchmarks.stages' thread sampler (issue 34): a decode worker's CPU and the main
+    thread's are told apart, and a worker that ended before the last reading still counts."""
+    import threading
+
+    from benchmarks import stages
+
+    with stages.ThreadCpu() as threads:
+        worker = threading.Thread(target=_burn, args=(0.4,), name="autotag-decode-0")
+        worker.start()
+        worker.join()
+        _burn(0.2)
+    groups = threads.groups()
+    tick = 2 / stages.TICK
+    assert groups["decode workers"] >= 0.4 - stages.SAMPLE_SECONDS - tick  # its last sample
+    assert groups["main thread (model calls, outputs)"] >= 0.2 - tick
+    assert groups["decode workers"] < 0.4 + 0.2  # the main thread's CPU is not the worker's
+
+
+def test_the_stage_profiler_times_once_and_the_limit_on_the_test_model(model_dir, tmp_path,
+                                                                         openvino_cache):
+    """benchmarks.stages end to end on two tiny clips: the --once child reports every stage
+    and the windows it embedded, the limit child decodes and embeds the same windows, and
+    the table says how near the limit --once ran."""
+    import shutil
+
+    from autotag.config import openvino_installed
+    from autotag.model import load_model
+    from benchmarks import stages
+    from tests.clips import BLUE, RED, write_video
+
+    if openvino_installed():  # the session's conversion, not one more in the children
+        converted = load_model(str(model_dir), runtime="openvino", batch_size=2,
+                               cache_dir=openvino_cache).cache_path
+        shutil.copytree(converted, tmp_path / "cache" / "autotag" / "tfhub" / "openvino"
+                        / converted.name)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "a.mp4", [(RED, 3.2), (BLUE, 3.2)])
+    write_video(clips / "b.mp4", [(BLUE, 3.2)])
+    once, limit = stages.measure_stages(str(model_dir), clips, "f32", tmp_path / "cache",
+                                        tmp_path, {"model": {"batch_size": 2}})
+    assert once["exit_code"] == 0 and once["windows"] == limit["windows"] == 3
+    assert once["stages"]["decode"]["calls"] == 2 and once["stages"]["model"]["calls"] >= 2
+    assert once["stages"]["outputs"]["calls"] == 2 and once["stages"]["load"]["calls"] == 1
+    assert once["threads"]["decode workers"] > 0 and once["process_cpu"] > 0
+    assert limit["decode_wall"] > 0 and limit["model_wall"] > 0
+    text = stages.render(once, limit)
+    assert "× the limit**" in text and "| … decoding (engine.decode) |" in text
+
+
+def test_the_runtimes_table_puts_issue_34_s_ratios_side_by_side():
+    """benchmarks.runtimes: the 1080p default now against the --before checkout's (wall,
+    start-up included), and --once after start-up against the limit."""
+    from pathlib import Path
+
+    from benchmarks import runtimes
+
+    figures = runtimes.Figures("a CPU; flags: avx2")
+    figures.rows = [runtimes.Row(f"OpenVINO auto (the default now), {runtimes.HD} clips",
+                                 model=10.0, once=2.7, wall=10.0),
+                    runtimes.Row(f"the limit, {runtimes.HD} clips (bf16): decoding alone + "
+                                 "the model alone", once=3.0, wall=9.3)]
+    figures.before = [runtimes.Row(f"before: with the [openvino] extra, {runtimes.HD} clips",
+                                   once=1.7, wall=16.0)]
+    text = runtimes.render(figures, Path("/tmp/before"))
+    assert "16.0 s / 10.0 s = **1.60×**" in text
+    assert "2.70 / 3.00 windows/s = **0.90×**" in text
+    assert f"| OpenVINO auto (the default now), {runtimes.HD} clips | 10.00 | 2.70 | 10.00 s |" \
+        in text
+
+
+def test_an_older_checkout_gets_only_the_config_keys_it_knows(tmp_path):
+    """benchmarks.runtimes --before: keys and sections the other checkout's config.yaml lacks
+    (a key it does not know is an error there) are left out of the config it runs with."""
+    import yaml
+
+    from benchmarks import runtimes
+
+    old = tmp_path / "old"
+    old.mkdir()
+    shipped = yaml.safe_load(measure.BASE_CONFIG.read_text())
+    del shipped["mqtt"], shipped["watch"]["follow_symlinks_out"], shipped["model"]["auto_int8"]
+    (old / "config.yaml").write_text(yaml.safe_dump(shipped))
+    run = tmp_path / "run"
+    run.mkdir()
+    ws = measure.Workspace(tmp_path / "ws", "/model")
+    data = yaml.safe_load(runtimes.config_for(ws, run, old, model={"precision": "auto"})
+                          .read_text())
+    assert "mqtt" not in data and "follow_symlinks_out" not in data["watch"]
+    assert "auto_int8" not in data["model"] and data["model"]["precision"] == "f32"
+    assert data["model"]["handle"] == "/model" and data["state"]["path"] == str(run / "state.sqlite3")
+    mine = yaml.safe_load(runtimes.config_for(ws, run, None).read_text())
+    assert "follow_symlinks_out" in mine["watch"] and "mqtt" in mine

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from autotag.config import ModelConfig, openvino_installed, parse_config
+from autotag.daemon import int8 as auto_int8
 from autotag.model import load_model
 from autotag.runtimes import precision as p
 
@@ -125,6 +127,32 @@ def test_without_avx512_bf16_or_amx_auto_runs_f32_and_says_why(cpu, model_dir, c
     assert model.precision == "f32" and model._trial is None
     assert "neither AVX-512 BF16 nor AMX" in model.precision_reason
     assert "f32 (auto: this CPU (AMD Ryzen 7 5800X) has neither" in caplog.text
+    # and the daemon prepares INT8 for it unasked (daemon/int8.py): AVX2's int8 is the lever
+    assert auto_int8.gains_from_int8(model)
+
+
+SSE_ONLY = "model name\t: Intel(R) Core(TM)2 Duo CPU E8400\nflags\t\t: fpu sse2 ssse3 sse4_1\n"
+NO_FLAGS = "processor\t: 0\nBogoMIPS\t: 48.00\nCPU implementer\t: 0x41\n"  # an ARM's
+
+
+@pytest.mark.parametrize(("cpuinfo", "capabilities", "precision", "int8"), [
+    (ZEN3, (), "f32", True),  # AVX2 alone: bf16 would run as f32; INT8 2.48× f32 (issue 19)
+    (SAPPHIRE_RAPIDS, (), "f32", True),  # bf16 checked first; INT8 still runs faster
+    (SSE_ONLY, ("FP32", "INT8"), "f32", False),  # flags named, no int8 gain among them
+    (NO_FLAGS, ("FP32", "INT8"), "f32", True),  # no flags: OpenVINO's capabilities stand in
+    (NO_FLAGS, ("FP32",), "f32", False),
+    (NO_FLAGS, ("FP32", "BF16", "INT8"), "f32", True),  # bf16 is checked first there too
+])
+def test_the_cpu_probe_decides_who_gets_int8_unasked(cpu, tmp_path, cpuinfo, capabilities,
+                                                     precision, int8):
+    """Issue 34: "an AVX2 machine gets INT8 without anyone asking". What auto runs first and
+    whether the daemon quantizes come from the CPU probe (/proc/cpuinfo's flags, OpenVINO's
+    OPTIMIZATION_CAPABILITIES where it names none), not from a guess."""
+    cpu(cpuinfo)
+    choice = p.choose(tmp_path, p.this_cpu(capabilities), None)
+    assert choice.precision == precision
+    assert (choice.trial == "bf16") == (cpuinfo == SAPPHIRE_RAPIDS or "BF16" in capabilities)
+    assert auto_int8.gains_from_int8(SimpleNamespace(choice=choice)) is int8
 
 
 def test_verdicts_of_two_cpus_live_side_by_side(tmp_path):

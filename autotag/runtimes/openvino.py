@@ -207,12 +207,15 @@ def compile_video(convert, fingerprint: str, batch_size: int, threads: int, cach
     started = time.perf_counter()
     path = cache_root / cache_key(fingerprint, batch_size)
     choice, converted, compiled = None, False, None
+    # checked once a start: hashing the weights (32 MB for S3D) twice cost a start 0.1 s
+    intact = _intact(path)
     if precision == AUTO:
-        if not _intact(path):  # the choice reads the records beside the converted model
+        if not intact:  # the choice reads the records beside the converted model
             converted = _convert(convert, path)
+            intact = _intact(path)
         choice = auto_choice(ov, path)
         precision = choice.precision
-    if _intact(path):
+    if intact:
         try:
             compiled = _compile(ov, path, precision, threads, quiet)
         except (ConversionError, NotQuantized) as exc:
