@@ -32,8 +32,8 @@ def model(handle: str, batch: int, calls: int, threads: int = 0, inter: int = 0,
     (uint8 frames → float32 in [0, 1] → the `video` signature, on `runtime`). `cache`: the
     OpenVINO conversion cache (a shared one makes a warm start); `precision`: OpenVINO's
     inference precision instead of autotag's (to measure what bf16 would give)."""
-    from autotag.model import load_model
     from autotag.media.pictures import to_model_input
+    from autotag.model import load_model
 
     if inter:
         import tensorflow as tf
