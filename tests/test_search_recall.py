@@ -68,3 +68,34 @@ def test_a_text_query_ranks_apart_from_the_clips_on_the_right_side():
     exact = data.exact_top(vectors, text, TOP)
     found = [searched(vectors, quantiser, codes, q) for q in text]
     assert data.recall(found, exact) == 1.0
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1_000, 2_500])
+def test_the_scan_returns_the_rows_with_the_largest_integer_dot_products_best_first(
+        monkeypatch, rows):
+    """vectors.scan scores every row in blocks (SCAN_ROWS, here 256, so 2,500 rows are 10
+    blocks on both cores): its rows are exactly numpy's top by the int32 dot product, in order,
+    and no scan thread outlives the call."""
+    import threading
+
+    from autotag.search import vectors as vectors_module
+
+    monkeypatch.setattr(vectors_module, "SCAN_ROWS", 256)
+    rng = np.random.default_rng(rows)
+    codes = rng.integers(-127, 128, (rows, 512), dtype=np.int8)
+    query = rng.integers(-127, 128, 512, dtype=np.int8)
+    exact = codes.astype(np.int32) @ query.astype(np.int32)
+    for count in (1, 50, rows, rows + 10):
+        found = scan(codes, query, count)
+        assert len(found) == min(count, rows)
+        assert np.array_equal(exact[found], np.sort(exact)[::-1][:len(found)])
+    assert not [t for t in threading.enumerate() if t.name.startswith("autotag-scan")]
+
+
+def test_the_scan_of_memory_mapped_codes_is_the_scan_of_the_same_codes_in_memory(tmp_path):
+    """The index's codes are a memory-mapped .npy file: the kernel reads them in place."""
+    codes = np.random.default_rng(4).integers(-127, 128, (3_000, 512), dtype=np.int8)
+    np.save(tmp_path / "codes.npy", codes)
+    mapped = np.load(tmp_path / "codes.npy", mmap_mode="r")
+    query = codes[17]
+    assert np.array_equal(scan(mapped, query, 100), scan(codes, query, 100))

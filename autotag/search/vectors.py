@@ -27,8 +27,8 @@ library and query set measured). Binary codes (1 bit a coordinate, a Hamming pre
 The codes are the clip embeddings less the library's mean (the component every clip shares,
 which says nothing about which clip is best: q · x = q · mean + q · (x - mean)), divided per
 coordinate by CLIP_SD of its spread over 127, rounded. A query is scaled by the same steps and
-rounded to int8 too: the scan ranks by the integer dot product (usearch's exact search, SIMD on
-every core), which orders clips as q · (x - mean) does up to rounding.
+rounded to int8 too: the scan ranks by the integer dot product (numkong's SIMD kernel on every
+core), which orders clips as q · (x - mean) does up to rounding.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,6 +64,7 @@ FIT_SAMPLE = 200_000  # rows the mean and the steps are estimated from
 SYNC_AT = 2_000  # changes held in memory before they are merged into a new file
 REFIT_ADDED = 1.0  # rows added since the build, as a share of the build, that ask a rebuild
 # (their codes use the steps fitted then: a library that doubled is fitted again)
+SCAN_ROWS = 65_536  # rows a scan task scores: 32 MB of codes, its scores 256 KB
 BUILD_CHUNK = 50_000  # rows quantised per step (progress, and Ctrl-C between steps)
 CRC_CHUNK = 64 * 2**20  # bytes checksummed per read
 
@@ -138,14 +140,41 @@ class Quantiser:
 
 def scan(codes: np.ndarray, query: np.ndarray, count: int) -> np.ndarray:
     """Rows of codes (int8 [n, dim]) with the `count` largest dot products with query (int8
-    [dim]), best first: usearch's exact search (SIMD, every core)."""
-    if not len(codes) or count <= 0:
-        return np.zeros(0, np.int64)
-    from usearch.index import MetricKind, search
+    [dim]), best first: every row scored exactly (int32) by numkong's SIMD kernel in blocks of
+    SCAN_ROWS, one block a task on every core, then numpy's argpartition of the scores.
 
-    found = search(codes, query, min(count, len(codes)), MetricKind.IP, exact=True,
-                   threads=_threads())
-    return np.asarray(found.keys, np.int64)
+    Why not usearch's own exact search (the scan until issue 31's second part): it spends about
+    160 ns a row whatever the row's bytes, most of it per row, not per byte; numkong's kernel
+    spends about 60 ns on the same 512 bytes on one core, which puts a million rows under the
+    50 ms target on two (docs/design/search.md, Timing)."""
+    n = len(codes)
+    if not n or count <= 0:
+        return np.zeros(0, np.int64)
+    count = min(count, n)
+    scores = np.empty(n, np.int32)  # |score| <= dim * 127 * 127: 8.3 M at 512, no overflow
+    _score_blocks(codes, np.ascontiguousarray(query, np.int8)[None, :], scores)
+    top = np.argpartition(-scores, count - 1)[:count] if count < n else np.arange(n)
+    return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
+
+
+def _score_blocks(codes: np.ndarray, query: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = codes[i] · query[0] (int32), in blocks of SCAN_ROWS rows, on _threads() threads
+    (numkong releases the GIL); the threads are this call's and end with it."""
+    import numkong
+
+    def block(start: int) -> None:
+        stop = min(start + SCAN_ROWS, len(codes))
+        numkong.cdist(query, codes[start:stop], metric="dot", out=out[start:stop][None, :])
+
+    starts = range(0, len(codes), SCAN_ROWS)
+    workers = min(_threads(), len(starts))
+    if workers <= 1:
+        for start in starts:
+            block(start)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="autotag-scan") as pool:
+        for done in [pool.submit(block, start) for start in starts]:
+            done.result()  # raises a block's error here
 
 
 def folder_of(store: Store) -> Path:
