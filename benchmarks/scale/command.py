@@ -65,9 +65,7 @@ from autotag.search import vectors
 from autotag.vocabulary import embed_query
 mark("imports")
 config_path, query = sys.argv[1], sys.argv[2]
-class Args:  # what the command's parser gives load_config
-    config = Path(config_path); verbose = 0; quiet = False
-config = load_config(Args())
+config = load_config(autotag.cli.search.build().parse_args(["--config", config_path, query]))
 embedder = LazyEmbedder.from_config(config.model)
 mark("config")
 store = open_store(config)
