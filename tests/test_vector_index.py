@@ -327,3 +327,40 @@ def test_a_writer_merges_its_changes_into_the_saved_index_when_it_closes(
         assert index.pending() == 0 and len(index) == 1
     finally:
         store.close()
+
+
+def test_a_preview_s_scores_are_exact_near_its_threshold_without_reading_every_embedding(
+        library, monkeypatch):
+    """LiveIndex.scores (the teach preview's): for thresholds across the library's scores, the
+    count of clips reaching it and the clips on either side of it are exact search's, and the
+    float32 embeddings read from the store are those of a sample and the band around the
+    threshold, never the whole library's (2 GB at a million clips)."""
+    from autotag.config import TaggingConfig
+    from autotag.search.live import LiveIndex
+    from autotag.vocabulary import Vocabulary
+
+    store, vectors, rng = library
+    live = LiveIndex(store, MODEL, Vocabulary((), np.zeros((0, DIM), np.float32), "v"),
+                     TaggingConfig(min_score=0.0))
+    everything = Index.load(store, MODEL)  # exact search's, read before the store is watched
+    paths = [r.path for r in everything.records]
+    read: list[int] = []
+    real = Store.clip_index_of
+    monkeypatch.setattr(Store, "clip_index_of", lambda self, model, ids: (
+        read.append(len(ids)) or real(self, model, ids)))
+    monkeypatch.setattr(Store, "clip_index", lambda *a: pytest.fail("read every embedding"))
+    monkeypatch.setattr(Store, "clip_rows", lambda *a: pytest.fail("read every embedding"))
+    for _ in range(3):
+        query = rng.normal(DIM)
+        exact = dict(zip(paths, (everything.matrix @ query).tolist(), strict=True))
+        ordered = sorted(exact.values())
+        for threshold in (ordered[len(ordered) // 2], ordered[-10], ordered[-200]):
+            read.clear()
+            records, scores = live.scores(query, threshold)
+            got = dict(zip((r.path for r in records), scores.tolist(), strict=True))
+            assert sum(s >= threshold for s in got.values()) == \
+                sum(s >= threshold for s in exact.values())
+            edge = sorted(exact, key=lambda p: abs(exact[p] - threshold))[:20]
+            assert all(abs(got[p] - exact[p]) < 1e-3 * (1 + abs(exact[p])) for p in edge)
+            assert 0 < sum(read) < len(vectors)
+    live.close()

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 GROWTH = 1.5  # the score matrix grows by this factor when full (amortised appends)
 MERGE_RETRY = 60.0  # seconds before a merge that did not happen (another process's) is retried
+EXACT_SAMPLE = 512  # clips a preview scores both ways, to measure its codes' error
+BAND_SAFETY = 4.0  # the band scored exactly spans this many times the largest error measured
+EDGE_ROWS = 64  # clips on each side of a preview's threshold always scored exactly
+EXACT_CHUNK = 20_000  # clips' float32 embeddings read from the store at a time (40 MB)
+RELOAD_CHUNK = 50_000  # clips read at a time when the index loads (100 MB of float32)
 
 
 @dataclass(frozen=True)
@@ -243,12 +248,68 @@ class LiveIndex:
             ranker = Among(self._vectors, self._among(where), frozenset(where.exclude))
             return search(ranker, self.store, self.model, query, top, threshold)
 
-    def scores(self, query: np.ndarray) -> tuple[list[FileRecord], np.ndarray]:
-        """Every clip and its score for query (float32 [n]): what a preview of a new tag
-        counts (teaching.preview), exactly. The index holds no float32 embeddings (its codes
-        are int8), so they are read from the store for the preview and let go after it."""
-        records, matrix = self.store.clip_index(self.model)
-        return records, matrix @ query.astype(np.float32)
+    def scores(self, query: np.ndarray, threshold: float | None = None
+               ) -> tuple[list[FileRecord], np.ndarray]:
+        """Every clip and its score for query (float32 [n]): what a preview of a new tag counts
+        and lists at `threshold` (teaching.preview; default min_score). No float32 embedding of
+        every clip is read (a million: 2 GB): each clip is scored from its int8 code, then the
+        clips near the threshold, where a code's rounding could put a clip on the wrong side,
+        are scored exactly from the store. "Near" is measured per query: EXACT_SAMPLE clips are
+        scored both ways and the band spans BAND_SAFETY times the largest difference seen,
+        and at least EDGE_ROWS clips on each side of the threshold are exact (the clips a
+        preview names). Far from the threshold a score is the code's (a few hundredths off)."""
+        self.refresh()
+        threshold = self.tagging.min_score if threshold is None else float(threshold)
+        query = np.asarray(query, np.float32)
+        with self._lock:
+            n = len(self._records)
+            records = list(self._records)
+            row_ids = self._ids[:n].copy()
+            vectors = self._vectors
+            ids, approx = vectors.approximate(query)
+        scores = np.full(n, np.nan, np.float32)
+        if len(ids):
+            order = np.argsort(ids, kind="stable")
+            ids, approx = ids[order], approx[order]
+            at = np.minimum(np.searchsorted(ids, row_ids), len(ids) - 1)
+            inside = ids[at] == row_ids
+            scores[inside] = approx[at[inside]]
+        exact = np.flatnonzero(np.isnan(scores))  # changed since the index's last refresh
+        sample = np.unique(np.linspace(0, n - 1, min(n, EXACT_SAMPLE)).astype(np.int64)) \
+            if n else np.zeros(0, np.int64)
+        self._fill_exact(vectors, query, row_ids, scores, np.union1d(exact, sample),
+                         measured := {})
+        margin = BAND_SAFETY * measured.get("error", 0.0) + 1e-6
+        near = np.abs(scores - threshold) <= margin
+        above = np.flatnonzero(scores >= threshold)
+        below = np.flatnonzero(scores < threshold)
+        edges = [above[np.argsort(scores[above], kind="stable")[:EDGE_ROWS]],
+                 below[np.argsort(-scores[below], kind="stable")[:EDGE_ROWS]]]
+        band = np.setdiff1d(np.union1d(np.flatnonzero(near), np.concatenate(edges)),
+                            np.union1d(exact, sample))
+        self._fill_exact(vectors, query, row_ids, scores, band, {})
+        log.debug("preview scores: %d clips from their codes, %d exactly (band ±%.4f)", n,
+                  len(band) + len(sample), margin)
+        return records, scores
+
+    @staticmethod
+    def _fill_exact(vectors: VectorIndex, query: np.ndarray, row_ids: np.ndarray,
+                    scores: np.ndarray, rows: np.ndarray, measured: dict) -> None:
+        """scores[rows] = the exact scores from the store, EXACT_CHUNK clips a read (a row
+        whose clip is gone meanwhile scores -inf); measured["error"]: the largest difference
+        from what scores held before (where it held a score)."""
+        error = 0.0
+        for start in range(0, len(rows), EXACT_CHUNK):
+            chunk = rows[start:start + EXACT_CHUNK]
+            ids, exact = vectors.exact(query, row_ids[chunk])
+            by_id = dict(zip(ids.tolist(), exact.tolist(), strict=True))
+            new = np.array([by_id.get(int(i), -np.inf) for i in row_ids[chunk]], np.float32)
+            before = scores[chunk]
+            known = np.isfinite(before) & np.isfinite(new)
+            if known.any():
+                error = max(error, float(np.abs(before[known] - new[known]).max()))
+            scores[chunk] = new
+        measured["error"] = error
 
     def given(self) -> np.ndarray:
         """bool [n_clips, n_tags]: clip i is given tag k (its clip score reaches the tag's

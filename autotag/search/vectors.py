@@ -131,11 +131,17 @@ class Quantiser:
     def query(self, query: np.ndarray) -> np.ndarray:
         """int8 [dim]: the query in the codes' steps, its largest coordinate at ±127 (the scan
         ranks by the integer dot product; its scale does not change the order)."""
+        return self.query_scaled(query)[0]
+
+    def query_scaled(self, query: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """(int8 [dim] code, factor, offset): query · x ≈ offset + factor × (code · codes(x)),
+        the score of a clip from its code (offset = query · mean, the part every clip shares)."""
         scaled = query.astype(np.float64) * self.step
         top = np.abs(scaled).max()
+        offset = float(query.astype(np.float64) @ self.mean)
         if not top > 0:
-            return np.zeros(len(query), np.int8)
-        return np.rint(scaled * (127 / top)).astype(np.int8)
+            return np.zeros(len(query), np.int8), 0.0, offset
+        return np.rint(scaled * (127 / top)).astype(np.int8), float(top / 127), offset
 
 
 def scan(codes: np.ndarray, query: np.ndarray, count: int) -> np.ndarray:
@@ -463,6 +469,34 @@ class VectorIndex:
             if len(scored) >= k or count >= min(total, MAX_CANDIDATES):
                 return scored
             want = count * 4
+
+    def approximate(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(file ids int64 [m], float32 [m] scores) of every clip it ranks: query · clip
+        embedding estimated from the int8 codes (off by their rounding: a few hundredths of a
+        score's spread), exact for the changes held in memory. What a distribution over the
+        whole library needs without reading its float32 embeddings (LiveIndex.scores)."""
+        query = np.asarray(query, np.float32)
+        code, factor, offset = self._quantiser.query_scaled(query)
+        alive = ~self._dead
+        scores = np.empty(len(self._ids), np.float32)
+        if len(scores):
+            _score_blocks(self._codes, code[None, :], scores)
+            scores = scores * np.float32(factor) + np.float32(offset)
+        if self._overlay_matrix is None:
+            self._overlay_matrix = self._overlay.matrix()
+        ids, matrix = self._overlay_matrix
+        return (np.concatenate([self._ids[alive], ids]),
+                np.concatenate([scores[alive], (matrix @ query).astype(np.float32)
+                                if len(ids) else np.zeros(0, np.float32)]))
+
+    def exact(self, query: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(file ids int64 [m], float32 [m] scores) of those of these files still tagged:
+        query · clip embedding read from the store."""
+        if not len(ids):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        records, matrix = self.store.clip_index_of(self.model, set(np.asarray(ids).tolist()))
+        found = np.fromiter((r.id for r in records), np.int64, count=len(records))
+        return found, (matrix @ np.asarray(query, np.float32)).astype(np.float32)
 
     def _exact(self, query: np.ndarray, ids: np.ndarray, keep) -> list[tuple[FileRecord, float]]:
         if not len(ids):
