@@ -364,3 +364,32 @@ def test_a_preview_s_scores_are_exact_near_its_threshold_without_reading_every_e
             assert all(abs(got[p] - exact[p]) < 1e-3 * (1 + abs(exact[p])) for p in edge)
             assert 0 < sum(read) < len(vectors)
     live.close()
+
+
+def test_the_live_index_loads_without_holding_every_embedding(library, monkeypatch):
+    """With the index saved, the web app's index reads the embeddings a chunk at a time for
+    its tag scores (store.clip_vectors) and never all at once (clip_index / clip_rows: 2 GB
+    at a million clips); its tag scores are each clip's exact clip scores."""
+    from autotag.config import TaggingConfig
+    from autotag.search import live as live_module
+    from autotag.search.live import LiveIndex
+    from autotag.vocabulary import Vocabulary
+
+    store, _, rng = library
+    VectorIndex.open(store, MODEL)  # saved beside the store
+    everything = Index.load(store, MODEL)
+    tags = np.stack([rng.normal(DIM) for _ in range(3)])
+    vocabulary = Vocabulary((), tags, "v")
+    chunks: list[int] = []
+    real = Store.clip_vectors
+    monkeypatch.setattr(live_module, "RELOAD_CHUNK", 200)
+    monkeypatch.setattr(Store, "clip_vectors", lambda self, model, batch: (
+        (chunks.append(len(h)) or (h, m)) for h, m in real(self, model, batch)))
+    monkeypatch.setattr(Store, "clip_index", lambda *a: pytest.fail("read every embedding"))
+    monkeypatch.setattr(Store, "clip_rows", lambda *a: pytest.fail("read every embedding"))
+    live = LiveIndex(store, MODEL, vocabulary, TaggingConfig(min_score=0.0))
+    assert chunks and max(chunks) <= 200 and sum(chunks) == len(everything)
+    snap = live.snapshot()
+    assert [r.path for r in snap.records] == [r.path for r in everything.records]
+    assert np.allclose(snap.scores, everything.matrix @ tags.T, atol=1e-4)
+    live.close()

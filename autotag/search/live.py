@@ -92,25 +92,43 @@ class LiveIndex:
 
     def _reload(self) -> None:
         """Every clip's record and tag scores, and the search index: the saved one if it is
-        sound, else built from the embeddings read here (read once, then let go)."""
+        sound, else built from the store. The embeddings are read RELOAD_CHUNK at a time and
+        scored as they come (store.clip_vectors): none is held past its chunk (a million
+        clips' float32 embeddings are 2 GB; their tag scores [n, tags] a few dozen MB)."""
         started = time.monotonic()
         seq = self.store.last_change()  # before reading: a change made meanwhile is re-applied
-        records, matrix = self.store.clip_index(self.model)
+        records, scores = self._records_and_scores()
         self._records: list[FileRecord] = records
         self._row = {r.id: i for i, r in enumerate(records)}
         self._ids = np.fromiter((r.id for r in records), np.int64, count=len(records))
-        self._scores = self._tag_scores(matrix)  # float32 [rows, n_tags]: clip scores per tag
+        self._scores = scores  # float32 [rows, n_tags]: clip scores per tag
         self._folder_counts = collections.Counter(os.path.dirname(str(r.path)) for r in records)
         self._reviews = self.store.all_reviews()  # sha256 → {label: verdict}
         self._vectors = VectorIndex.open(self.store, self.model, build=False)
-        if self._vectors is None:
-            self._vectors = VectorIndex.from_matrix(self.store, self.model, seq,
-                                                    self._ids.copy(), matrix)
-        del matrix
+        if self._vectors is None:  # once, when there is none: its build reads every embedding
+            self._vectors = VectorIndex.build(self.store, self.model)
         self._seq = seq
         self._version += 1
         log.info("search index: %d clips loaded in %.2f s", len(records),
                  time.monotonic() - started)
+
+    def _records_and_scores(self) -> tuple[list[FileRecord], np.ndarray]:
+        """The files tagged with stored embeddings of this model, by path, and their tag
+        scores (float32 [n, n_tags]), the embeddings read a chunk at a time."""
+        files = self.store.files("tagged")  # by path
+        at: dict[str, list[int]] = {}
+        for i, record in enumerate(files):
+            at.setdefault(record.sha256, []).append(i)  # copies share their content's vector
+        scores = np.zeros((len(files), len(self.vocabulary.vectors)), np.float32)
+        stored = np.zeros(len(files), bool)
+        for hashes, matrix in self.store.clip_vectors(self.model, RELOAD_CHUNK):
+            chunk = self._tag_scores(matrix)
+            for sha256, row in zip(hashes, chunk, strict=True):
+                for i in at.get(sha256, ()):
+                    scores[i] = row
+                    stored[i] = True
+        keep = np.flatnonzero(stored)
+        return [files[i] for i in keep], scores[keep]
 
     def _tag_scores(self, matrix: np.ndarray) -> np.ndarray:
         vectors = self.vocabulary.vectors.astype(np.float32)
