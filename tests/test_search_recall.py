@@ -99,3 +99,25 @@ def test_the_scan_of_memory_mapped_codes_is_the_scan_of_the_same_codes_in_memory
     mapped = np.load(tmp_path / "codes.npy", mmap_mode="r")
     query = codes[17]
     assert np.array_equal(scan(mapped, query, 100), scan(codes, query, 100))
+
+
+@pytest.mark.parametrize("kind", data.QUERIES)
+def test_a_score_from_a_code_lies_within_its_margin_of_the_exact_score(tmp_path, kind):
+    """VectorIndex.approximate (the teach preview's scores): on the shared library, whose
+    clips' norms vary enough that some codes clip at ±127, every clip's exact score lies
+    within the margin its code gives (7 σ of the rounding + the clipping's bound), and the
+    clipped codes are the ones whose margin grew."""
+    from autotag.search.vectors import VectorIndex
+    from autotag.store import Store
+
+    vectors = data.library("shared", 20_000, seed=6)
+    store = Store(tmp_path / "state.sqlite3")
+    index = VectorIndex.from_matrix(store, "m", 0, np.arange(1, len(vectors) + 1), vectors)
+    clipped = index._quantiser.clipping(vectors)
+    assert (clipped > 0).any() and (clipped == 0).mean() > 0.5
+    for query in data.queries(kind, "shared", vectors, 10):
+        ids, approx, margins = index.approximate(query, 7.0)
+        exact = vectors[ids - 1] @ query
+        assert (np.abs(approx - exact) <= margins).all()
+        assert np.median(np.abs(approx - exact)) < 0.2 * np.median(margins)
+    store.close()

@@ -41,11 +41,14 @@ log = logging.getLogger(__name__)
 
 GROWTH = 1.5  # the score matrix grows by this factor when full (amortised appends)
 MERGE_RETRY = 60.0  # seconds before a merge that did not happen (another process's) is retried
-EXACT_SAMPLE = 512  # clips a preview scores both ways, to measure its codes' error
-BAND_SAFETY = 4.0  # the band scored exactly spans this many times the largest error measured
+# a preview scores exactly the clips within this many standard deviations of their codes'
+# rounding error of its threshold (a sum of 512 uniform roundings: near-Gaussian; beyond 7 σ,
+# about 3 in a trillion clips)
+BAND_SIGMAS = 7.0
 EDGE_ROWS = 64  # clips on each side of a preview's threshold always scored exactly
 EXACT_CHUNK = 20_000  # clips' float32 embeddings read from the store at a time (40 MB)
-RELOAD_CHUNK = 50_000  # clips read at a time when the index loads (100 MB of float32)
+RELOAD_CHUNK = 2_000  # embeddings read at a time when the index loads: 4 MB (freed blobs of
+# larger reads stay in the heap glibc keeps)
 
 
 @dataclass(frozen=True)
@@ -270,12 +273,12 @@ class LiveIndex:
                ) -> tuple[list[FileRecord], np.ndarray]:
         """Every clip and its score for query (float32 [n]): what a preview of a new tag counts
         and lists at `threshold` (teaching.preview; default min_score). No float32 embedding of
-        every clip is read (a million: 2 GB): each clip is scored from its int8 code, then the
-        clips near the threshold, where a code's rounding could put a clip on the wrong side,
-        are scored exactly from the store. "Near" is measured per query: EXACT_SAMPLE clips are
-        scored both ways and the band spans BAND_SAFETY times the largest difference seen,
-        and at least EDGE_ROWS clips on each side of the threshold are exact (the clips a
-        preview names). Far from the threshold a score is the code's (a few hundredths off)."""
+        every clip is read (a million: 2 GB): each clip is scored from its int8 code
+        (VectorIndex.approximate), then the clips whose code cannot tell which side of the
+        threshold they are on (within their margin of it: BAND_SIGMAS of the rounding's
+        spread, plus what clipping lost) are scored exactly from the store, and so are at least
+        EDGE_ROWS clips on each side (the clips a preview names). The count is exact but for
+        a clip beyond BAND_SIGMAS; a score far from the threshold is its code's."""
         self.refresh()
         threshold = self.tagging.min_score if threshold is None else float(threshold)
         query = np.asarray(query, np.float32)
@@ -284,50 +287,29 @@ class LiveIndex:
             records = list(self._records)
             row_ids = self._ids[:n].copy()
             vectors = self._vectors
-            ids, approx = vectors.approximate(query)
+            ids, approx, margins = vectors.approximate(query, BAND_SIGMAS)
         scores = np.full(n, np.nan, np.float32)
+        margin = np.zeros(n, np.float32)
         if len(ids):
             order = np.argsort(ids, kind="stable")
-            ids, approx = ids[order], approx[order]
+            ids, approx, margins = ids[order], approx[order], margins[order]
             at = np.minimum(np.searchsorted(ids, row_ids), len(ids) - 1)
             inside = ids[at] == row_ids
-            scores[inside] = approx[at[inside]]
-        exact = np.flatnonzero(np.isnan(scores))  # changed since the index's last refresh
-        sample = np.unique(np.linspace(0, n - 1, min(n, EXACT_SAMPLE)).astype(np.int64)) \
-            if n else np.zeros(0, np.int64)
-        self._fill_exact(vectors, query, row_ids, scores, np.union1d(exact, sample),
-                         measured := {})
-        margin = BAND_SAFETY * measured.get("error", 0.0) + 1e-6
-        near = np.abs(scores - threshold) <= margin
+            scores[inside], margin[inside] = approx[at[inside]], margins[at[inside]]
+        unsure = np.isnan(scores) | (np.abs(scores - threshold) <= margin)  # NaN: changed since
         above = np.flatnonzero(scores >= threshold)
         below = np.flatnonzero(scores < threshold)
-        edges = [above[np.argsort(scores[above], kind="stable")[:EDGE_ROWS]],
-                 below[np.argsort(-scores[below], kind="stable")[:EDGE_ROWS]]]
-        band = np.setdiff1d(np.union1d(np.flatnonzero(near), np.concatenate(edges)),
-                            np.union1d(exact, sample))
-        self._fill_exact(vectors, query, row_ids, scores, band, {})
-        log.debug("preview scores: %d clips from their codes, %d exactly (band ±%.4f)", n,
-                  len(band) + len(sample), margin)
-        return records, scores
-
-    @staticmethod
-    def _fill_exact(vectors: VectorIndex, query: np.ndarray, row_ids: np.ndarray,
-                    scores: np.ndarray, rows: np.ndarray, measured: dict) -> None:
-        """scores[rows] = the exact scores from the store, EXACT_CHUNK clips a read (a row
-        whose clip is gone meanwhile scores -inf); measured["error"]: the largest difference
-        from what scores held before (where it held a score)."""
-        error = 0.0
+        rows = np.union1d(np.flatnonzero(unsure), np.concatenate([
+            above[np.argsort(scores[above], kind="stable")[:EDGE_ROWS]],
+            below[np.argsort(-scores[below], kind="stable")[:EDGE_ROWS]]]))
         for start in range(0, len(rows), EXACT_CHUNK):
             chunk = rows[start:start + EXACT_CHUNK]
-            ids, exact = vectors.exact(query, row_ids[chunk])
-            by_id = dict(zip(ids.tolist(), exact.tolist(), strict=True))
-            new = np.array([by_id.get(int(i), -np.inf) for i in row_ids[chunk]], np.float32)
-            before = scores[chunk]
-            known = np.isfinite(before) & np.isfinite(new)
-            if known.any():
-                error = max(error, float(np.abs(before[known] - new[known]).max()))
-            scores[chunk] = new
-        measured["error"] = error
+            found, exact = vectors.exact(query, row_ids[chunk])
+            by_id = dict(zip(found.tolist(), exact.tolist(), strict=True))
+            # a clip gone meanwhile ranks last
+            scores[chunk] = [by_id.get(int(i), -np.inf) for i in row_ids[chunk]]
+        log.debug("preview scores: %d clips from their codes, %d of them exactly", n, len(rows))
+        return records, scores
 
     def given(self) -> np.ndarray:
         """bool [n_clips, n_tags]: clip i is given tag k (its clip score reaches the tag's

@@ -54,7 +54,8 @@ from autotag.store import FileRecord, Store
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # the manifest's and files' layout; another one is rebuilt (2: usearch HNSW graph)
+FORMAT = 4  # the manifest's and files' layout; another one is rebuilt (2: usearch HNSW graph;
+# 3: without each code's clipping)
 CLIP_SD = 5.0  # a coordinate's codes span ± this many standard deviations (beyond: clipped)
 CANDIDATES = 200  # codes re-ranked exactly per query (at least 8 × what is asked): 100 kept
 # recall@10 at 1.000 on every library and query set of benchmarks.scale.candidates
@@ -128,20 +129,39 @@ class Quantiser:
         """int8 [n, dim] of float32 [n, dim]."""
         return np.clip(np.rint((matrix - self.mean) / self.step), -127, 127).astype(np.int8)
 
+    def clipping(self, matrix: np.ndarray) -> np.ndarray:
+        """float32 [n]: the norm, in steps, of what each row's code lost to clipping at ±127
+        (0 for most rows). A code's rounding is at most half a step a coordinate; a clipped
+        coordinate errs by more, and this bounds it (VectorIndex.approximate)."""
+        scaled = (matrix - self.mean) / self.step
+        lost = np.where(np.abs(scaled) > 127.5, scaled - np.clip(scaled, -127, 127), 0.0)
+        return np.sqrt((lost.astype(np.float64) ** 2).sum(axis=1)).astype(np.float32)
+
     def query(self, query: np.ndarray) -> np.ndarray:
         """int8 [dim]: the query in the codes' steps, its largest coordinate at ±127 (the scan
         ranks by the integer dot product; its scale does not change the order)."""
-        return self.query_scaled(query)[0]
+        return self.query_scaled(query, parts=1)[0][0]
 
-    def query_scaled(self, query: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """(int8 [dim] code, factor, offset): query · x ≈ offset + factor × (code · codes(x)),
-        the score of a clip from its code (offset = query · mean, the part every clip shares)."""
-        scaled = query.astype(np.float64) * self.step
-        top = np.abs(scaled).max()
+    def query_scaled(self, query: np.ndarray, parts: int = 2
+                     ) -> tuple[np.ndarray, np.ndarray, float]:
+        """(int8 [parts, dim] codes, float64 [parts] factors, offset): query · x ≈ offset +
+        Σ factor[i] × (code[i] · codes(x)), a clip's score from its code (offset = query ·
+        mean, the part every clip shares). The second part is the first's rounding, rounded
+        again: the query's own rounding error shrinks ~127 times, leaving the codes'."""
         offset = float(query.astype(np.float64) @ self.mean)
-        if not top > 0:
-            return np.zeros(len(query), np.int8), 0.0, offset
-        return np.rint(scaled * (127 / top)).astype(np.int8), float(top / 127), offset
+        rest = query.astype(np.float64) * self.step
+        codes, factors = [], []
+        for _ in range(parts):
+            top = np.abs(rest).max()
+            if not top > 0:
+                break
+            code = np.rint(rest * (127 / top))
+            codes.append(code.astype(np.int8))
+            factors.append(top / 127)
+            rest = rest - code * (top / 127)
+        if not codes:
+            return np.zeros((1, len(query)), np.int8), np.zeros(1), offset
+        return np.stack(codes), np.array(factors), offset
 
 
 def scan(codes: np.ndarray, query: np.ndarray, count: int) -> np.ndarray:
@@ -165,14 +185,22 @@ def scan(codes: np.ndarray, query: np.ndarray, count: int) -> np.ndarray:
     return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
 
 
-def _score_blocks(codes: np.ndarray, query: np.ndarray, out: np.ndarray) -> None:
-    """out[i] = codes[i] · query[0] (float32, exact), in blocks of SCAN_ROWS rows, on
-    _threads() threads (numkong releases the GIL); the threads are this call's and end with it."""
+def _score_blocks(codes: np.ndarray, query: np.ndarray, out: np.ndarray,
+                  weights: np.ndarray | None = None) -> None:
+    """out[i] = codes[i] · query[0] (float32, exact), or with weights (float [k]) Σ weights[j]
+    × codes[i] · query[j] (every query row in one pass over the codes), in blocks of SCAN_ROWS
+    rows, on _threads() threads (numkong releases the GIL); the threads are this call's and
+    end with it."""
     import numkong
 
     def block(start: int) -> None:
         stop = min(start + SCAN_ROWS, len(codes))
-        numkong.cdist(query, codes[start:stop], metric="dot", out=out[start:stop][None, :])
+        if weights is None:
+            numkong.cdist(query, codes[start:stop], metric="dot", out=out[start:stop][None, :])
+            return
+        parts = np.asarray(numkong.cdist(query, codes[start:stop], metric="dot",
+                                         out_dtype="float32"))
+        out[start:stop] = weights.astype(np.float32) @ parts
 
     starts = range(0, len(codes), SCAN_ROWS)
     workers = min(_threads(), len(starts))
@@ -222,10 +250,12 @@ class VectorIndex:
     """The clip embeddings of every file tagged with `model`, as int8 codes by file id."""
 
     def __init__(self, store: Store, model: str, manifest: Manifest, codes: np.ndarray,
-                 ids: np.ndarray, quantiser: Quantiser, folder: Path) -> None:
+                 ids: np.ndarray, quantiser: Quantiser, folder: Path,
+                 clipped: np.ndarray) -> None:
         self.store, self.model, self.folder = store, model, folder
         self.manifest = manifest
         self._codes = codes  # int8 [n, dim], memory-mapped once saved
+        self._clipped = clipped  # float32 [n]: Quantiser.clipping of each row
         self._ids = ids  # int64 [n], ascending: row → file id
         self._quantiser = quantiser
         self._seq = manifest.seq
@@ -265,14 +295,16 @@ class VectorIndex:
             codes = np.load(folder / manifest.file, mmap_mode="r")
             with np.load(folder / manifest.meta) as meta:
                 ids, quantiser = meta["ids"], Quantiser(meta["mean"], meta["step"])
+                clipped = meta["clipped"]
             if codes.dtype != np.int8 or codes.shape != (manifest.count, manifest.dim) \
-                    or ids.shape != (manifest.count,):
+                    or ids.shape != (manifest.count,) or clipped.shape != (manifest.count,):
                 raise ValueError("its arrays are not the shape its manifest says")
         except (OSError, ValueError, KeyError) as exc:
             log.warning("search index %s: unreadable (%s); it is rebuilt from the store",
                         folder, exc)
             return None
-        return cls(store, model, manifest, codes, ids.astype(np.int64), quantiser, folder)
+        return cls(store, model, manifest, codes, ids.astype(np.int64), quantiser, folder,
+                   clipped.astype(np.float32))
 
     @classmethod
     def build(cls, store: Store, model: str, *,
@@ -297,14 +329,17 @@ class VectorIndex:
         dim = matrix.shape[1] if matrix.ndim == 2 and matrix.shape[1] else 512
         quantiser = Quantiser.fit(matrix.reshape(-1, dim))
         codes = np.empty((len(ids), dim), np.int8)
+        clipped = np.empty(len(ids), np.float32)
         for start in range(0, len(ids), BUILD_CHUNK):
             stop = min(start + BUILD_CHUNK, len(ids))
-            codes[start:stop] = quantiser.codes(matrix[order[start:stop]])
+            rows = matrix[order[start:stop]]
+            codes[start:stop] = quantiser.codes(rows)
+            clipped[start:stop] = quantiser.clipping(rows)
             if progress:
                 progress(stop, len(ids))
         manifest = Manifest(FORMAT, model, _identity(store), seq, len(ids), len(ids), dim, "", "",
                             0, 0, time.time())
-        index = cls(store, model, manifest, codes, ids, quantiser, folder_of(store))
+        index = cls(store, model, manifest, codes, ids, quantiser, folder_of(store), clipped)
         with contextlib.suppress(IndexUnavailable):
             index._publish(manifest)
         log.info("search index: %d clips built in %.1f s", len(ids), time.monotonic() - started)
@@ -322,7 +357,8 @@ class VectorIndex:
             for path, write in ((codes, lambda f: np.save(f, self._codes)),
                                 (meta, lambda f: np.savez(f, ids=self._ids,
                                                           mean=self._quantiser.mean,
-                                                          step=self._quantiser.step))):
+                                                          step=self._quantiser.step,
+                                                          clipped=self._clipped))):
                 temp = path.with_name(f".{path.name}.tmp")
                 with open(temp, "wb") as f:
                     write(f)
@@ -407,8 +443,10 @@ class VectorIndex:
         codes = np.concatenate([np.asarray(self._codes[alive]),
                                 self._quantiser.codes(matrix) if len(new_ids)
                                 else np.zeros((0, self._codes.shape[1]), np.int8)])
+        clipped = np.concatenate([self._clipped[alive], self._quantiser.clipping(matrix)
+                                  if len(new_ids) else np.zeros(0, np.float32)])
         order = np.argsort(ids, kind="stable")
-        self._ids, self._codes = ids[order], codes[order]
+        self._ids, self._codes, self._clipped = ids[order], codes[order], clipped[order]
         manifest = _replace(self.manifest, seq=self._seq, count=len(ids))
         self._publish(manifest)
         self._overlay = _Overlay(set(), {}, {})
@@ -470,24 +508,36 @@ class VectorIndex:
                 return scored
             want = count * 4
 
-    def approximate(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(file ids int64 [m], float32 [m] scores) of every clip it ranks: query · clip
-        embedding estimated from the int8 codes (off by their rounding: a few hundredths of a
-        score's spread), exact for the changes held in memory. What a distribution over the
-        whole library needs without reading its float32 embeddings (LiveIndex.scores)."""
+    def approximate(self, query: np.ndarray, sigmas: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(file ids int64 [m], float32 [m] scores, float32 [m] margins) of every clip it
+        ranks: query · clip embedding estimated from the int8 codes, and how far the exact
+        score may lie from it. A code's rounding errs by at most half a step a coordinate,
+        uniformly: their sum over the coordinates is near-Gaussian with a spread this query
+        fixes (|query × step| / √12), of which the margin takes `sigmas`; a clipped code's
+        loss is bounded (Cauchy-Schwarz: |query × step| × Quantiser.clipping), and so is the
+        query's own rounding. The changes held in memory are scored exactly (margin 0). What
+        a count over the whole library needs without reading its float32 embeddings
+        (LiveIndex.scores)."""
         query = np.asarray(query, np.float32)
-        code, factor, offset = self._quantiser.query_scaled(query)
+        codes, factors, offset = self._quantiser.query_scaled(query)
+        scaled = query.astype(np.float64) * self._quantiser.step
+        rest = scaled - (factors[:, None] * codes.astype(np.float64)).sum(axis=0)
+        size = float(np.linalg.norm(scaled))
         alive = ~self._dead
         scores = np.empty(len(self._ids), np.float32)
         if len(scores):
-            _score_blocks(self._codes, code[None, :], scores)
-            scores = scores * np.float32(factor) + np.float32(offset)
+            _score_blocks(self._codes, codes, scores, factors)
+            scores += np.float32(offset)
+        fixed = sigmas * size / np.sqrt(12) + float(np.linalg.norm(rest)) * 127 * np.sqrt(
+            len(scaled))
+        margins = (fixed + size * self._clipped.astype(np.float64)).astype(np.float32)
         if self._overlay_matrix is None:
             self._overlay_matrix = self._overlay.matrix()
         ids, matrix = self._overlay_matrix
-        return (np.concatenate([self._ids[alive], ids]),
-                np.concatenate([scores[alive], (matrix @ query).astype(np.float32)
-                                if len(ids) else np.zeros(0, np.float32)]))
+        exact = (matrix @ query).astype(np.float32) if len(ids) else np.zeros(0, np.float32)
+        return (np.concatenate([self._ids[alive], ids]), np.concatenate([scores[alive], exact]),
+                np.concatenate([margins[alive], np.zeros(len(ids), np.float32)]))
 
     def exact(self, query: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(file ids int64 [m], float32 [m] scores) of those of these files still tagged:
