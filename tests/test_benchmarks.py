@@ -184,3 +184,32 @@ def test_the_scale_plan_benchmark_runs_quick():
     first = rows[f"backfill, {n:,} clips: command start → first model call"]
     assert first["before"] is None and 0 < first["after"] < plan.FIRST_CALL_TIMEOUT
     assert rows[f"backfill, {n:,} clips: driver peak memory (VmHWM)"]["after"] > 20
+
+
+def test_the_scale_command_benchmark_times_autotag_search_whole_and_by_phase(tmp_path):
+    """benchmarks.scale.command on a small store: the real command prints its hits (checked
+    inside), its first and warm runs are timed, and its phases add up to less than a run."""
+    from benchmarks.scale import command
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    r = command.at_size(200, folder, tmp_path / "cache", 1, False, lambda message: None)
+    assert r["first_s"] > 0 and len(r["warm_s"]) == 1 and r["python_start_s"] > 0
+    phases = r["phases_s"]
+    assert {"imports", "index: manifest and checksum", "ranking: int8 scan + exact re-rank",
+            "query embedding"} <= set(phases)
+    assert all(s >= 0 for s in phases.values())
+    assert "warm median" in command.report(r)
+
+
+def test_the_scale_live_benchmark_reports_the_web_index_s_memory(tmp_path):
+    """benchmarks.scale.live on a small store: the web app's index loads, searches and
+    previews in a child, whose memory (RSS and peak) is reported at each step."""
+    from benchmarks.scale import live
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    r = live.at_size(300, folder, tmp_path / "cache")
+    for step in ("start", "loaded", "searched", "previewed"):
+        assert 0 < r[step]["VmRSS"] <= r[step]["VmHWM"]
+    assert r["loaded"]["VmHWM"] >= r["start"]["VmHWM"] and len(r["preview_s"]) == 3
