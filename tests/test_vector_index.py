@@ -393,3 +393,26 @@ def test_the_live_index_loads_without_holding_every_embedding(library, monkeypat
     assert [r.path for r in snap.records] == [r.path for r in everything.records]
     assert np.allclose(snap.scores, everything.matrix @ tags.T, atol=1e-4)
     live.close()
+
+
+def test_a_build_reads_the_embeddings_a_chunk_at_a_time_and_codes_them_as_from_a_matrix(
+        library, monkeypatch):
+    """VectorIndex.build never holds every embedding (clip_rows / clip_index: 2 GB at a million
+    clips): it fits on the store's sample and codes store.clip_vectors' chunks, giving the codes
+    an index built from the whole matrix gives (the library is smaller than the fit's sample)."""
+    store, _, _ = library
+    everything = Index.load(store, MODEL)
+    ids = np.array([r.id for r in everything.records], np.int64)
+    expected = VectorIndex.from_matrix(store, MODEL, store.last_change(), ids, everything.matrix)
+    chunks: list[int] = []
+    real = Store.clip_vectors
+    monkeypatch.setattr(vector_index, "BUILD_READ", 256)
+    monkeypatch.setattr(Store, "clip_vectors", lambda self, model, batch: (
+        (chunks.append(len(h)) or (h, m)) for h, m in real(self, model, batch)))
+    monkeypatch.setattr(Store, "clip_index", lambda *a: pytest.fail("read every embedding"))
+    monkeypatch.setattr(Store, "clip_rows", lambda *a: pytest.fail("read every embedding"))
+    built = VectorIndex.build(store, MODEL)
+    assert chunks and max(chunks) <= 256 and sum(chunks) == len(ids)
+    assert np.array_equal(built._ids, expected._ids)
+    assert np.array_equal(np.asarray(built._codes), np.asarray(expected._codes))
+    assert np.allclose(built._quantiser.mean, expected._quantiser.mean, atol=1e-5)

@@ -13,7 +13,9 @@ float32 copy of every embedding is held (a million clips: 2 GB before; now the i
 512 MB of the page cache, shared with every other searching process). A clip's given tags are
 computed here from its clip score per tag (vector · clip embedding, kept per clip as it is
 loaded or changed) with the current vocabulary and thresholds, and its reviews winning: the tag
-counts and a tag's clips need no sidecar read.
+counts and a tag's clips need no sidecar read. Loading reads the embeddings a chunk at a time
+for those scores, and a teach preview scores every clip from its code, reading exactly only the
+clips near its threshold: the process's memory is the records, the tag scores and the codes.
 """
 
 from __future__ import annotations

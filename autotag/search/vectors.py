@@ -28,7 +28,9 @@ The codes are the clip embeddings less the library's mean (the component every c
 which says nothing about which clip is best: q · x = q · mean + q · (x - mean)), divided per
 coordinate by CLIP_SD of its spread over 127, rounded. A query is scaled by the same steps and
 rounded to int8 too: the scan ranks by the integer dot product (numkong's SIMD kernel on every
-core), which orders clips as q · (x - mean) does up to rounding.
+core), which orders clips as q · (x - mean) does up to rounding. Beside the codes each row keeps
+the norm of what clipping at ±127 lost (most rows: 0), so a score read from a code comes with a
+margin the exact score lies within (approximate: what the teach preview counts with).
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ REFIT_ADDED = 1.0  # rows added since the build, as a share of the build, that a
 # (their codes use the steps fitted then: a library that doubled is fitted again)
 SCAN_ROWS = 65_536  # rows a scan task scores: 32 MB of codes, its scores 256 KB
 BUILD_CHUNK = 50_000  # rows quantised per step (progress, and Ctrl-C between steps)
+BUILD_READ = 2_000  # embeddings read from the store per step of a build: 4 MB (the freed blobs
+# of larger reads stay in the heap glibc keeps)
 CRC_CHUNK = 64 * 2**20  # bytes checksummed per read
 
 
@@ -309,12 +313,38 @@ class VectorIndex:
     @classmethod
     def build(cls, store: Store, model: str, *,
               progress: Callable[[int, int], None] | None = None) -> VectorIndex:
-        """Every stored clip embedding of `model` into new codes, saved and published."""
+        """Every stored clip embedding of `model` into new codes, saved and published. The
+        steps are fitted on a sample of the library (store.vector_sample), then the embeddings
+        are read and coded BUILD_READ at a time: a build never holds them all (a million clips'
+        are 2 GB), only the codes it makes."""
+        started = time.monotonic()
         seq = store.last_change()  # before reading: a change made meanwhile is applied later
-        rows, matrix = store.clip_rows(model)
-        ids = np.fromiter((r[10] for r in rows), np.int64, count=len(rows))
-        del rows
-        return cls.from_matrix(store, model, seq, ids, matrix, progress=progress)
+        rows_of: dict[str, list[int]] = {}
+        for record in store.files("tagged"):
+            rows_of.setdefault(record.sha256, []).append(record.id)  # copies share a vector
+        ids = np.sort(np.fromiter((i for found in rows_of.values() for i in found), np.int64))
+        sample = store.vector_sample(model, FIT_SAMPLE)
+        dim = sample.shape[1] if sample.ndim == 2 and sample.shape[1] else 512
+        quantiser = Quantiser.fit(sample.reshape(-1, dim))
+        del sample
+        codes = np.zeros((len(ids), dim), np.int8)
+        clipped = np.zeros(len(ids), np.float32)
+        stored = np.zeros(len(ids), bool)
+        for hashes, matrix in store.clip_vectors(model, BUILD_READ):
+            take, rows = [], []
+            for k, sha256 in enumerate(hashes):
+                for file_id in rows_of.get(sha256, ()):
+                    take.append(k)
+                    rows.append(file_id)
+            at = np.searchsorted(ids, np.array(rows, np.int64))
+            codes[at] = quantiser.codes(matrix[take])
+            clipped[at] = quantiser.clipping(matrix[take])
+            stored[at] = True
+            if progress:
+                progress(int(stored.sum()), len(ids))
+        if not stored.all():  # files tagged with another model only
+            ids, codes, clipped = ids[stored], codes[stored], clipped[stored]
+        return cls._built(store, model, seq, ids, codes, clipped, quantiser, started)
 
     @classmethod
     def from_matrix(cls, store: Store, model: str, seq: int, ids: np.ndarray,
@@ -337,8 +367,15 @@ class VectorIndex:
             clipped[start:stop] = quantiser.clipping(rows)
             if progress:
                 progress(stop, len(ids))
-        manifest = Manifest(FORMAT, model, _identity(store), seq, len(ids), len(ids), dim, "", "",
-                            0, 0, time.time())
+        return cls._built(store, model, seq, ids, codes, clipped, quantiser, started)
+
+    @classmethod
+    def _built(cls, store: Store, model: str, seq: int, ids: np.ndarray, codes: np.ndarray,
+               clipped: np.ndarray, quantiser: Quantiser, started: float) -> VectorIndex:
+        """A new index of these codes (rows sorted by file id), published when the folder can
+        be written, current with the store once returned."""
+        manifest = Manifest(FORMAT, model, _identity(store), seq, len(ids), len(ids),
+                            codes.shape[1], "", "", 0, 0, time.time())
         index = cls(store, model, manifest, codes, ids, quantiser, folder_of(store), clipped)
         with contextlib.suppress(IndexUnavailable):
             index._publish(manifest)
