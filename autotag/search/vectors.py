@@ -43,7 +43,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,7 +63,8 @@ CANDIDATES = 200  # codes re-ranked exactly per query (at least 8 × what is ask
 # recall@10 at 1.000 on every library and query set of benchmarks.scale.candidates
 MAX_CANDIDATES = 20_000  # a query widened past this many (most of them stale) stops there
 SUBSET_SHARE = 0.5  # a filter keeping less than this share of the rows scans only theirs
-FIT_SAMPLE = 200_000  # rows the mean and the steps are estimated from
+FIT_SAMPLE = 200_000  # rows of a matrix the mean and the steps are estimated from
+FIT_CHUNK = 10_000  # rows summed at a time while fitting (their float64 copy: 40 MB)
 SYNC_AT = 2_000  # changes held in memory before they are merged into a new file
 REFIT_ADDED = 1.0  # rows added since the build, as a share of the build, that ask a rebuild
 # (their codes use the steps fitted then: a library that doubled is fitted again)
@@ -117,17 +118,37 @@ class Quantiser:
 
     @classmethod
     def fit(cls, matrix: np.ndarray) -> Quantiser:
+        """Fitted on float32 [n, dim] (on FIT_SAMPLE of its rows when it has more)."""
         rows = matrix
         if len(matrix) > FIT_SAMPLE:
             rows = matrix[np.sort(np.random.default_rng(0).choice(len(matrix), FIT_SAMPLE,
                                                                   replace=False))]
-        if not len(rows):
-            dim = matrix.shape[1]
+        return cls.fit_chunks((rows[i:i + FIT_CHUNK] for i in range(0, len(rows), FIT_CHUNK)),
+                              matrix.shape[1])
+
+    @classmethod
+    def fit_chunks(cls, chunks: Iterable[np.ndarray], dim: int) -> Quantiser:
+        """Fitted on float32 [m, dim] chunks, each let go after its turn: the mean and spread
+        per coordinate from float64 sums (of each row less the first chunk's mean, so the sum
+        of squares does not cancel against a large shared component)."""
+        count, shift = 0, None
+        total, squares = np.zeros(dim), np.zeros(dim)
+        for chunk in chunks:
+            if not len(chunk):
+                continue
+            rows = chunk.astype(np.float64)
+            if shift is None:
+                shift = rows.mean(axis=0)
+            rows -= shift
+            total += rows.sum(axis=0)
+            squares += (rows * rows).sum(axis=0)
+            count += len(rows)
+        if not count:
             return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
-        mean = rows.mean(axis=0, dtype=np.float64)
-        spread = rows.std(axis=0, dtype=np.float64)
+        centre = total / count
+        spread = np.sqrt(np.maximum(squares / count - centre * centre, 0.0))
         step = np.maximum(spread * CLIP_SD / 127, 1e-12)  # a constant coordinate: any step
-        return cls(mean.astype(np.float32), step.astype(np.float32))
+        return cls((shift + centre).astype(np.float32), step.astype(np.float32))
 
     def codes(self, matrix: np.ndarray) -> np.ndarray:
         """int8 [n, dim] of float32 [n, dim]."""
@@ -314,19 +335,19 @@ class VectorIndex:
     def build(cls, store: Store, model: str, *,
               progress: Callable[[int, int], None] | None = None) -> VectorIndex:
         """Every stored clip embedding of `model` into new codes, saved and published. The
-        steps are fitted on a sample of the library (store.vector_sample), then the embeddings
-        are read and coded BUILD_READ at a time: a build never holds them all (a million clips'
-        are 2 GB), only the codes it makes."""
+        embeddings are read BUILD_READ at a time, twice (the steps fitted on every clip, then
+        the codes): a build never holds them all (a million clips' are 2 GB), only the codes it
+        makes."""
         started = time.monotonic()
         seq = store.last_change()  # before reading: a change made meanwhile is applied later
         rows_of: dict[str, list[int]] = {}
         for record in store.files("tagged"):
             rows_of.setdefault(record.sha256, []).append(record.id)  # copies share a vector
         ids = np.sort(np.fromiter((i for found in rows_of.values() for i in found), np.int64))
-        sample = store.vector_sample(model, FIT_SAMPLE)
-        dim = sample.shape[1] if sample.ndim == 2 and sample.shape[1] else 512
-        quantiser = Quantiser.fit(sample.reshape(-1, dim))
-        del sample
+        found = next(store.clip_vectors(model, 1), None)
+        dim = found[1].shape[1] if found is not None else 512
+        quantiser = Quantiser.fit_chunks((m for _, m in store.clip_vectors(model, BUILD_READ)),
+                                         dim)  # a first pass: the mean and spread of every clip
         codes = np.zeros((len(ids), dim), np.int8)
         clipped = np.zeros(len(ids), np.float32)
         stored = np.zeros(len(ids), bool)
