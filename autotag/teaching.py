@@ -45,12 +45,12 @@ class Preview:
 
 
 def preview(store: Store, model: str, examples: list[FileRecord],
-            score_all: Callable[[np.ndarray], tuple[list[FileRecord], np.ndarray]],
+            score_all: Callable[[np.ndarray, float], tuple[list[FileRecord], np.ndarray]],
             min_score: float, threshold: float | None = None) -> Preview | None:
     """The tag these stored clips would make, and the clips it takes at `threshold` (default
-    min_score, where the fit puts it); score_all(vector) → (every clip, float32 [n] scores)
-    (LiveIndex.scores). None when an example's embeddings are not stored or the examples
-    cancel out."""
+    min_score, where the fit puts it); score_all(vector, threshold) → (every clip, float32 [n]
+    scores, exact at least near the threshold: LiveIndex.scores). None when an example's
+    embeddings are not stored or the examples cancel out."""
     found = {}
     for record in examples:
         embedding = _clip_embedding(store, model, record)
@@ -64,7 +64,7 @@ def preview(store: Store, model: str, examples: list[FileRecord],
     except ExampleError:  # the examples cancel out
         return None
     at = min_score if threshold is None else threshold
-    records, scores = score_all(vector)
+    records, scores = score_all(vector, at)
     order = np.argsort(-scores, kind="stable")
     ranked = [(records[i], float(scores[i])) for i in order]
     cut = int(np.searchsorted(-scores[order], -at, side="right"))

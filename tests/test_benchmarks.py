@@ -289,3 +289,32 @@ def test_an_older_checkout_gets_only_the_config_keys_it_knows(tmp_path):
     assert data["model"]["handle"] == "/model" and data["state"]["path"] == str(run / "state.sqlite3")
     mine = yaml.safe_load(runtimes.config_for(ws, run, None).read_text())
     assert "follow_symlinks_out" in mine["watch"] and "mqtt" in mine
+
+
+def test_the_scale_command_benchmark_times_autotag_search_whole_and_by_phase(tmp_path):
+    """benchmarks.scale.command on a small store: the real command prints its hits (checked
+    inside), its first and warm runs are timed, and its phases add up to less than a run."""
+    from benchmarks.scale import command
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    r = command.at_size(200, folder, tmp_path / "cache", 1, False, lambda message: None)
+    assert r["first_s"] > 0 and len(r["warm_s"]) == 1 and r["python_start_s"] > 0
+    phases = r["phases_s"]
+    assert {"imports", "index: manifest and checksum", "ranking: int8 scan + exact re-rank",
+            "query embedding"} <= set(phases)
+    assert all(s >= 0 for s in phases.values())
+    assert "warm median" in command.report(r)
+
+
+def test_the_scale_live_benchmark_reports_the_web_index_s_memory(tmp_path):
+    """benchmarks.scale.live on a small store: the web app's index loads, searches and
+    previews in a child, whose memory (RSS and peak) is reported at each step."""
+    from benchmarks.scale import live
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    r = live.at_size(300, folder, tmp_path / "cache")
+    for step in ("start", "loaded", "searched", "previewed"):
+        assert 0 < r[step]["VmRSS"] <= r[step]["VmHWM"]
+    assert r["loaded"]["VmHWM"] >= r["start"]["VmHWM"] and len(r["preview_s"]) == 3

@@ -68,3 +68,56 @@ def test_a_text_query_ranks_apart_from_the_clips_on_the_right_side():
     exact = data.exact_top(vectors, text, TOP)
     found = [searched(vectors, quantiser, codes, q) for q in text]
     assert data.recall(found, exact) == 1.0
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1_000, 2_500])
+def test_the_scan_returns_the_rows_with_the_largest_integer_dot_products_best_first(
+        monkeypatch, rows):
+    """vectors.scan scores every row in blocks (SCAN_ROWS, here 256, so 2,500 rows are 10
+    blocks on both cores): its rows are exactly numpy's top by the int32 dot product, in order,
+    and no scan thread outlives the call."""
+    import threading
+
+    from autotag.search import vectors as vectors_module
+
+    monkeypatch.setattr(vectors_module, "SCAN_ROWS", 256)
+    rng = np.random.default_rng(rows)
+    codes = rng.integers(-127, 128, (rows, 512), dtype=np.int8)
+    query = rng.integers(-127, 128, 512, dtype=np.int8)
+    exact = codes.astype(np.int32) @ query.astype(np.int32)
+    for count in (1, 50, rows, rows + 10):
+        found = scan(codes, query, count)
+        assert len(found) == min(count, rows)
+        assert np.array_equal(exact[found], np.sort(exact)[::-1][:len(found)])
+    assert not [t for t in threading.enumerate() if t.name.startswith("autotag-scan")]
+
+
+def test_the_scan_of_memory_mapped_codes_is_the_scan_of_the_same_codes_in_memory(tmp_path):
+    """The index's codes are a memory-mapped .npy file: the kernel reads them in place."""
+    codes = np.random.default_rng(4).integers(-127, 128, (3_000, 512), dtype=np.int8)
+    np.save(tmp_path / "codes.npy", codes)
+    mapped = np.load(tmp_path / "codes.npy", mmap_mode="r")
+    query = codes[17]
+    assert np.array_equal(scan(mapped, query, 100), scan(codes, query, 100))
+
+
+@pytest.mark.parametrize("kind", data.QUERIES)
+def test_a_score_from_a_code_lies_within_its_margin_of_the_exact_score(tmp_path, kind):
+    """VectorIndex.approximate (the teach preview's scores): on the shared library, whose
+    clips' norms vary enough that some codes clip at ±127, every clip's exact score lies
+    within the margin its code gives (7 σ of the rounding + the clipping's bound), and the
+    clipped codes are the ones whose margin grew."""
+    from autotag.search.vectors import VectorIndex
+    from autotag.store import Store
+
+    vectors = data.library("shared", 20_000, seed=6)
+    store = Store(tmp_path / "state.sqlite3")
+    index = VectorIndex.from_matrix(store, "m", 0, np.arange(1, len(vectors) + 1), vectors)
+    clipped = index._quantiser.clipping(vectors)
+    assert (clipped > 0).any() and (clipped == 0).mean() > 0.5
+    for query in data.queries(kind, "shared", vectors, 10):
+        ids, approx, margins = index.approximate(query, 7.0)
+        exact = vectors[ids - 1] @ query
+        assert (np.abs(approx - exact) <= margins).all()
+        assert np.median(np.abs(approx - exact)) < 0.2 * np.median(margins)
+    store.close()

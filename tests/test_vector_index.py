@@ -327,3 +327,95 @@ def test_a_writer_merges_its_changes_into_the_saved_index_when_it_closes(
         assert index.pending() == 0 and len(index) == 1
     finally:
         store.close()
+
+
+def test_a_preview_s_scores_are_exact_near_its_threshold_without_reading_every_embedding(
+        library, monkeypatch):
+    """LiveIndex.scores (the teach preview's): for thresholds across the library's scores, the
+    count of clips reaching it and the clips on either side of it are exact search's, and the
+    float32 embeddings read from the store are those of a sample and the band around the
+    threshold, never the whole library's (2 GB at a million clips)."""
+    from autotag.config import TaggingConfig
+    from autotag.search.live import LiveIndex
+    from autotag.vocabulary import Vocabulary
+
+    store, vectors, rng = library
+    live = LiveIndex(store, MODEL, Vocabulary((), np.zeros((0, DIM), np.float32), "v"),
+                     TaggingConfig(min_score=0.0))
+    everything = Index.load(store, MODEL)  # exact search's, read before the store is watched
+    paths = [r.path for r in everything.records]
+    read: list[int] = []
+    real = Store.clip_index_of
+    monkeypatch.setattr(Store, "clip_index_of", lambda self, model, ids: (
+        read.append(len(ids)) or real(self, model, ids)))
+    monkeypatch.setattr(Store, "clip_index", lambda *a: pytest.fail("read every embedding"))
+    monkeypatch.setattr(Store, "clip_rows", lambda *a: pytest.fail("read every embedding"))
+    for _ in range(3):
+        query = rng.normal(DIM)
+        exact = dict(zip(paths, (everything.matrix @ query).tolist(), strict=True))
+        ordered = sorted(exact.values())
+        for threshold in (ordered[len(ordered) // 2], ordered[-10], ordered[-200]):
+            read.clear()
+            records, scores = live.scores(query, threshold)
+            got = dict(zip((r.path for r in records), scores.tolist(), strict=True))
+            assert sum(s >= threshold for s in got.values()) == \
+                sum(s >= threshold for s in exact.values())
+            edge = sorted(exact, key=lambda p: abs(exact[p] - threshold))[:20]
+            assert all(abs(got[p] - exact[p]) < 1e-3 * (1 + abs(exact[p])) for p in edge)
+            assert 0 < sum(read) < len(vectors)
+    live.close()
+
+
+def test_the_live_index_loads_without_holding_every_embedding(library, monkeypatch):
+    """With the index saved, the web app's index reads the embeddings a chunk at a time for
+    its tag scores (store.clip_vectors) and never all at once (clip_index / clip_rows: 2 GB
+    at a million clips); its tag scores are each clip's exact clip scores."""
+    from autotag.config import TaggingConfig
+    from autotag.search import live as live_module
+    from autotag.search.live import LiveIndex
+    from autotag.vocabulary import Vocabulary
+
+    store, _, rng = library
+    VectorIndex.open(store, MODEL)  # saved beside the store
+    everything = Index.load(store, MODEL)
+    tags = np.stack([rng.normal(DIM) for _ in range(3)])
+    vocabulary = Vocabulary((), tags, "v")
+    chunks: list[int] = []
+    real = Store.clip_vectors
+    monkeypatch.setattr(live_module, "RELOAD_CHUNK", 200)
+    monkeypatch.setattr(Store, "clip_vectors", lambda self, model, batch: (
+        (chunks.append(len(h)) or (h, m)) for h, m in real(self, model, batch)))
+    monkeypatch.setattr(Store, "clip_index", lambda *a: pytest.fail("read every embedding"))
+    monkeypatch.setattr(Store, "clip_rows", lambda *a: pytest.fail("read every embedding"))
+    live = LiveIndex(store, MODEL, vocabulary, TaggingConfig(min_score=0.0))
+    assert chunks and max(chunks) <= 200 and sum(chunks) == len(everything)
+    snap = live.snapshot()
+    assert [r.path for r in snap.records] == [r.path for r in everything.records]
+    assert np.allclose(snap.scores, everything.matrix @ tags.T, atol=1e-4)
+    live.close()
+
+
+def test_a_build_reads_the_embeddings_a_chunk_at_a_time_and_codes_them_as_from_a_matrix(
+        library, monkeypatch):
+    """VectorIndex.build never holds every embedding (clip_rows / clip_index: 2 GB at a million
+    clips): it fits on the store's sample and codes store.clip_vectors' chunks, giving the codes
+    an index built from the whole matrix gives (the library is smaller than the fit's sample)."""
+    store, _, _ = library
+    everything = Index.load(store, MODEL)
+    ids = np.array([r.id for r in everything.records], np.int64)
+    expected = VectorIndex.from_matrix(store, MODEL, store.last_change(), ids, everything.matrix)
+    chunks: list[int] = []
+    real = Store.clip_vectors
+    monkeypatch.setattr(vector_index, "BUILD_READ", 256)
+    monkeypatch.setattr(Store, "clip_vectors", lambda self, model, batch: (
+        (chunks.append(len(h)) or (h, m)) for h, m in real(self, model, batch)))
+    monkeypatch.setattr(Store, "clip_index", lambda *a: pytest.fail("read every embedding"))
+    monkeypatch.setattr(Store, "clip_rows", lambda *a: pytest.fail("read every embedding"))
+    built = VectorIndex.build(store, MODEL)
+    assert chunks and max(chunks) <= 256 and sum(chunks) == 2 * len(ids) + 1  # fit, codes
+    assert np.array_equal(built._ids, expected._ids)
+    assert np.allclose(built._quantiser.mean, expected._quantiser.mean, atol=1e-5)
+    assert np.allclose(built._quantiser.step, expected._quantiser.step, rtol=1e-5)
+    # the same codes, but for a value within float rounding of a half step
+    apart = np.abs(np.asarray(built._codes, np.int16) - np.asarray(expected._codes, np.int16))
+    assert apart.max() <= 1 and (apart == 0).mean() > 0.9999

@@ -13,7 +13,9 @@ float32 copy of every embedding is held (a million clips: 2 GB before; now the i
 512 MB of the page cache, shared with every other searching process). A clip's given tags are
 computed here from its clip score per tag (vector · clip embedding, kept per clip as it is
 loaded or changed) with the current vocabulary and thresholds, and its reviews winning: the tag
-counts and a tag's clips need no sidecar read.
+counts and a tag's clips need no sidecar read. Loading reads the embeddings a chunk at a time
+for those scores, and a teach preview scores every clip from its code, reading exactly only the
+clips near its threshold: the process's memory is the records, the tag scores and the codes.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ log = logging.getLogger(__name__)
 
 GROWTH = 1.5  # the score matrix grows by this factor when full (amortised appends)
 MERGE_RETRY = 60.0  # seconds before a merge that did not happen (another process's) is retried
+# a preview scores exactly the clips within this many standard deviations of their codes'
+# rounding error of its threshold (a sum of 512 uniform roundings: near-Gaussian; beyond 7 σ,
+# about 3 in a trillion clips)
+BAND_SIGMAS = 7.0
+EDGE_ROWS = 64  # clips on each side of a preview's threshold always scored exactly
+EXACT_CHUNK = 20_000  # clips' float32 embeddings read from the store at a time (40 MB)
+RELOAD_CHUNK = 2_000  # embeddings read at a time when the index loads: 4 MB (freed blobs of
+# larger reads stay in the heap glibc keeps)
 
 
 @dataclass(frozen=True)
@@ -87,25 +97,43 @@ class LiveIndex:
 
     def _reload(self) -> None:
         """Every clip's record and tag scores, and the search index: the saved one if it is
-        sound, else built from the embeddings read here (read once, then let go)."""
+        sound, else built from the store. The embeddings are read RELOAD_CHUNK at a time and
+        scored as they come (store.clip_vectors): none is held past its chunk (a million
+        clips' float32 embeddings are 2 GB; their tag scores [n, tags] a few dozen MB)."""
         started = time.monotonic()
         seq = self.store.last_change()  # before reading: a change made meanwhile is re-applied
-        records, matrix = self.store.clip_index(self.model)
+        records, scores = self._records_and_scores()
         self._records: list[FileRecord] = records
         self._row = {r.id: i for i, r in enumerate(records)}
         self._ids = np.fromiter((r.id for r in records), np.int64, count=len(records))
-        self._scores = self._tag_scores(matrix)  # float32 [rows, n_tags]: clip scores per tag
+        self._scores = scores  # float32 [rows, n_tags]: clip scores per tag
         self._folder_counts = collections.Counter(os.path.dirname(str(r.path)) for r in records)
         self._reviews = self.store.all_reviews()  # sha256 → {label: verdict}
         self._vectors = VectorIndex.open(self.store, self.model, build=False)
-        if self._vectors is None:
-            self._vectors = VectorIndex.from_matrix(self.store, self.model, seq,
-                                                    self._ids.copy(), matrix)
-        del matrix
+        if self._vectors is None:  # once, when there is none: its build reads every embedding
+            self._vectors = VectorIndex.build(self.store, self.model)
         self._seq = seq
         self._version += 1
         log.info("search index: %d clips loaded in %.2f s", len(records),
                  time.monotonic() - started)
+
+    def _records_and_scores(self) -> tuple[list[FileRecord], np.ndarray]:
+        """The files tagged with stored embeddings of this model, by path, and their tag
+        scores (float32 [n, n_tags]), the embeddings read a chunk at a time."""
+        files = self.store.files("tagged")  # by path
+        at: dict[str, list[int]] = {}
+        for i, record in enumerate(files):
+            at.setdefault(record.sha256, []).append(i)  # copies share their content's vector
+        scores = np.zeros((len(files), len(self.vocabulary.vectors)), np.float32)
+        stored = np.zeros(len(files), bool)
+        for hashes, matrix in self.store.clip_vectors(self.model, RELOAD_CHUNK):
+            chunk = self._tag_scores(matrix)
+            for sha256, row in zip(hashes, chunk, strict=True):
+                for i in at.get(sha256, ()):
+                    scores[i] = row
+                    stored[i] = True
+        keep = np.flatnonzero(stored)
+        return [files[i] for i in keep], scores[keep]
 
     def _tag_scores(self, matrix: np.ndarray) -> np.ndarray:
         vectors = self.vocabulary.vectors.astype(np.float32)
@@ -243,12 +271,47 @@ class LiveIndex:
             ranker = Among(self._vectors, self._among(where), frozenset(where.exclude))
             return search(ranker, self.store, self.model, query, top, threshold)
 
-    def scores(self, query: np.ndarray) -> tuple[list[FileRecord], np.ndarray]:
-        """Every clip and its score for query (float32 [n]): what a preview of a new tag
-        counts (teaching.preview), exactly. The index holds no float32 embeddings (its codes
-        are int8), so they are read from the store for the preview and let go after it."""
-        records, matrix = self.store.clip_index(self.model)
-        return records, matrix @ query.astype(np.float32)
+    def scores(self, query: np.ndarray, threshold: float | None = None
+               ) -> tuple[list[FileRecord], np.ndarray]:
+        """Every clip and its score for query (float32 [n]): what a preview of a new tag counts
+        and lists at `threshold` (teaching.preview; default min_score). No float32 embedding of
+        every clip is read (a million: 2 GB): each clip is scored from its int8 code
+        (VectorIndex.approximate), then the clips whose code cannot tell which side of the
+        threshold they are on (within their margin of it: BAND_SIGMAS of the rounding's
+        spread, plus what clipping lost) are scored exactly from the store, and so are at least
+        EDGE_ROWS clips on each side (the clips a preview names). The count is exact but for
+        a clip beyond BAND_SIGMAS; a score far from the threshold is its code's."""
+        self.refresh()
+        threshold = self.tagging.min_score if threshold is None else float(threshold)
+        query = np.asarray(query, np.float32)
+        with self._lock:
+            n = len(self._records)
+            records = list(self._records)
+            row_ids = self._ids[:n].copy()
+            vectors = self._vectors
+            ids, approx, margins = vectors.approximate(query, BAND_SIGMAS)
+        scores = np.full(n, np.nan, np.float32)
+        margin = np.zeros(n, np.float32)
+        if len(ids):
+            order = np.argsort(ids, kind="stable")
+            ids, approx, margins = ids[order], approx[order], margins[order]
+            at = np.minimum(np.searchsorted(ids, row_ids), len(ids) - 1)
+            inside = ids[at] == row_ids
+            scores[inside], margin[inside] = approx[at[inside]], margins[at[inside]]
+        unsure = np.isnan(scores) | (np.abs(scores - threshold) <= margin)  # NaN: changed since
+        above = np.flatnonzero(scores >= threshold)
+        below = np.flatnonzero(scores < threshold)
+        rows = np.union1d(np.flatnonzero(unsure), np.concatenate([
+            above[np.argsort(scores[above], kind="stable")[:EDGE_ROWS]],
+            below[np.argsort(-scores[below], kind="stable")[:EDGE_ROWS]]]))
+        for start in range(0, len(rows), EXACT_CHUNK):
+            chunk = rows[start:start + EXACT_CHUNK]
+            found, exact = vectors.exact(query, row_ids[chunk])
+            by_id = dict(zip(found.tolist(), exact.tolist(), strict=True))
+            # a clip gone meanwhile ranks last
+            scores[chunk] = [by_id.get(int(i), -np.inf) for i in row_ids[chunk]]
+        log.debug("preview scores: %d clips from their codes, %d of them exactly", n, len(rows))
+        return records, scores
 
     def given(self) -> np.ndarray:
         """bool [n_clips, n_tags]: clip i is given tag k (its clip score reaches the tag's

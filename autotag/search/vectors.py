@@ -27,8 +27,10 @@ library and query set measured). Binary codes (1 bit a coordinate, a Hamming pre
 The codes are the clip embeddings less the library's mean (the component every clip shares,
 which says nothing about which clip is best: q · x = q · mean + q · (x - mean)), divided per
 coordinate by CLIP_SD of its spread over 127, rounded. A query is scaled by the same steps and
-rounded to int8 too: the scan ranks by the integer dot product (usearch's exact search, SIMD on
-every core), which orders clips as q · (x - mean) does up to rounding.
+rounded to int8 too: the scan ranks by the integer dot product (numkong's SIMD kernel on every
+core), which orders clips as q · (x - mean) does up to rounding. Beside the codes each row keeps
+the norm of what clipping at ±127 lost (most rows: 0), so a score read from a code comes with a
+margin the exact score lies within (approximate: what the teach preview counts with).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,17 +56,22 @@ from autotag.store import FileRecord, Store
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # the manifest's and files' layout; another one is rebuilt (2: usearch HNSW graph)
+FORMAT = 4  # the manifest's and files' layout; another one is rebuilt (2: usearch HNSW graph;
+# 3: without each code's clipping)
 CLIP_SD = 5.0  # a coordinate's codes span ± this many standard deviations (beyond: clipped)
 CANDIDATES = 200  # codes re-ranked exactly per query (at least 8 × what is asked): 100 kept
 # recall@10 at 1.000 on every library and query set of benchmarks.scale.candidates
 MAX_CANDIDATES = 20_000  # a query widened past this many (most of them stale) stops there
 SUBSET_SHARE = 0.5  # a filter keeping less than this share of the rows scans only theirs
-FIT_SAMPLE = 200_000  # rows the mean and the steps are estimated from
+FIT_SAMPLE = 200_000  # rows of a matrix the mean and the steps are estimated from
+FIT_CHUNK = 10_000  # rows summed at a time while fitting (their float64 copy: 40 MB)
 SYNC_AT = 2_000  # changes held in memory before they are merged into a new file
 REFIT_ADDED = 1.0  # rows added since the build, as a share of the build, that ask a rebuild
 # (their codes use the steps fitted then: a library that doubled is fitted again)
+SCAN_ROWS = 65_536  # rows a scan task scores: 32 MB of codes, its scores 256 KB
 BUILD_CHUNK = 50_000  # rows quantised per step (progress, and Ctrl-C between steps)
+BUILD_READ = 2_000  # embeddings read from the store per step of a build: 4 MB (the freed blobs
+# of larger reads stay in the heap glibc keeps)
 CRC_CHUNK = 64 * 2**20  # bytes checksummed per read
 
 
@@ -110,42 +118,124 @@ class Quantiser:
 
     @classmethod
     def fit(cls, matrix: np.ndarray) -> Quantiser:
+        """Fitted on float32 [n, dim] (on FIT_SAMPLE of its rows when it has more)."""
         rows = matrix
         if len(matrix) > FIT_SAMPLE:
             rows = matrix[np.sort(np.random.default_rng(0).choice(len(matrix), FIT_SAMPLE,
                                                                   replace=False))]
-        if not len(rows):
-            dim = matrix.shape[1]
+        return cls.fit_chunks((rows[i:i + FIT_CHUNK] for i in range(0, len(rows), FIT_CHUNK)),
+                              matrix.shape[1])
+
+    @classmethod
+    def fit_chunks(cls, chunks: Iterable[np.ndarray], dim: int) -> Quantiser:
+        """Fitted on float32 [m, dim] chunks, each let go after its turn: the mean and spread
+        per coordinate from float64 sums (of each row less the first chunk's mean, so the sum
+        of squares does not cancel against a large shared component)."""
+        count, shift = 0, None
+        total, squares = np.zeros(dim), np.zeros(dim)
+        for chunk in chunks:
+            if not len(chunk):
+                continue
+            rows = chunk.astype(np.float64)
+            if shift is None:
+                shift = rows.mean(axis=0)
+            rows -= shift
+            total += rows.sum(axis=0)
+            squares += (rows * rows).sum(axis=0)
+            count += len(rows)
+        if not count:
             return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
-        mean = rows.mean(axis=0, dtype=np.float64)
-        spread = rows.std(axis=0, dtype=np.float64)
+        centre = total / count
+        spread = np.sqrt(np.maximum(squares / count - centre * centre, 0.0))
         step = np.maximum(spread * CLIP_SD / 127, 1e-12)  # a constant coordinate: any step
-        return cls(mean.astype(np.float32), step.astype(np.float32))
+        return cls((shift + centre).astype(np.float32), step.astype(np.float32))
 
     def codes(self, matrix: np.ndarray) -> np.ndarray:
         """int8 [n, dim] of float32 [n, dim]."""
         return np.clip(np.rint((matrix - self.mean) / self.step), -127, 127).astype(np.int8)
 
+    def clipping(self, matrix: np.ndarray) -> np.ndarray:
+        """float32 [n]: the norm, in steps, of what each row's code lost to clipping at ±127
+        (0 for most rows). A code's rounding is at most half a step a coordinate; a clipped
+        coordinate errs by more, and this bounds it (VectorIndex.approximate)."""
+        scaled = (matrix - self.mean) / self.step
+        lost = np.where(np.abs(scaled) > 127.5, scaled - np.clip(scaled, -127, 127), 0.0)
+        return np.sqrt((lost.astype(np.float64) ** 2).sum(axis=1)).astype(np.float32)
+
     def query(self, query: np.ndarray) -> np.ndarray:
         """int8 [dim]: the query in the codes' steps, its largest coordinate at ±127 (the scan
         ranks by the integer dot product; its scale does not change the order)."""
-        scaled = query.astype(np.float64) * self.step
-        top = np.abs(scaled).max()
-        if not top > 0:
-            return np.zeros(len(query), np.int8)
-        return np.rint(scaled * (127 / top)).astype(np.int8)
+        return self.query_scaled(query, parts=1)[0][0]
+
+    def query_scaled(self, query: np.ndarray, parts: int = 2
+                     ) -> tuple[np.ndarray, np.ndarray, float]:
+        """(int8 [parts, dim] codes, float64 [parts] factors, offset): query · x ≈ offset +
+        Σ factor[i] × (code[i] · codes(x)), a clip's score from its code (offset = query ·
+        mean, the part every clip shares). The second part is the first's rounding, rounded
+        again: the query's own rounding error shrinks ~127 times, leaving the codes'."""
+        offset = float(query.astype(np.float64) @ self.mean)
+        rest = query.astype(np.float64) * self.step
+        codes, factors = [], []
+        for _ in range(parts):
+            top = np.abs(rest).max()
+            if not top > 0:
+                break
+            code = np.rint(rest * (127 / top))
+            codes.append(code.astype(np.int8))
+            factors.append(top / 127)
+            rest = rest - code * (top / 127)
+        if not codes:
+            return np.zeros((1, len(query)), np.int8), np.zeros(1), offset
+        return np.stack(codes), np.array(factors), offset
 
 
 def scan(codes: np.ndarray, query: np.ndarray, count: int) -> np.ndarray:
     """Rows of codes (int8 [n, dim]) with the `count` largest dot products with query (int8
-    [dim]), best first: usearch's exact search (SIMD, every core)."""
-    if not len(codes) or count <= 0:
-        return np.zeros(0, np.int64)
-    from usearch.index import MetricKind, search
+    [dim]), best first: every row scored exactly by numkong's SIMD kernel in blocks of
+    SCAN_ROWS, one block a task on every core, then numpy's argpartition of the scores.
 
-    found = search(codes, query, min(count, len(codes)), MetricKind.IP, exact=True,
-                   threads=_threads())
-    return np.asarray(found.keys, np.int64)
+    Why not usearch's own exact search (the scan until issue 31's second part): it spends about
+    160 ns a row whatever the row's bytes, most of it per row, not per byte; numkong's kernel
+    spends about 60 ns on the same 512 bytes on one core, which puts a million rows under the
+    50 ms target on two (docs/design/search.md, Timing)."""
+    n = len(codes)
+    if not n or count <= 0:
+        return np.zeros(0, np.int64)
+    count = min(count, n)
+    # float32 holds every integer score exactly (|score| <= dim * 127 * 127: 8.3 M < 2^24 at 512);
+    # numkong's int32 output takes a path ten times slower than its float32 one
+    scores = np.empty(n, np.float32)
+    _score_blocks(codes, np.ascontiguousarray(query, np.int8)[None, :], scores)
+    top = np.argpartition(-scores, count - 1)[:count] if count < n else np.arange(n)
+    return top[np.argsort(-scores[top], kind="stable")].astype(np.int64)
+
+
+def _score_blocks(codes: np.ndarray, query: np.ndarray, out: np.ndarray,
+                  weights: np.ndarray | None = None) -> None:
+    """out[i] = codes[i] · query[0] (float32, exact), or with weights (float [k]) Σ weights[j]
+    × codes[i] · query[j] (every query row in one pass over the codes), in blocks of SCAN_ROWS
+    rows, on _threads() threads (numkong releases the GIL); the threads are this call's and
+    end with it."""
+    import numkong
+
+    def block(start: int) -> None:
+        stop = min(start + SCAN_ROWS, len(codes))
+        if weights is None:
+            numkong.cdist(query, codes[start:stop], metric="dot", out=out[start:stop][None, :])
+            return
+        parts = np.asarray(numkong.cdist(query, codes[start:stop], metric="dot",
+                                         out_dtype="float32"))
+        out[start:stop] = weights.astype(np.float32) @ parts
+
+    starts = range(0, len(codes), SCAN_ROWS)
+    workers = min(_threads(), len(starts))
+    if workers <= 1:
+        for start in starts:
+            block(start)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="autotag-scan") as pool:
+        for done in [pool.submit(block, start) for start in starts]:
+            done.result()  # raises a block's error here
 
 
 def folder_of(store: Store) -> Path:
@@ -185,10 +275,12 @@ class VectorIndex:
     """The clip embeddings of every file tagged with `model`, as int8 codes by file id."""
 
     def __init__(self, store: Store, model: str, manifest: Manifest, codes: np.ndarray,
-                 ids: np.ndarray, quantiser: Quantiser, folder: Path) -> None:
+                 ids: np.ndarray, quantiser: Quantiser, folder: Path,
+                 clipped: np.ndarray) -> None:
         self.store, self.model, self.folder = store, model, folder
         self.manifest = manifest
         self._codes = codes  # int8 [n, dim], memory-mapped once saved
+        self._clipped = clipped  # float32 [n]: Quantiser.clipping of each row
         self._ids = ids  # int64 [n], ascending: row → file id
         self._quantiser = quantiser
         self._seq = manifest.seq
@@ -228,24 +320,52 @@ class VectorIndex:
             codes = np.load(folder / manifest.file, mmap_mode="r")
             with np.load(folder / manifest.meta) as meta:
                 ids, quantiser = meta["ids"], Quantiser(meta["mean"], meta["step"])
+                clipped = meta["clipped"]
             if codes.dtype != np.int8 or codes.shape != (manifest.count, manifest.dim) \
-                    or ids.shape != (manifest.count,):
+                    or ids.shape != (manifest.count,) or clipped.shape != (manifest.count,):
                 raise ValueError("its arrays are not the shape its manifest says")
         except (OSError, ValueError, KeyError) as exc:
             log.warning("search index %s: unreadable (%s); it is rebuilt from the store",
                         folder, exc)
             return None
-        return cls(store, model, manifest, codes, ids.astype(np.int64), quantiser, folder)
+        return cls(store, model, manifest, codes, ids.astype(np.int64), quantiser, folder,
+                   clipped.astype(np.float32))
 
     @classmethod
     def build(cls, store: Store, model: str, *,
               progress: Callable[[int, int], None] | None = None) -> VectorIndex:
-        """Every stored clip embedding of `model` into new codes, saved and published."""
+        """Every stored clip embedding of `model` into new codes, saved and published. The
+        embeddings are read BUILD_READ at a time, twice (the steps fitted on every clip, then
+        the codes): a build never holds them all (a million clips' are 2 GB), only the codes it
+        makes."""
+        started = time.monotonic()
         seq = store.last_change()  # before reading: a change made meanwhile is applied later
-        rows, matrix = store.clip_rows(model)
-        ids = np.fromiter((r[10] for r in rows), np.int64, count=len(rows))
-        del rows
-        return cls.from_matrix(store, model, seq, ids, matrix, progress=progress)
+        rows_of: dict[str, list[int]] = {}
+        for record in store.files("tagged"):
+            rows_of.setdefault(record.sha256, []).append(record.id)  # copies share a vector
+        ids = np.sort(np.fromiter((i for found in rows_of.values() for i in found), np.int64))
+        found = next(store.clip_vectors(model, 1), None)
+        dim = found[1].shape[1] if found is not None else 512
+        quantiser = Quantiser.fit_chunks((m for _, m in store.clip_vectors(model, BUILD_READ)),
+                                         dim)  # a first pass: the mean and spread of every clip
+        codes = np.zeros((len(ids), dim), np.int8)
+        clipped = np.zeros(len(ids), np.float32)
+        stored = np.zeros(len(ids), bool)
+        for hashes, matrix in store.clip_vectors(model, BUILD_READ):
+            take, rows = [], []
+            for k, sha256 in enumerate(hashes):
+                for file_id in rows_of.get(sha256, ()):
+                    take.append(k)
+                    rows.append(file_id)
+            at = np.searchsorted(ids, np.array(rows, np.int64))
+            codes[at] = quantiser.codes(matrix[take])
+            clipped[at] = quantiser.clipping(matrix[take])
+            stored[at] = True
+            if progress:
+                progress(int(stored.sum()), len(ids))
+        if not stored.all():  # files tagged with another model only
+            ids, codes, clipped = ids[stored], codes[stored], clipped[stored]
+        return cls._built(store, model, seq, ids, codes, clipped, quantiser, started)
 
     @classmethod
     def from_matrix(cls, store: Store, model: str, seq: int, ids: np.ndarray,
@@ -260,14 +380,24 @@ class VectorIndex:
         dim = matrix.shape[1] if matrix.ndim == 2 and matrix.shape[1] else 512
         quantiser = Quantiser.fit(matrix.reshape(-1, dim))
         codes = np.empty((len(ids), dim), np.int8)
+        clipped = np.empty(len(ids), np.float32)
         for start in range(0, len(ids), BUILD_CHUNK):
             stop = min(start + BUILD_CHUNK, len(ids))
-            codes[start:stop] = quantiser.codes(matrix[order[start:stop]])
+            rows = matrix[order[start:stop]]
+            codes[start:stop] = quantiser.codes(rows)
+            clipped[start:stop] = quantiser.clipping(rows)
             if progress:
                 progress(stop, len(ids))
-        manifest = Manifest(FORMAT, model, _identity(store), seq, len(ids), len(ids), dim, "", "",
-                            0, 0, time.time())
-        index = cls(store, model, manifest, codes, ids, quantiser, folder_of(store))
+        return cls._built(store, model, seq, ids, codes, clipped, quantiser, started)
+
+    @classmethod
+    def _built(cls, store: Store, model: str, seq: int, ids: np.ndarray, codes: np.ndarray,
+               clipped: np.ndarray, quantiser: Quantiser, started: float) -> VectorIndex:
+        """A new index of these codes (rows sorted by file id), published when the folder can
+        be written, current with the store once returned."""
+        manifest = Manifest(FORMAT, model, _identity(store), seq, len(ids), len(ids),
+                            codes.shape[1], "", "", 0, 0, time.time())
+        index = cls(store, model, manifest, codes, ids, quantiser, folder_of(store), clipped)
         with contextlib.suppress(IndexUnavailable):
             index._publish(manifest)
         log.info("search index: %d clips built in %.1f s", len(ids), time.monotonic() - started)
@@ -285,7 +415,8 @@ class VectorIndex:
             for path, write in ((codes, lambda f: np.save(f, self._codes)),
                                 (meta, lambda f: np.savez(f, ids=self._ids,
                                                           mean=self._quantiser.mean,
-                                                          step=self._quantiser.step))):
+                                                          step=self._quantiser.step,
+                                                          clipped=self._clipped))):
                 temp = path.with_name(f".{path.name}.tmp")
                 with open(temp, "wb") as f:
                     write(f)
@@ -370,8 +501,10 @@ class VectorIndex:
         codes = np.concatenate([np.asarray(self._codes[alive]),
                                 self._quantiser.codes(matrix) if len(new_ids)
                                 else np.zeros((0, self._codes.shape[1]), np.int8)])
+        clipped = np.concatenate([self._clipped[alive], self._quantiser.clipping(matrix)
+                                  if len(new_ids) else np.zeros(0, np.float32)])
         order = np.argsort(ids, kind="stable")
-        self._ids, self._codes = ids[order], codes[order]
+        self._ids, self._codes, self._clipped = ids[order], codes[order], clipped[order]
         manifest = _replace(self.manifest, seq=self._seq, count=len(ids))
         self._publish(manifest)
         self._overlay = _Overlay(set(), {}, {})
@@ -432,6 +565,46 @@ class VectorIndex:
             if len(scored) >= k or count >= min(total, MAX_CANDIDATES):
                 return scored
             want = count * 4
+
+    def approximate(self, query: np.ndarray, sigmas: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(file ids int64 [m], float32 [m] scores, float32 [m] margins) of every clip it
+        ranks: query · clip embedding estimated from the int8 codes, and how far the exact
+        score may lie from it. A code's rounding errs by at most half a step a coordinate,
+        uniformly: their sum over the coordinates is near-Gaussian with a spread this query
+        fixes (|query × step| / √12), of which the margin takes `sigmas`; a clipped code's
+        loss is bounded (Cauchy-Schwarz: |query × step| × Quantiser.clipping), and so is the
+        query's own rounding. The changes held in memory are scored exactly (margin 0). What
+        a count over the whole library needs without reading its float32 embeddings
+        (LiveIndex.scores)."""
+        query = np.asarray(query, np.float32)
+        codes, factors, offset = self._quantiser.query_scaled(query)
+        scaled = query.astype(np.float64) * self._quantiser.step
+        rest = scaled - (factors[:, None] * codes.astype(np.float64)).sum(axis=0)
+        size = float(np.linalg.norm(scaled))
+        alive = ~self._dead
+        scores = np.empty(len(self._ids), np.float32)
+        if len(scores):
+            _score_blocks(self._codes, codes, scores, factors)
+            scores += np.float32(offset)
+        fixed = sigmas * size / np.sqrt(12) + float(np.linalg.norm(rest)) * 127 * np.sqrt(
+            len(scaled))
+        margins = (fixed + size * self._clipped.astype(np.float64)).astype(np.float32)
+        if self._overlay_matrix is None:
+            self._overlay_matrix = self._overlay.matrix()
+        ids, matrix = self._overlay_matrix
+        exact = (matrix @ query).astype(np.float32) if len(ids) else np.zeros(0, np.float32)
+        return (np.concatenate([self._ids[alive], ids]), np.concatenate([scores[alive], exact]),
+                np.concatenate([margins[alive], np.zeros(len(ids), np.float32)]))
+
+    def exact(self, query: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(file ids int64 [m], float32 [m] scores) of those of these files still tagged:
+        query · clip embedding read from the store."""
+        if not len(ids):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        records, matrix = self.store.clip_index_of(self.model, set(np.asarray(ids).tolist()))
+        found = np.fromiter((r.id for r in records), np.int64, count=len(records))
+        return found, (matrix @ np.asarray(query, np.float32)).astype(np.float32)
 
     def _exact(self, query: np.ndarray, ids: np.ndarray, keep) -> list[tuple[FileRecord, float]]:
         if not len(ids):

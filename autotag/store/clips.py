@@ -48,6 +48,15 @@ class ClipRows(Connection):
             matrix = matrix[keep]
         return [rows[i] for i in keep], matrix
 
+    def clip_vectors(self, model: str, batch: int = 10_000):
+        """Every stored clip embedding of this model, `batch` at a time, in the table's order:
+        (content hashes, float32 [m, dim]). For a reader that needs each once (the web app's
+        tag scores, the search index's build) without holding them all (a million: 2 GB)."""
+        cursor = self._db().execute("SELECT sha256, vector FROM vectors WHERE model = ?",
+                                    (model,))
+        while rows := cursor.fetchmany(batch):
+            yield [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+
     def clip_rows_under(self, model: str, folders: list[Path]) -> tuple[list[tuple], np.ndarray]:
         """clip_rows for the files inside these folders (or these files) only: a range of the
         path index per folder ('/' sorts just before '0'), so a folder's clips are read, not
