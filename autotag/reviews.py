@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from autotag.errors import AutotagError
 from autotag.events import REVIEW
-from autotag.retag import retag
+from autotag.retagging import retag
 from autotag.store import FileRecord, Store
 from autotag.tagging import ClipResult, Tagger
 

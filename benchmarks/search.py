@@ -31,7 +31,7 @@ from autotag.atomic import write_atomic
 from autotag.clip import Embedded, SourceInfo, Window
 from autotag.config import parse_config
 from autotag.outputs import build_outputs
-from autotag.retag import retag, stored_clips
+from autotag.retagging import retag, stored_clips
 from autotag.search import Index, search
 from autotag.store import Store
 from autotag.tagging import Tagger

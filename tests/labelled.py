@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from autotag.analysis.labelled import Labelled, load_labelled
+from autotag.analysis.labelling import Labelled, load_labelled
 from autotag.config import Config
 from autotag.engine import Engine
 from autotag.model import Embedder

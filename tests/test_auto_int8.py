@@ -1,6 +1,6 @@
 """The daemon's own INT8 (issue 34) on the test model: once enough clips are tagged, a CPU that
 gains from INT8 gets a copy quantized in a child at idle priority, validated against f32 on
-held-out windows (analysis/quantize.py's report), and run without a restart; the status says
+held-out windows (analysis/quantizing.py's report), and run without a restart; the status says
 which precision runs and shows the report; model.auto_int8: false never starts it; a report
 already there (a new vocabulary) is not redone. The CPU is the test's /proc/cpuinfo: an AVX2
 one, where auto runs f32 until INT8 arrives."""
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from autotag.analysis import quantize as q
+from autotag.analysis import quantizing as q
 from autotag.app import open_app
 from autotag.config import load_config, openvino_installed
 from autotag.daemon import int8 as auto_int8

@@ -17,7 +17,7 @@ import pytest
 
 from autotag import cli
 from autotag.analysis.evaluation import embed_prompts, evaluate, prompt_sets, set_vectors
-from autotag.analysis.labelled import EvalError, fold_name, load_labelled, match_folders
+from autotag.analysis.labelling import EvalError, fold_name, load_labelled, match_folders
 from autotag.analysis.metrics import average_precision, given_tags, top_k_accuracy
 from autotag.clip import Window
 from autotag.config import TaggingConfig, VocabEntry, load_config

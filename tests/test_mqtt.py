@@ -110,7 +110,7 @@ def test_a_retag_that_changes_no_tag_sends_nothing_and_a_review_says_so(tmp_path
     assert len(outbox(config)) == 1
     app = open_app(load_config(config), embedder)
     try:
-        from autotag.retag import retag
+        from autotag.retagging import retag
 
         records = [app.store.file(clips / "red.mp4")]
         assert [r.status for r in retag(app.tagger, app.store, records)] == ["reused"]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from autotag import cli
-from autotag.analysis import quantize as q
+from autotag.analysis import quantizing as q
 from autotag.clip import Window
 from autotag.config import openvino_installed
 from autotag.model import load_model
@@ -242,7 +242,7 @@ def test_usage_errors_are_one_line(f32, tmp_path, model_dir, capfd):
 
 def test_nncf_sends_no_telemetry_outside_pytest():
     """NNCF stubs its telemetry inside pytest whatever we do, so look from a plain process."""
-    code = ("from autotag.analysis.quantize import import_nncf; import sys; import_nncf(); "
+    code = ("from autotag.analysis.quantizing import import_nncf; import sys; import_nncf(); "
             "from nncf.telemetry import telemetry; "
             "print(type(telemetry).__name__, sys.modules['openvino_telemetry'])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

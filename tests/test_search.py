@@ -16,7 +16,7 @@ from autotag.app import open_app
 from autotag.clip import Embedded, SourceInfo, Window
 from autotag.config import load_config
 from autotag.model import LazyEmbedder
-from autotag.retag import retag, stored_clips
+from autotag.retagging import retag, stored_clips
 from autotag.search import SHEET_TILE_HEIGHT, SHEET_TILE_WIDTH, Index, search
 from autotag.store import Store
 from tests.clips import BLUE, GREEN, RED, write_video

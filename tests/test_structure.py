@@ -68,7 +68,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_checks_see_what_they_check():
     graph = import_graph()
     assert "autotag.analysis.evaluation" in graph["autotag.analysis.report"]
-    assert "autotag.analysis.labelled" in graph["autotag.cli.labelled"]  # an import in a function
+    assert "autotag.analysis.labelling" in graph["autotag.cli.labelled"]  # an import in a function
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from autotag.analysis.labelled import Labelled
+from autotag.analysis.labelling import Labelled
 from autotag.analysis.metrics import clip_scores, precision_recall_curve
 from autotag.config import Config, TaggingConfig
 from autotag.scoring import (  # noqa: F401 - the given tags' rule is scoring's; re-exported

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autotag.analysis.labelled import EvalError, Labelled
+from autotag.analysis.labelling import EvalError, Labelled
 from autotag.analysis.metrics import (
     Confusion,
     Matrix,

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         evaluate,
         prompt_sets,
     )
-    from autotag.analysis.labelled import EvalError
+    from autotag.analysis.labelling import EvalError
     from autotag.config import default_cache_dir
     from autotag.model import ModelError
 
@@ -156,7 +156,7 @@ def embed_apart(config, embedder, root: Path, name: str, show_progress: bool):
     """The labelled folder embedded by `embedder` through an engine whose state store lives in
     a temp folder: stored embeddings are keyed by the model's fingerprint, which f32 and INT8
     share, so neither may reuse the other's, nor leave its own in the user's store."""
-    from autotag.analysis.labelled import EvalError, load_labelled
+    from autotag.analysis.labelling import EvalError, load_labelled
     from autotag.engine import Engine
     from autotag.store import Store
 

@@ -14,7 +14,7 @@ from autotag.cli.common import UsageError, interactive
 
 def check_folder(root: Path, labels) -> None:
     """The folder's layout, before the model loads: a typo costs no wait; UsageError."""
-    from autotag.analysis.labelled import EvalError, check_layout
+    from autotag.analysis.labelling import EvalError, check_layout
 
     try:
         check_layout(root, labels)
@@ -25,7 +25,7 @@ def check_folder(root: Path, labels) -> None:
 def embed_labelled(app, root: Path, show_progress: bool = True):
     """The labelled folder embedded by the app's engine (analysis.labelled.Labelled), with a
     progress bar on a terminal; UsageError when there is nothing to use."""
-    from autotag.analysis.labelled import EvalError, load_labelled
+    from autotag.analysis.labelling import EvalError, load_labelled
 
     try:
         with progress("embedding", enabled=show_progress) as on_progress:

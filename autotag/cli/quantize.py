@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def build() -> argparse.ArgumentParser:
-    from autotag.analysis.quantize import (
+    from autotag.analysis.quantizing import (
         DEFAULT_WINDOWS,
         MIN_MEAN_COSINE,
         MIN_TAG_AGREEMENT,
@@ -59,7 +59,7 @@ def build() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from autotag.analysis import quantize as q
+    from autotag.analysis import quantizing as q
 
     config = load_config(args)
     if args.windows < q.MIN_WINDOWS:
@@ -124,7 +124,7 @@ def print_report(report, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from autotag.analysis import quantize as q
+    from autotag.analysis import quantizing as q
 
     console = console or Console()
     f = report.figures

@@ -36,7 +36,7 @@ def build() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from autotag.mqtt import end_run, start_run
-    from autotag.retag import retag, stored_clips
+    from autotag.retagging import retag, stored_clips
 
     config = load_config(args)
     missing = [d for d in args.dirs if not d.exists()]

@@ -3,7 +3,7 @@ the INT8 copy run without a restart if it passed (and beats what runs): the daem
 
 Issue 34: on a CPU that gains from INT8 (AVX2, VNNI, AMX: INT8 ran 2.48× f32 on a Zen 3 and
 6.0× on a Sapphire Rapids, where bf16 gave 3.7×) a user should not have to find `autotag
-quantize` in the docs. The child is the command itself (analysis/quantize.py: calibrated on
+quantize` in the docs. The child is the command itself (analysis/quantizing.py: calibrated on
 some of the clips' windows, validated against f32 on the others' held-out windows, the INT8
 copy kept only when it passed the bar), started with SCHED_IDLE (nice 19 where that is refused),
 so tagging and the rest of the machine come first. One quantization per converted model: its
@@ -91,7 +91,7 @@ class AutoInt8:
         if self.config.model.precision != "auto" or not gains_from_int8(model):
             return
         f32_dir = Path(model.cache_path)
-        from autotag.analysis import quantize
+        from autotag.analysis import quantizing as quantize
 
         existing = quantize.read_report(f32_dir)
         if existing is not None:  # done for this model: accepted (auto runs it) or refused
@@ -128,7 +128,7 @@ class AutoInt8:
         return [*args, *map(str, clips)]
 
     def _run(self, clips: list[Path], f32_dir: Path, model) -> None:
-        from autotag.analysis import quantize
+        from autotag.analysis import quantizing as quantize
 
         log.info("quantizing the video model to INT8 on %d of your tagged clips, at idle "
                  "priority in a child process (model.auto_int8: false turns this off)",

@@ -3,7 +3,7 @@ bf16 against f32 on the user's first windows → agreed or not → recorded besi
 
 auto (issue 34) is the fastest precision whose tags agree with f32's on this CPU, for this model:
 
-- INT8 where an INT8 copy validated on the user's clips is cached (analysis/quantize.py's report
+- INT8 where an INT8 copy validated on the user's clips is cached (analysis/quantizing.py's report
   accepted it), unless bf16 was measured faster here;
 - bf16 where the CPU has AVX-512 BF16 or AMX (OpenVINO then runs bf16 kernels: 3.7× f32 on a
   Sapphire Rapids) and bf16 agreed with f32 on this CPU, for this model: measured, not assumed.

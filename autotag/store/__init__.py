@@ -57,10 +57,10 @@ from autotag.store.background import Background
 from autotag.store.clips import ClipRows
 from autotag.store.connection import DAMAGED, LOOKUP_CHUNK, Connection, StoreError, damaged
 from autotag.store.embeddings import Embeddings
-from autotag.store.files import Files
+from autotag.store.file_rows import Files
 from autotag.store.outbox import OUTBOX_KEPT_SECONDS, Outbox
 from autotag.store.records import Event, FileRecord, Version, record_of
-from autotag.store.reviews import ChangeFeed, Reviews
+from autotag.store.review_rows import ChangeFeed, Reviews
 from autotag.store.schema import CHANGES_KEPT, SCHEMA_VERSION
 
 __all__ = ["CHANGES_KEPT", "DAMAGED", "LOOKUP_CHUNK", "OUTBOX_KEPT_SECONDS", "SCHEMA_VERSION",

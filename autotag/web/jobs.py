@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from autotag.passes import UpToDate
-from autotag.retag import retag, stored_clips
+from autotag.retagging import retag, stored_clips
 from autotag.store import FileRecord, Store
 from autotag.tagging import Tagger
 
