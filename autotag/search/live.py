@@ -1,5 +1,5 @@
-"""Store's clip embeddings → the search index (vectors.py: int8 codes, memory-mapped) and each clip's
-tag scores (float32 [n, n_tags]), kept current by the store's change feed → ranked rows,
+"""Store's clip embeddings → the search index (vectors.py: int8 codes, memory-mapped) and each
+clip's tag scores (float32 [n, n_tags]), kept current by the store's change feed → ranked rows,
 filtered by folder and tag.
 
 What `autotag serve` (and the daemon serving it) searches. It is loaded once and then follows
@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +85,8 @@ class LiveIndex:
         self._seq = -1
         self._version = 0  # bumped by every applied change: the caches below are per version
         self._given: tuple[int, np.ndarray] | None = None
-        self._folders: dict[tuple, tuple[int, np.ndarray]] = {}
-        self._kept: dict[tuple, tuple[int, np.ndarray]] = {}
+        self._folders = _PerVersion()  # folder filters' masks
+        self._kept = _PerVersion()  # filters' kept file ids
         self._vectors: VectorIndex | None = None
         self._merger: threading.Thread | None = None  # merges its changes into its file
         self._merge_after = 0.0  # monotonic time before which no merge is tried again
@@ -290,28 +290,7 @@ class LiveIndex:
             row_ids = self._ids[:n].copy()
             vectors = self._vectors
             ids, approx, margins = vectors.approximate(query, BAND_SIGMAS)
-        scores = np.full(n, np.nan, np.float32)
-        margin = np.zeros(n, np.float32)
-        if len(ids):
-            order = np.argsort(ids, kind="stable")
-            ids, approx, margins = ids[order], approx[order], margins[order]
-            at = np.minimum(np.searchsorted(ids, row_ids), len(ids) - 1)
-            inside = ids[at] == row_ids
-            scores[inside], margin[inside] = approx[at[inside]], margins[at[inside]]
-        unsure = np.isnan(scores) | (np.abs(scores - threshold) <= margin)  # NaN: changed since
-        above = np.flatnonzero(scores >= threshold)
-        below = np.flatnonzero(scores < threshold)
-        rows = np.union1d(np.flatnonzero(unsure), np.concatenate([
-            above[np.argsort(scores[above], kind="stable")[:EDGE_ROWS]],
-            below[np.argsort(-scores[below], kind="stable")[:EDGE_ROWS]]]))
-        for start in range(0, len(rows), EXACT_CHUNK):
-            chunk = rows[start:start + EXACT_CHUNK]
-            found, exact = vectors.exact(query, row_ids[chunk])
-            by_id = dict(zip(found.tolist(), exact.tolist(), strict=True))
-            # a clip gone meanwhile ranks last
-            scores[chunk] = [by_id.get(int(i), -np.inf) for i in row_ids[chunk]]
-        log.debug("preview scores: %d clips from their codes, %d of them exactly", n, len(rows))
-        return records, scores
+        return records, banded_scores(vectors, query, row_ids, threshold, (ids, approx, margins))
 
     def given(self) -> np.ndarray:
         """bool [n_clips, n_tags]: clip i is given tag k (its clip score reaches the tag's
@@ -373,9 +352,9 @@ class LiveIndex:
         if not where.folders and not where.tags:
             return None
         key = (tuple(sorted(map(str, where.folders))), tuple(sorted(where.tags)))
-        cached = self._kept.get(key)
-        if cached is not None and cached[0] == self._version:
-            return cached[1]
+        return self._kept.get(key, self._version, lambda: self._ids_kept(where))
+
+    def _ids_kept(self, where: Filter) -> np.ndarray:
         n = len(self._records)
         keep = np.ones(n, bool)
         if where.folders:
@@ -383,19 +362,57 @@ class LiveIndex:
         labels = self.vocabulary.labels
         for tag in where.tags:
             keep &= self.given()[:, labels.index(tag)] if tag in labels else False
-        if len(self._kept) > 32:
-            self._kept.clear()
-        ids = self._kept[key] = (self._version, np.sort(self._ids[:n][keep]))
-        return ids[1]
+        return np.sort(self._ids[:n][keep])
 
     def _under(self, folders: Sequence[Path]) -> np.ndarray:
         key = tuple(sorted(map(str, folders)))
-        cached = self._folders.get(key)
-        if cached is None or cached[0] != self._version:
-            prefixes = tuple(k.rstrip("/") + "/" for k in key)
-            mask = np.fromiter((str(r.path).startswith(prefixes) for r in self._records), bool,
-                               count=len(self._records))
-            if len(self._folders) > 32:
-                self._folders.clear()
-            cached = self._folders[key] = (self._version, mask)
+        prefixes = tuple(k.rstrip("/") + "/" for k in key)
+        return self._folders.get(key, self._version, lambda: np.fromiter(
+            (str(r.path).startswith(prefixes) for r in self._records), bool,
+            count=len(self._records)))
+
+
+class _PerVersion:
+    """Values computed for a key at one version of the index; at most 33 kept (a filter's
+    folders or tags: few, but a client may send many)."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple, tuple[int, np.ndarray]] = {}
+
+    def get(self, key: tuple, version: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        cached = self._values.get(key)
+        if cached is None or cached[0] != version:
+            if len(self._values) > 32:
+                self._values.clear()
+            cached = self._values[key] = (version, compute())
         return cached[1]
+
+def banded_scores(vectors: VectorIndex, query: np.ndarray, row_ids: np.ndarray, threshold: float,
+                  approximate: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """float32 [n]: each clip's score from its code (`approximate`: the ids, scores and margins
+    VectorIndex.approximate gave), then exact from the store for the clips within their margin
+    of `threshold` and the EDGE_ROWS nearest it on each side (LiveIndex.scores says why)."""
+    ids, approx, margins = approximate
+    n = len(row_ids)
+    scores = np.full(n, np.nan, np.float32)
+    margin = np.zeros(n, np.float32)
+    if len(ids):
+        order = np.argsort(ids, kind="stable")
+        ids, approx, margins = ids[order], approx[order], margins[order]
+        at = np.minimum(np.searchsorted(ids, row_ids), len(ids) - 1)
+        inside = ids[at] == row_ids
+        scores[inside], margin[inside] = approx[at[inside]], margins[at[inside]]
+    unsure = np.isnan(scores) | (np.abs(scores - threshold) <= margin)  # NaN: changed since
+    above = np.flatnonzero(scores >= threshold)
+    below = np.flatnonzero(scores < threshold)
+    rows = np.union1d(np.flatnonzero(unsure), np.concatenate([
+        above[np.argsort(scores[above], kind="stable")[:EDGE_ROWS]],
+        below[np.argsort(-scores[below], kind="stable")[:EDGE_ROWS]]]))
+    for start in range(0, len(rows), EXACT_CHUNK):
+        chunk = rows[start:start + EXACT_CHUNK]
+        found, exact = vectors.exact(query, row_ids[chunk])
+        by_id = dict(zip(found.tolist(), exact.tolist(), strict=True))
+        # a clip gone meanwhile ranks last
+        scores[chunk] = [by_id.get(int(i), -np.inf) for i in row_ids[chunk]]
+    log.debug("preview scores: %d clips from their codes, %d of them exactly", n, len(rows))
+    return scores

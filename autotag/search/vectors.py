@@ -317,13 +317,7 @@ class VectorIndex:
             log.warning("search index %s: %s; it is rebuilt from the store", folder, reason)
             return None
         try:
-            codes = np.load(folder / manifest.file, mmap_mode="r")
-            with np.load(folder / manifest.meta) as meta:
-                ids, quantiser = meta["ids"], Quantiser(meta["mean"], meta["step"])
-                clipped = meta["clipped"]
-            if codes.dtype != np.int8 or codes.shape != (manifest.count, manifest.dim) \
-                    or ids.shape != (manifest.count,) or clipped.shape != (manifest.count,):
-                raise ValueError("its arrays are not the shape its manifest says")
+            codes, ids, quantiser, clipped = _read(folder, manifest)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("search index %s: unreadable (%s); it is rebuilt from the store",
                         folder, exc)
@@ -340,31 +334,7 @@ class VectorIndex:
         makes."""
         started = time.monotonic()
         seq = store.last_change()  # before reading: a change made meanwhile is applied later
-        rows_of: dict[str, list[int]] = {}
-        for record in store.files("tagged"):
-            rows_of.setdefault(record.sha256, []).append(record.id)  # copies share a vector
-        ids = np.sort(np.fromiter((i for found in rows_of.values() for i in found), np.int64))
-        found = next(store.clip_vectors(model, 1), None)
-        dim = found[1].shape[1] if found is not None else 512
-        quantiser = Quantiser.fit_chunks((m for _, m in store.clip_vectors(model, BUILD_READ)),
-                                         dim)  # a first pass: the mean and spread of every clip
-        codes = np.zeros((len(ids), dim), np.int8)
-        clipped = np.zeros(len(ids), np.float32)
-        stored = np.zeros(len(ids), bool)
-        for hashes, matrix in store.clip_vectors(model, BUILD_READ):
-            take, rows = [], []
-            for k, sha256 in enumerate(hashes):
-                for file_id in rows_of.get(sha256, ()):
-                    take.append(k)
-                    rows.append(file_id)
-            at = np.searchsorted(ids, np.array(rows, np.int64))
-            codes[at] = quantiser.codes(matrix[take])
-            clipped[at] = quantiser.clipping(matrix[take])
-            stored[at] = True
-            if progress:
-                progress(int(stored.sum()), len(ids))
-        if not stored.all():  # files tagged with another model only
-            ids, codes, clipped = ids[stored], codes[stored], clipped[stored]
+        ids, codes, clipped, quantiser = _codes_of_store(store, model, progress)
         return cls._built(store, model, seq, ids, codes, clipped, quantiser, started)
 
     @classmethod
@@ -375,19 +345,7 @@ class VectorIndex:
         at change `seq`), saved and published when the folder can be written; current with
         the store once returned."""
         started = time.monotonic()
-        order = np.argsort(ids, kind="stable")
-        ids = np.ascontiguousarray(ids[order])
-        dim = matrix.shape[1] if matrix.ndim == 2 and matrix.shape[1] else 512
-        quantiser = Quantiser.fit(matrix.reshape(-1, dim))
-        codes = np.empty((len(ids), dim), np.int8)
-        clipped = np.empty(len(ids), np.float32)
-        for start in range(0, len(ids), BUILD_CHUNK):
-            stop = min(start + BUILD_CHUNK, len(ids))
-            rows = matrix[order[start:stop]]
-            codes[start:stop] = quantiser.codes(rows)
-            clipped[start:stop] = quantiser.clipping(rows)
-            if progress:
-                progress(stop, len(ids))
+        ids, codes, clipped, quantiser = _codes_of_matrix(ids, matrix, progress)
         return cls._built(store, model, seq, ids, codes, clipped, quantiser, started)
 
     @classmethod
@@ -410,19 +368,9 @@ class VectorIndex:
         stem = _stem(self.model)
         name = f"{stem}-{time.time_ns():x}"
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            codes, meta = self.folder / f"{name}.npy", self.folder / f"{name}.npz"
-            for path, write in ((codes, lambda f: np.save(f, self._codes)),
-                                (meta, lambda f: np.savez(f, ids=self._ids,
-                                                          mean=self._quantiser.mean,
-                                                          step=self._quantiser.step,
-                                                          clipped=self._clipped))):
-                temp = path.with_name(f".{path.name}.tmp")
-                with open(temp, "wb") as f:
-                    write(f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(temp, path)
+            codes, meta = _save(self.folder, name, self._codes, {
+                "ids": self._ids, "mean": self._quantiser.mean, "step": self._quantiser.step,
+                "clipped": self._clipped})
             size = codes.stat().st_size + meta.stat().st_size
             manifest = _replace(manifest, file=codes.name, meta=meta.name, bytes=size,
                                 crc32=_crc32(codes, meta))
@@ -459,16 +407,9 @@ class VectorIndex:
         for record, vector in zip(records, matrix, strict=True):
             overlay.records[record.id] = record
             overlay.vectors[record.id] = np.array(vector, np.float32)
-        self._dead[self._rows_of(np.fromiter(ids, np.int64, count=len(ids)))] = True
+        self._dead[_rows_of(self._ids, np.fromiter(ids, np.int64, count=len(ids)))] = True
         self._overlay_matrix = None
         self._seq = latest
-
-    def _rows_of(self, ids: np.ndarray) -> np.ndarray:
-        """The rows of the file holding these file ids (those it holds)."""
-        if not len(self._ids) or not len(ids):
-            return np.zeros(0, np.int64)
-        at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
-        return at[self._ids[at] == ids]
 
     def pending(self) -> int:
         """Changes held in memory, not yet in the file."""
@@ -535,7 +476,7 @@ class VectorIndex:
         if among is None:
             return None if not self._dead.any() else ~self._dead
         allowed = np.zeros(len(self._ids), bool)
-        allowed[self._rows_of(among)] = True
+        allowed[_rows_of(self._ids, among)] = True
         return allowed & ~self._dead
 
     def _scan_ranked(self, query: np.ndarray, k: int, keep, among) -> list[tuple[FileRecord,
@@ -578,18 +519,8 @@ class VectorIndex:
         a count over the whole library needs without reading its float32 embeddings
         (LiveIndex.scores)."""
         query = np.asarray(query, np.float32)
-        codes, factors, offset = self._quantiser.query_scaled(query)
-        scaled = query.astype(np.float64) * self._quantiser.step
-        rest = scaled - (factors[:, None] * codes.astype(np.float64)).sum(axis=0)
-        size = float(np.linalg.norm(scaled))
+        scores, margins = _code_scores(self._quantiser, self._codes, self._clipped, query, sigmas)
         alive = ~self._dead
-        scores = np.empty(len(self._ids), np.float32)
-        if len(scores):
-            _score_blocks(self._codes, codes, scores, factors)
-            scores += np.float32(offset)
-        fixed = sigmas * size / np.sqrt(12) + float(np.linalg.norm(rest)) * 127 * np.sqrt(
-            len(scaled))
-        margins = (fixed + size * self._clipped.astype(np.float64)).astype(np.float32)
         if self._overlay_matrix is None:
             self._overlay_matrix = self._overlay.matrix()
         ids, matrix = self._overlay_matrix
@@ -728,3 +659,111 @@ def _locked(path: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
+
+
+def _codes_of_store(store: Store, model: str, progress: Callable[[int, int], None] | None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Quantiser]:
+    """(file ids, int8 codes, clipping, quantiser) of every stored clip embedding of `model`,
+    rows sorted by file id: the embeddings read BUILD_READ at a time, twice (VectorIndex.build)."""
+    rows_of: dict[str, list[int]] = {}
+    for record in store.files("tagged"):
+        rows_of.setdefault(record.sha256, []).append(record.id)  # copies share a vector
+    ids = np.sort(np.fromiter((i for found in rows_of.values() for i in found), np.int64))
+    found = next(store.clip_vectors(model, 1), None)
+    dim = found[1].shape[1] if found is not None else 512
+    quantiser = Quantiser.fit_chunks((m for _, m in store.clip_vectors(model, BUILD_READ)),
+                                     dim)  # a first pass: the mean and spread of every clip
+    codes = np.zeros((len(ids), dim), np.int8)
+    clipped = np.zeros(len(ids), np.float32)
+    stored = np.zeros(len(ids), bool)
+    for hashes, matrix in store.clip_vectors(model, BUILD_READ):
+        take, rows = [], []
+        for k, sha256 in enumerate(hashes):
+            for file_id in rows_of.get(sha256, ()):
+                take.append(k)
+                rows.append(file_id)
+        at = np.searchsorted(ids, np.array(rows, np.int64))
+        codes[at] = quantiser.codes(matrix[take])
+        clipped[at] = quantiser.clipping(matrix[take])
+        stored[at] = True
+        if progress:
+            progress(int(stored.sum()), len(ids))
+    if not stored.all():  # files tagged with another model only
+        ids, codes, clipped = ids[stored], codes[stored], clipped[stored]
+    return ids, codes, clipped, quantiser
+
+
+def _codes_of_matrix(ids: np.ndarray, matrix: np.ndarray,
+                     progress: Callable[[int, int], None] | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Quantiser]:
+    """(file ids, int8 codes, clipping, quantiser) of these clips, rows sorted by file id."""
+    order = np.argsort(ids, kind="stable")
+    ids = np.ascontiguousarray(ids[order])
+    dim = matrix.shape[1] if matrix.ndim == 2 and matrix.shape[1] else 512
+    quantiser = Quantiser.fit(matrix.reshape(-1, dim))
+    codes = np.empty((len(ids), dim), np.int8)
+    clipped = np.empty(len(ids), np.float32)
+    for start in range(0, len(ids), BUILD_CHUNK):
+        stop = min(start + BUILD_CHUNK, len(ids))
+        rows = matrix[order[start:stop]]
+        codes[start:stop] = quantiser.codes(rows)
+        clipped[start:stop] = quantiser.clipping(rows)
+        if progress:
+            progress(stop, len(ids))
+    return ids, codes, clipped, quantiser
+
+
+def _save(folder: Path, name: str, codes: np.ndarray, meta: dict[str, np.ndarray]
+          ) -> tuple[Path, Path]:
+    """The codes (.npy) and the rest (.npz) under new names in `folder`, each written to a
+    temporary file, synced and renamed: a reader of the old names is never disturbed."""
+    codes_path, meta_path = folder / f"{name}.npy", folder / f"{name}.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, write in ((codes_path, lambda f: np.save(f, codes)),
+                        (meta_path, lambda f: np.savez(f, **meta))):
+        temp = path.with_name(f".{path.name}.tmp")
+        with open(temp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    return codes_path, meta_path
+
+
+def _read(folder: Path, manifest: Manifest
+          ) -> tuple[np.ndarray, np.ndarray, Quantiser, np.ndarray]:
+    """(codes memory-mapped, file ids, quantiser, clipping) of a saved index; ValueError when
+    its arrays are not the shapes its manifest says."""
+    codes = np.load(folder / manifest.file, mmap_mode="r")
+    with np.load(folder / manifest.meta) as meta:
+        ids, quantiser = meta["ids"], Quantiser(meta["mean"], meta["step"])
+        clipped = meta["clipped"]
+    if codes.dtype != np.int8 or codes.shape != (manifest.count, manifest.dim) \
+            or ids.shape != (manifest.count,) or clipped.shape != (manifest.count,):
+        raise ValueError("its arrays are not the shape its manifest says")
+    return codes, ids, quantiser, clipped
+
+
+def _code_scores(quantiser: Quantiser, codes: np.ndarray, clipped: np.ndarray,
+                 query: np.ndarray, sigmas: float) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 [n] scores, float32 [n] margins): query · each row's embedding estimated from
+    its int8 code, and how far the exact score may lie from it (VectorIndex.approximate)."""
+    query_codes, factors, offset = quantiser.query_scaled(query)
+    scaled = query.astype(np.float64) * quantiser.step
+    rest = scaled - (factors[:, None] * query_codes.astype(np.float64)).sum(axis=0)
+    size = float(np.linalg.norm(scaled))
+    scores = np.empty(len(codes), np.float32)
+    if len(scores):
+        _score_blocks(codes, query_codes, scores, factors)
+        scores += np.float32(offset)
+    fixed = sigmas * size / np.sqrt(12) + float(np.linalg.norm(rest)) * 127 * np.sqrt(
+        len(scaled))
+    return scores, (fixed + size * clipped.astype(np.float64)).astype(np.float32)
+
+
+def _rows_of(held: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The rows of `held` (file ids, ascending) that hold these file ids (those it holds)."""
+    if not len(held) or not len(ids):
+        return np.zeros(0, np.int64)
+    at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
+    return at[held[at] == ids]
