@@ -37,7 +37,7 @@ from autotag.errors import AutotagError
 
 log = logging.getLogger(__name__)
 
-WINDOW_SHAPE = (32, 224, 224, 3)  # frames, height, width, channels: media.py's windows
+WINDOW_SHAPE = (32, 224, 224, 3)  # frames, height, width, channels: media's windows
 DEVICE = "CPU"
 # LATENCY: one request at a time, every thread on it. THROUGHPUT (2 streams × 1 thread, a batch
 # split into requests in flight) was as fast within 3% on the stand-in on 2 cores (issue 14:
