@@ -32,3 +32,23 @@ def test_one_frame_reader_decodes():
     decoding = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                 if ".decode(packet)" in p.read_text(encoding="utf-8")]
     assert decoding == ["media/reader.py"]
+
+
+def test_the_preview_decodes_on_frame_threads_and_tagging_on_one(tmp_path):
+    """The preview's reader (a person waits for it) lets FFmpeg thread its decoding; window
+    sampling (the engine's workers already fill the cores) decodes on one thread."""
+    import subprocess
+
+    from autotag.media import reader, webm
+
+    clip = tmp_path / "c.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+                    "-t", "1", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    made = {}
+    for name, threads in (("preview", webm.DECODE_THREADS), ("tagging", reader.DECODE_THREADS)):
+        with reader.open_input(clip) as container:
+            stream = container.streams.video[0]
+            reader.FrameReader(container, stream, 10**9, threads=threads)
+            kind = stream.codec_context.thread_type
+            made[name] = getattr(kind, "name", kind)  # an enum in PyAV 14 and up
+    assert made == {"preview": "AUTO", "tagging": "NONE"}

@@ -168,7 +168,7 @@ class FrameReader:
                  deadline: float | None = None) -> None:
         self.container, self.stream = container, stream
         ctx = stream.codec_context
-        if threads > 1:
+        if threads != 1:  # 0: FFmpeg's choice (the preview's: a person waits for it)
             ctx.thread_type, ctx.thread_count = "AUTO", threads
         else:
             ctx.thread_type, ctx.thread_count = "NONE", 1
