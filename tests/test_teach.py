@@ -157,17 +157,24 @@ LIBRARY_24 = {  # name → parts (rgb, seconds): red-ish 4, blue/green/white/yel
 }
 
 
-def test_crimson_thing_from_two_red_clips_stays_off_the_other_colours(tmp_path, model_dir,
-                                                                      embedder):
-    """The issue: taught from red.mp4 and black_then_red.mp4 in the web app, the tag went on
-    16 of 24 clips at min_score 3 (blue, green, white and yellow scored 3.44)."""
+def _tagged_24(tmp_path: Path, model_dir, embedder, vocabulary: str) -> tuple[Path, Path]:
+    """LIBRARY_24 written under tmp_path/clips and tagged by --once with this vocabulary:
+    (the clips' folder, the config)."""
     clips = tmp_path / "clips"
     clips.mkdir()
     for name, parts in LIBRARY_24.items():
         write_video(clips / name, parts, size=(32, 24))
     config = tmp_path / "config.yaml"
-    config.write_text(config_text(tmp_path, model_dir, "[red, green, blue]"))
+    config.write_text(config_text(tmp_path, model_dir, vocabulary))
     assert cli.main(["--once", "--config", str(config), str(clips)], embedder=embedder) == 0
+    return clips, config
+
+
+def test_crimson_thing_from_two_red_clips_stays_off_the_other_colours(tmp_path, model_dir,
+                                                                      embedder):
+    """The issue: taught from red.mp4 and black_then_red.mp4 in the web app, the tag went on
+    16 of 24 clips at min_score 3 (blue, green, white and yellow scored 3.44)."""
+    clips, config = _tagged_24(tmp_path, model_dir, embedder, "[red, green, blue]")
     config.write_text(config_text(tmp_path, model_dir, "[red, green, blue, {crimson thing: "
                                   f"{{examples: ['{clips / 'red.mp4'}', "
                                   f"'{clips / 'black_then_red.mp4'}']}}}}]"))
@@ -195,13 +202,7 @@ def test_the_teach_preview_shows_what_the_tag_would_take_before_it_is_written(
     from autotag.web.routes import create_app
 
     local = "http://127.0.0.1:8765"
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    for name, parts in LIBRARY_24.items():
-        write_video(clips / name, parts, size=(32, 24))
-    config = tmp_path / "config.yaml"
-    config.write_text(config_text(tmp_path, model_dir, "\n  - red\n  - green"))
-    assert cli.main(["--once", "--config", str(config), str(clips)], embedder=embedder) == 0
+    clips, config = _tagged_24(tmp_path, model_dir, embedder, "\n  - red\n  - green")
     opened = [open_app(load_config(config), embedder)]
 
     def reload():
