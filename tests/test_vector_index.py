@@ -366,6 +366,18 @@ def test_a_preview_s_scores_are_exact_near_its_threshold_without_reading_every_e
     live.close()
 
 
+def _chunks_read(monkeypatch) -> list[int]:
+    """The sizes of the chunks store.clip_vectors hands out from now on (a list filled as they
+    are read); reading every embedding at once (clip_index, clip_rows) fails the test."""
+    chunks: list[int] = []
+    real = Store.clip_vectors
+    monkeypatch.setattr(Store, "clip_vectors", lambda self, model, batch: (
+        (chunks.append(len(h)) or (h, m)) for h, m in real(self, model, batch)))
+    monkeypatch.setattr(Store, "clip_index", lambda *a: pytest.fail("read every embedding"))
+    monkeypatch.setattr(Store, "clip_rows", lambda *a: pytest.fail("read every embedding"))
+    return chunks
+
+
 def test_the_live_index_loads_without_holding_every_embedding(library, monkeypatch):
     """With the index saved, the web app's index reads the embeddings a chunk at a time for
     its tag scores (store.clip_vectors) and never all at once (clip_index / clip_rows: 2 GB
@@ -380,13 +392,8 @@ def test_the_live_index_loads_without_holding_every_embedding(library, monkeypat
     everything = Index.load(store, MODEL)
     tags = np.stack([rng.normal(DIM) for _ in range(3)])
     vocabulary = Vocabulary((), tags, "v")
-    chunks: list[int] = []
-    real = Store.clip_vectors
     monkeypatch.setattr(live_module, "RELOAD_CHUNK", 200)
-    monkeypatch.setattr(Store, "clip_vectors", lambda self, model, batch: (
-        (chunks.append(len(h)) or (h, m)) for h, m in real(self, model, batch)))
-    monkeypatch.setattr(Store, "clip_index", lambda *a: pytest.fail("read every embedding"))
-    monkeypatch.setattr(Store, "clip_rows", lambda *a: pytest.fail("read every embedding"))
+    chunks = _chunks_read(monkeypatch)
     live = LiveIndex(store, MODEL, vocabulary, TaggingConfig(min_score=0.0))
     assert chunks and max(chunks) <= 200 and sum(chunks) == len(everything)
     snap = live.snapshot()
@@ -398,19 +405,14 @@ def test_the_live_index_loads_without_holding_every_embedding(library, monkeypat
 def test_a_build_reads_the_embeddings_a_chunk_at_a_time_and_codes_them_as_from_a_matrix(
         library, monkeypatch):
     """VectorIndex.build never holds every embedding (clip_rows / clip_index: 2 GB at a million
-    clips): it fits on the store's sample and codes store.clip_vectors' chunks, giving the codes
-    an index built from the whole matrix gives (the library is smaller than the fit's sample)."""
+    clips): it fits the steps on store.clip_vectors' chunks, then codes them in a second pass,
+    giving the codes an index built from the whole matrix gives."""
     store, _, _ = library
     everything = Index.load(store, MODEL)
     ids = np.array([r.id for r in everything.records], np.int64)
     expected = VectorIndex.from_matrix(store, MODEL, store.last_change(), ids, everything.matrix)
-    chunks: list[int] = []
-    real = Store.clip_vectors
     monkeypatch.setattr(vector_index, "BUILD_READ", 256)
-    monkeypatch.setattr(Store, "clip_vectors", lambda self, model, batch: (
-        (chunks.append(len(h)) or (h, m)) for h, m in real(self, model, batch)))
-    monkeypatch.setattr(Store, "clip_index", lambda *a: pytest.fail("read every embedding"))
-    monkeypatch.setattr(Store, "clip_rows", lambda *a: pytest.fail("read every embedding"))
+    chunks = _chunks_read(monkeypatch)
     built = VectorIndex.build(store, MODEL)
     assert chunks and max(chunks) <= 256 and sum(chunks) == 2 * len(ids) + 1  # fit, codes
     assert np.array_equal(built._ids, expected._ids)
