@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,31 @@ def test_embeddings_round_trip_by_content_and_model(tmp_path):
     assert back.windows == clip.windows and back.duration == clip.duration
     assert back.thumbnails.shape[0] == 3 and back.thumbnails.shape[1] == 120
     assert store.load_embedded(copy, "m2") is None
+
+
+def test_threads_opening_a_fresh_store_together_all_open_it(tmp_path):
+    """`--once` and its MQTT thread (or the daemon and `autotag search`) may open a store that
+    does not exist yet at the same moment. Turning a fresh file to WAL needs the file to itself
+    and SQLite answers "database is locked" at once instead of waiting, so each opener has to
+    wait its turn: every one of them opens it, in every round."""
+    failures: list[str] = []
+    for round_ in range(40):
+        path = tmp_path / f"{round_}" / "state.sqlite3"
+        start = threading.Barrier(6)
+
+        def open_it() -> None:
+            start.wait()
+            try:
+                Store(path).close()
+            except Exception as exc:  # noqa: BLE001 - every failure is counted, whatever it is
+                failures.append(str(exc))
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
 
 
 def test_file_records_and_failure_attempts(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from autotag.errors import AutotagError
@@ -33,6 +34,25 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> str:
     return (f"the state store {path} is damaged ({exc}); move it aside (mv '{path}' "
             f"'{path}.damaged', with its -wal file if there is one) and run autotag again: "
             "it rebuilds the store from your clips")
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (a property of the file: the first connection sets it for all).
+    Changing the mode needs the file to itself, and SQLite answers "database is locked" at once
+    instead of calling the busy handler, so two openers of a fresh store (`--once` and its MQTT
+    thread, the daemon and `autotag search`) would fail the one that lost: it waits here, as a
+    writer waits for a lock, up to BUSY_TIMEOUT."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 class Connection:
@@ -82,7 +102,7 @@ class Connection:
         if db is None or self._local.generation != self._generation:
             # check_same_thread off only so that close() may close it from another thread
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False)
-            db.execute("PRAGMA journal_mode = WAL")
+            _use_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints
             self._local.db, self._local.generation = db, self._generation
             with self._lock:
