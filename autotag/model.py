@@ -100,8 +100,11 @@ class LazyEmbedder:
 
     def __init__(self, handle: str = HUB_HANDLE, threads: int = 0, runtime: str = "tensorflow",
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "f32",
-                 text_idle: float = 0.0) -> None:
+                 text_idle: float = 0.0, text_socket: Path | None = None) -> None:
         self.handle = handle
+        # set: the text child is the one shared by every `autotag search` over this socket
+        # (runtimes/shared_text.py), started by the first and ending itself when idle
+        self.text_socket = text_socket
         # > 0: the text child stays between calls until this many seconds pass without one
         # (the web app's queries); 0: a child per call (a new prompt now and then)
         self.text_idle = text_idle
@@ -115,10 +118,11 @@ class LazyEmbedder:
         self._vectors: np.ndarray | None = None  # the vocabulary's, for precision auto
 
     @classmethod
-    def from_config(cls, model: ModelConfig, text_idle: float = 0.0) -> LazyEmbedder:
+    def from_config(cls, model: ModelConfig, text_idle: float = 0.0,
+                    text_socket: Path | None = None) -> LazyEmbedder:
         """From config's model section (handle, threads, runtime, batch_size)."""
         return cls(model.handle, model.threads, model.runtime, model.batch_size, model.precision,
-                   text_idle)
+                   text_idle, text_socket)
 
     @property
     def loaded(self) -> bool:
@@ -186,7 +190,8 @@ class LazyEmbedder:
         search for a new query (or retag with a new prompt) compiles no video model for it."""
         if self._model is None and choose_runtime(self.requested_runtime) == "openvino":
             if self._text is None:
-                self._text = TextInChild(self.handle, self.threads, self.text_idle)
+                self._text = TextInChild(self.handle, self.threads, self.text_idle,
+                                         self.text_socket)
             return self._text.embed_text(texts)
         return self._get().embed_text(texts)
 
@@ -200,13 +205,18 @@ class TextInChild:
     """The text signature in a TensorFlow child process (runtimes/child.py), its failures as
     ModelError: what OpenVINO's embedder embeds text with."""
 
-    def __init__(self, handle: str, threads: int = 0, idle: float = 0.0) -> None:
-        from autotag.runtimes import child
+    def __init__(self, handle: str, threads: int = 0, idle: float = 0.0,
+                 socket: Path | None = None) -> None:
+        from autotag.runtimes import child, shared_text
 
         # the child finds the model where this process does
         env = {"TFHUB_CACHE_DIR": str(hub_cache_dir())}
-        self._child = (child.ResidentText(handle, threads, env, idle) if idle > 0
-                       else child.ChildText(handle, threads, env))
+        if socket is not None:
+            self._child = shared_text.SharedText(handle, socket, threads, env)
+        elif idle > 0:
+            self._child = child.ResidentText(handle, threads, env, idle)
+        else:
+            self._child = child.ChildText(handle, threads, env)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         from autotag.runtimes import child

@@ -1,11 +1,11 @@
 """argv (convert | text | text-server) → TensorFlow loads the model → IR in a folder, or text
 embeddings on stdout → exit. The child's side of runtimes/child.py: the only process that
 imports TensorFlow when the video model runs on OpenVINO, and it exits when its job is done
-(text-server: when its parent stops asking for `--idle` seconds).
+(text-server: when its parent, or with --socket every client, stops asking for `--idle` s).
 
     python -m autotag.tfworker convert HANDLE BATCH FOLDER [--threads N]
     python -m autotag.tfworker text HANDLE [--threads N]   (JSON texts on stdin)
-    python -m autotag.tfworker text-server HANDLE [--idle S] [--threads N]
+    python -m autotag.tfworker text-server HANDLE [--idle S] [--threads N] [--socket PATH]
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ def main(argv: list[str]) -> int:
             convert_signature(model.video_fn, int(argv[2]), Path(argv[3]))
         elif command == "text-server":
             idle = float(argv[argv.index("--idle") + 1]) if "--idle" in argv else 300.0
+            if "--socket" in argv:  # shared by every `autotag search` (shared_text.py)
+                from autotag.runtimes import shared_text
+
+                return shared_text.serve(model, Path(argv[argv.index("--socket") + 1]), idle)
             return text_server(model, idle)
         else:
             texts = json.loads(sys.stdin.buffer.read())

@@ -49,6 +49,7 @@ def build() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from autotag.config import default_cache_dir
     from autotag.model import LazyEmbedder, ModelError
+    from autotag.runtimes.shared_text import socket_for
     from autotag.search import Without, contact_sheet, search
     from autotag.vocabulary import embed_query
 
@@ -59,8 +60,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.sheet:
         _check_sheet(args.sheet)
     config = load_config(args)
-    # the text model loads only for a query not in the text-embedding cache
-    embedder = ctx.embedder or LazyEmbedder.from_config(config.model)
+    # the text model loads only for a query not in the text-embedding cache, and then in the
+    # child every search of this user shares (it ends itself after 10 min without a query): the
+    # first new query of a session waits for TensorFlow to start, the next ones do not
+    embedder = ctx.embedder or LazyEmbedder.from_config(
+        config.model, text_socket=socket_for(default_cache_dir(), config.model.handle))
     store = open_store(config)
     try:
         index = _index(store, embedder.fingerprint, [absolute(d) for d in args.under])
