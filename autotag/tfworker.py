@@ -65,7 +65,7 @@ def _fail(reason: str, code: int) -> int:
 def text_server(model, idle: float) -> int:
     """Answer framed text requests on stdin (child.ResidentText's protocol) until stdin ends or
     `idle` seconds pass without one; exit 0."""
-    from autotag.runtimes.child import FAILED, FRAME, OK
+    from autotag.runtimes.child import FRAME, reply
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
@@ -75,14 +75,7 @@ def text_server(model, idle: float) -> int:
         head = stdin.read(FRAME.size)
         if len(head) != FRAME.size:
             return 0  # the parent closed our stdin (or ended)
-        texts = json.loads(stdin.read(FRAME.unpack(head)[0]))
-        try:
-            buffer = io.BytesIO()
-            np.save(buffer, model.embed_text(texts), allow_pickle=False)
-            status, body = OK, buffer.getvalue()
-        except Exception as exc:  # noqa: BLE001 - the parent gets the one line, we go on
-            status, body = FAILED, str(exc).encode()
-        stdout.write(status + FRAME.pack(len(body)) + body)
+        stdout.write(reply(model, json.loads(stdin.read(FRAME.unpack(head)[0]))))
         stdout.flush()
 
 

@@ -90,6 +90,18 @@ FRAME = struct.Struct(">I")  # a frame's length, before its bytes
 OK, FAILED = b"0", b"1"  # a reply's first byte: .npy bytes follow, or the error's one line
 
 
+def reply(model, texts: list[str]) -> bytes:
+    """The server's side of one request (tfworker's pipe, shared_text's socket): the model's
+    embeddings as a framed .npy, or its failure's line; the server goes on either way."""
+    try:
+        buffer = io.BytesIO()
+        np.save(buffer, model.embed_text(texts), allow_pickle=False)
+        status, body = OK, buffer.getvalue()
+    except Exception as exc:  # noqa: BLE001 - the client gets the one line
+        status, body = FAILED, str(exc).encode()
+    return status + FRAME.pack(len(body)) + body
+
+
 class ResidentText:
     """The text signature in a child kept between calls (the web app: each new query would
     otherwise start TensorFlow, seconds, again). The child ends itself after `idle` seconds

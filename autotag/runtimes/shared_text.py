@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autotag.runtimes.child import CHILD_TIMEOUT, EXIT_MODEL, FAILED, FRAME, OK, ChildError
+from autotag.runtimes.child import CHILD_TIMEOUT, EXIT_MODEL, FAILED, FRAME, ChildError, reply
 
 IDLE_SECONDS = 600.0  # a search session's pauses: the next query within 10 min is instant
 MAX_REQUEST = 64 * 1024  # bytes of JSON per request: queries are a line of words
@@ -188,11 +188,5 @@ def _answer(model, conn: socket.socket) -> None:
             body = f"bad request: {exc}".encode()[:500]
             conn.sendall(FAILED + FRAME.pack(len(body)) + body)
         return
-    try:
-        buffer = io.BytesIO()
-        np.save(buffer, model.embed_text(texts), allow_pickle=False)
-        status, body = OK, buffer.getvalue()
-    except Exception as exc:  # noqa: BLE001 - the client gets the one line, we go on
-        status, body = FAILED, str(exc).encode()
     with contextlib.suppress(OSError):
-        conn.sendall(status + FRAME.pack(len(body)) + body)
+        conn.sendall(reply(model, texts))
