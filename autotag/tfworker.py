@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autotag.runtimes import shared_text
 from autotag.runtimes.child import EXIT_CONVERSION, EXIT_MODEL
 
 
@@ -28,22 +29,23 @@ def main(argv: list[str]) -> int:
 
     threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else 0
     command, handle = argv[0], argv[1]
+    shared = Path(argv[argv.index("--socket") + 1]) if "--socket" in argv else None
+    # the server every `autotag search` shares forks off before TensorFlow starts a thread
+    ready = shared_text.detach(shared) if command == "text-server" and shared else None
     try:
         model = load_tensorflow_model(handle, threads)
     except ModelError as exc:
-        return _fail(str(exc), EXIT_MODEL)
+        return _fail(str(exc), EXIT_MODEL, ready)
     except Exception as exc:  # noqa: BLE001 - TensorFlow itself broken (an import): one line
         # not a conversion failure (which would only make the parent load TensorFlow too)
-        return _fail(f"{type(exc).__name__}: {exc}", EXIT_MODEL)
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_MODEL, ready)
     try:
         if command == "convert":
             convert_signature(model.video_fn, int(argv[2]), Path(argv[3]))
         elif command == "text-server":
             idle = float(argv[argv.index("--idle") + 1]) if "--idle" in argv else 300.0
-            if "--socket" in argv:  # shared by every `autotag search` (shared_text.py)
-                from autotag.runtimes import shared_text
-
-                return shared_text.serve(model, Path(argv[argv.index("--socket") + 1]), idle)
+            if ready is not None:  # shared by every `autotag search` (shared_text.py)
+                return shared_text.serve(model, shared, idle, ready)
             return text_server(model, idle)
         else:
             texts = json.loads(sys.stdin.buffer.read())
@@ -55,10 +57,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _fail(reason: str, code: int) -> int:
-    """The protocol with the parent: the last line on stderr says why (child.run reads it)."""
+def _fail(reason: str, code: int, ready: int | None = None) -> int:
+    """The protocol with the parent: the last line on stderr says why (child.run reads it);
+    a detached server tells the process waiting for it (shared_text.detach)."""
     lines = [line.strip() for line in reason.splitlines() if line.strip()]
     sys.stderr.write(f"{' '.join(lines)[:500]}\n")
+    if ready is not None:
+        shared_text.failed(ready, " ".join(lines))
     return code
 
 

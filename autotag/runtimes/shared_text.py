@@ -9,8 +9,8 @@ model, reached over a Unix socket, so that a new query costs milliseconds, not T
 
 The server outlives the command that started it and ends itself after `idle` seconds without a
 call (TensorFlow's ~570 MB go with it), removing its socket. Only this user can connect: the
-socket is 0600 in a 0700 folder. A server that cannot load the model exits 2; its stderr's last
-line (SOCKET.log) is the ChildError. Where a socket path would be too long for AF_UNIX, the
+socket is 0600 in a 0700 folder. The process started forks the server off and exits once it
+listens (0) or with the line it failed with (2: the ChildError), so the server is nobody's child. Where a socket path would be too long for AF_UNIX, the
 caller uses a child per call instead (`socket_for` returns None).
 """
 
@@ -25,8 +25,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +36,6 @@ MAX_REQUEST = 64 * 1024  # bytes of JSON per request: queries are a line of word
 REQUEST_SECONDS = 2.0  # a client that connects and says nothing is dropped after this
 ANSWER_SECONDS = 120.0  # a server that has a request this long without answering is stuck
 SUN_PATH_MAX = 107  # AF_UNIX's sun_path on Linux (108 bytes with its NUL)
-
-_servers: list[subprocess.Popen] = []  # started here: a thread reaps each when it ends
-
 
 def socket_for(cache_dir: Path, handle: str) -> Path | None:
     """The socket of `handle`'s shared text server: $XDG_RUNTIME_DIR (per user, 0700) if set,
@@ -103,33 +98,25 @@ class SharedText:
                              f"answer: {exc}") from None
 
     def _start(self) -> None:
-        """Start the server and wait until its socket is there (it binds it once the model
-        has loaded), or raise ChildError with the line it failed with."""
+        """Start the server and return once it listens, or raise ChildError with the line it
+        failed with. The process started here forks the server off (detach) and exits when
+        the server is ready: the server is nobody's child to reap, in a session of its own (a
+        Ctrl-C of the search does not reach it), its output in SOCKET.log."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a server's that ended without removing it (killed)
-        log_path = self.path.with_name(self.path.name + ".log")
-        env = {**os.environ, **(self.env or {})}
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
+        try:
+            done = subprocess.run(
                 [sys.executable, "-m", "autotag.tfworker", "text-server", self.handle,
                  "--socket", str(self.path), "--idle", str(self.idle),
                  "--threads", str(self.threads)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
-                start_new_session=True)  # a Ctrl-C of the search does not end it
-        _servers.append(proc)
-        threading.Thread(target=proc.wait, name="autotag-text-reaper", daemon=True).start()
-        deadline = time.monotonic() + CHILD_TIMEOUT
-        while not self.path.exists():
-            if proc.poll() is not None:
-                lines = [x for x in log_path.read_text(errors="replace").splitlines()
-                         if x.strip()]
-                raise ChildError(EXIT_MODEL, lines[-1].strip() if lines else
-                                 f"the TensorFlow text server exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise ChildError(EXIT_MODEL, "the TensorFlow text server did not start in "
-                                 f"{CHILD_TIMEOUT:.0f} s")
-            time.sleep(0.02)
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env={**os.environ, **(self.env or {})}, timeout=CHILD_TIMEOUT, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ChildError(EXIT_MODEL, f"the TensorFlow text server did not start: {exc}")
+        if done.returncode != 0:
+            lines = [x for x in done.stderr.decode(errors="replace").splitlines() if x.strip()]
+            raise ChildError(EXIT_MODEL, lines[-1].strip() if lines else
+                             f"the TensorFlow text server exited with {done.returncode}")
 
     def close(self) -> None:
         """Nothing to end: the server serves the next search and ends itself when idle."""
@@ -145,11 +132,46 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def serve(model, path: Path, idle: float) -> int:
+def detach(path: Path) -> int:
+    """The server's first step, before TensorFlow (forking a process with its threads is
+    unsafe): fork. The parent, the process SharedText started, waits for the server's word on a
+    pipe and exits with it: 0 when it listens, 2 with its one line on stderr when it cannot.
+    The child goes on as the server, in a session of its own, stdin from /dev/null and its
+    output to SOCKET.log; it gets the pipe's end to write that word to (ready, failed)."""
+    read, write = os.pipe()
+    if os.fork():
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            word = pipe.read().decode(errors="replace").strip()
+        if word == "ready":
+            os._exit(0)
+        sys.stderr.write(f"{word or 'the TensorFlow text server ended before it listened'}\n")
+        sys.stderr.flush()
+        os._exit(EXIT_MODEL)
+    os.close(read)
+    os.setsid()
+    os.umask(0o077)
+    log = os.open(path.with_name(path.name + ".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                  0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd, target in ((null, 0), (log, 1), (log, 2)):
+        os.dup2(fd, target)
+    os.close(null)
+    os.close(log)
+    return write
+
+
+def failed(ready: int, line: str) -> None:
+    """The server could not start: its one line to the process waiting in detach."""
+    with contextlib.suppress(OSError):
+        os.write(ready, line.encode()[:500])
+        os.close(ready)
+
+
+def serve(model, path: Path, idle: float, ready: int) -> int:
     """The server's side (the TensorFlow child, tfworker): listen on `path`, answer one framed
     request per connection, end after `idle` seconds without one; exit 0. The socket is bound
-    under a private name and renamed into place once listening: it appears ready."""
-    os.umask(0o077)
+    under a private name and renamed into place once listening, then `ready` is told."""
     private = path.with_name(f".{os.getpid()}")  # no longer than `path`: AF_UNIX's limit
     with contextlib.suppress(FileNotFoundError):
         private.unlink()
@@ -158,6 +180,8 @@ def serve(model, path: Path, idle: float) -> int:
         sock.listen(16)
         os.replace(private, path)
         own = os.stat(path).st_ino
+        os.write(ready, b"ready")
+        os.close(ready)
         sock.settimeout(idle)
         try:
             while True:
