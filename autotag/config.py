@@ -81,6 +81,9 @@ class SamplingConfig:
     decode_workers: int = 2  # threads decoding clips while the model runs
     decode_timeout: float = 120.0  # seconds one clip may take to decode before it is failed
     skip_nonref_frames: bool = True  # frames no sample shows and nothing refers to: not decoded
+    # and with it, none that nothing refers to, shown or not: a sample on one takes the frame
+    # before it (1-2 frames earlier); false: every sample is exactly the frame on screen
+    reference_frames_only: bool = True
 
 
 @dataclass(frozen=True)

@@ -512,7 +512,8 @@ def decode(source: SourceInfo, sampling: SamplingConfig, edge: Edge | None = Non
 def _sample(path: Path, sampling: SamplingConfig, shown: Path | None = None) -> media.Sampled:
     return media.sample_clip(path, sampling.max_windows, sampling.max_pixels,
                              timeout=sampling.decode_timeout,
-                             skip_nonref=sampling.skip_nonref_frames, shown=shown)
+                             skip_nonref=sampling.skip_nonref_frames, shown=shown,
+                             reference_only=sampling.reference_frames_only)
 
 
 def decode_failure(source: SourceInfo, exc: Exception) -> Outcome:

@@ -222,9 +222,10 @@ def test_real_clips_decode_in_every_container_and_codec(real_clips, name):
 
 # -- skipping non-reference frames ---------------------------------------------------------------
 
-def on_screen(path: Path, fps: int, skip_nonref: bool) -> tuple[list, list]:
+def on_screen(path: Path, fps: int, skip_nonref: bool,
+              reference_only: bool = False) -> tuple[list, list]:
     """(window starts, [(frame on screen at each sample's time, frame the sample shows)])."""
-    s = sample_clip(path, 8, BIG, skip_nonref=skip_nonref)
+    s = sample_clip(path, 8, BIG, skip_nonref=skip_nonref, reference_only=reference_only)
     pairs = [(int(round((w.start + i / 10) * fps, 6)), frame_number(frame))
              for w, frames in zip(s.windows, s.frames, strict=True)
              for i, frame in enumerate(frames)]
@@ -233,23 +234,43 @@ def on_screen(path: Path, fps: int, skip_nonref: bool) -> tuple[list, list]:
 
 @needs_ffmpeg
 @pytest.mark.parametrize("name, encoder, seconds, early", [
-    ("x264 default", [], 12, 3),  # B-pyramid: about half the frames decoded
+    ("x264 default", [], 12, 1),  # B-pyramid: every other frame a reference
     ("IBBP", ["-bf", "2", "-x264-params", "b-pyramid=none:b-adapt=0"], 12, 2),  # a third
     ("P only", ["-bf", "0"], 12, 0),  # as many phones write: nothing to skip
-    ("a minute, seeks", [], 60, 3),  # windows 5 s apart: reached by seeking from keyframes
+    ("a minute, seeks", [], 60, 1),  # windows 5 s apart: reached by seeking from keyframes
 ])
 def test_skipping_nonref_frames_shows_the_last_decoded_frame_never_a_later_one(
         tmp_path, name, encoder, seconds, early):
     path = write_counted(tmp_path / "counted.mp4", encoder, seconds=seconds)
     starts, exact = on_screen(path, COUNTED_FPS, False)
     assert all(want == got for want, got in exact), name
-    skipped_starts, skipped = on_screen(path, COUNTED_FPS, True)
-    assert skipped_starts == starts
-    worst = min(got - want for want, got in skipped)
-    assert max(got - want for want, got in skipped) <= 0, name  # never a later frame
-    assert worst >= -early, (name, worst)  # at most the run of frames not decoded
     # only frames no sample shows are skipped (issue 13): every sample is exact
-    assert skipped == exact, name
+    skipped_starts, skipped = on_screen(path, COUNTED_FPS, True)
+    assert skipped_starts == starts and skipped == exact, name
+    # reference frames only (issue 34): a sample on a frame nothing refers to shows the
+    # reference frame before it, never a later one, never one frame for two sample times
+    nearest_starts, nearest = on_screen(path, COUNTED_FPS, True, reference_only=True)
+    assert nearest_starts == starts
+    shifts = [got - want for want, got in nearest]
+    assert max(shifts) <= 0 and min(shifts) >= -early, (name, min(shifts))
+    assert (min(shifts) < 0) == (early > 0), name  # it changed what it may, nothing else
+    for window in range(len(starts)):
+        shown = [got for _, got in nearest[window * WINDOW_FRAMES:(window + 1) * WINDOW_FRAMES]]
+        assert shown == sorted(set(shown)), name  # in order, no frame twice
+
+
+@needs_ffmpeg
+def test_reference_frames_further_apart_than_the_samples_turn_reference_only_off(tmp_path):
+    # IBBBP at 30 fps: references every fourth frame (0.13 s) would show a frame for two sample
+    # times; the first such gap turns it off. Only what was decided before the decoder gave the
+    # frame after the gap (the B-frames behind it) can differ: one sample at the clip's start.
+    path = write_counted(tmp_path / "ibbbp.mp4", ["-bf", "3", "-x264-params",
+                                                   "b-pyramid=none:b-adapt=0"])
+    _, exact = on_screen(path, COUNTED_FPS, False)
+    _, nearest = on_screen(path, COUNTED_FPS, True, reference_only=True)
+    differ = [(want, got) for want, got in nearest if want != got]
+    assert len(differ) <= 1 and all(want <= 3 for want, _ in differ), differ
+    assert nearest[len(nearest) // 2:] == exact[len(exact) // 2:]
 
 
 @needs_ffmpeg
@@ -261,6 +282,9 @@ def test_a_stream_sparse_without_its_nonref_frames_is_still_sampled_exactly(tmp_
     _, exact = on_screen(path, 25, False)
     _, skipped = on_screen(path, 25, True)
     assert skipped == exact and all(want == got for want, got in exact)
+    # reference frames only is for 30 fps and up: at 25 fps every sample stays exact
+    _, nearest = on_screen(path, 25, True, reference_only=True)
+    assert nearest == exact
 
 
 @needs_ffmpeg
@@ -268,8 +292,10 @@ def test_slow_clips_are_not_skipped(tmp_path):
     path = tmp_path / "slow.mp4"  # 15 fps: skipping would lose frames the windows need
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=15:duration=4", "-c:v", "libx264",
            "-pix_fmt", "yuv420p", str(path))
-    exact, skipped = (sample_clip(path, 8, BIG, skip_nonref=s) for s in (False, True))
+    exact, skipped, nearest = (sample_clip(path, 8, BIG, skip_nonref=s, reference_only=r)
+                               for s, r in ((False, False), (True, False), (True, True)))
     assert np.array_equal(exact.frames, skipped.frames)
+    assert np.array_equal(exact.frames, nearest.frames)  # 15 fps: sampled exactly
 
 
 @needs_ffmpeg

@@ -140,7 +140,8 @@ def collect_windows(paths: Sequence[Path], wanted: int, sampling: SamplingConfig
         try:
             sampled = media.sample_clip(path, min(per_clip, wanted - total),
                                         sampling.max_pixels, timeout=sampling.decode_timeout,
-                                        skip_nonref=sampling.skip_nonref_frames)
+                                        skip_nonref=sampling.skip_nonref_frames,
+                                        reference_only=sampling.reference_frames_only)
         except (media.DecodeError, OSError) as exc:
             reason = f"cannot read: {exc.strerror or exc}" if isinstance(exc, OSError) else exc
             log.warning("skipping %s: %s", show(path), reason)

@@ -37,6 +37,9 @@ OPEN_OPTIONS = {"metadata_errors": "replace"} if int(av.__version__.split(".")[0
 # Packets looked at on each side, in decode order, for when a frame leaves the screen (the next
 # presentation timestamp): B-pyramids reorder over far fewer than this.
 PTS_NEIGHBOURS = 16
+# reference_only: this many packets in a row without a frame out means the stream marks (nearly)
+# every frame as one nothing refers to; it is then decoded as `wanted` alone says, to the end
+STARVED_PACKETS = 2 * PTS_NEIGHBOURS
 # One decoding thread per clip: on 2 cores the model keeps every core busy and parallelism comes
 # from the engine's decode workers, one clip each; frame threads cost more CPU than they save
 # (issue 13; PySceneDetect's PyAV backend turns them off) and x264 writes one slice a frame.
@@ -161,6 +164,12 @@ class FrameReader:
 
     wanted: sorted times (s) a caller will look at; a frame shown at none of them that no other
     frame refers to (most B-frames) is not decoded. None: every frame is decoded.
+    reference_gap (with `wanted`), seconds: no frame that nothing refers to is decoded, shown or
+    not, while the reference frames come at least this often: a wanted time on one sees the
+    reference frame before it, a frame or two earlier. Sparser references (IBBP at 25 fps, a
+    15-fps clip) would show one frame twice: from the first such gap on, `wanted` alone decides.
+    Progressive pictures only (bwdif reads the frames either side of the one it shows).
+    None: off.
     """
 
     def __init__(self, container: av.container.InputContainer, stream: av.video.VideoStream,
@@ -185,6 +194,9 @@ class FrameReader:
         # GIF frames are drawn over the ones before: read through, never seeked into
         self.seekable = container.format.name != "gif"
         self.wanted: list[float] | None = None
+        self.reference_gap: float | None = None
+        self.unanswered = 0  # packets sent since the decoder last gave a frame
+        self.last_out: float | None = None  # the last frame's time, since the start or a seek
         self.read_failed = False  # reading the file stopped on an error
         self.damaged = 0  # frames the decoder flagged or packets it refused, once in step
         self.in_step = False  # a clean frame came since the start or the last seek: before it,
@@ -211,7 +223,8 @@ class FrameReader:
                     self.seekable = False
                     return None
                 continue
-            self.deinterlacer, self.in_step = None, False  # what came before the seek is gone
+            # what came before the seek is gone
+            self.deinterlacer, self.in_step, self.last_out = None, False, None
             frames = self.frames()
             first = next(frames, None)
             if first is not None and (first[0] <= target + TICK_SLACK or aim == 0.0):
@@ -264,8 +277,10 @@ class FrameReader:
                 log.debug("skipping a packet at %s: %s", packet.pts, reason(exc))
                 self.damaged += self.in_step
                 continue
+            self.unanswered = 0 if decoded else self.unanswered + 1
             for frame in decoded:
                 too_large(frame.width, frame.height, self.max_pixels)
+                self._gap(frame)
                 if frame.is_corrupt:
                     self.damaged += self.in_step
                 else:
@@ -312,8 +327,8 @@ class FrameReader:
                 t, head = ahead.popleft()
                 if self.wanted is not None:
                     times = [*behind, *(x for x, _ in ahead if x is not None)]
-                    self.ctx.skip_frame = ("DEFAULT" if t is None or self._shown(t, times)
-                                           else "NONREF")
+                    self.ctx.skip_frame = ("NONREF" if self._references_only() or not (
+                        t is None or self._shown(t, times)) else "DEFAULT")
                 if t is not None:
                     behind.append(t)
                 yield head
@@ -326,6 +341,27 @@ class FrameReader:
             log.debug("reading stopped: %s", exc)
             self.read_failed = True
             yield av.Packet()  # flushes the decoder: the frames it holds still come out
+
+    def _references_only(self) -> bool:
+        """Whether every frame nothing refers to is skipped now: asked for, the pictures are
+        progressive, and the decoder still gives frames (else off for good)."""
+        if self.reference_gap is not None and self.unanswered >= STARVED_PACKETS:
+            log.debug("%d packets gave no frame with reference frames only: decoding the "
+                      "others again", self.unanswered)
+            self.reference_gap = None
+        return self.reference_gap is not None and not self.interlaced
+
+    def _gap(self, frame: VideoFrame) -> None:
+        """Reference frames only, off for good at the first gap between two decoded frames
+        longer than reference_gap: a wanted time in it would show the frame before again."""
+        if self.reference_gap is None or frame.pts is None:
+            return
+        t = self.time(frame.pts)
+        if self.last_out is not None and t - self.last_out > self.reference_gap + TICK_SLACK:
+            log.debug("reference frames %.3f s apart: decoding the others shown again",
+                      t - self.last_out)
+            self.reference_gap = None
+        self.last_out = t
 
     def _shown(self, t: float, times: list[float]) -> bool:
         """Whether a wanted time shows the frame starting at `t` (or, interlaced, its

@@ -8,8 +8,11 @@ and GIF delays are sampled as they play. A window reached by seeking starts at t
 before its even place (the first and last stay at the clip's start and end), so a 10-minute clip
 costs about what its windows hold, not what lies before them. With
 `sampling.skip_nonref_frames`, a frame on screen at no sample time that no other frame refers to
-(most B-frames) is not decoded at all: no sample changes. Memory holds the windows at 224 px and
-a few full-size frames, whatever the clip's length.
+(most B-frames) is not decoded at all: no sample changes. With `sampling.reference_frames_only`
+as well (the default), no such frame is decoded even when a sample time falls on it: that sample
+takes the frame before it, a frame or two (33-67 ms at 30 fps) earlier; the scores' cosine to
+exact sampling is above 0.9998 on the test clips, and H.264 decodes 15 %, HEVC 25 % less (issue
+34). Memory holds the windows at 224 px and a few full-size frames, whatever the clip's length.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ log = logging.getLogger(__name__)
 WINDOW_FRAMES = 32  # frames per model window
 WINDOW_FPS = 10.0  # the model was trained on ~10 fps clips
 WINDOW_SECONDS = WINDOW_FRAMES / WINDOW_FPS  # 3.2 s
+# sampling.reference_frames_only from 29.97 fps up, where samples fall on every third frame or
+# further apart: a B-pyramid's references come every other frame, IBBP's every third, so no two
+# sample times fall back on the same one. Slower clips (25, 24, 15 fps) are sampled exactly;
+# the reader's gap check turns it off where references come further apart still (IBBBP).
+REFERENCE_ONLY_FROM_FPS = 29.0
 # Without an index (MPEG-TS/PS) where the keyframe before a window is is unknown: a gap to the
 # next window longer than this is seeked over, a shorter one decoded through.
 SEEK_GAP = 4.0  # s
@@ -87,10 +95,12 @@ def window_starts(duration: float, max_windows: int) -> list[float]:
 
 def sample_clip(path: Path, max_windows: int, max_pixels: int,
                 timeout: float | None = None, skip_nonref: bool = True,
-                shown: Path | None = None) -> Sampled:
+                shown: Path | None = None, reference_only: bool = True) -> Sampled:
     """Decode the windows of one clip. Raises DecodeError with the reason.
 
     skip_nonref: leave out frames no sample shows and no other frame refers to.
+    reference_only (with skip_nonref): leave them out even where a sample shows one; the
+    sample takes the frame before it.
     shown: the clip's name in log lines when `path` is not it (a /proc/self/fd/N).
     """
     if path.stat().st_size == 0:
@@ -102,7 +112,8 @@ def sample_clip(path: Path, max_windows: int, max_pixels: int,
         raise DecodeError(f"not a video FFmpeg can read ({reason(exc)})") from None
     try:
         with container:
-            sampled = _Clip(container, max_pixels, deadline, skip_nonref).sample(max_windows)
+            sampled = _Clip(container, max_pixels, deadline, skip_nonref,
+                            reference_only).sample(max_windows)
     except av.FFmpegError as exc:  # what decoding packet by packet does not absorb
         raise DecodeError(f"the file could not be read ({reason(exc)})") from None
     if sampled.damage:
@@ -116,7 +127,7 @@ class _Clip:
     threads."""
 
     def __init__(self, container: av.container.InputContainer, max_pixels: int,
-                 deadline: float | None, skip_nonref: bool) -> None:
+                 deadline: float | None, skip_nonref: bool, reference_only: bool) -> None:
         stream = video_stream(container)
         if stream is None:
             raise DecodeError("no video stream FFmpeg can decode")
@@ -132,6 +143,7 @@ class _Clip:
                                   deadline=deadline)
         self.container, self.stream = container, stream
         self.skip_nonref = skip_nonref
+        self.reference_only = reference_only
         self.sought = -math.inf  # the last target seeked for
         self.ran_out = False  # frames ended before the last sample time: a truncated file?
 
@@ -183,6 +195,9 @@ class _Clip:
         order = sorted(range(len(targets)), key=targets.__getitem__)
         if self.skip_nonref:
             self.reader.wanted = sorted(targets)
+            rate = self.stream.guessed_rate or self.stream.average_rate
+            if self.reference_only and rate and float(rate) >= REFERENCE_ONLY_FROM_FPS:
+                self.reader.reference_gap = 1 / WINDOW_FPS  # never a frame for two samples
         picked: dict[int, _Shown] = {}
         frames = self.reader.frames()
         current: _Shown | None = None  # the last decoded frame, on screen until the next

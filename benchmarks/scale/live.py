@@ -5,7 +5,9 @@ loading, after searches and after teach previews → a line per size.
     python -m benchmarks.scale.live --clips 100000 --clips 1000000
     python -m benchmarks.scale.live --clips 3000                         # a quick look
 
-Memory is the child's VmRSS (now) and VmHWM (its peak) from /proc/self/status. The index is
+Memory is the child's VmRSS (now) and VmHWM (its peak) from /proc/self/status, and RSS split
+into anonymous memory (the process's own) and file-backed pages (the index files it maps,
+which the kernel drops under memory pressure and reads again). The index is
 saved beside the store before the child starts (as after the first `autotag search`), so the
 figures are a server's steady start, not the one-time build. The vocabulary is 50 tags of
 random vectors (their tag scores: float32 [clips, 50]). The preview is LiveIndex.scores, what
@@ -43,7 +45,8 @@ from autotag.vocabulary import Vocabulary
 
 def status():
     fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
-    return {k: int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}
+    return {k: int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM", "RssAnon",
+                                                          "RssFile")}
 
 store_path, model, tags = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = Store(Path(store_path))
@@ -107,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['loaded']['VmRSS']:.0f} / {r['loaded']['VmHWM']:.0f}, after 10 searches "
               f"{r['searched']['VmRSS']:.0f} / {r['searched']['VmHWM']:.0f}, after 3 previews "
               f"{r['previewed']['VmRSS']:.0f} / {r['previewed']['VmHWM']:.0f} "
-              f"(previews {', '.join(f'{s:.2f}' for s in r['preview_s'])} s)", flush=True)
+              f"(previews {', '.join(f'{s:.2f}' for s in r['preview_s'])} s); of RSS, "
+              f"anonymous / file-backed (the index's mapped pages, given back under pressure):"
+              f" loaded {r['loaded']['RssAnon']:.0f} / {r['loaded']['RssFile']:.0f}, "
+              f"searched {r['searched']['RssAnon']:.0f} / {r['searched']['RssFile']:.0f}, "
+              f"previewed {r['previewed']['RssAnon']:.0f} / {r['previewed']['RssFile']:.0f}",
+              flush=True)
         print(json.dumps(r), flush=True)
     return 0
 
