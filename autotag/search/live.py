@@ -107,7 +107,7 @@ class LiveIndex:
         self._row = {r.id: i for i, r in enumerate(records)}
         self._ids = np.fromiter((r.id for r in records), np.int64, count=len(records))
         self._scores = scores  # float32 [rows, n_tags]: clip scores per tag
-        self._folder_counts = collections.Counter(os.path.dirname(str(r.path)) for r in records)
+        self._folder_counts = collections.Counter(os.path.dirname(r.where) for r in records)
         self._reviews = self.store.all_reviews()  # sha256 → {label: verdict}
         self._vectors = VectorIndex.open(self.store, self.model, build=False)
         if self._vectors is None:  # once, when there is none: its build reads every embedding
@@ -224,9 +224,9 @@ class LiveIndex:
             self._records.append(record)
             self._row[record.id] = row
         else:
-            self._folder_counts[os.path.dirname(str(self._records[row].path))] -= 1
+            self._folder_counts[os.path.dirname(self._records[row].where)] -= 1
             self._records[row] = record
-        self._folder_counts[os.path.dirname(str(record.path))] += 1
+        self._folder_counts[os.path.dirname(record.where)] += 1
         self._scores[row] = scores
         self._ids[row] = record.id
 
@@ -235,7 +235,7 @@ class LiveIndex:
         row = self._row.pop(file_id, None)
         if row is None:
             return
-        self._folder_counts[os.path.dirname(str(self._records[row].path))] -= 1
+        self._folder_counts[os.path.dirname(self._records[row].where)] -= 1
         last = len(self._records) - 1
         if row != last:
             moved = self._records[last]
@@ -368,7 +368,7 @@ class LiveIndex:
         key = tuple(sorted(map(str, folders)))
         prefixes = tuple(k.rstrip("/") + "/" for k in key)
         return self._folders.get(key, self._version, lambda: np.fromiter(
-            (str(r.path).startswith(prefixes) for r in self._records), bool,
+            (r.where.startswith(prefixes) for r in self._records), bool,
             count=len(self._records)))
 
 

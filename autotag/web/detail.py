@@ -63,7 +63,7 @@ def clip_detail(request: Request, lib: Library, file_id: int) -> dict:
     base = params.prefix(request)
     detail = {
         "id": record.id,
-        "path": str(record.path),
+        "path": record.where,
         "name": record.path.name,
         "folder": str(record.path.parent),
         "size": record.size,

@@ -34,7 +34,7 @@ def hit_json(request: Request, lib: Library, record: FileRecord, score: float,
         page["t"] = f"{segment['start']:.1f}"
     return {
         "id": record.id,
-        "path": str(record.path),
+        "path": record.where,
         "name": record.path.name,
         "folder": str(record.path.parent),
         "score": round(score, 4),

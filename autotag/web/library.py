@@ -134,7 +134,7 @@ class Library:
 
     def playability(self, record: FileRecord):
         """playability() of the clip (None: unreadable); NotServable passes up."""
-        key = (str(record.path), record.size, record.mtime)
+        key = (record.where, record.size, record.mtime)
         if key not in self._playable:
             try:
                 self._playable[key] = playability(self.source(record),

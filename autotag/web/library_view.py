@@ -175,7 +175,7 @@ class Columns:
 
     @functools.cached_property
     def paths(self) -> list[str]:
-        return [str(r.path) for r in self._records]
+        return [r.where for r in self._records]
 
     @functools.cached_property
     def names(self) -> list[str]:
@@ -337,8 +337,8 @@ def _card(snap: Snapshot, i: int, labels: list[str], thresholds: np.ndarray,
               for label, verdict in reviewed.items() if verdict == "rejected"]
     scores = [against(snap.scores[i, k], thresholds[k]) for k in range(len(labels))]
     best = max(range(len(labels)), key=lambda k: _rank(scores[k]), default=None)
-    return {"id": record.id, "name": record.path.name, "path": str(record.path),
-            "folder": os.path.dirname(str(record.path)), "mtime": record.mtime,
+    return {"id": record.id, "name": record.path.name, "path": record.where,
+            "folder": os.path.dirname(record.where), "mtime": record.mtime,
             "duration": float(columns.seconds[i]), "chips": chips,
             "best": (labels[best], scores[best]) if best is not None else None,
             "url": f"{base}/clips/{record.id}",

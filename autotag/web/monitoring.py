@@ -39,9 +39,9 @@ def status_json(lib: Library) -> dict:
         "store": {"path": str(lib.store.path), "bytes": store_bytes,
                   "tagged": counts.get("tagged", 0), "failed": counts.get("failed", 0),
                   "indexed": len(lib.index)},
-        "recent": [{"id": r.id, "path": str(r.path), "when": r.updated}
+        "recent": [{"id": r.id, "path": r.where, "when": r.updated}
                    for r in lib.store.recent("tagged", RECENT)],
-        "failures": [{"path": str(r.path), "reason": r.last_error, "attempts": r.attempts,
+        "failures": [{"path": r.where, "reason": r.last_error, "attempts": r.attempts,
                       "when": r.updated} for r in lib.store.recent("failed", 50)],
         "vocabulary": list(lib.vocabulary.labels),
     }
