@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autotag.model import fingerprint
 from autotag.runtimes import shared_text
 from autotag.runtimes.child import FRAME, ChildError
 from autotag.runtimes.shared_text import SharedText, socket_for
@@ -72,7 +73,7 @@ def test_two_searches_with_new_queries_share_one_text_model(tmp_path, model_dir,
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "XDG_RUNTIME_DIR": str(runtime)}
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    path = socket_for(tmp_path / "cache" / "autotag", str(model_dir))
+    path = socket_for(tmp_path / "cache" / "autotag", fingerprint(str(model_dir)))
     assert path is not None and path.parent == runtime / "autotag"
     try:
         _two_searches(clips, config, env, path)
@@ -187,3 +188,13 @@ def test_a_socket_path_too_long_for_af_unix_is_not_used(tmp_path, monkeypatch):
     assert socket_for(tmp_path / ("x" * 120), "handle") is None
     short = socket_for(tmp_path, "handle")
     assert short is not None and short.parent == tmp_path / "text"
+
+
+def test_a_folder_that_cannot_hold_the_socket_gives_a_query_its_own_child(tmp_path, model_dir,
+                                                                          embedder, caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the socket's folder would be")
+    text = SharedText(str(model_dir), blocked / "text.sock", idle=30.0)
+    np.testing.assert_allclose(text.embed_text(["red"]), embedder.embed_text(["red"]),
+                               atol=1e-5)
+    assert "cannot share the text model" in caplog.text and not servers(blocked / "text.sock")

@@ -63,8 +63,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     # the text model loads only for a query not in the text-embedding cache, and then in the
     # child every search of this user shares (it ends itself after 10 min without a query): the
     # first new query of a session waits for TensorFlow to start, the next ones do not
-    embedder = ctx.embedder or LazyEmbedder.from_config(
-        config.model, text_socket=socket_for(default_cache_dir(), config.model.handle))
+    embedder = ctx.embedder
+    if embedder is None:
+        embedder = LazyEmbedder.from_config(config.model)
+        embedder.text_socket = socket_for(default_cache_dir(), embedder.fingerprint)
     store = open_store(config)
     try:
         index = _index(store, embedder.fingerprint, [absolute(d) for d in args.under])

@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -29,7 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
-from autotag.runtimes.child import CHILD_TIMEOUT, EXIT_MODEL, FAILED, FRAME, ChildError, reply
+from autotag.runtimes.child import (
+    CHILD_TIMEOUT,
+    EXIT_MODEL,
+    FAILED,
+    FRAME,
+    ChildError,
+    ChildText,
+    reply,
+)
+
+log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 600.0  # a search session's pauses: the next query within 10 min is instant
 MAX_REQUEST = 64 * 1024  # bytes of JSON per request: queries are a line of words
@@ -37,12 +48,14 @@ REQUEST_SECONDS = 2.0  # a client that connects and says nothing is dropped afte
 ANSWER_SECONDS = 120.0  # a server that has a request this long without answering is stuck
 SUN_PATH_MAX = 107  # AF_UNIX's sun_path on Linux (108 bytes with its NUL)
 
-def socket_for(cache_dir: Path, handle: str) -> Path | None:
-    """The socket of `handle`'s shared text server: $XDG_RUNTIME_DIR (per user, 0700) if set,
-    else the cache folder; None when the path would not fit AF_UNIX's limit."""
+def socket_for(cache_dir: Path, model: str) -> Path | None:
+    """The socket of the shared text server of `model` (its fingerprint: the handle and, for a
+    folder, its graph's hash, so a model replaced in place gets a new server, not the old one's
+    answers): $XDG_RUNTIME_DIR (per user, 0700) if set, else the cache folder; None when the
+    path would not fit AF_UNIX's limit."""
     base = os.environ.get("XDG_RUNTIME_DIR")
     folder = Path(base) / "autotag" if base and Path(base).is_dir() else cache_dir / "text"
-    name = hashlib.sha256(handle.encode()).hexdigest()[:16] + ".sock"
+    name = hashlib.sha256(model.encode()).hexdigest()[:16] + ".sock"
     path = folder / name
     return path if len(os.fsencode(path)) <= SUN_PATH_MAX else None
 
@@ -86,8 +99,14 @@ class SharedText:
         with contextlib.suppress(OSError, EOFError):
             return ask(self.path, texts)
         # none answers: one caller starts it, the others wait on the lock and then ask it
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with _locked(self.path.with_name(self.path.name + ".lock")):
+        with contextlib.ExitStack() as held:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                held.enter_context(_locked(self.path.with_name(self.path.name + ".lock")))
+            except OSError as exc:  # a runtime or cache folder we cannot write: our own child
+                log.warning("cannot share the text model in %s (%s); this query starts its "
+                            "own", self.path.parent, exc.strerror or exc)
+                return ChildText(self.handle, self.threads, self.env).embed_text(texts)
             with contextlib.suppress(OSError, EOFError):
                 return ask(self.path, texts)  # started while we waited for the lock
             self._start()
