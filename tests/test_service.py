@@ -139,6 +139,23 @@ def test_a_retry_pending_at_a_reload_still_happens(setup, embedder):
     assert [r.attempts for r in run.results] == list(range(1, MAX_RETRIES + 2))
 
 
+def test_a_reload_during_a_later_backoff_keeps_the_time_left_on_it(setup, embedder):
+    """A reload while the second retry's backoff runs (0.3 s × 2² = 1.2 s): the new watcher
+    holds the file for the time left on it, not stability_seconds (0.3 s), which would ask
+    too early for the rule that keeps duplicates from spending retries; that refused request
+    was then never rescheduled (rescan_seconds: 0), and the clip never failed or tagged."""
+    root, config = setup
+    with Running(config, root, embedder) as run:
+        (root / "bad.mp4").write_text("not a video")
+        wait_for(lambda: len(run.results) >= 2)  # the second attempt failed: 1.2 s to wait
+        run.daemon.request_reload()
+        wait_for(lambda: run.daemon.counts["failed"] == 1)  # its last attempt, then failed
+        assert run.daemon.wait_idle(DEADLINE)
+    failed = [r for r in run.results if r.status == "failed"]
+    assert [r.attempts for r in failed] == list(range(1, MAX_RETRIES + 2))
+    assert not [r for r in run.results if r.status == "skipped"]  # none asked too early
+
+
 def test_a_request_queued_before_a_failure_does_not_spend_a_retry(setup, embedder):
     """The same version asked for twice (a duplicate event, already queued) while its first
     attempt fails: the second waits its turn, then must not be a second attempt at once; the

@@ -266,3 +266,19 @@ def test_an_idle_watcher_sleeps(tmp_path):
                           capture_output=True, text=True, cwd=REPO, timeout=IDLE_SECONDS + 60,
                           check=True)
     assert int(done.stdout.split()[-1]) <= IDLE_TICKS, done.stdout
+
+
+def test_a_retry_carried_to_a_new_tracker_keeps_the_time_left_on_its_backoff(tmp_path):
+    """A reload hands the waiting paths to a new watcher: a retry goes with the time left on
+    its backoff, a path only waiting to hold still with none (it starts its delay again)."""
+    now = [0.0]
+    tracker = StabilityTracker(0.1, clock=lambda: now[0])
+    bad, new = tmp_path / "bad.mp4", tmp_path / "new.mp4"
+    for path in (bad, new):
+        path.write_bytes(b"x")
+    tracker.touch(bad, delay=2.4)  # the third attempt's backoff: due at 2.4
+    tracker.touch(new)
+    now[0] = 1.0
+    assert tracker.carry() == [(bad, pytest.approx(1.4)), (new, None)]
+    now[0] = 3.0
+    assert tracker.carry()[0] == (bad, 0.0)  # overdue: at once, never a negative delay

@@ -283,7 +283,7 @@ class Daemon:
     def _roots(self) -> list[Path]:
         return list(dict.fromkeys([*self.dirs, *self.config.watch.paths]))
 
-    def _start_watcher(self, carried: list[Path] = ()) -> None:
+    def _start_watcher(self, carried: list[tuple[Path, float | None]] = ()) -> None:
         self.watching.start(self.config, self._roots(), carried)
 
     def _start_int8(self) -> None:

@@ -104,6 +104,14 @@ class StabilityTracker:
         with self._lock:
             return sorted(self._pending)
 
+    def carry(self) -> list[tuple[Path, float | None]]:
+        """Every path with the seconds left on its retry's backoff (None: only waiting to hold
+        still), for a successor's tracker: a retry carried over keeps its due time."""
+        now = self.clock()
+        with self._lock:
+            return [(p, max(0.0, e.due - now) if e.retry else None)
+                    for p, e in sorted(self._pending.items())]
+
     def next_due(self) -> float | None:
         """The monotonic time the earliest pending path may be stable, None with none pending."""
         with self._lock:
@@ -361,7 +369,8 @@ class Watcher:
         self._kick.set()
 
     def pending(self) -> list[Path]:
-        """The paths waiting to be stable (or to be tried again), for a successor watcher."""
+        """The paths waiting to be stable (or to be tried again; tracker.carry: with the time
+        left on each retry's backoff, for a successor watcher)."""
         return self.tracker.paths()
 
     def _wanted(self, path: Path) -> bool:

@@ -31,16 +31,20 @@ class Watching:
         self.watcher: Watcher | None = None
         self._not_in_store = 0  # clips with a sidecar the store does not know, per catch-up scan
 
-    def start(self, config: Config, roots: list[Path], carried: Iterable[Path] = ()) -> None:
-        """A watcher over `roots` (files the old one was waiting on, retries included, are
-        `carried` over); its catch-up scan asks `known` of every clip before this returns."""
+    def start(self, config: Config, roots: list[Path],
+              carried: Iterable[tuple[Path, float | None]] = ()) -> None:
+        """A watcher over `roots` (files the old one was waiting on are `carried` over, a
+        retry with the time left on its backoff); its catch-up scan asks `known` of every clip
+        before this returns."""
         app = self.app()
         app.store.record_roots(roots)  # what the web app may serve
         app.engine.edge = Edge.of(roots, config.watch.follow_symlinks_out)
         self.watcher = Watcher(roots, config.watch, self.inbox, config.outputs.own_folders,
                                known_many=self.known, gone=self.gone, changed=self.inbox.wake)
-        for path in carried:
-            self.watcher.retry_later(path, config.watch.stability_seconds)
+        stable = config.watch.stability_seconds
+        for path, left in carried:  # never sooner than its backoff: Retries.may_retry would
+            # refuse the early request as a duplicate, and nothing would ask again
+            self.watcher.retry_later(path, stable if left is None else max(left, stable))
         self._not_in_store = 0
         self.watcher.start()
         if self._not_in_store:
@@ -50,9 +54,10 @@ class Watching:
         if self.watcher is not None:
             self.watcher.stop()
 
-    def pending(self) -> list[Path]:
-        """The paths the (stopped) watcher was still waiting on, retries included."""
-        return self.watcher.pending() if self.watcher is not None else []
+    def pending(self) -> list[tuple[Path, float | None]]:
+        """The paths the (stopped) watcher was still waiting on, each retry with the time left
+        on its backoff."""
+        return self.watcher.tracker.carry() if self.watcher is not None else []
 
     def retry_later(self, path: Path, delay: float) -> None:
         if self.watcher is not None:
