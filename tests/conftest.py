@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import stop_text_servers
+from autotag.runtimes import shared_text
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -76,7 +76,7 @@ def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # the shared text model's socket too
     yield
-    stop_text_servers(tmp_path)  # `autotag search` leaves its text model for 10 idle minutes
+    shared_text.stop(tmp_path)  # `autotag search` leaves its text model for 10 idle minutes
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ embedder, sidecar reading, a daemon running in a thread."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -196,16 +195,3 @@ def serve_process(config: Path, folder: Path) -> tuple[subprocess.Popen, int]:
              "XDG_CACHE_HOME": str(folder / "xdg-cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
              "XDG_DATA_HOME": str(folder / "xdg-data")})
     return proc, port
-
-
-def stop_text_servers(folder: Path) -> None:
-    """End the shared text models (runtimes/shared_text.py) whose socket is under `folder`."""
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"text-server" in argv and b"--socket" in argv and any(
-                a.startswith(os.fsencode(folder)) for a in argv):
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(entry.name), signal.SIGTERM)

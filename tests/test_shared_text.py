@@ -23,24 +23,9 @@ import pytest
 from autotag.model import fingerprint
 from autotag.runtimes import shared_text
 from autotag.runtimes.child import FRAME, ChildError
-from autotag.runtimes.shared_text import SharedText, socket_for
+from autotag.runtimes.shared_text import SharedText, servers, socket_for
 from tests.clips import BLUE, RED, write_video
-from tests.helpers import stop_text_servers, write_config
-
-
-def servers(path: Path) -> list[int]:
-    """The pids of text servers listening (or starting) on `path`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"text-server" in argv and os.fsencode(path) in argv:
-            found.append(int(entry.name))
-    return found
+from tests.helpers import write_config
 
 
 def wait_until(condition, seconds: float = 30.0) -> bool:
@@ -78,7 +63,7 @@ def test_two_searches_with_new_queries_share_one_text_model(tmp_path, model_dir,
     try:
         _two_searches(clips, config, env, path)
     finally:
-        stop_text_servers(runtime)
+        shared_text.stop(runtime)
         shutil.rmtree(runtime, ignore_errors=True)
 
 

@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -233,3 +234,28 @@ def _answer(model, conn: socket.socket) -> None:
         return
     with contextlib.suppress(OSError):
         conn.sendall(reply(model, texts))
+
+
+def servers(under: Path) -> list[int]:
+    """The pids of the shared text servers whose socket is `under` or lies below it (a folder),
+    read from /proc: what a test or a benchmark ends when it is done with them (`stop`)."""
+    found = []
+    prefix = os.fsencode(under)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        if (b"text-server" in argv and b"--socket" in argv[:-1]
+                and argv[argv.index(b"--socket") + 1].startswith(prefix)):
+            found.append(int(entry.name))
+    return found
+
+
+def stop(under: Path) -> None:
+    """End the shared text servers whose socket is `under` or below it (SIGTERM)."""
+    for pid in servers(under):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)

@@ -28,11 +28,9 @@ in the cache (benchmarks.serve.fill_text_cache). The library is benchmarks.scale
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from autotag.runtimes import shared_text
 from benchmarks.scale import index as scale_index
 from benchmarks.serve import build_media, checkout_env, fill_text_cache
 
@@ -150,20 +149,8 @@ def at_size(clips: int, folder: Path, cache: Path, runs: int, cold: bool, say) -
             result["cold_s"] = [_run([*argv, f"{QUERY} number {i} {time.time_ns()}"], env,
                                      folder)[0] for i in range(runs + 1)]
         finally:
-            _stop_text_servers(home)
+            shared_text.stop(home)  # it would wait 10 idle minutes
     return result
-
-
-def _stop_text_servers(home: Path) -> None:
-    """End the shared text model this run started (it would wait 10 idle minutes)."""
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"text-server" in argv and any(os.fsencode(home) in a for a in argv):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGTERM)
 
 
 def report(r: dict) -> str:
