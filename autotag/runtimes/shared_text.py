@@ -3,15 +3,15 @@ model, reached over a Unix socket, so that a new query costs milliseconds, not T
 
     SharedText.embed_text(texts) ─► connect to SOCKET ─► a framed JSON list in, a framed .npy
         (or the error's one line) out, as ResidentText's pipe protocol
-      no server listening ─► under SOCKET.lock: start `python -m autotag.tfworker text-server
-        HANDLE --socket SOCKET --idle S` in its own session; it binds SOCKET once the model
-        has loaded, so the socket appearing means it is ready ─► ask it
+      no server listening ─► under SOCKET.lock: run `python -m autotag.tfworker text-server
+        HANDLE --socket SOCKET --idle S`, which forks the server off (detach) and exits once
+        it listens (0) or with the line it failed with (2: the ChildError) ─► ask it
 
-The server outlives the command that started it and ends itself after `idle` seconds without a
-call (TensorFlow's ~570 MB go with it), removing its socket. Only this user can connect: the
-socket is 0600 in a 0700 folder. The process started forks the server off and exits once it
-listens (0) or with the line it failed with (2: the ChildError), so the server is nobody's child. Where a socket path would be too long for AF_UNIX, the
-caller uses a child per call instead (`socket_for` returns None).
+The server is nobody's child, in a session of its own; it outlives the command that started it
+and ends itself after `idle` seconds without a call (TensorFlow's ~570 MB go with it), removing
+its socket. Only this user can connect: the socket is 0600 in a 0700 folder. Where a socket
+path would be too long for AF_UNIX, the caller uses a child per call instead (`socket_for`
+returns None).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ MAX_REQUEST = 64 * 1024  # bytes of JSON per request: queries are a line of word
 REQUEST_SECONDS = 2.0  # a client that connects and says nothing is dropped after this
 ANSWER_SECONDS = 120.0  # a server that has a request this long without answering is stuck
 SUN_PATH_MAX = 107  # AF_UNIX's sun_path on Linux (108 bytes with its NUL)
+
 
 def socket_for(cache_dir: Path, model: str) -> Path | None:
     """The socket of the shared text server of `model` (its fingerprint: the handle and, for a
