@@ -100,11 +100,11 @@ class LazyEmbedder:
 
     def __init__(self, handle: str = HUB_HANDLE, threads: int = 0, runtime: str = "tensorflow",
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "f32",
-                 text_idle: float = 0.0, text_socket: Path | None = None) -> None:
+                 text_idle: float = 0.0) -> None:
         self.handle = handle
-        # set: the text child is the one shared by every `autotag search` over this socket
-        # (runtimes/shared_text.py), started by the first and ending itself when idle
-        self.text_socket = text_socket
+        # set (by `autotag search`, from the fingerprint): the text child is the one every
+        # search shares over this socket (runtimes/shared_text.py), ending itself when idle
+        self.text_socket: Path | None = None
         # > 0: the text child stays between calls until this many seconds pass without one
         # (the web app's queries); 0: a child per call (a new prompt now and then)
         self.text_idle = text_idle
@@ -118,11 +118,10 @@ class LazyEmbedder:
         self._vectors: np.ndarray | None = None  # the vocabulary's, for precision auto
 
     @classmethod
-    def from_config(cls, model: ModelConfig, text_idle: float = 0.0,
-                    text_socket: Path | None = None) -> LazyEmbedder:
+    def from_config(cls, model: ModelConfig, text_idle: float = 0.0) -> LazyEmbedder:
         """From config's model section (handle, threads, runtime, batch_size)."""
         return cls(model.handle, model.threads, model.runtime, model.batch_size, model.precision,
-                   text_idle, text_socket)
+                   text_idle)
 
     @property
     def loaded(self) -> bool:

@@ -139,9 +139,6 @@ class SharedText:
             raise ChildError(EXIT_MODEL, lines[-1].strip() if lines else
                              f"the TensorFlow text server exited with {done.returncode}")
 
-    def close(self) -> None:
-        """Nothing to end: the server serves the next search and ends itself when idle."""
-
 
 @contextlib.contextmanager
 def _locked(path: Path):
