@@ -197,19 +197,26 @@ def _burn(seconds: float) -> None:
 
 def test_the_stage_profiler_counts_each_thread_s_cpu_in_its_group():
     """benchmarks.stages' thread sampler (issue 34): a decode worker's CPU and the main
-    thread's are told apart, and a worker that ended before the last reading still counts."""
+    thread's are told apart, and a worker that ends between two readings still counts in
+    full: it reports its own clock as it ends, as the profiled decode workers do. (Waiting
+    for the sampler instead lost 0.16 s of 0.4 on a loaded CI machine: the sampler needs the
+    GIL the burning worker holds.)"""
     import threading
 
     from benchmarks import stages
 
+    def decode_worker():
+        _burn(0.4)
+        threads.ended("decode workers")
+
     with stages.ThreadCpu() as threads:
-        worker = threading.Thread(target=_burn, args=(0.4,), name="autotag-decode-0")
+        worker = threading.Thread(target=decode_worker, name="autotag-decode-0")
         worker.start()
         worker.join()
         _burn(0.2)
     groups = threads.groups()
     tick = 2 / stages.TICK
-    assert groups["decode workers"] >= 0.4 - stages.SAMPLE_SECONDS - tick  # its last sample
+    assert groups["decode workers"] >= 0.4
     assert groups["main thread (model calls, outputs)"] >= 0.2 - tick
     assert groups["decode workers"] < 0.4 + 0.2  # the main thread's CPU is not the worker's
 
