@@ -20,6 +20,10 @@ Measured, each in a process of its own:
     model every search shares, the next --runs ask it. The stand-in is built once
     under benchmarks/.cache (about a minute).
 
+With --before CHECKOUT (a `git worktree` of an older commit), that checkout's own command on a
+store of the same clips in its schema, first, warm and (with --cold) new queries, beside this
+one's, at 100,000 clips or fewer (a second million-clip store would double the disk).
+
 Without --cold no model is loaded: model.handle is an empty folder and the query's embedding is
 in the cache (benchmarks.serve.fill_text_cache). The library is benchmarks.scale.data's
 (--library, clustered by default).
@@ -111,19 +115,22 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
     return seconds, done.stdout
 
 
-def at_size(clips: int, folder: Path, cache: Path, runs: int, cold: bool, say) -> dict:
+def at_size(clips: int, folder: Path, cache: Path, runs: int, cold: bool, say,
+            checkout: Path = ROOT) -> dict:
+    """`checkout`'s command on a store of `clips` clips in its schema: first, warm, its
+    phases (this checkout only) and, with `cold`, new queries."""
     handle = standin_handle(cache) if cold else cache / "scale-model"
     handle.mkdir(parents=True, exist_ok=True)
     model = scale_index.model_of(handle)
     media, _ = build_media(cache, clips)
-    say(f"{clips:,} clips: store (cached after the first run)")
-    source = scale_index.cached_store(ROOT, clips, media, model, cache)
+    say(f"{clips:,} clips: store in {checkout.name}'s schema (cached after the first run)")
+    source = scale_index.cached_store(checkout, clips, media, model, cache)
     store = folder / "state.sqlite3"
     shutil.copyfile(source, store)  # the command writes its index beside it, and may migrate
     home = folder / "home"
-    env = checkout_env(ROOT, dict(os.environ, XDG_CACHE_HOME=str(home / "cache"),
-                                  XDG_CONFIG_HOME=str(home / "config"),
-                                  XDG_STATE_HOME=str(home / "state")))
+    env = checkout_env(checkout, dict(os.environ, XDG_CACHE_HOME=str(home / "cache"),
+                                      XDG_CONFIG_HOME=str(home / "config"),
+                                      XDG_STATE_HOME=str(home / "state")))
     fill_text_cache(home / "cache", model, [QUERY])
     config = scale_index._config(folder, "command", handle, store)
     argv = [sys.executable, "-m", "autotag", "search", "--config", str(config), "--json",
@@ -134,15 +141,15 @@ def at_size(clips: int, folder: Path, cache: Path, runs: int, cold: bool, say) -
         raise RuntimeError("the first command did not print 10 hits")
     say(f"{clips:,} clips: warm commands")
     warm = [_run([*argv, QUERY], env, folder)[0] for _ in range(runs)]
-    say(f"{clips:,} clips: phases")
-    start = statistics.median(_run([sys.executable, "-c", "pass"], env, folder)[0]
-                              for _ in range(runs))
-    phases = [json.loads(_run([sys.executable, "-c", PHASES, str(config), QUERY], env,
-                              folder)[1].splitlines()[-1]) for _ in range(runs)]
-    result = {"clips": clips, "first_s": first, "warm_s": warm,
-              "warm_median_s": statistics.median(warm), "python_start_s": start,
-              "phases_s": {k: statistics.median(p[k] for p in phases) for k in phases[0]},
-              "budget_s": BUDGET_S.get(clips)}
+    result = {"checkout": checkout.name, "clips": clips, "first_s": first, "warm_s": warm,
+              "warm_median_s": statistics.median(warm), "budget_s": BUDGET_S.get(clips)}
+    if checkout == ROOT:
+        say(f"{clips:,} clips: phases")
+        result["python_start_s"] = statistics.median(
+            _run([sys.executable, "-c", "pass"], env, folder)[0] for _ in range(runs))
+        phases = [json.loads(_run([sys.executable, "-c", PHASES, str(config), QUERY], env,
+                                  folder)[1].splitlines()[-1]) for _ in range(runs)]
+        result["phases_s"] = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
     if cold:
         say(f"{clips:,} clips: commands for new queries (the stand-in's text side)")
         try:  # the first starts the shared text model (runtimes/shared_text.py), the rest ask it
@@ -155,10 +162,11 @@ def at_size(clips: int, folder: Path, cache: Path, runs: int, cold: bool, say) -
 
 def report(r: dict) -> str:
     warm = ", ".join(f"{s:.2f}" for s in r["warm_s"])
-    lines = [(f"{r['clips']:,} clips (budget {r['budget_s'] or '–'} s): first command "
-              f"{r['first_s']:.2f} s, warm median {r['warm_median_s']:.2f} s ({warm})"),
-             f"  python start {r['python_start_s']:.3f} s"]
-    lines += [f"  {name:45} {s:.3f} s" for name, s in r["phases_s"].items()]
+    lines = [(f"{r['checkout']}, {r['clips']:,} clips (budget {r['budget_s'] or '–'} s): first "
+              f"command {r['first_s']:.2f} s, warm median {r['warm_median_s']:.2f} s ({warm})")]
+    if "phases_s" in r:
+        lines.append(f"  python start {r['python_start_s']:.3f} s")
+        lines += [f"  {name:45} {s:.3f} s" for name, s in r["phases_s"].items()]
     if "cold_s" in r:
         first, *rest = r["cold_s"]
         lines.append(f"  new query, the first (starts the shared text model): {first:.2f} s")
@@ -176,15 +184,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold", action="store_true",
                         help="also new queries, embedded by the stand-in model's text side")
     parser.add_argument("--library", choices=scale_index.data.LIBRARIES, default="clustered")
+    parser.add_argument("--before", type=Path, metavar="CHECKOUT",
+                        help="also this checkout's command, at 100,000 clips or fewer")
     args = parser.parse_args(argv)
     scale_index.use_library(args.library)
     CACHE.mkdir(parents=True, exist_ok=True)
     results = []
     for clips in args.clips or sorted(BUDGET_S):
-        with tempfile.TemporaryDirectory(prefix="scale-command-", dir=CACHE) as tmp:
-            results.append(at_size(clips, Path(tmp), CACHE, args.runs, args.cold,
-                                   lambda m: print(m, file=sys.stderr, flush=True)))
-        print(report(results[-1]), flush=True)
+        checkouts = [ROOT] + ([args.before.resolve()] if args.before and
+                              clips <= min(BUDGET_S) else [])
+        for checkout in checkouts:
+            with tempfile.TemporaryDirectory(prefix="scale-command-", dir=CACHE) as tmp:
+                results.append(at_size(clips, Path(tmp), CACHE, args.runs, args.cold,
+                                       lambda m: print(m, file=sys.stderr, flush=True),
+                                       checkout))
+            print(report(results[-1]), flush=True)
     print(json.dumps(results, indent=1))
     return 0
 
