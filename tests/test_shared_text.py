@@ -5,6 +5,7 @@ itself when idle, so the next new query does not wait for TensorFlow to start.""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -168,9 +169,12 @@ def test_a_shared_text_model_that_cannot_load_the_model_says_why(sock, tmp_path)
     assert not sock.exists() and wait_until(lambda: not servers(sock), 10)
 
 
-def test_a_socket_path_too_long_for_af_unix_is_not_used(tmp_path, monkeypatch):
+def test_a_socket_path_too_long_for_af_unix_is_not_used_and_says_so(tmp_path, monkeypatch,
+                                                                      caplog):
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    caplog.set_level(logging.INFO, "autotag")
     assert socket_for(tmp_path / ("x" * 120), "handle") is None
+    assert "set XDG_RUNTIME_DIR" in caplog.text
     short = socket_for(tmp_path, "handle")
     assert short is not None and short.parent == tmp_path / "text"
 

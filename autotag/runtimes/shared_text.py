@@ -59,7 +59,12 @@ def socket_for(cache_dir: Path, model: str) -> Path | None:
     folder = Path(base) / "autotag" if base and Path(base).is_dir() else cache_dir / "text"
     name = hashlib.sha256(model.encode()).hexdigest()[:16] + ".sock"
     path = folder / name
-    return path if len(os.fsencode(path)) <= SUN_PATH_MAX else None
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        return path
+    log.info("the shared text model's socket would be %s, longer than a Unix socket's path may "
+             "be: each new query starts TensorFlow (set XDG_RUNTIME_DIR, or a shorter "
+             "XDG_CACHE_HOME)", path)
+    return None
 
 
 def ask(path: Path, texts: list[str], timeout: float = ANSWER_SECONDS) -> np.ndarray:
