@@ -102,11 +102,12 @@ class LazyEmbedder:
                  batch_size: int = DEFAULT_BATCH_SIZE, precision: str = "f32",
                  text_idle: float = 0.0) -> None:
         self.handle = handle
-        # set (by `autotag search`, from the fingerprint): the text child is the one every
-        # search shares over this socket (runtimes/shared_text.py), ending itself when idle
+        # set (by `autotag search` and the web app, from the fingerprint): the text model is
+        # the one every search of the user shares over this socket (runtimes/shared_text.py),
+        # ending itself after text_idle seconds without a query (when this process starts it;
+        # 0: shared_text's default); None: a child per call (the daemon's new prompt now and
+        # then)
         self.text_socket: Path | None = None
-        # > 0: the text child stays between calls until this many seconds pass without one
-        # (the web app's queries); 0: a child per call (a new prompt now and then)
         self.text_idle = text_idle
         self._text: TextInChild | None = None
         self.threads = threads
@@ -118,10 +119,9 @@ class LazyEmbedder:
         self._vectors: np.ndarray | None = None  # the vocabulary's, for precision auto
 
     @classmethod
-    def from_config(cls, model: ModelConfig, text_idle: float = 0.0) -> LazyEmbedder:
+    def from_config(cls, model: ModelConfig) -> LazyEmbedder:
         """From config's model section (handle, threads, runtime, batch_size)."""
-        return cls(model.handle, model.threads, model.runtime, model.batch_size, model.precision,
-                   text_idle)
+        return cls(model.handle, model.threads, model.runtime, model.batch_size, model.precision)
 
     @property
     def loaded(self) -> bool:
@@ -194,15 +194,12 @@ class LazyEmbedder:
             return self._text.embed_text(texts)
         return self._get().embed_text(texts)
 
-    def close(self) -> None:
-        """End a resident text child now (it would end itself once idle)."""
-        if self._text is not None:
-            self._text.close()
-
 
 class TextInChild:
-    """The text signature in a TensorFlow child process (runtimes/child.py), its failures as
-    ModelError: what OpenVINO's embedder embeds text with."""
+    """The text signature in a TensorFlow child process, its failures as ModelError: what
+    OpenVINO's embedder embeds text with. With a socket, the server every search of the user
+    shares (runtimes/shared_text.py; started with `idle` when none answers); without, a child
+    per call (runtimes/child.py)."""
 
     def __init__(self, handle: str, threads: int = 0, idle: float = 0.0,
                  socket: Path | None = None) -> None:
@@ -211,9 +208,8 @@ class TextInChild:
         # the child finds the model where this process does
         env = {"TFHUB_CACHE_DIR": str(hub_cache_dir())}
         if socket is not None:
-            self._child = shared_text.SharedText(handle, socket, threads, env)
-        elif idle > 0:
-            self._child = child.ResidentText(handle, threads, env, idle)
+            self._child = shared_text.SharedText(handle, socket, threads, env,
+                                                 idle or shared_text.IDLE_SECONDS)
         else:
             self._child = child.ChildText(handle, threads, env)
 
@@ -224,11 +220,6 @@ class TextInChild:
             return self._child.embed_text(texts)
         except child.ChildError as exc:
             raise ModelError(str(exc)) from None
-
-    def close(self) -> None:
-        close = getattr(self._child, "close", None)
-        if close is not None:
-            close()
 
 
 def running_precision(embedder: object) -> str:

@@ -1,11 +1,12 @@
-"""argv (convert | text | text-server) → TensorFlow loads the model → IR in a folder, or text
-embeddings on stdout → exit. The child's side of runtimes/child.py: the only process that
-imports TensorFlow when the video model runs on OpenVINO, and it exits when its job is done
-(text-server: when its parent, or with --socket every client, stops asking for `--idle` s).
+"""argv (convert | text | text-server) → TensorFlow loads the model → IR in a folder, text
+embeddings on stdout, or a server on a socket → exit. The child's side of runtimes/child.py and
+runtimes/shared_text.py: the only process that imports TensorFlow when the video model runs on
+OpenVINO, and it exits when its job is done (text-server: when no client has asked for `--idle`
+seconds).
 
     python -m autotag.tfworker convert HANDLE BATCH FOLDER [--threads N]
     python -m autotag.tfworker text HANDLE [--threads N]   (JSON texts on stdin)
-    python -m autotag.tfworker text-server HANDLE [--idle S] [--threads N] [--socket PATH]
+    python -m autotag.tfworker text-server HANDLE --socket PATH [--idle S] [--threads N]
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import select
 import sys
 from pathlib import Path
 
@@ -30,6 +30,8 @@ def main(argv: list[str]) -> int:
     threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else 0
     command, handle = argv[0], argv[1]
     shared = Path(argv[argv.index("--socket") + 1]) if "--socket" in argv else None
+    if command == "text-server" and shared is None:
+        return _fail("text-server needs --socket PATH", EXIT_MODEL)
     # the server every `autotag search` shares forks off before TensorFlow starts a thread
     ready = shared_text.detach(shared) if command == "text-server" and shared else None
     try:
@@ -44,9 +46,7 @@ def main(argv: list[str]) -> int:
             convert_signature(model.video_fn, int(argv[2]), Path(argv[3]))
         elif command == "text-server":
             idle = float(argv[argv.index("--idle") + 1]) if "--idle" in argv else 300.0
-            if ready is not None:  # shared by every `autotag search` (shared_text.py)
-                return shared_text.serve(model, shared, idle, ready)
-            return text_server(model, idle)
+            return shared_text.serve(model, shared, idle, ready)
         else:
             texts = json.loads(sys.stdin.buffer.read())
             buffer = io.BytesIO()
@@ -65,23 +65,6 @@ def _fail(reason: str, code: int, ready: int | None = None) -> int:
     if ready is not None:
         shared_text.failed(ready, " ".join(lines))
     return code
-
-
-def text_server(model, idle: float) -> int:
-    """Answer framed text requests on stdin (child.ResidentText's protocol) until stdin ends or
-    `idle` seconds pass without one; exit 0."""
-    from autotag.runtimes.child import FRAME, reply
-
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        ready, _, _ = select.select([stdin], [], [], idle)
-        if not ready:
-            return 0  # idle: the parent starts another child when it needs one
-        head = stdin.read(FRAME.size)
-        if len(head) != FRAME.size:
-            return 0  # the parent closed our stdin (or ended)
-        stdout.write(reply(model, json.loads(stdin.read(FRAME.unpack(head)[0]))))
-        stdout.flush()
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import pytest
 
 from autotag.model import fingerprint
 from autotag.runtimes import shared_text
-from autotag.runtimes.child import FRAME, ChildError
-from autotag.runtimes.shared_text import SharedText, servers, socket_for
+from autotag.runtimes.child import ChildError
+from autotag.runtimes.shared_text import FRAME, SharedText, servers, socket_for
 from tests.clips import BLUE, RED, write_video
 from tests.helpers import write_config
 

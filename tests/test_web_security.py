@@ -452,31 +452,6 @@ time.sleep(60)
         daemon.stdout.close()
 
 
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None  # gone: reaped
-
-
-def test_the_text_child_is_reaped_when_it_ends_itself_idle(model_dir):
-    from autotag.model import LazyEmbedder
-
-    lazy = LazyEmbedder(str(model_dir), runtime="openvino", text_idle=2.0)
-    try:
-        lazy.embed_text(["red"])
-        pid = lazy._text._child._proc.pid
-        deadline = time.monotonic() + 60
-        while _state(pid) not in (None, "Z") and time.monotonic() < deadline:
-            time.sleep(0.1)  # until it ends itself
-        zombie_until = time.monotonic() + 5
-        while _state(pid) == "Z" and time.monotonic() < zombie_until:
-            time.sleep(0.1)
-        assert _state(pid) is None  # reaped, without another query to notice it ended
-    finally:
-        lazy.close()
-
-
 def test_the_query_cache_on_disk_is_bounded_in_count_and_age(tmp_path):
     import numpy as np
 

@@ -1,8 +1,9 @@
-"""The text signature in one TensorFlow child shared by every `autotag search` of a user and
-model, reached over a Unix socket, so that a new query costs milliseconds, not TensorFlow's start.
+"""The text signature in one TensorFlow process shared by every search of a user and model
+(`autotag search`, the web app), reached over a Unix socket, so that a new query costs
+milliseconds, not TensorFlow's start.
 
     SharedText.embed_text(texts) ─► connect to SOCKET ─► a framed JSON list in, a framed .npy
-        (or the error's one line) out, as ResidentText's pipe protocol
+        (or the error's one line) out (reply)
       no server listening ─► under SOCKET.lock: run `python -m autotag.tfworker text-server
         HANDLE --socket SOCKET --idle S`, which forks the server off (detach) and exits once
         it listens (0) or with the line it failed with (2: the ChildError) ─► ask it
@@ -25,21 +26,14 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from autotag.runtimes.child import (
-    CHILD_TIMEOUT,
-    EXIT_MODEL,
-    FAILED,
-    FRAME,
-    ChildError,
-    ChildText,
-    reply,
-)
+from autotag.runtimes.child import CHILD_TIMEOUT, EXIT_MODEL, ChildError, ChildText
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +42,8 @@ MAX_REQUEST = 64 * 1024  # bytes of JSON per request: queries are a line of word
 REQUEST_SECONDS = 2.0  # a client that connects and says nothing is dropped after this
 ANSWER_SECONDS = 120.0  # a server that has a request this long without answering is stuck
 SUN_PATH_MAX = 107  # AF_UNIX's sun_path on Linux (108 bytes with its NUL)
+FRAME = struct.Struct(">I")  # a frame's length, before its bytes
+OK, FAILED = b"0", b"1"  # a reply's first byte: .npy bytes follow, or the error's one line
 
 
 def socket_for(cache_dir: Path, model: str) -> Path | None:
@@ -262,3 +258,15 @@ def stop(under: Path) -> None:
     for pid in servers(under):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+
+
+def reply(model, texts: list[str]) -> bytes:
+    """The server's side of one request: the model's embeddings as a framed .npy, or its
+    failure's line; the server goes on either way."""
+    try:
+        buffer = io.BytesIO()
+        np.save(buffer, model.embed_text(texts), allow_pickle=False)
+        status, body = OK, buffer.getvalue()
+    except Exception as exc:  # noqa: BLE001 - the client gets the one line
+        status, body = FAILED, str(exc).encode()
+    return status + FRAME.pack(len(body)) + body

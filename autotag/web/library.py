@@ -181,12 +181,9 @@ class Library:
         return self.config.tagging.thresholds.get(label, self.config.tagging.min_score)
 
     def close(self) -> None:
-        """End the query text child, if one runs, and a search index build (the store is the
-        app's to close)."""
+        """End a search index build (the store is the app's to close; the shared text model
+        ends itself when idle)."""
         self.jobs.close()
-        close = getattr(self.queries, "close", None)
-        if close is not None:
-            close()
         self.index.close()
 
 
@@ -211,18 +208,23 @@ def open_library(app: App, status: Callable[[], dict] | None = None,
 
 
 def _query_embedder(embedder: Embedder, config: Config) -> Embedder:
-    """Queries need the text model only. On OpenVINO that is a TensorFlow child process; for
-    the web app it stays between queries (a new query would wait seconds for TensorFlow to
-    start each time) and ends itself after model.idle_unload_seconds without one. An embedder
-    whose text side is in this process (TensorFlow, a test's) embeds them itself."""
+    """Queries need the text model only. On OpenVINO that is a TensorFlow child process: the
+    one every search of the user shares, `autotag search`'s too (runtimes/shared_text.py), so a
+    new query waits for TensorFlow's start only when none ran for a while. Started here, it
+    ends itself after model.idle_unload_seconds without a query. An embedder whose text side is
+    in this process (TensorFlow, a test's) embeds them itself."""
+    from autotag.config import default_cache_dir
     from autotag.model import LazyEmbedder
+    from autotag.runtimes.shared_text import socket_for
 
-    idle = config.model.idle_unload_seconds or 365 * 86400.0  # 0: never released
-    if isinstance(embedder, LazyEmbedder):
-        embedder.text_idle = embedder.text_idle or idle
-        return embedder
-    if getattr(embedder, "runtime", None) == "openvino":
-        return LazyEmbedder.from_config(config.model, text_idle=idle)
+    if not isinstance(embedder, LazyEmbedder):
+        if getattr(embedder, "runtime", None) != "openvino":
+            return embedder
+        embedder = LazyEmbedder.from_config(config.model)
+    embedder.text_socket = embedder.text_socket or socket_for(default_cache_dir(),
+                                                              embedder.fingerprint)
+    # 0 (never released) keeps it for a year
+    embedder.text_idle = embedder.text_idle or config.model.idle_unload_seconds or 365 * 86400.0
     return embedder
 
 
