@@ -11,13 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from starlette.testclient import TestClient
 
+from autotag.app import open_app
 from autotag.config import default_cache_dir, load_config
 from autotag.model import LazyEmbedder, ModelError
 from autotag.runtimes import shared_text
 from autotag.runtimes.shared_text import servers, socket_for
-from autotag.web.library import _query_embedder
+from autotag.web.library import _query_embedder, open_library
+from autotag.web.routes import create_app
 from tests.helpers import write_config
+
+LOCAL = "http://127.0.0.1:8765"
 
 
 @pytest.fixture
@@ -63,6 +68,47 @@ def test_the_web_app_s_queries_with_a_model_that_cannot_load_say_why(tmp_path, r
         queries.embed_text(["red"])
     assert str(failed.value) and "\n" not in str(failed.value)
     assert not servers(runtime_dir)
+
+
+def test_the_search_box_s_first_keystroke_starts_the_text_model_ahead(tmp_path, model_dir,
+                                                                       runtime_dir):
+    """POST /api/search/warm (app.js sends it on the search box's first input): the shared text
+    model starts in the background, once however often it is asked; only from our page."""
+    app = open_app(load_config(write_config(tmp_path, model_dir)),
+                   LazyEmbedder(str(model_dir), runtime="openvino"))
+    library = open_library(app)
+    client = TestClient(create_app(library), base_url=LOCAL)
+    try:
+        assert client.post("/api/search/warm").status_code == 403  # no Origin, no CSRF token
+        assert client.get("/api/search/warm").status_code == 405
+        assert not servers(runtime_dir)
+        csrf = client.get("/api/session").json()["csrf"]
+        ours = {"Origin": LOCAL, "X-CSRF-Token": csrf}
+        started = client.post("/api/search/warm", headers=ours)
+        assert started.status_code == 202 and started.json() == {"text_model": "starting"}
+        assert client.post("/api/search/warm", headers=ours).status_code == 202  # a second key
+        library._warming.join(120)
+        assert len(servers(runtime_dir)) == 1  # started once
+        assert client.post("/api/search/warm", headers=ours).status_code == 202  # it answers
+        library._warming.join(120)
+        assert len(servers(runtime_dir)) == 1
+    finally:
+        library.close()
+        app.close()
+
+
+def test_warming_is_not_needed_where_the_app_embeds_text_itself(tmp_path, model_dir, embedder):
+    app = open_app(load_config(write_config(tmp_path, model_dir)), embedder)
+    library = open_library(app)
+    client = TestClient(create_app(library), base_url=LOCAL)
+    try:
+        csrf = client.get("/api/session").json()["csrf"]
+        done = client.post("/api/search/warm", headers={"Origin": LOCAL, "X-CSRF-Token": csrf})
+        assert done.status_code == 200 and done.json() == {"text_model": "not needed"}
+        assert library._warming is None
+    finally:
+        library.close()
+        app.close()
 
 
 def _children() -> list[tuple[int, str]]:

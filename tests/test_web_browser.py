@@ -266,6 +266,24 @@ def test_typing_red_ranks_both_red_clips_first_each_with_the_time_it_matches(sit
     assert not visit.problems()
 
 
+def test_the_first_keystroke_in_the_search_box_asks_to_start_the_text_model(site, visit):
+    """app.js posts /api/search/warm on the box's first input, with the page's CSRF token and
+    origin, so the app may start the text model while the query is typed; once a page."""
+    page = visit.page
+    page.goto(site.url + "/")
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/api/search/warm")
+            else None)
+    with page.expect_response(lambda r: r.url.endswith("/api/search/warm")) as answer:
+        page.get_by_role("searchbox").press_sequentially("red")
+    warm = answer.value  # 200 "not needed" (this app embeds text itself); 403 without the
+    assert warm.request.method == "POST" and warm.status == 200  # page's token and origin
+    page.get_by_role("searchbox").press_sequentially(" ball")
+    page.wait_for_timeout(300)
+    assert len(sent) == 1  # once a page, not a request a keystroke
+    assert not visit.problems()
+
+
 def test_the_empty_search_page_lists_the_clips_tagged_lately(site, visit):
     page = visit.page
     page.goto(site.url + "/")

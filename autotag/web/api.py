@@ -40,6 +40,14 @@ def api_search(request: Request) -> Response:
     return JSONResponse(hits, headers={"x-autotag-message": quote(message)} if message else None)
 
 
+def api_search_warm(request: Request) -> Response:
+    """POST: start the text model a new query needs, without waiting for it (the search box's
+    first keystroke): 202 {"text_model": "starting"}, or 200 "not needed"."""
+    if library_of(request).warm_queries():
+        return JSONResponse({"text_model": "starting"}, status_code=202)
+    return JSONResponse({"text_model": "not needed"})
+
+
 def api_clip(request: Request) -> Response:
     """A clip: tags with scores, thresholds, confidences and segments; ?q= adds the query's
     best segment; how to play it; its outputs."""

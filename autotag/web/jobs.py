@@ -46,7 +46,8 @@ class Retagger:
             self._stop = threading.Event()
             self._progress = {"state": "running", "done": 0, "total": 0, "failed": 0,
                               "started": time.time()}
-            self._thread = threading.Thread(target=self._run, args=(rule, tagger, store, self._stop),
+            self._thread = threading.Thread(target=self._run,
+                                            args=(rule, tagger, store, self._stop),
                                             name="autotag-web-retag")
             self._thread.start()
 

@@ -27,7 +27,7 @@ from autotag.config import Config
 from autotag.files import Edge
 from autotag.media.playable import playability
 from autotag.media.webm import PreviewError
-from autotag.model import Embedder
+from autotag.model import Embedder, ModelError
 from autotag.opener import FdFile, NotServable, Source
 from autotag.reviews import ReviewError, Verdicts, review
 from autotag.search.live import LiveIndex
@@ -44,6 +44,7 @@ QUERY_CACHE = 256  # query vectors kept in memory
 THUMB_CACHE = 2048  # encoded thumbnails kept in memory
 PLAYABLE_CACHE = 4096  # clips whose playability is remembered
 THUMB_JPEG_QUALITY = 85
+WARM_TEXT = "a video"  # what starting the text model ahead embeds: any words the model knows
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Library:
     _thumbs: OrderedDict = field(default_factory=OrderedDict)
     _playable: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _warming: threading.Thread | None = None
 
     @property
     def config(self) -> Config:
@@ -180,11 +182,27 @@ class Library:
     def threshold(self, label: str) -> float:
         return self.config.tagging.thresholds.get(label, self.config.tagging.min_score)
 
+    def warm_queries(self) -> bool:
+        """Start the text model a new query needs, without waiting for it: the search box's
+        first keystroke asks (typing a query takes about as long as TensorFlow's start, 3-4 s;
+        issue 31). False when there is nothing to start (text embedded in this process)."""
+        queries = self.queries or self.embedder
+        if not getattr(queries, "text_shared", False):
+            return False
+        with self._lock:  # one start at a time; a running model answers it in milliseconds
+            if self._warming is None or not self._warming.is_alive():
+                self._warming = threading.Thread(target=_warm, args=(queries,), daemon=True,
+                                                 name="autotag-text-warm")
+                self._warming.start()
+        return True
+
     def close(self) -> None:
-        """End a search index build (the store is the app's to close; the shared text model
-        ends itself when idle)."""
+        """End a search index build and wait for a text model being started (the store is the
+        app's to close; the shared text model ends itself when idle)."""
         self.jobs.close()
         self.index.close()
+        if self._warming is not None:
+            self._warming.join()
 
 
 def open_library(app: App, status: Callable[[], dict] | None = None,
@@ -226,6 +244,13 @@ def _query_embedder(embedder: Embedder, config: Config) -> Embedder:
     # 0 (never released) keeps it for a year
     embedder.text_idle = embedder.text_idle or config.model.idle_unload_seconds or 365 * 86400.0
     return embedder
+
+
+def _warm(queries: Embedder) -> None:
+    try:
+        queries.embed_text([WARM_TEXT])
+    except ModelError as exc:  # the query itself will say so too
+        log.warning("the text model for new queries did not start: %s", exc)
 
 
 def library_of(request: Request) -> Library:

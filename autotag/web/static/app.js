@@ -291,3 +291,17 @@ function step(items, current, by) {
   slider.addEventListener("input", function () { document.getElementById("teach-value").textContent = parseFloat(slider.value).toFixed(1); });
   slider.addEventListener("change", function () { show(slider.value); });
 })();
+
+(function () {
+  // the search box's first keystroke starts the text model a new query needs: TensorFlow takes
+  // seconds to start, about as long as typing a query does; nothing waits for the answer
+  const box = document.querySelector('form.search input[name="q"]');
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  if (!box || !meta) return;
+  const base = box.form.getAttribute("action").replace(/\/$/, "");
+  box.addEventListener("input", function () {
+    fetch(base + "/api/search/warm", {
+      method: "POST", credentials: "same-origin", headers: {"X-CSRF-Token": meta.content},
+    }).catch(function () {});
+  }, {once: true});
+})();
