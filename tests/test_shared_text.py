@@ -5,7 +5,6 @@ itself when idle, so the next new query does not wait for TensorFlow to start.""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -169,14 +168,24 @@ def test_a_shared_text_model_that_cannot_load_the_model_says_why(sock, tmp_path)
     assert not sock.exists() and wait_until(lambda: not servers(sock), 10)
 
 
-def test_a_socket_path_too_long_for_af_unix_is_not_used_and_says_so(tmp_path, monkeypatch,
-                                                                      caplog):
+def test_a_socket_path_too_long_for_af_unix_gives_a_query_its_own_child_and_says_so_once(
+        tmp_path, model_dir, embedder, caplog):
+    long = tmp_path / ("x" * 120) / "text.sock"
+    text = SharedText(str(model_dir), long, idle=30.0)
+    np.testing.assert_allclose(text.embed_text(["red"]), embedder.embed_text(["red"]),
+                               atol=1e-5)
+    assert "set XDG_RUNTIME_DIR" in caplog.text and not servers(tmp_path)
+    caplog.clear()
+    text.embed_text(["blue water"])
+    assert "cannot share" not in caplog.text  # said once, not at every query
+
+
+def test_the_socket_is_in_the_runtime_folder_when_there_is_one(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    caplog.set_level(logging.INFO, "autotag")
-    assert socket_for(tmp_path / ("x" * 120), "handle") is None
-    assert "set XDG_RUNTIME_DIR" in caplog.text
-    short = socket_for(tmp_path, "handle")
-    assert short is not None and short.parent == tmp_path / "text"
+    assert socket_for(tmp_path, "handle").parent == tmp_path / "text"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    assert socket_for(tmp_path, "handle").parent == tmp_path / "run" / "autotag"
 
 
 def test_a_folder_that_cannot_hold_the_socket_gives_a_query_its_own_child(tmp_path, model_dir,

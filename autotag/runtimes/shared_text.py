@@ -10,9 +10,9 @@ milliseconds, not TensorFlow's start.
 
 The server is nobody's child, in a session of its own; it outlives the command that started it
 and ends itself after `idle` seconds without a call (TensorFlow's ~570 MB go with it), removing
-its socket. Only this user can connect: the socket is 0600 in a 0700 folder. Where a socket
-path would be too long for AF_UNIX, the caller uses a child per call instead (`socket_for`
-returns None).
+its socket. Only this user can connect: the socket is 0600 in a 0700 folder. Where the socket's
+path would be too long for AF_UNIX, or its folder cannot be written, a new query starts a child
+of its own instead, and says so once.
 """
 
 from __future__ import annotations
@@ -44,23 +44,16 @@ ANSWER_SECONDS = 120.0  # a server that has a request this long without answerin
 SUN_PATH_MAX = 107  # AF_UNIX's sun_path on Linux (108 bytes with its NUL)
 FRAME = struct.Struct(">I")  # a frame's length, before its bytes
 OK, FAILED = b"0", b"1"  # a reply's first byte: .npy bytes follow, or the error's one line
+_UNSHARED: set[Path] = set()  # sockets this process said it cannot use
 
 
-def socket_for(cache_dir: Path, model: str) -> Path | None:
+def socket_for(cache_dir: Path, model: str) -> Path:
     """The socket of the shared text server of `model` (its fingerprint: the handle and, for a
     folder, its graph's hash, so a model replaced in place gets a new server, not the old one's
-    answers): $XDG_RUNTIME_DIR (per user, 0700) if set, else the cache folder; None when the
-    path would not fit AF_UNIX's limit."""
+    answers): $XDG_RUNTIME_DIR (per user, 0700) if set, else the cache folder."""
     base = os.environ.get("XDG_RUNTIME_DIR")
     folder = Path(base) / "autotag" if base and Path(base).is_dir() else cache_dir / "text"
-    name = hashlib.sha256(model.encode()).hexdigest()[:16] + ".sock"
-    path = folder / name
-    if len(os.fsencode(path)) <= SUN_PATH_MAX:
-        return path
-    log.info("the shared text model's socket would be %s, longer than a Unix socket's path may "
-             "be: each new query starts TensorFlow (set XDG_RUNTIME_DIR, or a shorter "
-             "XDG_CACHE_HOME)", path)
-    return None
+    return folder / (hashlib.sha256(model.encode()).hexdigest()[:16] + ".sock")
 
 
 def ask(path: Path, texts: list[str], timeout: float = ANSWER_SECONDS) -> np.ndarray:
@@ -99,6 +92,9 @@ class SharedText:
                                                                      env, idle)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
+        if len(os.fsencode(self.path)) > SUN_PATH_MAX:
+            return self._alone(texts, "its socket's path would be longer than a Unix socket's "
+                                      "may be (set XDG_RUNTIME_DIR, or a shorter XDG_CACHE_HOME)")
         with contextlib.suppress(OSError, EOFError):
             return ask(self.path, texts)
         # none answers: one caller starts it, the others wait on the lock and then ask it
@@ -107,9 +103,7 @@ class SharedText:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 held.enter_context(_locked(self.path.with_name(self.path.name + ".lock")))
             except OSError as exc:  # a runtime or cache folder we cannot write: our own child
-                log.warning("cannot share the text model in %s (%s); this query starts its "
-                            "own", self.path.parent, exc.strerror or exc)
-                return ChildText(self.handle, self.threads, self.env).embed_text(texts)
+                return self._alone(texts, f"{self.path.parent}: {exc.strerror or exc}")
             with contextlib.suppress(OSError, EOFError):
                 return ask(self.path, texts)  # started while we waited for the lock
             self._start()
@@ -118,6 +112,14 @@ class SharedText:
         except (OSError, EOFError) as exc:
             raise ChildError(EXIT_MODEL, f"the shared text model at {self.path} did not "
                              f"answer: {exc}") from None
+
+    def _alone(self, texts: list[str], why: str) -> np.ndarray:
+        """The texts embedded by a child of this call's own; why the model is not shared, said
+        once a socket."""
+        if self.path not in _UNSHARED:
+            _UNSHARED.add(self.path)
+            log.warning("cannot share the text model (%s): each new query starts its own", why)
+        return ChildText(self.handle, self.threads, self.env).embed_text(texts)
 
     def _start(self) -> None:
         """Start the server and return once it listens, or raise ChildError with the line it
