@@ -185,16 +185,19 @@ class LazyEmbedder:
         return self._get().embed_video(frames)
 
     @property
+    def _text_in_child(self) -> bool:
+        return self._model is None and choose_runtime(self.requested_runtime) == "openvino"
+
+    @property
     def text_shared(self) -> bool:
         """New queries go to the shared text model (a process of its own that may need starting),
         so starting it ahead of a query saves that query TensorFlow's start."""
-        return (self.text_socket is not None and self._model is None
-                and choose_runtime(self.requested_runtime) == "openvino")
+        return self.text_socket is not None and self._text_in_child
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """Text before any video: on OpenVINO the text side is a child process anyway, so a
         search for a new query (or retag with a new prompt) compiles no video model for it."""
-        if self._model is None and choose_runtime(self.requested_runtime) == "openvino":
+        if self._text_in_child:
             # the web app sets the socket after the vocabulary may have been embedded
             if self._text is None or self._text.socket != self.text_socket:
                 self._text = TextInChild(self.handle, self.threads, self.text_idle,

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     if command == "text-server" and shared is None:
         return _fail("text-server needs --socket PATH", EXIT_MODEL)
     # the server every `autotag search` shares forks off before TensorFlow starts a thread
-    ready = shared_text.detach(shared) if command == "text-server" and shared else None
+    ready = shared_text.detach(shared) if command == "text-server" else None
     try:
         model = load_tensorflow_model(handle, threads)
     except ModelError as exc:

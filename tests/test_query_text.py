@@ -41,7 +41,7 @@ def test_the_web_app_asks_the_text_model_the_search_command_shares(tmp_path, mod
     config = load_config(write_config(tmp_path, model_dir))
     queries = _query_embedder(LazyEmbedder(str(model_dir), runtime="openvino"), config)
     path = socket_for(default_cache_dir(), queries.fingerprint)
-    assert path is not None and queries.text_socket == path  # where `autotag search` asks
+    assert queries.text_socket == path  # where `autotag search` asks
     assert queries.text_idle == config.model.idle_unload_seconds
     first = queries.embed_text(["red", "blue water"])
     np.testing.assert_allclose(first, embedder.embed_text(["red", "blue water"]), atol=1e-5)

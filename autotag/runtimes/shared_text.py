@@ -44,7 +44,6 @@ ANSWER_SECONDS = 120.0  # a server that has a request this long without answerin
 SUN_PATH_MAX = 107  # AF_UNIX's sun_path on Linux (108 bytes with its NUL)
 FRAME = struct.Struct(">I")  # a frame's length, before its bytes
 OK, FAILED = b"0", b"1"  # a reply's first byte: .npy bytes follow, or the error's one line
-_UNSHARED: set[Path] = set()  # sockets this process said it cannot use
 
 
 def socket_for(cache_dir: Path, model: str) -> Path:
@@ -90,6 +89,7 @@ class SharedText:
                  env: dict[str, str] | None = None, idle: float = IDLE_SECONDS) -> None:
         self.handle, self.path, self.threads, self.env, self.idle = (handle, path, threads,
                                                                      env, idle)
+        self._said = False  # why the model cannot be shared, once
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         if len(os.fsencode(self.path)) > SUN_PATH_MAX:
@@ -115,9 +115,9 @@ class SharedText:
 
     def _alone(self, texts: list[str], why: str) -> np.ndarray:
         """The texts embedded by a child of this call's own; why the model is not shared, said
-        once a socket."""
-        if self.path not in _UNSHARED:
-            _UNSHARED.add(self.path)
+        once (the CLI and the web app keep one SharedText)."""
+        if not self._said:
+            self._said = True
             log.warning("cannot share the text model (%s): each new query starts its own", why)
         return ChildText(self.handle, self.threads, self.env).embed_text(texts)
 
